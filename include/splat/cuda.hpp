@@ -1,0 +1,57 @@
+// CUDA backend: kernels generated for a plan's geometry, compiled at run time with NVRTC and cached.
+// plan/run split: plan_cuda() does analysis upload, scheduling and kernel lookup/compilation;
+// CudaPlan::run launches only (no host allocation, no synchronisation; CUDA-graph capturable).
+// Available only when built with SPLAT_WITH_CUDA; cuda_available() says whether a device can be used.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "splat/attention.hpp"
+#include "splat/plan.hpp"
+#include "splat/tensor.hpp"
+
+namespace splat {
+
+// True if a CUDA driver and device are usable; otherwise *why (if given) says what is missing.
+bool cuda_available(std::string* why = nullptr);
+
+struct CudaPlanOptions {
+  DType dtype = DType::BF16;
+  int32_t head_dim = 64;
+  int device = 0;
+  std::string arch;  // "" = the device's own (e.g. "sm_90")
+};
+
+class CudaPlan;  // opaque; defined in src/backends/cuda
+std::shared_ptr<CudaPlan> plan_cuda(const Acsr& acsr, const CudaPlanOptions& options);
+// Launch on device tensors (views with device >= 0). stream: a cudaStream_t (nullptr = default stream).
+void attention_cuda(const CudaPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
+                    const TensorView& out, const AttentionOptions& opt = {}, void* stream = nullptr);
+// Host convenience for the CLI and tests: copies host tensors to the device, runs `repeats` times after
+// `warmup` runs, copies the output back. Returns the median kernel time in milliseconds (CUDA events).
+double attention_cuda_host(const CudaPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
+                           const TensorView& out, const AttentionOptions& opt = {}, int warmup = 0, int repeats = 1);
+// Description of the plan's kernels (spec log lines), for `splat inspect`/`run` output.
+std::vector<std::string> describe_cuda_plan(const CudaPlan& plan);
+
+// --- code generation and the kernel cache (work without a GPU) ---
+struct CodegenResult {
+  std::string source;              // generated CUDA source (all kernels of the plan)
+  std::vector<std::string> specs;  // one log line per kernel spec
+  std::vector<char> cubin;         // filled when compiled
+  std::string log;                 // NVRTC log
+};
+// Generates (and with compile=true compiles with NVRTC for arch, e.g. "sm_90") the plan's kernels.
+CodegenResult codegen_cuda(const Acsr& acsr, const CudaPlanOptions& options, bool compile);
+
+struct CacheInfo {
+  std::string directory;
+  int64_t entries = 0;
+  int64_t bytes = 0;
+};
+CacheInfo kernel_cache_info();
+void kernel_cache_clear();
+
+}  // namespace splat
