@@ -1,0 +1,124 @@
+// FLuRKA (fused low-rank + kernel attention) and its parents: Linformer, Performer, linear attention.
+// Normative semantics (issue 4; docs/FLURKA.md has the formulas and the causal variant):
+//   per (batch, head): Q [Nq, D], K, V [N, D]; E, F [k, N]; W [D, m]; s = D^(-1/4)
+//   K' = E K, V' = F V
+//   favor: phi(x) = exp(s x W - ||s x||^2 / 2) / sqrt(m);  elu: phi(x) = elu(x) + 1 (m = D);
+//   relu:  phi(x) = relu(s x W) / sqrt(m)
+//   flurka-*:  out_i = phi(q_i) (phi(K')^T V') / (phi(q_i) . phi(K')^T 1), 0 where the denominator is 0
+//   linformer: softmax(Q K'^T / sqrt(D)) V';  performer-* / linear: the kernel formula with K, V.
+// Host (CPU) and device (CUDA) entry points take the same views; every bad input throws one splat::Error.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "splat/tensor.hpp"
+
+namespace splat {
+
+enum class FlurkaMethod : uint8_t { FlurkaFavor, FlurkaElu, FlurkaRelu, Linformer, PerformerFavor, PerformerRelu, Linear };
+enum class FeatureMap : uint8_t { None, Favor, Elu, Relu };  // None: softmax (linformer)
+
+const char* flurka_method_name(FlurkaMethod m);  // "flurka-favor", ..., "performer-favor", "performer-relu", "linear"
+// Accepts the names above and "performer" (= performer-favor). Throws InvalidArgument listing the choices.
+FlurkaMethod parse_flurka_method(const std::string& s);
+std::vector<FlurkaMethod> all_flurka_methods();
+FeatureMap feature_map_of(FlurkaMethod m);
+bool uses_projection(FlurkaMethod m);  // E, F needed (flurka-*, linformer)
+bool uses_random_features(FlurkaMethod m);  // W needed (favor, relu maps)
+
+// A stack of row-major contiguous matrices [heads, rows, cols]. heads == 1 means shared by all heads.
+struct MatrixView {
+  const void* data = nullptr;
+  DType dtype = DType::F32;
+  int64_t heads = 1, rows = 0, cols = 0;
+  int device = -1;  // -1: host; >= 0: CUDA device ordinal
+  size_t offset(int64_t h) const { return heads == 1 ? 0 : size_t(h) * size_t(rows) * size_t(cols); }
+};
+
+struct FlurkaInputs {
+  TensorView q, k, v;  // q [B,H,Nq,D]; k, v [B,H,N,D]
+  MatrixView e, f;     // [k,N] or [H,k,N]   (projected methods; ignored otherwise)
+  MatrixView w;        // [D,m] or [H,D,m]   (favor / relu maps; ignored otherwise)
+};
+
+// Resolved sizes of a checked call. m = D for the elu map; k = 0 for unprojected methods.
+struct FlurkaShape {
+  int64_t B = 0, H = 0, Nq = 0, N = 0, D = 0, k = 0, m = 0;
+};
+// Validates shapes, dtypes, devices and heads (k > N, m = 0, wrong E/F/W shapes, mismatched heads, ...).
+// For causal calls E, F are [r, C] (chunk projections) instead of [k, N], and Nq must equal N.
+FlurkaShape check_flurka_args(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int64_t causal_chunk = 0);
+
+struct FlurkaOptions {
+  int threads = 0;  // CPU: 0 = all hardware threads
+};
+
+// float64 reference: the formulas evaluated literally (the oracle).
+void flurka_reference(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out);
+// Fast CPU path: float32 accumulation, OpenMP over (batch, head, row blocks), vectorised inner loops.
+void flurka_cpu(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, const FlurkaOptions& opt = {});
+
+// ---- Causal variant (flurka-* only; see docs/FLURKA.md) ----
+// Tokens are split into chunks of C; chunk c is compressed to r rows K'_c = E K_c, V'_c = F V_c with E, F
+// [r, C] ([H, r, C] per head). Query i in chunk c attends to the kernel state of chunks < c plus exact
+// softmax over the keys j <= i of its own chunk, in one normaliser:
+//   out_i = (phi(q_i) S_c + sum_j e^{q_i.k_j/sqrt(D)} v_j) / (phi(q_i) z_c + sum_j e^{q_i.k_j/sqrt(D)})
+//   S_c = sum_{c'<c} phi(K'_c')^T V'_c',  z_c = sum_{c'<c} phi(K'_c')^T 1   (j over i's chunk, j <= i).
+// For favor phi(q).phi(k) is an unbiased estimate of e^{q.k/sqrt(D)}, so both parts share one scale.
+// The last chunk may be partial: it only ever uses the exact part, so E, F need exactly C columns.
+void flurka_causal_reference(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int64_t chunk);
+void flurka_causal_cpu(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int64_t chunk,
+                       const FlurkaOptions& opt = {});
+
+// Recurrent decoding: one token per call for B x H sequences. The state holds S, z (m x D and m per head,
+// float64) and the current chunk's raw keys/values; a step costs O(m D + C D), a chunk flush O(r C D + r m D).
+struct FlurkaDecodeState {
+  FlurkaMethod method = FlurkaMethod::FlurkaFavor;
+  int64_t B = 0, H = 0, D = 0, m = 0, r = 0, C = 0;
+  int64_t pos = 0;                   // tokens consumed
+  std::vector<double> S, z;          // [B,H,m,D], [B,H,m]
+  std::vector<double> ck, cv;        // current chunk keys/values [B,H,C,D]
+  std::vector<double> E, F, W;       // copies: [He,r,C], [He,r,C], [Hw,D,m]
+  int64_t He = 1, Hw = 1;
+};
+FlurkaDecodeState flurka_decode_init(FlurkaMethod m, int64_t B, int64_t H, int64_t D, int64_t chunk,
+                                     const MatrixView& e, const MatrixView& f, const MatrixView& w);
+// q, k, v, out: [B, H, 1, D] host views. Appends (k, v) at position pos and writes the causal output of q.
+void flurka_decode_step(FlurkaDecodeState& st, const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& out);
+
+// ---- CUDA (built with SPLAT_WITH_CUDA; otherwise these throw Unsupported) ----
+// D in {32, 64, 128}, k, m <= 512, E/F/W of q's dtype on q's device. GEMM operands are bf16 on the tensor
+// cores with float32 accumulation whatever the storage dtype (f32/f16 storage is converted on load).
+bool flurka_cuda_available(std::string* why = nullptr);
+bool flurka_cuda_supports(FlurkaMethod m, const FlurkaShape& s, std::string* why = nullptr);
+size_t flurka_cuda_workspace_bytes(FlurkaMethod m, const FlurkaShape& s);
+// Device views. workspace: at least flurka_cuda_workspace_bytes (nullptr: allocated and freed inside, which
+// synchronises). stream: a cudaStream_t (nullptr = default). Launches only; no synchronisation otherwise.
+void flurka_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, void* workspace = nullptr,
+                 void* stream = nullptr);
+// Host convenience: copies host inputs to the device, runs warmup + repeats times, copies out back.
+// Returns the median time in ms (CUDA events), measured around each whole call.
+double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int warmup = 0,
+                        int repeats = 1);
+
+// ---- Cost model ----
+struct DeviceCeilings {
+  double bandwidth = 3.0e12;    // bytes/s, device copy (read + write), measured on the H100 (see docs)
+  double gemm_flops = 6.6e14;   // bf16 dense GEMM FLOP/s, measured
+  double simt_flops = 4.0e13;   // fp32 FMA FLOP/s (elementwise/feature-map work)
+  double launch = 4.0e-6;       // seconds per kernel launch
+  std::string name = "H100 (measured defaults)";
+};
+struct FlurkaCost {
+  double flops = 0, bytes = 0;  // tensor-core FLOPs and compulsory device-memory bytes
+  double floor_s = 0;           // max(bytes / bandwidth, flops / gemm_flops)
+  double predicted_s = 0;       // floor plus launch and efficiency terms
+};
+// Cost of one call for B x H heads. elem = bytes per stored element; shared_proj: E, F, W shared by heads.
+FlurkaCost flurka_cost(FlurkaMethod m, int64_t B, int64_t H, int64_t N, int64_t D, int64_t k, int64_t mfeat,
+                       int elem, bool shared_proj, const DeviceCeilings& dev = {});
+FlurkaCost dense_attention_cost(int64_t B, int64_t H, int64_t N, int64_t D, int elem, const DeviceCeilings& dev = {});
+
+}  // namespace splat
