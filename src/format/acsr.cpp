@@ -44,10 +44,26 @@ int64_t nnz(const Acsr& a) {
     for (int64_t i = s.row_begin; i < s.row_end; ++i) total += segment_row(s, i).count;
   if (!a.blocks.empty()) {
     const int64_t nbr = int64_t(a.blocks.row_ptr.size()) - 1;
-    for (int64_t qb = 0; qb < nbr; ++qb)
-      for (int64_t e = a.blocks.row_ptr[size_t(qb)]; e < a.blocks.row_ptr[size_t(qb + 1)]; ++e)
-        for (int64_t i = qb * a.blocks.block_rows; i < std::min(a.n, (qb + 1) * a.blocks.block_rows); ++i)
-          total += block_row_count(a, i, a.blocks.col_block[size_t(e)]);
+    std::vector<const Segment*> near;
+    for (int64_t qb = 0; qb < nbr; ++qb) {
+      const int64_t r0 = qb * a.blocks.block_rows, r1 = std::min(a.n, r0 + a.blocks.block_rows);
+      for (int64_t e = a.blocks.row_ptr[size_t(qb)]; e < a.blocks.row_ptr[size_t(qb + 1)]; ++e) {
+        const int64_t k0 = a.blocks.col_block[size_t(e)] * a.blocks.block_cols;
+        const int64_t k1 = std::min(a.n, k0 + a.blocks.block_cols);
+        near.clear();  // only segments that can touch this block cost anything per row
+        for (const Segment& s : a.segments)
+          if (s.row_begin < r1 && s.row_end > r0 && s.key_begin < k1 && s.key_end > k0) near.push_back(&s);
+        total += (r1 - r0) * (k1 - k0);
+        for (const Segment* s : near) {
+          const int64_t i0 = std::max(r0, s->row_begin), i1 = std::min(r1, s->row_end);
+          if (s->slope == 0) {  // the same keys on every row
+            total -= segment_row_count_in(*s, i0, k0, k1) * (i1 - i0);
+            continue;
+          }
+          for (int64_t i = i0; i < i1; ++i) total -= segment_row_count_in(*s, i, k0, k1);
+        }
+      }
+    }
   }
   total += int64_t(a.columns.cols.size());
   return total;

@@ -18,6 +18,7 @@ struct Builder {
   Plan& plan;
   const Acsr& a;
   int64_t bn;
+  std::vector<int32_t> residue_segments;  // all segments tiled in residue order
 
   // Spans of segment k for local rows [r_lo, r_hi) of task; keys step `step` (1, or the residue stride).
   void segment_spans(Pass& pass, const TileTask& task, int32_t k, int32_t r_lo, int32_t r_hi) {
@@ -60,7 +61,8 @@ struct Builder {
     if (span.key_count > 0 && span.row_hi > span.row_lo) pass.spans.push_back(span);
   }
 
-  void block_spans(Pass& pass, const TileTask& task) {
+  // segs: natural segments overlapping the task's rows.
+  void block_spans(Pass& pass, const TileTask& task, const std::vector<int32_t>& segs) {
     const BlockRemainder& br = a.blocks;
     const int64_t t0 = task.row_begin, t1 = t0 + task.row_count;
     for (int64_t qb = t0 / br.block_rows; qb * br.block_rows < t1; ++qb) {
@@ -68,11 +70,14 @@ struct Builder {
       for (int64_t e = br.row_ptr[size_t(qb)]; e < br.row_ptr[size_t(qb + 1)]; ++e) {
         const int64_t k0 = br.col_block[size_t(e)] * br.block_cols, k1 = std::min(a.n, k0 + br.block_cols);
         bool full = true;
-        for (const Segment& s : a.segments) {  // every segment, residue ones too: blocks exclude them all
-          if (s.row_end <= r0 || s.row_begin >= r1 || s.key_end <= k0 || s.key_begin >= k1) continue;
-          for (int64_t i = r0; i < r1 && full; ++i)
-            if (segment_row_count_in(s, i, k0, k1) > 0) full = false;
-        }
+        for (const std::vector<int32_t>* list : std::initializer_list<const std::vector<int32_t>*>{&segs, &residue_segments})  // blocks exclude every segment
+          for (int32_t k : *list) {
+            const Segment& s = a.segments[size_t(k)];
+            if (!full || s.row_end <= r0 || s.row_begin >= r1 || s.key_end <= k0 || s.key_begin >= k1) continue;
+            const int64_t last = s.slope == 0 ? std::max(r0, s.row_begin) + 1 : r1;  // slope 0: rows agree
+            for (int64_t i = std::max(r0, s.row_begin); i < std::min(last, s.row_end) && full; ++i)
+              if (segment_row_count_in(s, i, k0, k1) > 0) full = false;
+          }
         add(pass, KeySpan{SpanKind::Block, k0, 1, k1 - k0, int32_t(r0 - t0), int32_t(r1 - t0), -1, full, 0});
       }
     }
@@ -125,7 +130,7 @@ struct Builder {
         const int32_t r_hi = int32_t(std::min<int64_t>(task.row_count, s.row_end - task.row_begin));
         segment_spans(pass, task, k, r_lo, r_hi);
       }
-      if (!a.blocks.empty()) block_spans(pass, task);
+      if (!a.blocks.empty()) block_spans(pass, task, per_tile[size_t(t)]);
       if (!a.columns.empty()) gather_span(pass, task);
       finish_task(pass, task, true);
     }
@@ -170,7 +175,8 @@ Plan make_plan(Acsr acsr, const PlanOptions& options) {
     else
       natural.push_back(int32_t(k));
   }
-  Builder b{plan, a, options.block_n};
+  Builder b{plan, a, options.block_n, {}};
+  for (const auto& [d, segs] : residue) b.residue_segments.insert(b.residue_segments.end(), segs.begin(), segs.end());
   const bool has_natural = !natural.empty() || !a.blocks.empty() || !a.columns.empty() || residue.empty();
   if (has_natural) {
     plan.passes.emplace_back();
