@@ -33,7 +33,7 @@ void validate_pattern(const Pattern& p, int64_t n) {
     case PatternKind::Blocked: require(p.b >= 1, "blocked: b must be at least 1"); break;
     case PatternKind::BigBird:
       require(p.b >= 1, "bigbird: b must be at least 1");
-      require(p.r <= (int64_t(1) << 20), "bigbird: r is too large");
+      require(p.r <= 4096, "bigbird: r must be at most 4096");
       require(p.seed < (uint64_t(1) << 32), "bigbird: seed must be below 2^32");
       break;
     case PatternKind::Mask:
@@ -57,8 +57,8 @@ bool pattern_contains(const Pattern& p, int64_t n, int64_t i, int64_t j) {
     case PatternKind::Causal: return j <= i;
     case PatternKind::Window: return std::llabs(diff) <= p.w;
     case PatternKind::CausalWindow: return diff >= 0 && diff <= p.w;
-    case PatternKind::Dilated: return std::llabs(diff) <= p.w * p.d && pos_mod(diff, p.d) == 0;
-    case PatternKind::CausalDilated: return diff >= 0 && diff <= p.w * p.d && pos_mod(diff, p.d) == 0;
+    case PatternKind::Dilated: return std::llabs(diff) <= __int128(p.w) * p.d && pos_mod(diff, p.d) == 0;
+    case PatternKind::CausalDilated: return diff >= 0 && diff <= __int128(p.w) * p.d && pos_mod(diff, p.d) == 0;
     case PatternKind::Strided: return std::llabs(diff) < p.s || pos_mod(diff, p.s) == 0;
     case PatternKind::Fixed: return i / p.l == j / p.l || (j % p.l) >= p.l - p.c;
     case PatternKind::Blocked: return i / p.b == j / p.b;
