@@ -1,0 +1,84 @@
+"""splat.flurka: FLuRKA (fused Linformer + Performer) attention and its parent methods."""
+
+import numpy as np
+
+from . import _core
+from ._dispatch import framework
+
+
+def flurka_methods():
+    """Names accepted by method= (flurka-favor, flurka-elu, flurka-relu, linformer, performer-*, linear)."""
+    _require()
+    return list(_core.flurka_methods())
+
+
+def _require():
+    if not _core.has_flurka:
+        raise NotImplementedError("splat: this build has no FLuRKA support (include/splat/flurka.hpp missing)")
+
+
+def check_matrices(method, E, F, W):
+    """ValueError when a method's E/F (projections) or W (random features) are missing."""
+    needs_proj, needs_w = _core.flurka_uses(method)
+    if needs_proj and (E is None or F is None):
+        raise ValueError(f"splat: method {method!r} needs the projections E and F ([k, N] or [H, k, N])")
+    if needs_w and W is None:
+        raise ValueError(f"splat: method {method!r} needs the random features W ([D, m] or [H, D, m])")
+
+
+def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False, *, layout="bhnd", out=None,
+           threads=0):
+    """FLuRKA attention. q [B, H, Nq, D], k, v [B, H, N, D]; E, F [k, N] (or [H, k, N]); W [D, m] (or [H, D, m]).
+
+    causal=True: E, F are chunk projections [r, C] (chunk C = E's columns); CPU only for now.
+    Returns a new array of q's framework (or writes `out` for NumPy).
+    """
+    _require()
+    fw = framework(q)
+    if fw == "torch":
+        from . import torch as splat_torch
+        return splat_torch.flurka(q, k, v, E, F, W, method=method, causal=causal, layout=layout)
+    if fw == "jax":
+        from . import jax as splat_jax
+        return splat_jax.flurka(q, k, v, E, F, W, method=method, causal=causal, layout=layout)
+    check_matrices(method, E, F, W)
+    if fw == "numpy":
+        def bits(x):
+            return None if x is None else (x.view(np.uint16) if x.dtype.name == "bfloat16" else x)
+        dt = "bf16" if q.dtype.name == "bfloat16" else ""
+        if out is None:
+            out = np.empty_like(q)
+        _core.flurka(method, bits(q), bits(k), bits(v), bits(out), bits(E), bits(F), bits(W), bool(causal), layout,
+                     dt, 0, None, int(threads))
+        return out
+    import cupy  # fw == "cupy"
+    if out is None:
+        out = cupy.empty_like(q)
+    ws = None
+    if not causal:
+        ws = cupy.empty(workspace_bytes(method, q, k, E, W, layout), dtype=cupy.uint8)
+    _core.flurka(method, q, k, v, out, E, F, W, bool(causal), layout, "", cupy.cuda.get_current_stream().ptr, ws,
+                 0)
+    return out
+
+
+def workspace_bytes(method, q, k, E, W, layout):
+    """Device workspace for one non-causal CUDA call (allocated by the caller's framework: graph safe)."""
+    if layout == "bhnd":
+        b, h, nq, d = _fold(q.shape, 0)
+        n = int(k.shape[-2])
+    else:
+        b, h, nq, d = _fold(q.shape, 1)
+        n = int(k.shape[-3])
+    kk = 0 if E is None else int(E.shape[-2])
+    m = d if W is None else int(W.shape[-1])
+    return max(1, int(_core.flurka_workspace_bytes(method, b, h, nq, n, d, kk, m)))
+
+
+def _fold(shape, layout):
+    lead = 1
+    for s in shape[:-3]:
+        lead *= int(s)
+    if layout == 0:
+        return lead, int(shape[-3]), int(shape[-2]), int(shape[-1])
+    return lead, int(shape[-2]), int(shape[-3]), int(shape[-1])

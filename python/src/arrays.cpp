@@ -1,0 +1,47 @@
+#include "arrays.hpp"
+
+#include <vector>
+
+#include "plans.hpp"
+#include "splat/error.hpp"
+
+namespace splat::py {
+
+DType array_dtype(const nb::dlpack::dtype& t, const std::string& dtype_override, const char* name) {
+  const std::string who(name);
+  require(t.lanes == 1, who + ": vector dtypes are not supported");
+  if (!dtype_override.empty()) {
+    const DType d = parse_dtype(dtype_override);
+    require(t.bits == dtype_size(d) * 8, who + ": element size " + std::to_string(t.bits) + " bits does not match " +
+                                             dtype_name(d));
+    return d;
+  }
+  if (t.code == uint8_t(nb::dlpack::dtype_code::Float) && t.bits == 32) return DType::F32;
+  if (t.code == uint8_t(nb::dlpack::dtype_code::Float) && t.bits == 16) return DType::F16;
+  if (t.code == uint8_t(nb::dlpack::dtype_code::Bfloat) && t.bits == 16) return DType::BF16;
+  fail(ErrorCode::InvalidArgument, who + ": unsupported dtype (code " + std::to_string(t.code) + ", " +
+                                       std::to_string(t.bits) + " bits); expected float32, float16 or bfloat16");
+}
+
+int array_device(int device_type, int device_id, const char* name) {
+  if (device_type == nb::device::cpu::value || device_type == nb::device::cuda_host::value) return -1;
+  if (device_type == nb::device::cuda::value || device_type == nb::device::cuda_managed::value) return device_id;
+  fail(ErrorCode::InvalidArgument,
+       std::string(name) + ": unsupported device type " + std::to_string(device_type) + " (expected CPU or CUDA)");
+}
+
+template <class Array>
+TensorView array_view(const Array& a, int layout, const std::string& dtype_override, const char* name) {
+  const int nd = int(a.ndim());
+  std::vector<int64_t> shape(size_t(nd > 0 ? nd : 1)), strides(size_t(nd > 0 ? nd : 1));
+  for (int i = 0; i < nd; ++i) shape[size_t(i)] = int64_t(a.shape(size_t(i))), strides[size_t(i)] = a.stride(size_t(i));
+  const DType dt = array_dtype(a.dtype(), dtype_override, name);
+  const int dev = array_device(a.device_type(), a.device_id(), name);
+  return make_view(const_cast<void*>(static_cast<const void*>(a.data())), dt, nd, shape.data(), strides.data(), layout,
+                   dev, name);
+}
+
+template TensorView array_view<InArray>(const InArray&, int, const std::string&, const char*);
+template TensorView array_view<OutArray>(const OutArray&, int, const std::string&, const char*);
+
+}  // namespace splat::py

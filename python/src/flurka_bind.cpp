@@ -1,0 +1,113 @@
+// FLuRKA bindings: q, k, v, E, F, W as DLPack arrays; host or CUDA by q's device. Compiled in once
+// include/splat/flurka.hpp exists (it is the flurka engineer's contract).
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include "arrays.hpp"
+#include "bindings.hpp"
+#include "plans.hpp"
+#include "splat/error.hpp"
+
+#if __has_include("splat/flurka.hpp")
+#include "splat/flurka.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace splat::py {
+namespace {
+
+int parse_layout(const std::string& s) {
+  if (s == "bhnd") return 0;
+  if (s == "bnhd") return 1;
+  fail(ErrorCode::InvalidArgument, "layout must be 'bhnd' or 'bnhd', got '" + s + "'");
+}
+
+// E, F [k, N] or [H, k, N]; W [D, m] or [H, D, m]; row-major contiguous.
+MatrixView matrix_view(const std::optional<InArray>& a, const std::string& dtype, const char* name) {
+  MatrixView m;
+  if (!a) return m;
+  const std::string who(name);
+  const size_t nd = a->ndim();
+  require(nd == 2 || nd == 3, who + ": expected a matrix [rows, cols] or a stack [heads, rows, cols]");
+  m.heads = nd == 3 ? int64_t(a->shape(0)) : 1;
+  m.rows = int64_t(a->shape(nd - 2));
+  m.cols = int64_t(a->shape(nd - 1));
+  require((m.cols == 1 || a->stride(nd - 1) == 1) && (m.rows == 1 || a->stride(nd - 2) == m.cols) &&
+              (nd == 2 || m.heads == 1 || a->stride(0) == m.rows * m.cols),
+          who + ": must be contiguous (row-major)");
+  m.data = a->data();
+  m.dtype = array_dtype(a->dtype(), dtype, name);
+  m.device = array_device(a->device_type(), a->device_id(), name);
+  return m;
+}
+
+void flurka(const std::string& method, const InArray& q, const InArray& k, const InArray& v, const OutArray& out,
+            const std::optional<InArray>& e, const std::optional<InArray>& f, const std::optional<InArray>& w,
+            bool causal, const std::string& layout, const std::string& dtype, uintptr_t stream,
+            const std::optional<OutArray>& workspace, int threads) {
+  const FlurkaMethod m = parse_flurka_method(method);
+  const int l = parse_layout(layout);
+  FlurkaInputs in;
+  in.q = array_view(q, l, dtype, "q");
+  in.k = array_view(k, l, dtype, "k");
+  in.v = array_view(v, l, dtype, "v");
+  in.e = matrix_view(e, dtype, "E");
+  in.f = matrix_view(f, dtype, "F");
+  in.w = matrix_view(w, dtype, "W");
+  const TensorView o = array_view(out, l, dtype, "out");
+  FlurkaOptions opt;
+  opt.threads = threads;
+  nb::gil_scoped_release release;
+  if (causal) {
+    require(in.e.data != nullptr, "causal FLuRKA needs the chunk projections E, F [r, C]");
+    require(in.q.device < 0, "causal FLuRKA runs on the CPU only (no CUDA kernel yet)");
+    flurka_causal_cpu(m, in, o, in.e.cols, opt);
+  } else if (in.q.device < 0) {
+    flurka_cpu(m, in, o, opt);
+  } else {
+    void* ws = nullptr;
+    if (workspace) {
+      const FlurkaShape s = check_flurka_args(m, in, o);
+      require(workspace->nbytes() >= flurka_cuda_workspace_bytes(m, s), "workspace too small");
+      ws = workspace->data();
+    }
+    flurka_cuda(m, in, o, ws, reinterpret_cast<void*>(stream));
+  }
+}
+
+size_t workspace_bytes(const std::string& method, int64_t B, int64_t H, int64_t Nq, int64_t N, int64_t D, int64_t k,
+                       int64_t m) {
+  FlurkaShape s;
+  s.B = B, s.H = H, s.Nq = Nq, s.N = N, s.D = D, s.k = k, s.m = m;
+  return flurka_cuda_workspace_bytes(parse_flurka_method(method), s);
+}
+
+}  // namespace
+}  // namespace splat::py
+
+void splat::py::bind_flurka(nb::module_& m) {
+  m.attr("has_flurka") = true;
+  m.def("flurka", &flurka, "method"_a, "q"_a, "k"_a, "v"_a, "out"_a, "e"_a.none(), "f"_a.none(), "w"_a.none(),
+        "causal"_a = false, "layout"_a = "bhnd", "dtype"_a = "", "stream"_a = 0, "workspace"_a.none() = nb::none(),
+        "threads"_a = 0);
+  m.def("flurka_workspace_bytes", &workspace_bytes, "method"_a, "B"_a, "H"_a, "Nq"_a, "N"_a, "D"_a, "k"_a, "m"_a);
+  m.def("flurka_methods", []() {
+    std::vector<std::string> names;
+    for (FlurkaMethod x : all_flurka_methods()) names.push_back(flurka_method_name(x));
+    return names;
+  });
+  m.def("flurka_uses", [](const std::string& method) {
+    const FlurkaMethod x = parse_flurka_method(method);
+    return std::pair<bool, bool>(uses_projection(x), uses_random_features(x));
+  }, "method"_a, "(needs E/F, needs W)");
+}
+
+#else
+
+void splat::py::bind_flurka(nanobind::module_& m) { m.attr("has_flurka") = false; }
+
+#endif

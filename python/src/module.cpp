@@ -1,0 +1,177 @@
+// splat._core: the nanobind extension. Thin: argument conversion, GIL release, error translation;
+// all work happens in the C++ library. The Python API (splat/*.py) wraps these functions.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/shared_ptr.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "arrays.hpp"
+#include "bindings.hpp"
+#include "plans.hpp"
+#include "splat/error.hpp"
+#include "splat/pattern.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace splat::py {
+namespace {
+
+int parse_layout(const std::string& s) {
+  if (s == "bhnd") return 0;
+  if (s == "bnhd") return 1;
+  fail(ErrorCode::InvalidArgument, "layout must be 'bhnd' ([B, H, N, D]) or 'bnhd' ([B, N, H, D]), got '" + s + "'");
+}
+
+void translate(const std::exception_ptr& p, void*) {
+  try {
+    std::rethrow_exception(p);
+  } catch (const Error& e) {
+    switch (e.code()) {
+      case ErrorCode::InvalidArgument:
+      case ErrorCode::Io: PyErr_SetString(PyExc_ValueError, e.what()); break;
+      case ErrorCode::Unsupported: PyErr_SetString(PyExc_NotImplementedError, e.what()); break;
+      default: PyErr_SetString(PyExc_RuntimeError, e.what()); break;
+    }
+  }
+}
+
+struct Views {
+  TensorView q, k, v, out;
+};
+
+Views views(const InArray& q, const InArray& k, const InArray& v, const OutArray& out, const std::string& layout,
+            const std::string& dtype) {
+  const int l = parse_layout(layout);
+  return {array_view(q, l, dtype, "q"), array_view(k, l, dtype, "k"), array_view(v, l, dtype, "v"),
+          array_view(out, l, dtype, "out")};
+}
+
+void attention(PlanHandle& plan, const InArray& q, const InArray& k, const InArray& v, const OutArray& out, float scale,
+               const std::string& layout, const std::string& dtype, uintptr_t stream, int threads) {
+  const Views w = views(q, k, v, out, layout, dtype);
+  AttentionOptions opt;
+  opt.scale = scale;
+  opt.threads = threads;
+  nb::gil_scoped_release release;
+  run_plan(plan, w.q, w.k, w.v, w.out, opt, reinterpret_cast<void*>(stream));
+}
+
+// The baseline of the overhead benchmark: the same launch looped in C++ (no Python in between).
+double bench_launch(PlanHandle& plan, const InArray& q, const InArray& k, const InArray& v, const OutArray& out,
+                    int iters, uintptr_t stream) {
+  const Views w = views(q, k, v, out, "bhnd", "");
+  require(iters > 0, "iters must be positive");
+  nb::gil_scoped_release release;
+  run_plan(plan, w.q, w.k, w.v, w.out, {}, reinterpret_cast<void*>(stream));
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < iters; ++i) run_plan(plan, w.q, w.k, w.v, w.out, {}, reinterpret_cast<void*>(stream));
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
+}
+
+nb::ndarray<nb::numpy, uint8_t, nb::ndim<2>> mask_array(const std::string& spec, int64_t n) {
+  require(n > 0, "n must be positive");
+  std::vector<uint8_t> bits;
+  {
+    const Pattern p = parse_pattern(spec);
+    validate_pattern(p, n);
+    nb::gil_scoped_release release;
+    bits = dense_mask(p, n);
+  }
+  auto* data = new std::vector<uint8_t>(std::move(bits));
+  nb::capsule owner(data, [](void* ptr) noexcept { delete static_cast<std::vector<uint8_t>*>(ptr); });
+  return nb::ndarray<nb::numpy, uint8_t, nb::ndim<2>>(data->data(), {size_t(n), size_t(n)}, owner);
+}
+
+void reference(const std::string& spec, const InArray& q, const InArray& k, const InArray& v, const OutArray& out,
+               float scale, const std::string& layout, const std::string& dtype) {
+  const Views w = views(q, k, v, out, layout, dtype);
+  require(w.q.device < 0, "the reference runs on host arrays only");
+  const Pattern p = parse_pattern(spec);
+  validate_pattern(p, w.q.N());
+  AttentionOptions opt;
+  opt.scale = scale;
+  nb::gil_scoped_release release;
+  const std::vector<uint8_t> mask = dense_mask(p, w.q.N());
+  attention_reference(mask.data(), w.q, w.k, w.v, w.out, opt);
+}
+
+std::pair<bool, std::string> cuda_status() {
+#if SPLAT_WITH_CUDA
+  std::string why;
+  const bool ok = cuda_available(&why);
+  return {ok, why};
+#else
+  return {false, "splat was built without CUDA (SPLAT_WITH_CUDA=OFF)"};
+#endif
+}
+
+}  // namespace
+}  // namespace splat::py
+
+NB_MODULE(_core, m) {
+  using namespace splat;
+  using namespace splat::py;
+  m.doc() = "splat C++ core (nanobind extension); use the `splat` package API instead of this module";
+  nb::register_exception_translator(translate);
+
+  nb::class_<PlanHandle>(m, "Plan", "A pattern analysed and compiled for one (seq_len, head_dim, dtype, device)")
+      .def_prop_ro("pattern", [](const PlanHandle& p) { return p.spec; })
+      .def_prop_ro("seq_len", [](const PlanHandle& p) { return p.seq_len; })
+      .def_prop_ro("head_dim", [](const PlanHandle& p) { return p.head_dim; })
+      .def_prop_ro("dtype", [](const PlanHandle& p) { return std::string(dtype_name(p.dtype)); })
+      .def_prop_ro("device", [](const PlanHandle& p) { return p.device; }, "-1 for CPU, else the CUDA ordinal")
+      .def_prop_ro("nnz", [](const PlanHandle& p) { return nnz(p.acsr); })
+      .def_prop_ro("density", [](const PlanHandle& p) { return double(nnz(p.acsr)) / double(p.seq_len) / double(p.seq_len); })
+      .def_prop_ro("waste", [](PlanHandle& p) -> nb::object {
+        std::lock_guard<std::mutex> lock(p.mu);
+        return p.cpu ? nb::cast(p.cpu->waste()) : nb::none();
+      }, "computed / useful entries of the CPU plan (None for a CUDA plan)")
+      .def("describe", [](PlanHandle& p) {
+        std::vector<std::string> lines;
+        for (const Region& r : regions(p.acsr))
+          lines.push_back("rows [" + std::to_string(r.row_begin) + ", " + std::to_string(r.row_end) + "): " + r.describe);
+        std::lock_guard<std::mutex> lock(p.mu);
+#if SPLAT_WITH_CUDA
+        if (p.cuda)
+          for (auto& s : describe_cuda_plan(*p.cuda)) lines.push_back(s);
+#endif
+        return lines;
+      }, "Regions of the analysed pattern and, for CUDA plans, the generated kernels")
+      .def("_register", [](const std::shared_ptr<PlanHandle>& p) { return register_plan(p); },
+           "Registers the plan for XLA FFI calls; returns its id (the plan then lives until exit)")
+      .def("__repr__", [](const PlanHandle& p) {
+        return "splat.Plan('" + p.spec + "', seq_len=" + std::to_string(p.seq_len) + ", head_dim=" +
+               std::to_string(p.head_dim) + ", dtype=" + dtype_name(p.dtype) + ", device=" +
+               (p.device < 0 ? std::string("cpu") : "cuda:" + std::to_string(p.device)) + ")";
+      });
+
+  m.def("make_plan",
+        [](const std::string& spec, int64_t seq_len, int32_t head_dim, const std::string& dtype, int device) {
+          const DType dt = parse_dtype(dtype);
+          nb::gil_scoped_release release;  // analysis and NVRTC compilation can take a while
+          return build_plan(spec, seq_len, head_dim, dt, device);
+        },
+        "pattern"_a, "seq_len"_a, "head_dim"_a, "dtype"_a = "f32", "device"_a = -1);
+  m.def("attention", &attention, "plan"_a, "q"_a, "k"_a, "v"_a, "out"_a, "scale"_a = 0.0f, "layout"_a = "bhnd",
+        "dtype"_a = "", "stream"_a = 0, "threads"_a = 0,
+        "Sparse attention into `out` (no copies). stream: a cudaStream_t as int for CUDA arrays.");
+  m.def("reference", &reference, "pattern"_a, "q"_a, "k"_a, "v"_a, "out"_a, "scale"_a = 0.0f, "layout"_a = "bhnd",
+        "dtype"_a = "", "Dense masked reference with float64 accumulation (host arrays)");
+  m.def("dense_mask", &mask_array, "pattern"_a, "n"_a, "The pattern as an n x n uint8 mask (the oracle)");
+  m.def("canonical_pattern", [](const std::string& spec) { return to_string(parse_pattern(spec)); }, "pattern"_a);
+  m.def("cuda_status", &cuda_status, "(usable, why not) for the CUDA backend");
+  m.def("_bench_launch", &bench_launch, "plan"_a, "q"_a, "k"_a, "v"_a, "out"_a, "iters"_a = 1000, "stream"_a = 0);
+#if SPLAT_WITH_CUDA
+  m.attr("built_with_cuda") = true;
+#else
+  m.attr("built_with_cuda") = false;
+#endif
+  bind_xla(m);
+  bind_flurka(m);
+}
