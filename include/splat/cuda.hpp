@@ -33,6 +33,19 @@ void attention_cuda(const CudaPlan& plan, const TensorView& q, const TensorView&
 // `warmup` runs, copies the output back. Returns the median kernel time in milliseconds (CUDA events).
 double attention_cuda_host(const CudaPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
                            const TensorView& out, const AttentionOptions& opt = {}, int warmup = 0, int repeats = 1);
+// Multi-pass plans (e.g. strided) keep a log-sum-exp workspace of B*H*N floats in the plan. attention_cuda
+// grows it on first use at a larger B*H (that one call allocates and synchronises); reserve it first, or
+// run once, before capturing attention_cuda in a CUDA graph. A no-op for single-pass plans.
+void cuda_workspace_reserve(const CudaPlan& plan, int64_t batch, int64_t heads);
+// Where plan_cuda spent its time, and where the kernels came from ("memory", "disk" or "compiled").
+struct CudaPlanTimes {
+  double plan_ms = 0;     // make_plan (scheduling) for the kernel's tile shape
+  double kernels_ms = 0;  // kernel lookup: in-process map, disk cache or NVRTC, plus module load
+  double upload_ms = 0;   // packing + copying the plan tables to the device
+  double total_ms = 0;
+  std::string kernels_from;
+};
+CudaPlanTimes cuda_plan_times(const CudaPlan& plan);
 // Description of the plan's kernels (spec log lines), for `splat inspect`/`run` output.
 std::vector<std::string> describe_cuda_plan(const CudaPlan& plan);
 

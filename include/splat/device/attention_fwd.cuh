@@ -1,0 +1,301 @@
+// Fused sparse attention forward over a plan's tile tasks (FlashAttention-2 style).
+// One CTA computes one task for one (batch, head): the task's query rows (possibly residue-permuted,
+// row_stride > 1) against each of its key spans, BN keys at a time. K/V rows are gathered by the span's
+// key formula (each row is D contiguous elements: 16-byte cp.async, coalesced) into swizzled shared
+// memory, double buffered; S = Q K^T and O += P V run on mma.sync m16n8k16 with fp32 accumulation;
+// the softmax is online, in registers. Masks are evaluated only on partial tiles, from the affine
+// segment constants (no mask in memory) or, for gathered spans, from the plan's bitset.
+// A continuation pass (CONTINUE) starts from the (out, lse) an earlier pass left: exact merge.
+#pragma once
+#include "splat/device/plan_layout.cuh"
+#include "splat/device/ptx.cuh"
+
+namespace splat {
+namespace dev {
+
+// Config contract (generated per kernel spec):
+//   D, BM, BN, MT (16-row m-tiles per warp), WARPS, BF16, WRITE_LSE, CONTINUE,
+//   HAS_AFFINE_MASK, HAS_BLOCK, HAS_GATHER (which span kinds / masks can occur).
+
+__device__ __forceinline__ bool segment_contains_dev(const DevSegment& s, int i, int j) {
+  if (i < s.row_begin || i >= s.row_end || j < s.key_begin || j >= s.key_end) return false;
+  int d = j - s.slope * i - s.offset;
+  int t = d;
+  if (s.stride != 1) {
+    if (d % s.stride != 0) return false;
+    t = d / s.stride;
+  }
+  return t >= s.t_begin && t < s.t_end;
+}
+
+template <class C>
+__device__ __forceinline__ int span_key(const AttnParams& p, const DevSpan& sp, int c) {
+  if (C::HAS_GATHER && sp.kind == kGather) return p.gather_keys[sp.key_begin + c];
+  return sp.key_begin + sp.key_stride * c;  // Block spans are packed with key_stride 1
+}
+
+// Whether (local row r of the task, global row i) attends key index c (global key j) of a masked span.
+template <class C>
+__device__ __forceinline__ bool span_attends(const AttnParams& p, const DevSpan& sp, int r, int i, int c, int j) {
+  if (C::HAS_GATHER && sp.kind == kGather) {
+    const i64 bit = sp.mask_offset + i64(r) * sp.key_count + c;
+    return (p.gather_mask[bit >> 6] >> (bit & 63)) & 1ull;
+  }
+  if (C::HAS_BLOCK && sp.kind == kBlock) {
+    for (int s = 0; s < p.num_segments; ++s)
+      if (segment_contains_dev(p.segments[s], i, j)) return false;
+    return true;
+  }
+  if (!C::HAS_AFFINE_MASK) return true;  // every affine span of this kernel is full
+  return segment_contains_dev(p.segments[sp.segment], i, j);
+}
+
+// Element offset of 16-byte chunk `ch` of row `row` in a swizzled [rows][D] tile (conflict-free ldmatrix).
+template <int D>
+__device__ __forceinline__ int swz(int row, int ch) {
+  return row * D + ((ch ^ (row & 7)) << 3);
+}
+
+template <class C>
+__device__ __forceinline__ void load_kv_tile(const AttnParams& p, const DevSpan& sp, int kt, const u16* kbase,
+                                             const u16* vbase, u16* sK, u16* sV) {
+  constexpr int D = C::D, BN = C::BN, CH = D / 8, THREADS = C::WARPS * 32;
+#pragma unroll
+  for (int it = 0; it < (BN * CH) / THREADS; ++it) {
+    const int id = threadIdx.x + it * THREADS;
+    const int r = id / CH, ch = id % CH;
+    const int c = kt * BN + r;
+    const bool ok = c < sp.key_count;
+    const i64 key = ok ? span_key<C>(p, sp, c) : 0;
+    cp_async16(smem_addr(sK + swz<D>(r, ch)), kbase + key * p.k_sn + ch * 8, ok ? 16 : 0);
+    cp_async16(smem_addr(sV + swz<D>(r, ch)), vbase + key * p.v_sn + ch * 8, ok ? 16 : 0);
+  }
+}
+
+template <class C>
+__device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* smem) {
+  constexpr int D = C::D, BM = C::BM, BN = C::BN, MT = C::MT, THREADS = C::WARPS * 32;
+  constexpr int CH = D / 8;    // 16-byte chunks per row; also n8 tiles of O
+  constexpr int NT = BN / 8;   // n8 tiles of S
+  constexpr int KQ = D / 16;   // k16 steps of Q K^T
+  constexpr int KP = BN / 16;  // k16 steps of P V
+  constexpr bool BF16 = C::BF16;
+  static_assert(BM == 16 * MT * C::WARPS, "BM = 16 * MT * WARPS");
+  static_assert(D % 64 == 0 && BN % 16 == 0 && (BN * CH) % THREADS == 0 && (BM * CH) % THREADS == 0, "tile");
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int BH = p.B * p.H;
+  const int task_id = int(blockIdx.x / unsigned(BH));
+  const int bh = int(blockIdx.x % unsigned(BH));
+  const int b = bh / p.H, h = bh % p.H, hk = h / (p.H / p.Hkv);
+  const DevTask task = p.tasks[task_id];
+
+  const u16* qbase = static_cast<const u16*>(p.q) + b * p.q_sb + h * p.q_sh;
+  const u16* kbase = static_cast<const u16*>(p.k) + b * p.k_sb + hk * p.k_sh;
+  const u16* vbase = static_cast<const u16*>(p.v) + b * p.v_sb + hk * p.v_sh;
+  u16* obase = static_cast<u16*>(p.o) + b * p.o_sb + h * p.o_sh;
+
+  u16* sQ = reinterpret_cast<u16*>(smem);
+  u16* sK = sQ + BM * D;
+  u16* sV = sK + 2 * BN * D;
+
+  // Q tile: rows row_begin + row_stride*r (gathered), zero past row_count.
+#pragma unroll
+  for (int it = 0; it < (BM * CH) / THREADS; ++it) {
+    const int id = tid + it * THREADS;
+    const int r = id / CH, ch = id % CH;
+    const bool ok = r < task.row_count;
+    const i64 i = ok ? i64(task.row_begin) + i64(task.row_stride) * r : 0;
+    cp_async16(smem_addr(sQ + swz<D>(r, ch)), qbase + i * p.q_sn + ch * 8, ok ? 16 : 0);
+  }
+  cp_async_commit();
+
+  // Online-softmax state. Thread holds rows g and g+8 of each m-tile; l is a partial sum over its columns.
+  const int g = lane >> 2, tq = lane & 3;
+  const int wr0 = warp * 16 * MT;
+  float acc[MT][CH][4];
+  float m[MT][2], l[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      m[mt][hf] = neg_inf();
+      l[mt][hf] = 0.f;
+    }
+#pragma unroll
+    for (int dn = 0; dn < CH; ++dn)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][dn][e] = 0.f;
+  }
+  if (C::CONTINUE) {
+    const float* lse = p.lse + i64(bh) * p.N;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        const int r = wr0 + mt * 16 + g + 8 * hf;
+        if (r < task.row_count) {
+          const i64 i = i64(task.row_begin) + i64(task.row_stride) * r;
+          m[mt][hf] = lse[i] * 1.4426950408889634f;
+          l[mt][hf] = tq == 0 ? 1.f : 0.f;
+          const u16* orow = obase + i * p.o_sn;
+#pragma unroll
+          for (int dn = 0; dn < CH; ++dn) {
+            acc[mt][dn][2 * hf] = to_float<BF16>(orow[dn * 8 + 2 * tq]);
+            acc[mt][dn][2 * hf + 1] = to_float<BF16>(orow[dn * 8 + 2 * tq + 1]);
+          }
+        }
+      }
+  }
+
+  // Steps = (span, key tile) pairs, in order; the next step's K/V load overlaps this step's math.
+  int si = task.span_begin, kt = 0;
+  while (si < task.span_end && p.spans[si].key_count <= 0) ++si;
+  if (si < task.span_end) load_kv_tile<C>(p, p.spans[si], 0, kbase, vbase, sK, sV);
+  cp_async_commit();
+  int stage = 0;
+  while (si < task.span_end) {
+    const DevSpan sp = p.spans[si];
+    int nsi = si, nkt = kt + 1;
+    if (nkt * BN >= sp.key_count) {
+      nkt = 0;
+      ++nsi;
+      while (nsi < task.span_end && p.spans[nsi].key_count <= 0) ++nsi;
+    }
+    if (nsi < task.span_end)
+      load_kv_tile<C>(p, p.spans[nsi], nkt, kbase, vbase, sK + (stage ^ 1) * BN * D, sV + (stage ^ 1) * BN * D);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+
+    const u16* cK = sK + stage * BN * D;
+    const u16* cV = sV + stage * BN * D;
+    const bool warp_active = wr0 < task.row_count && wr0 < sp.row_hi && wr0 + 16 * MT > sp.row_lo;
+    if (warp_active) {
+      float s[MT][NT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[mt][j][e] = 0.f;
+      const int mi = lane >> 3, lr = lane & 7;
+#pragma unroll
+      for (int kk = 0; kk < KQ; ++kk) {
+        u32 qa[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+          ldmatrix_x4(qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3],
+                      smem_addr(sQ + swz<D>(wr0 + mt * 16 + (mi & 1) * 8 + lr, 2 * kk + (mi >> 1))));
+#pragma unroll
+        for (int j = 0; j < NT; j += 2) {
+          u32 b0, b1, b2, b3;
+          ldmatrix_x4(b0, b1, b2, b3, smem_addr(cK + swz<D>(j * 8 + (mi >> 1) * 8 + lr, 2 * kk + (mi & 1))));
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            mma16816<BF16>(s[mt][j], qa[mt], b0, b1);
+            mma16816<BF16>(s[mt][j + 1], qa[mt], b2, b3);
+          }
+        }
+      }
+      // Scale into the log2 domain; mask only partial tiles (span not full, ragged end, or row sub-range).
+      const bool need_mask = !sp.full || (kt + 1) * BN > sp.key_count || sp.row_lo > wr0 || sp.row_hi < wr0 + 16 * MT;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            float x = s[mt][j][e] * p.scale_log2;
+            if (need_mask) {
+              const int r = wr0 + mt * 16 + g + 8 * (e >> 1);
+              const int c = kt * BN + j * 8 + 2 * tq + (e & 1);
+              bool ok = c < sp.key_count && r >= sp.row_lo && r < sp.row_hi;
+              if (ok && !sp.full) {
+                const int i = task.row_begin + task.row_stride * r;
+                ok = span_attends<C>(p, sp, r, i, c, span_key<C>(p, sp, c));
+              }
+              if (!ok) x = neg_inf();
+            }
+            s[mt][j][e] = x;
+          }
+          // Online softmax update.
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          float mx = m[mt][hf];
+#pragma unroll
+          for (int j = 0; j < NT; ++j) mx = fmaxf(mx, fmaxf(s[mt][j][2 * hf], s[mt][j][2 * hf + 1]));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          const float base = mx == neg_inf() ? 0.f : mx;
+          const float alpha = fast_exp2(m[mt][hf] - base);
+          m[mt][hf] = mx;
+          float sum = 0.f;
+#pragma unroll
+          for (int j = 0; j < NT; ++j) {
+            s[mt][j][2 * hf] = fast_exp2(s[mt][j][2 * hf] - base);
+            s[mt][j][2 * hf + 1] = fast_exp2(s[mt][j][2 * hf + 1] - base);
+            sum += s[mt][j][2 * hf] + s[mt][j][2 * hf + 1];
+          }
+          l[mt][hf] = l[mt][hf] * alpha + sum;
+#pragma unroll
+          for (int dn = 0; dn < CH; ++dn) {
+            acc[mt][dn][2 * hf] *= alpha;
+            acc[mt][dn][2 * hf + 1] *= alpha;
+          }
+        }
+        // O += P V (P from the S accumulators: the C layout of two n8 tiles is the A layout of one k16).
+#pragma unroll
+      for (int kk = 0; kk < KP; ++kk) {
+        u32 pa[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          pa[mt][0] = pack2<BF16>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+          pa[mt][1] = pack2<BF16>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+          pa[mt][2] = pack2<BF16>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+          pa[mt][3] = pack2<BF16>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int dn = 0; dn < CH; dn += 2) {
+          u32 b0, b1, b2, b3;
+          ldmatrix_x4_trans(b0, b1, b2, b3, smem_addr(cV + swz<D>(kk * 16 + (mi & 1) * 8 + lr, dn + (mi >> 1))));
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            mma16816<BF16>(acc[mt][dn], pa[mt], b0, b1);
+            mma16816<BF16>(acc[mt][dn + 1], pa[mt], b2, b3);
+          }
+        }
+      }
+    }
+    __syncthreads();  // the next iteration's load overwrites this stage
+    si = nsi;
+    kt = nkt;
+    stage ^= 1;
+  }
+  cp_async_wait<0>();
+
+  // Epilogue: normalise, scatter rows back (row_stride), write lse for a later pass.
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      float lt = l[mt][hf];
+      lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+      lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+      const int r = wr0 + mt * 16 + g + 8 * hf;
+      if (r >= task.row_count) continue;
+      const i64 i = i64(task.row_begin) + i64(task.row_stride) * r;
+      const float inv = lt > 0.f ? 1.f / lt : 0.f;
+      u32* orow = reinterpret_cast<u32*>(obase + i * p.o_sn);
+#pragma unroll
+      for (int dn = 0; dn < CH; ++dn)
+        orow[dn * 4 + tq] = pack2<BF16>(acc[mt][dn][2 * hf] * inv, acc[mt][dn][2 * hf + 1] * inv);
+      if (C::WRITE_LSE && tq == 0)
+        p.lse[i64(bh) * p.N + i] = lt > 0.f ? (m[mt][hf] + fast_log2(lt)) * 0.6931471805599453f : neg_inf();
+    }
+}
+
+}  // namespace dev
+}  // namespace splat

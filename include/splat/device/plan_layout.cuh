@@ -1,0 +1,54 @@
+// Plain-data layout of a plan on the device, shared by the host (which packs it) and the kernels
+// (which read it). Compiles as C++ under g++, nvcc and NVRTC alike: no includes, fixed-width types only.
+#pragma once
+
+namespace splat {
+namespace dev {
+
+typedef long long i64;
+typedef unsigned long long u64;
+
+enum SpanKindDev { kAffine = 0, kBlock = 1, kGather = 2 };
+
+// One tile task: query rows row_begin + row_stride*r, r < row_count; spans [span_begin, span_end).
+struct DevTask {
+  int row_begin, row_stride, row_count, span_begin, span_end, pad0, pad1, pad2;
+};
+
+// One key span: keys key_begin + key_stride*c (Affine), key_begin + c (Block), gather_keys[key_begin + c]
+// (Gather), for c < key_count, applying to local rows [row_lo, row_hi).
+struct DevSpan {
+  int kind, key_begin, key_stride, key_count;
+  int row_lo, row_hi, segment, full;
+  i64 mask_offset;  // Gather: bit offset of (r=0, c=0)
+};
+
+// An ACSR affine segment (see splat/acsr.hpp); all values fit in int because N < 2^31.
+struct DevSegment {
+  int row_begin, row_end, slope, offset, stride, t_begin, t_end, key_begin, key_end, pad;
+};
+
+// Kernel parameters, passed by value. Strides are in elements; D is contiguous.
+struct AttnParams {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* o;
+  float* lse;  // [B*H][N], natural log; written by a first pass of a multi-pass plan, read by later ones
+  i64 q_sb, q_sh, q_sn;
+  i64 k_sb, k_sh, k_sn;
+  i64 v_sb, v_sh, v_sn;
+  i64 o_sb, o_sh, o_sn;
+  int B, H, Hkv, N;
+  float scale_log2;  // softmax scale * log2(e)
+  int num_tasks;
+  const DevTask* tasks;
+  const DevSpan* spans;
+  const DevSegment* segments;
+  int num_segments;
+  const int* gather_keys;
+  const u64* gather_mask;
+};
+
+}  // namespace dev
+}  // namespace splat

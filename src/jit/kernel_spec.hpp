@@ -1,0 +1,48 @@
+// KernelSpec: the single description of a generated kernel. It is the generator's input, part of the
+// cache key (through the source it generates) and the line SPLAT_JIT_VERBOSE prints.
+#pragma once
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "splat/plan.hpp"
+#include "splat/tensor.hpp"
+
+namespace splat::jit {
+
+enum class KernelOp { AttentionForward };
+
+struct KernelSpec {
+  KernelOp op = KernelOp::AttentionForward;
+  DType dtype = DType::BF16;
+  int head_dim = 64;
+  int block_m = 64;  // query rows per CTA = 16 * mt * warps
+  int block_n = 64;  // keys per step
+  int warps = 4;
+  int mt = 1;  // 16-row m-tiles per warp
+  std::string arch = "sm_90";
+  // Which span kinds / masks occur (code for the others is compiled out).
+  bool mask_affine = false;
+  bool has_block = false;
+  bool has_gather = false;
+  // Pass continuation: write_lse (a later pass follows), continuation (start from out + lse).
+  bool write_lse = false;
+  bool continuation = false;
+
+  std::string name() const;      // the kernel's extern "C" symbol, unique per spec (arch aside)
+  std::string describe() const;  // one human line
+  size_t smem_bytes() const;     // dynamic shared memory per CTA
+  int threads() const { return warps * 32; }
+};
+
+// Tile shape the kernel uses for this dtype / head dim (the plan is built with the same block_m/block_n).
+KernelSpec base_spec(DType dtype, int head_dim, const std::string& arch);
+// Spec of pass `pass_index` of a plan built with base's tile shape.
+KernelSpec pass_spec(const KernelSpec& base, const Plan& plan, size_t pass_index);
+// Throws Error(Unsupported) for head dims / dtypes the kernels do not cover.
+void check_supported(DType dtype, int head_dim);
+
+// One translation unit: constants + one instantiation per (distinct) spec.
+std::string generate_source(const std::vector<KernelSpec>& specs);
+
+}  // namespace splat::jit
