@@ -1,0 +1,171 @@
+// Fast CPU attention over a plan: validates, brings K/V into float32 rows once per call, then
+// runs every pass's tile tasks over (task, batch, head) on OpenMP threads, longest tasks first.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "simd.hpp"
+#include "span_masks.hpp"
+#include "splat/attention.hpp"
+#include "splat/error.hpp"
+#include "tile_kernel.hpp"
+
+namespace splat {
+
+namespace {
+
+// Checks the plan against itself and N, so a corrupt plan is an Error and never a wild read.
+void check_plan(const Plan& plan, int64_t n) {
+  require(plan.acsr.n == n,
+          "plan was made for N=" + std::to_string(plan.acsr.n) + " but the tensors have N=" + std::to_string(n));
+  require(!plan.passes.empty(), "plan has no passes");
+  for (const Pass& pass : plan.passes) {
+    for (const TileTask& t : pass.tasks) {
+      require(t.row_count >= 0 && t.span_begin >= 0 && t.span_begin <= t.span_end &&
+                  size_t(t.span_end) <= pass.spans.size(),
+              "plan: task span range out of bounds");
+      if (t.row_count == 0) continue;
+      const int64_t last = t.row_begin + t.row_stride * (t.row_count - 1);
+      require(t.row_begin >= 0 && t.row_begin < n && last >= 0 && last < n, "plan: task rows out of range");
+      for (int32_t s = t.span_begin; s < t.span_end; ++s) {
+        const KeySpan& sp = pass.spans[size_t(s)];
+        if (sp.key_count <= 0) continue;
+        if (sp.kind == SpanKind::Gather) {
+          require(sp.key_begin >= 0 && size_t(sp.key_begin + sp.key_count) <= plan.gather_keys.size(),
+                  "plan: gather span out of range");
+          for (int64_t c = 0; c < sp.key_count; ++c) {
+            const int64_t key = plan.gather_keys[size_t(sp.key_begin + c)];
+            require(key >= 0 && key < n, "plan: gather key out of range");
+          }
+          if (!sp.full)
+            require(sp.mask_offset >= 0 && (sp.mask_offset + int64_t(t.row_count) * sp.key_count + 63) / 64 <=
+                                               int64_t(plan.gather_mask.size()),
+                    "plan: gather mask out of range");
+        } else {
+          const int64_t stride = sp.kind == SpanKind::Affine ? sp.key_stride : 1;
+          const int64_t last_key = sp.key_begin + stride * (sp.key_count - 1);
+          require(sp.key_begin >= 0 && sp.key_begin < n && last_key >= 0 && last_key < n,
+                  "plan: span keys out of range");
+          if (sp.kind == SpanKind::Affine && !sp.full)
+            require(sp.segment >= 0 && size_t(sp.segment) < plan.acsr.segments.size(),
+                    "plan: span segment out of range");
+        }
+      }
+    }
+  }
+}
+
+// K or V as float32 rows: the caller's memory when it already is f32, else a converted copy.
+struct KvRows {
+  std::vector<float> copy;  // [B][Hkv][N][D] when converted
+  const float* base(const TensorView& t, int64_t b, int64_t h) const {
+    if (copy.empty()) return static_cast<const float*>(t.data) + t.offset(b, h, 0);
+    return copy.data() + ((b * t.H() + h) * t.N()) * t.D();
+  }
+  int64_t ld(const TensorView& t) const { return copy.empty() ? t.stride[2] : t.D(); }
+};
+
+void convert_kv(const TensorView& t, KvRows& kv, int threads) {
+  if (t.dtype == DType::F32) return;
+  const int64_t B = t.B(), H = t.H(), N = t.N(), D = t.D();
+  kv.copy.resize(size_t(B * H * N * D));
+#pragma omp parallel for collapse(3) schedule(static) num_threads(threads)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t j = 0; j < N; ++j)
+        cpu::load_row(t.data, t.dtype, t.offset(b, h, j), D, kv.copy.data() + ((b * H + h) * N + j) * D);
+}
+
+// Per (batch, kv head): which V rows hold NaN/Inf. Empty vector for heads with none.
+std::vector<std::vector<uint8_t>> find_bad_v(const TensorView& v, const KvRows& rows, int threads) {
+  const int64_t B = v.B(), H = v.H(), N = v.N(), D = v.D();
+  std::vector<std::vector<uint8_t>> bad(size_t(B * H));
+  std::vector<uint8_t> flags(size_t(B * H * N));
+  const int64_t ld = rows.ld(v);
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
+  for (int64_t bh = 0; bh < B * H; ++bh)
+    for (int64_t j = 0; j < N; ++j) {
+      const float* r = rows.base(v, bh / H, bh % H) + j * ld;
+      bool ok = true;
+      for (int64_t d = 0; d < D; ++d) ok &= std::isfinite(r[d]);
+      flags[size_t(bh * N + j)] = !ok;
+    }
+  for (int64_t bh = 0; bh < B * H; ++bh) {
+    const auto first = flags.begin() + bh * N;
+    if (std::find(first, first + N, uint8_t(1)) != first + N) bad[size_t(bh)].assign(first, first + N);
+  }
+  return bad;
+}
+
+}  // namespace
+
+void attention_cpu(const Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
+                   const TensorView& out, const AttentionOptions& opt) {
+  check_attention_args(q, k, v, out);
+  require(q.device < 0, "attention_cpu needs host tensors (device = -1)");
+  require(opt.threads >= 0, "threads must be >= 0");
+  require(std::isfinite(opt.scale), "scale must be finite");
+  const int64_t B = q.B(), H = q.H(), Hkv = k.H(), N = q.N(), D = q.D();
+  check_plan(plan, N);
+  const int threads = opt.threads > 0 ? opt.threads : omp_get_max_threads();
+  const double scale = opt.scale != 0.0f ? double(opt.scale) : 1.0 / std::sqrt(double(D));
+  const float q_scale = float(scale * 1.4426950408889634);  // log2(e): scores in base 2
+
+  KvRows krows, vrows;
+  convert_kv(k, krows, threads);
+  convert_kv(v, vrows, threads);
+  const auto v_bad = find_bad_v(v, vrows, threads);
+  const cpu::SpanMasks masks = cpu::build_span_masks(plan, threads);
+
+  // Several passes carry (O, lse) between them in float32; one pass writes `out` directly.
+  const bool multi = plan.passes.size() > 1;
+  std::vector<float> o32, lse2;
+  if (multi) {
+    o32.resize(size_t(B * H * N * D));
+    lse2.resize(size_t(B * H * N));
+  }
+
+  std::vector<std::unique_ptr<cpu::Scratch>> scratch(static_cast<size_t>(threads));
+  for (auto& s : scratch) s = std::make_unique<cpu::Scratch>(D);
+
+  for (size_t p = 0; p < plan.passes.size(); ++p) {
+    const Pass& pass = plan.passes[p];
+    const int64_t T = int64_t(pass.tasks.size());
+#pragma omp parallel for collapse(3) schedule(dynamic, 1) num_threads(threads)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t hk = h / (H / Hkv);
+          cpu::HeadView hv;
+          hv.q = &q;
+          hv.out = &out;
+          hv.b = b, hv.h = h;
+          hv.k = krows.base(k, b, hk), hv.ldk = krows.ld(k);
+          hv.v = vrows.base(v, b, hk), hv.ldv = vrows.ld(v);
+          const auto& bad = v_bad[size_t(b * Hkv + hk)];
+          hv.v_bad = bad.empty() ? nullptr : bad.data();
+          hv.q_scale = q_scale;
+          hv.o32 = multi ? o32.data() + (b * H + h) * N * D : nullptr;
+          hv.lse2 = multi ? lse2.data() + (b * H + h) * N : nullptr;
+          const TileTask& task = pass.tasks[size_t(t)];
+          cpu::Scratch& s = *scratch[size_t(omp_get_thread_num())];
+          for (int sub = 0; sub * cpu::kLanes < task.row_count; ++sub)
+            cpu::run_subtile(plan, masks, int(p), task, sub, p == 0, hv, s);
+        }
+  }
+
+  if (multi) {
+#pragma omp parallel for collapse(3) schedule(static) num_threads(threads)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t i = 0; i < N; ++i)
+          cpu::store_row(o32.data() + ((b * H + h) * N + i) * D, out.dtype, out.data, out.offset(b, h, i), D);
+  }
+}
+
+}  // namespace splat

@@ -1,0 +1,240 @@
+#include "tile_kernel.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "simd.hpp"
+
+namespace splat::cpu {
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// st[u][0..16) = sum_d k_u[d] * qt[d][0..16) for NK keys: 2*NK accumulators, 2 loads + NK
+// broadcasts per 2*NK FMAs.
+template <int NK>
+inline void qk_tile(const float* const* kp, const float* qt, int64_t D, float* st) {
+  __m256 a0[NK], a1[NK];
+  const float* k[NK];
+#pragma GCC unroll 8
+  for (int u = 0; u < NK; ++u) a0[u] = a1[u] = _mm256_setzero_ps(), k[u] = kp[u];
+  for (int64_t d = 0; d < D; ++d) {
+    const __m256 q0 = _mm256_load_ps(qt + d * kLanes), q1 = _mm256_load_ps(qt + d * kLanes + 8);
+#pragma GCC unroll 8
+    for (int u = 0; u < NK; ++u) {
+      const __m256 kk = _mm256_broadcast_ss(k[u] + d);
+      a0[u] = _mm256_fmadd_ps(kk, q0, a0[u]);
+      a1[u] = _mm256_fmadd_ps(kk, q1, a1[u]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int u = 0; u < NK; ++u) _mm256_store_ps(st + u * kLanes, a0[u]), _mm256_store_ps(st + u * kLanes + 8, a1[u]);
+}
+
+// ot[u][0..16) += sum_c v_c[d0+u] * pt[c][0..16) for ND head-dim columns.
+template <int ND>
+inline void pv_tile(const float* const* vp, int nc, int64_t d0, const float* pt, float* ot) {
+  __m256 a0[ND], a1[ND];
+#pragma GCC unroll 8
+  for (int u = 0; u < ND; ++u) a0[u] = _mm256_load_ps(ot + u * kLanes), a1[u] = _mm256_load_ps(ot + u * kLanes + 8);
+  for (int c = 0; c < nc; ++c) {
+    const __m256 p0 = _mm256_load_ps(pt + c * kLanes), p1 = _mm256_load_ps(pt + c * kLanes + 8);
+    const float* v = vp[c] + d0;
+#pragma GCC unroll 8
+    for (int u = 0; u < ND; ++u) {
+      const __m256 vv = _mm256_broadcast_ss(v + u);
+      a0[u] = _mm256_fmadd_ps(vv, p0, a0[u]);
+      a1[u] = _mm256_fmadd_ps(vv, p1, a1[u]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int u = 0; u < ND; ++u) _mm256_store_ps(ot + u * kLanes, a0[u]), _mm256_store_ps(ot + u * kLanes + 8, a1[u]);
+}
+
+constexpr int kBlk = 6;  // keys (QK) or head-dim columns (PV) per micro tile: 12 accumulators
+
+void qk_block(const float* const* kp, int nc, const float* qt, int64_t D, float* st) {
+  int c = 0;
+  for (; c + kBlk <= nc; c += kBlk) qk_tile<kBlk>(kp + c, qt, D, st + c * kLanes);
+  switch (nc - c) {
+    case 1: qk_tile<1>(kp + c, qt, D, st + c * kLanes); break;
+    case 2: qk_tile<2>(kp + c, qt, D, st + c * kLanes); break;
+    case 3: qk_tile<3>(kp + c, qt, D, st + c * kLanes); break;
+    case 4: qk_tile<4>(kp + c, qt, D, st + c * kLanes); break;
+    case 5: qk_tile<5>(kp + c, qt, D, st + c * kLanes); break;
+    default: break;
+  }
+}
+
+void pv_block(const float* const* vp, int nc, const float* pt, int64_t D, float* ot) {
+  int64_t d = 0;
+  for (; d + kBlk <= D; d += kBlk) pv_tile<kBlk>(vp, nc, d, pt, ot + d * kLanes);
+  switch (D - d) {
+    case 1: pv_tile<1>(vp, nc, d, pt, ot + d * kLanes); break;
+    case 2: pv_tile<2>(vp, nc, d, pt, ot + d * kLanes); break;
+    case 3: pv_tile<3>(vp, nc, d, pt, ot + d * kLanes); break;
+    case 4: pv_tile<4>(vp, nc, d, pt, ot + d * kLanes); break;
+    case 5: pv_tile<5>(vp, nc, d, pt, ot + d * kLanes); break;
+    default: break;
+  }
+}
+
+uint64_t lane_bits(int lo, int hi) {  // bits [lo, hi) of a 64-bit word
+  if (lo >= hi) return 0;
+  const uint64_t upto_hi = hi >= 64 ? ~uint64_t(0) : (uint64_t(1) << hi) - 1;
+  return upto_hi & ~((uint64_t(1) << lo) - 1);
+}
+
+// Online softmax over the chunk for 8-lane vectors [v_lo, v_hi): turns st into P (base 2),
+// updates m, l and rescales the accumulated O^T where the running max moved.
+void softmax_update(Scratch& s, int nc, int v_lo, int v_hi) {
+  const __m256 ninf = _mm256_set1_ps(kNegInf), one = _mm256_set1_ps(1.0f);
+  for (int vv = v_lo; vv < v_hi; ++vv) {
+    const int at = vv * 8;
+    const __m256 m_old = _mm256_load_ps(s.m + at);
+    __m256 mx = m_old;
+    for (int c = 0; c < nc; ++c) mx = _mm256_max_ps(mx, _mm256_load_ps(s.st + c * kLanes + at));
+    // A lane that has seen no key yet keeps max -inf: subtract 0 instead (exp2(-inf) = 0, no NaN).
+    const __m256 m_use = _mm256_blendv_ps(mx, _mm256_setzero_ps(), _mm256_cmp_ps(mx, ninf, _CMP_EQ_OQ));
+    const __m256 alpha = exp2_ps(_mm256_sub_ps(m_old, m_use));
+    __m256 sum = _mm256_setzero_ps();
+    for (int c = 0; c < nc; ++c) {
+      float* p = s.st + c * kLanes + at;
+      const __m256 e = exp2_ps(_mm256_sub_ps(_mm256_load_ps(p), m_use));
+      _mm256_store_ps(p, e);
+      sum = _mm256_add_ps(sum, e);
+    }
+    _mm256_store_ps(s.l + at, _mm256_fmadd_ps(_mm256_load_ps(s.l + at), alpha, sum));
+    _mm256_store_ps(s.m + at, mx);
+    if (_mm256_movemask_ps(_mm256_cmp_ps(alpha, one, _CMP_NEQ_UQ)))
+      for (int64_t d = 0; d < s.D; ++d) {
+        float* o = s.ot + d * kLanes + at;
+        _mm256_store_ps(o, _mm256_mul_ps(_mm256_load_ps(o), alpha));
+      }
+  }
+}
+
+// Masked entries become -inf (exactly 0 after exp2), whatever NaN/Inf Q or K put there.
+void apply_mask(Scratch& s, int nc, const uint64_t* words, uint64_t fixed, int v_lo, int v_hi) {
+  const __m256 ninf = _mm256_set1_ps(kNegInf);
+  for (int c = 0; c < nc; ++c) {
+    const uint64_t w = words ? words[c] : fixed;
+    for (int vv = v_lo; vv < v_hi; ++vv) {
+      const uint32_t bits = uint32_t(w >> (vv * 8)) & 0xffu;
+      if (bits == 0xffu) continue;
+      float* p = s.st + c * kLanes + vv * 8;
+      _mm256_store_ps(p, _mm256_blendv_ps(ninf, _mm256_load_ps(p), lane_mask(bits)));
+    }
+  }
+}
+
+}  // namespace
+
+Scratch::Scratch(int64_t d) : D(d) {
+  const size_t n = size_t(2 * d * kLanes + kKeyChunk * kLanes + 2 * kLanes + d + 64);
+  storage.assign(n, 0.0f);
+  float* p = storage.data();
+  p += (32 - reinterpret_cast<uintptr_t>(p) % 32) % 32 / sizeof(float);
+  qt = p, p += d * kLanes;
+  ot = p, p += d * kLanes;
+  st = p, p += kKeyChunk * kLanes;
+  m = p, p += kLanes;
+  l = p, p += kLanes;
+  row = p;
+}
+
+void run_subtile(const Plan& plan, const SpanMasks& masks, int pass_index, const TileTask& task, int sub,
+                 bool first_pass, const HeadView& hv, Scratch& s) {
+  const int64_t D = s.D;
+  const int base = sub * kLanes;
+  const int R = std::min(kLanes, task.row_count - base);
+  const int RP = (R + 15) / 16 * 16;
+  const TensorView& q = *hv.q;
+  auto row_of = [&](int lane) { return task.row_begin + task.row_stride * int64_t(base + lane); };
+
+  // Q^T, pre-scaled so that scores come out in base 2. Pad lanes are zero (finite scores).
+  for (int r = 0; r < R; ++r) {
+    load_row(q.data, q.dtype, q.offset(hv.b, hv.h, row_of(r)), D, s.row);
+    for (int64_t d = 0; d < D; ++d) s.qt[d * kLanes + r] = s.row[d] * hv.q_scale;
+  }
+  for (int64_t d = 0; d < D; ++d) std::fill(s.qt + d * kLanes + R, s.qt + d * kLanes + RP, 0.0f);
+
+  // State: fresh, or continued from the previous pass (m = lse, l = 1, O = its normalised output).
+  std::fill(s.m, s.m + kLanes, kNegInf);
+  std::fill(s.l, s.l + kLanes, 0.0f);
+  for (int64_t d = 0; d < D; ++d) std::fill(s.ot + d * kLanes, s.ot + d * kLanes + RP, 0.0f);
+  if (!first_pass) {
+    for (int r = 0; r < R; ++r) {
+      const int64_t i = row_of(r);
+      const float lse = hv.lse2[i];
+      if (lse == kNegInf) continue;
+      s.m[r] = lse;
+      s.l[r] = 1.0f;
+      const float* o = hv.o32 + i * D;
+      for (int64_t d = 0; d < D; ++d) s.ot[d * kLanes + r] = o[d];
+    }
+  }
+
+  const Pass& pass = plan.passes[size_t(pass_index)];
+  for (int32_t si = task.span_begin; si < task.span_end; ++si) {
+    const KeySpan& span = pass.spans[size_t(si)];
+    const int lane_lo = std::max(span.row_lo - base, 0), lane_hi = std::min(span.row_hi - base, R);
+    if (lane_lo >= lane_hi || span.key_count <= 0) continue;
+    const int g_lo = lane_lo / 16, g_hi = (lane_hi + 15) / 16;  // 16-lane groups computed
+    const uint64_t rows = lane_bits(lane_lo, lane_hi);
+    const bool row_masked = rows != lane_bits(g_lo * 16, std::min(g_hi * 16, R));
+    const uint64_t* words = span.full ? nullptr : masks.find(pass_index, si, sub, span.key_count);
+    const bool masked = words || row_masked;
+
+    for (int64_t c0 = 0; c0 < span.key_count; c0 += kKeyChunk) {
+      const int nc = int(std::min<int64_t>(kKeyChunk, span.key_count - c0));
+      bool bad = false;
+      for (int c = 0; c < nc; ++c) {
+        int64_t key;
+        switch (span.kind) {
+          case SpanKind::Affine: key = span.key_begin + span.key_stride * (c0 + c); break;
+          case SpanKind::Block: key = span.key_begin + c0 + c; break;
+          default: key = plan.gather_keys[size_t(span.key_begin + c0 + c)]; break;
+        }
+        s.kp[c] = hv.k + key * hv.ldk;
+        s.vp[c] = hv.v + key * hv.ldv;
+        if (hv.v_bad) bad |= hv.v_bad[key] != 0;
+      }
+      for (int g = g_lo; g < g_hi; ++g) qk_block(s.kp, nc, s.qt + g * 16, D, s.st + g * 16);
+      if (masked) apply_mask(s, nc, words ? words + c0 : nullptr, rows, g_lo * 2, g_hi * 2);
+      softmax_update(s, nc, g_lo * 2, g_hi * 2);
+      if (bad && masked) {
+        // NaN/Inf in V: a masked entry's 0 * Inf must not reach rows that never attend that key.
+        for (int c = 0; c < nc; ++c) {
+          const uint64_t w = (words ? words[c0 + c] : rows) & rows;
+          for (int r = lane_lo; r < lane_hi; ++r) {
+            if (!((w >> r) & 1)) continue;
+            const float p = s.st[c * kLanes + r];
+            for (int64_t d = 0; d < D; ++d) s.ot[d * kLanes + r] += p * s.vp[c][d];
+          }
+        }
+      } else {
+        for (int g = g_lo; g < g_hi; ++g) pv_block(s.vp, nc, s.st + g * 16, D, s.ot + g * 16);
+      }
+    }
+  }
+
+  // Normalise and write: rows that attended nothing are exact zeros.
+  for (int r = 0; r < R; ++r) {
+    const int64_t i = row_of(r);
+    const float l = s.l[r];
+    const float inv = 1.0f / l;
+    for (int64_t d = 0; d < D; ++d) s.row[d] = l == 0.0f ? 0.0f : s.ot[d * kLanes + r] * inv;
+    if (hv.o32) {
+      std::memcpy(hv.o32 + i * D, s.row, size_t(D) * sizeof(float));
+      hv.lse2[i] = l == 0.0f ? kNegInf : s.m[r] + std::log2(l);
+    } else {
+      store_row(s.row, hv.out->dtype, hv.out->data, hv.out->offset(hv.b, hv.h, i), D);
+    }
+  }
+}
+
+}  // namespace splat::cpu

@@ -1,0 +1,44 @@
+// One subtile (up to 64 query rows of a task) of the CPU backend: Q tile in registers' layout,
+// S^T = K Q^T and O^T += V^T P^T as small register-blocked GEMMs with query rows in SIMD lanes,
+// online softmax in base 2 between them.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "span_masks.hpp"
+#include "splat/plan.hpp"
+#include "splat/tensor.hpp"
+
+namespace splat::cpu {
+
+constexpr int kKeyChunk = 64;  // keys per S^T block
+
+// What a subtile needs to know about the call, fixed for one (batch, head).
+struct HeadView {
+  const TensorView* q;
+  const TensorView* out;  // final output (single-pass plans), or nullptr
+  int64_t b, h;
+  const float* k;  // f32 key rows: key j at k + j * ldk
+  const float* v;
+  int64_t ldk, ldv;
+  const uint8_t* v_bad;  // per key: V row holds NaN/Inf (nullptr: none in this head)
+  float q_scale;         // softmax scale * log2(e)
+  float* o32;            // multi-pass state rows [N][D] of this head (nullptr: single pass)
+  float* lse2;           // multi-pass state: log2-sum-exp per row
+};
+
+// Per-thread buffers, 32-byte aligned.
+struct Scratch {
+  explicit Scratch(int64_t d);
+  int64_t D;
+  std::vector<float> storage;
+  float *qt, *ot, *st, *m, *l, *row;
+  const float* kp[kKeyChunk];
+  const float* vp[kKeyChunk];
+};
+
+// Runs subtile `sub` of `task` (pass `pass_index`), all of its spans, and writes its rows.
+void run_subtile(const Plan& plan, const SpanMasks& masks, int pass_index, const TileTask& task, int sub,
+                 bool first_pass, const HeadView& hv, Scratch& s);
+
+}  // namespace splat::cpu

@@ -1,0 +1,236 @@
+// attention_cpu against the float64 oracle (attention_reference on a dense mask) for every suite
+// pattern, compositions, shapes (GQA/MQA, odd N, N=1, odd D), dtypes, strided layouts, plan
+// options, empty rows and NaN/Inf inputs. Tolerance: err(ours) <= k * err(naive same dtype) + atol.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/span_masks.hpp"
+#include "splat/acsr.hpp"
+#include "splat/error.hpp"
+#include "splat/plan.hpp"
+#include "test_cpu_util.hpp"
+
+using namespace splat;
+using namespace cputest;
+
+namespace {
+
+struct Case {
+  std::string spec;
+  Shape s;
+  DType dt = DType::F32;
+  bool bnhd = false;  // memory [B, N, H, D] viewed as [B, H, N, D]
+  PlanOptions popt{};
+  float scale = 0.0f;
+};
+
+std::string describe(const Case& c) {
+  return c.spec + " B=" + std::to_string(c.s.B) + " H=" + std::to_string(c.s.H) + " Hkv=" + std::to_string(c.s.Hkv) +
+         " N=" + std::to_string(c.s.N) + " D=" + std::to_string(c.s.D) + " " + dtype_name(c.dt) +
+         (c.bnhd ? " bnhd" : "") + " bm=" + std::to_string(c.popt.block_m) + " bn=" + std::to_string(c.popt.block_n) +
+         (c.popt.permute_residues ? "" : " natural");
+}
+
+// Runs ours and the oracle on fresh random inputs; returns ours (for extra checks).
+Tensor check_plan_on(const Plan& plan, const std::vector<uint8_t>& mask, const Case& c,
+                     const std::function<void(Tensor&, Tensor&, Tensor&)>& edit = {}) {
+  SCOPED_TRACE(describe(c));
+  const Shape& s = c.s;
+  std::mt19937 rng(uint32_t(std::hash<std::string>{}(describe(c))));
+  Tensor q(c.dt, s.B, s.H, s.N, s.D, c.bnhd), k(c.dt, s.B, s.Hkv, s.N, s.D, c.bnhd);
+  Tensor v(c.dt, s.B, s.Hkv, s.N, s.D, c.bnhd), out(c.dt, s.B, s.H, s.N, s.D, c.bnhd);
+  q.randomise(rng, 1.0f), k.randomise(rng, 1.0f), v.randomise(rng, 1.0f);
+  if (edit) edit(q, k, v);
+  out.poison();
+  AttentionOptions opt;
+  opt.scale = c.scale;
+  attention_cpu(plan, q.view, k.view, v.view, out.view, opt);
+
+  const Tensor q32 = q.to_f32(), k32 = k.to_f32(), v32 = v.to_f32();
+  Tensor ref(DType::F32, s.B, s.H, s.N, s.D, false);
+  ref.poison();
+  attention_reference(mask.data(), q32.view, k32.view, v32.view, ref.view, opt);
+  const Tensor naive = naive_same_dtype(mask.data(), q32, k32, v32, c.dt, c.scale);
+  const double e_ours = max_abs_err(out, ref), e_naive = max_abs_err(naive, ref);
+  EXPECT_LE(e_ours, 4.0 * e_naive + 2e-6) << "naive error " << e_naive;
+
+  // Rows with no keys are exact zeros (not NaN, not tiny).
+  for (int64_t i = 0; i < s.N; ++i) {
+    bool any = false;
+    for (int64_t j = 0; j < s.N && !any; ++j) any = mask[size_t(i * s.N + j)] != 0;
+    if (any) continue;
+    for (int64_t b = 0; b < s.B; ++b)
+      for (int64_t h = 0; h < s.H; ++h)
+        for (int64_t d = 0; d < s.D; ++d) EXPECT_EQ(out.get(b, h, i, d), 0.0f) << "empty row " << i;
+  }
+  return out;
+}
+
+Tensor check_case(const Case& c) {
+  const Pattern p = parse_pattern(c.spec);
+  return check_plan_on(make_plan(analyse(p, c.s.N), c.popt), dense_mask(p, c.s.N), c);
+}
+
+std::vector<std::string> suite(int64_t n) {
+  const std::string w16 = std::to_string(std::max<int64_t>(1, n / 16));
+  const int64_t sq = std::max<int64_t>(1, int64_t(std::sqrt(double(n))));
+  return {"window:w=" + w16,
+          "causal_window:w=" + std::to_string(std::max<int64_t>(1, n / 8)),
+          "dilated:w=" + w16 + ",d=4",
+          "strided:s=" + std::to_string(sq),
+          "blocked:b=" + std::to_string(std::max<int64_t>(1, n / 8)),
+          "longformer:w=" + w16 + ",g=32",
+          "bigbird:b=64,w=1,g=2,r=3,seed=1"};
+}
+
+}  // namespace
+
+TEST(CpuAttention, SuitePatterns) {
+  for (int64_t n : {256, 197})
+    for (const std::string& spec : suite(n)) check_case({spec, {1, 2, 1, n, 64}});
+}
+
+TEST(CpuAttention, Compositions) {
+  for (const char* spec : {"causal_window:w=16+sink:g=4", "strided:s=8&causal", "dense", "causal", "global:g=5",
+                           "fixed:l=16,c=4", "causal_dilated:w=8,d=3", "window:w=3+strided:s=16",
+                           "dilated:w=4,d=3+dilated:w=3,d=5", "bigbird:b=16,w=1,g=1,r=2,seed=7&causal"})
+    check_case({spec, {1, 2, 2, 150, 32}});
+}
+
+TEST(CpuAttention, Shapes) {
+  const Shape shapes[] = {{2, 4, 4, 64, 16},  {1, 4, 2, 97, 64},   {2, 3, 1, 33, 80}, {1, 1, 1, 1, 16},
+                          {1, 2, 2, 129, 32}, {1, 2, 1, 200, 128}, {1, 2, 1, 50, 7},  {1, 6, 3, 70, 1}};
+  for (const Shape& s : shapes)
+    for (const char* spec : {"window:w=5", "strided:s=7", "longformer:w=4,g=3", "bigbird:b=16,w=1,g=1,r=2,seed=3"})
+      check_case({spec, s});
+}
+
+TEST(CpuAttention, LowPrecisionDtypes) {
+  for (DType dt : {DType::F16, DType::BF16})
+    for (const std::string& spec : suite(160)) check_case({spec, {1, 4, 2, 160, 64}, dt});
+}
+
+TEST(CpuAttention, NonContiguousStrides) {
+  for (DType dt : {DType::F32, DType::F16})
+    for (const char* spec : {"window:w=9", "dilated:w=6,d=4", "strided:s=11", "longformer:w=5,g=4"})
+      check_case({spec, {2, 4, 2, 91, 48}, dt, true});
+}
+
+TEST(CpuAttention, PlanOptions) {
+  for (int bm : {1, 16, 48, 128, 200})
+    for (int bn : {8, 64, 128})
+      for (bool perm : {true, false}) {
+        PlanOptions po;
+        po.block_m = bm, po.block_n = bn, po.permute_residues = perm;
+        for (const char* spec : {"window:w=20", "dilated:w=10,d=4", "strided:s=12", "bigbird:b=32,w=1,g=1,r=2,seed=5"})
+          check_case({spec, {1, 2, 1, 211, 32}, DType::F32, false, po});
+      }
+}
+
+TEST(CpuAttention, CustomScale) {
+  check_case({"window:w=7", {1, 2, 1, 64, 32}, DType::F32, false, {}, 0.37f});
+  check_case({"strided:s=8", {1, 2, 1, 64, 32}, DType::F32, false, {}, -0.2f});
+}
+
+TEST(CpuAttention, EmptyRowsAreZero) {
+  check_case({"sink:g=8&blocked:b=16", {1, 2, 1, 100, 32}});  // rows >= 16 empty
+  check_case({"causal_window:w=4&sink:g=3+blocked:b=1&global:g=2", {1, 2, 1, 64, 16}});
+  // An explicit mask with empty rows and irregular columns (gather and block remainders).
+  const int64_t n = 120;
+  std::mt19937 rng(11);
+  std::vector<uint8_t> mask(size_t(n * n), 0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const bool band = std::abs(i - j) <= 3, rnd = rng() % 9 == 0;
+      mask[size_t(i * n + j)] = (i % 7 == 3) ? 0 : uint8_t(band || rnd);
+    }
+  const Plan plan = make_plan(analyse_mask(mask.data(), n));
+  check_plan_on(plan, mask, {"mask(random, empty rows)", {1, 3, 1, n, 40}});
+}
+
+TEST(CpuAttention, NaNPropagatesWhereAttended) {
+  // NaN in one q row, one k row and one v row: rows touching them are NaN in both ours and the
+  // oracle (max_abs_err treats NaN == NaN); every other row is unaffected.
+  for (const char* spec : {"window:w=6", "dilated:w=5,d=3", "bigbird:b=16,w=1,g=1,r=2,seed=2"})
+    check_plan_on(make_plan(analyse(parse_pattern(spec), 96)), dense_mask(parse_pattern(spec), 96),
+                  {spec, {1, 2, 1, 96, 32}}, [](Tensor& q, Tensor& k, Tensor& v) {
+                    q.set(0, 1, 5, 3, std::nanf(""));
+                    k.set(0, 0, 40, 0, std::nanf(""));
+                    v.set(0, 0, 70, 9, std::nanf(""));
+                  });
+}
+
+TEST(CpuAttention, InfInValueOnlyReachesRowsThatAttendIt) {
+  const int64_t n = 96;
+  const Pattern p = parse_pattern("window:w=6");
+  Tensor out = check_plan_on(make_plan(analyse(p, n)), dense_mask(p, n), {"window:w=6", {1, 2, 1, n, 32}},
+                             [](Tensor&, Tensor&, Tensor& v) { v.set(0, 0, 50, 2, INFINITY); });
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t d = 0; d < 32; ++d)
+      if (std::abs(i - 50) > 6) ASSERT_TRUE(std::isfinite(out.get(0, 0, i, d))) << i << "," << d;
+}
+
+TEST(CpuAttention, ThreadCountDoesNotChangeResult) {
+  const int64_t n = 300;
+  const Pattern p = parse_pattern("longformer:w=17,g=5");
+  const Plan plan = make_plan(analyse(p, n));
+  std::mt19937 rng(5);
+  Tensor q(DType::F32, 2, 2, n, 64, false), k = q, v = q, o1 = q, o2 = q;
+  k.view.data = k.bytes.data(), v.view.data = v.bytes.data(), o1.view.data = o1.bytes.data();
+  o2.view.data = o2.bytes.data();
+  q.randomise(rng, 1.0f), k.randomise(rng, 1.0f), v.randomise(rng, 1.0f);
+  AttentionOptions a, b;
+  a.threads = 1, b.threads = 2;
+  attention_cpu(plan, q.view, k.view, v.view, o1.view, a);
+  attention_cpu(plan, q.view, k.view, v.view, o2.view, b);
+  EXPECT_EQ(o1.bytes, o2.bytes);
+}
+
+TEST(CpuAttention, BadInputIsAnError) {
+  const Plan plan = make_plan(analyse(parse_pattern("window:w=2"), 16));
+  Tensor q(DType::F32, 1, 2, 17, 8, false), k = q, v = q, o = q;
+  k.view.data = k.bytes.data(), v.view.data = v.bytes.data(), o.view.data = o.bytes.data();
+  EXPECT_THROW(attention_cpu(plan, q.view, k.view, v.view, o.view), Error);  // plan N=16, tensors N=17
+  TensorView dev = q.view;
+  dev.device = 0;
+  const Plan p17 = make_plan(analyse(parse_pattern("window:w=2"), 17));
+  TensorView kd = k.view, vd = v.view, od = o.view;
+  kd.device = vd.device = od.device = 0;
+  EXPECT_THROW(attention_cpu(p17, dev, kd, vd, od), Error);
+  EXPECT_THROW(attention_reference(nullptr, q.view, k.view, v.view, o.view), Error);
+  Tensor k3(DType::F32, 1, 3, 17, 8, false);
+  EXPECT_THROW(attention_cpu(p17, q.view, k3.view, k3.view, o.view), Error);  // 2 heads over 3 kv heads
+}
+
+// The backend's mask words agree with the plan's reference semantics (span_entry_attended).
+TEST(CpuAttention, SpanMaskWordsMatchPlanSemantics) {
+  std::vector<std::pair<std::string, PlanOptions>> cases;
+  for (const std::string& spec : suite(197)) cases.push_back({spec, {}});
+  PlanOptions natural;
+  natural.permute_residues = false, natural.block_m = 100, natural.block_n = 16;
+  for (const char* spec : {"dilated:w=10,d=4", "strided:s=12", "bigbird:b=16,w=1,g=1,r=2,seed=3"})
+    cases.push_back({spec, natural});
+  for (const auto& [spec, po] : cases) {
+    SCOPED_TRACE(spec);
+    const Plan plan = make_plan(analyse(parse_pattern(spec), 197), po);
+    for (const Pass& pass : plan.passes)
+      for (const TileTask& task : pass.tasks)
+        for (int32_t si = task.span_begin; si < task.span_end; ++si) {
+          const KeySpan& span = pass.spans[size_t(si)];
+          if (span.full) continue;
+          std::vector<uint64_t> w(size_t(span.key_count));
+          for (int sub = 0; sub * cpu::kLanes < task.row_count; ++sub) {
+            cpu::fill_span_words(plan, task, span, sub, w.data());
+            for (int lane = 0; lane < cpu::kLanes && sub * cpu::kLanes + lane < task.row_count; ++lane)
+              for (int64_t c = 0; c < span.key_count; ++c)
+                ASSERT_EQ(bool((w[size_t(c)] >> lane) & 1),
+                          span_entry_attended(plan, task, span, sub * cpu::kLanes + lane, c))
+                    << "span " << si << " lane " << lane << " c " << c;
+          }
+        }
+  }
+}
