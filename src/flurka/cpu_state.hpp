@@ -1,0 +1,30 @@
+// Internal: per-head slots (the query-side form of every method) and the float kernels that build them.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "splat/flurka.hpp"
+
+namespace splat::flurka_detail {
+
+struct HeadSlots {
+  FeatureMap map = FeatureMap::None;
+  int64_t L = 0;            // slots: k (linformer) or m (kernel maps)
+  float a = 1;              // scale of q . key
+  std::vector<float> keys;  // linformer: Kp [L, D]; favor/relu: W [D, L]; elu: unused
+  std::vector<float> U;     // values [L, D]
+  std::vector<float> bias;  // softmax slots: added to the score
+  std::vector<float> zw;    // weighted slots: z_l
+};
+
+void project_rows(const float* P, int64_t rows, int64_t n, const float* X, int64_t D, float* out);
+// phi of one key row without the 1/sqrt(m) (it cancels); favor gives log phi instead.
+void key_features(FeatureMap fm, const float* x, int64_t D, const float* W, int64_t m, float* phi);
+// S += phi^T y, z += phi; favor keeps S_l, z_l relative to e^{c_l}, c_l the running max of log phi_l.
+void add_state(FeatureMap fm, const float* phi, const float* y, int64_t m, int64_t D, float* S, float* z, float* c);
+void slot_weights(const HeadSlots& hs, const float* q, int64_t D, float* w);
+bool softmax_slots(FeatureMap fm);
+void finalize_kernel_state(HeadSlots& hs, std::vector<float>& S, std::vector<float>& z, const std::vector<float>& c,
+                           int64_t D);
+
+}  // namespace splat::flurka_detail

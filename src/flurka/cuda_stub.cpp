@@ -1,0 +1,24 @@
+// CUDA entry points when this build has no CUDA kernels (no toolkit or SPLAT_WITH_CUDA=OFF).
+#ifndef SPLAT_FLURKA_CUDA
+#include "splat/error.hpp"
+#include "splat/flurka.hpp"
+
+namespace splat {
+namespace {
+[[noreturn]] void no_cuda() {
+  fail(ErrorCode::Unsupported, "this splat build has no CUDA FLuRKA kernels (built without SPLAT_WITH_CUDA/nvcc)");
+}
+}  // namespace
+bool flurka_cuda_available(std::string* why) {
+  if (why) *why = "built without CUDA FLuRKA kernels";
+  return false;
+}
+bool flurka_cuda_supports(FlurkaMethod, const FlurkaShape&, std::string* why) {
+  if (why) *why = "built without CUDA FLuRKA kernels";
+  return false;
+}
+size_t flurka_cuda_workspace_bytes(FlurkaMethod, const FlurkaShape&) { return 0; }
+void flurka_cuda(FlurkaMethod, const FlurkaInputs&, const TensorView&, void*, void*) { no_cuda(); }
+double flurka_cuda_host(FlurkaMethod, const FlurkaInputs&, const TensorView&, int, int) { no_cuda(); }
+}  // namespace splat
+#endif

@@ -1,0 +1,104 @@
+// Every documented bad input gives one splat::Error(InvalidArgument) with a message that names it.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+
+#include "test_flurka_util.hpp"
+
+using namespace flurka_test;
+
+namespace {
+
+void expect_invalid(const std::function<void()>& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
+  } catch (const splat::Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+Problem base() { return make_problem(Case{1, 2, 10, 12, 8, 4, 6}, 17); }
+
+TEST(FlurkaErrors, KGreaterThanN) {
+  Case c{1, 2, 10, 12, 8, 13, 6};
+  Problem p = make_problem(c, 1);
+  expect_invalid([&] { flurka_cpu(FlurkaMethod::FlurkaFavor, p.in, p.out_view); }, "k > N");
+  expect_invalid([&] { flurka_reference(FlurkaMethod::Linformer, p.in, p.out_view); }, "k > N");
+}
+
+TEST(FlurkaErrors, MZero) {
+  Problem p = base();
+  p.in.w.cols = 0;
+  expect_invalid([&] { flurka_cpu(FlurkaMethod::PerformerFavor, p.in, p.out_view); }, "m = 0");
+  expect_invalid([&] { flurka_cpu(FlurkaMethod::FlurkaRelu, p.in, p.out_view); }, "m = 0");
+}
+
+TEST(FlurkaErrors, WrongShapes) {
+  Problem p = base();
+  p.in.e.cols = 11;
+  expect_invalid([&] { flurka_cpu(FlurkaMethod::FlurkaElu, p.in, p.out_view); }, "E must be");
+  p = base();
+  p.in.f.rows = 3;
+  expect_invalid([&] { flurka_cpu(FlurkaMethod::Linformer, p.in, p.out_view); }, "F must be");
+  p = base();
+  p.in.w.rows = 7;
+  expect_invalid([&] { flurka_cpu(FlurkaMethod::PerformerRelu, p.in, p.out_view); }, "W must be");
+  p = base();
+  p.in.e.data = nullptr;
+  expect_invalid([&] { flurka_cpu(FlurkaMethod::FlurkaFavor, p.in, p.out_view); }, "E: null");
+  p = base();
+  p.in.v.shape[2] = 11;
+  expect_invalid([&] { flurka_cpu(FlurkaMethod::Linear, p.in, p.out_view); }, "same sequence length");
+  p = base();
+  p.in.k.shape[3] = 4;
+  expect_invalid([&] { flurka_cpu(FlurkaMethod::Linear, p.in, p.out_view); }, "head dim");
+}
+
+TEST(FlurkaErrors, MismatchedHeads) {
+  Problem p = base();
+  p.in.e.heads = 3;
+  expect_invalid([&] { flurka_cpu(FlurkaMethod::FlurkaFavor, p.in, p.out_view); }, "mismatched heads");
+  p = base();
+  p.in.w.heads = 5;
+  expect_invalid([&] { flurka_cpu(FlurkaMethod::PerformerFavor, p.in, p.out_view); }, "mismatched heads");
+  p = base();
+  p.in.k.shape[1] = 1;
+  expect_invalid([&] { flurka_cpu(FlurkaMethod::Linear, p.in, p.out_view); }, "mismatched heads");
+}
+
+TEST(FlurkaErrors, DtypesAndNames) {
+  Problem p = base();
+  p.in.k.dtype = DType::BF16;
+  expect_invalid([&] { flurka_cpu(FlurkaMethod::Linear, p.in, p.out_view); }, "one dtype");
+  expect_invalid([] { parse_flurka_method("flurka"); }, "unknown method");
+  EXPECT_EQ(parse_flurka_method("performer"), FlurkaMethod::PerformerFavor);
+  for (FlurkaMethod m : all_flurka_methods()) EXPECT_EQ(parse_flurka_method(flurka_method_name(m)), m);
+}
+
+TEST(FlurkaErrors, UnusedMatricesAreIgnored) {
+  Problem p = base();
+  p.in.e = p.in.f = MatrixView{};  // performer and linear need no projection
+  p.in.w.heads = 9;                // ... and linear needs no W
+  EXPECT_NO_THROW(flurka_cpu(FlurkaMethod::Linear, p.in, p.out_view));
+}
+
+TEST(FlurkaErrors, CudaPathSaysWhy) {
+  Problem p = base();
+  std::string why;
+  if (!flurka_cuda_available(&why)) {
+    EXPECT_FALSE(why.empty());
+    try {
+      flurka_cuda(FlurkaMethod::FlurkaFavor, p.in, p.out_view);
+      ADD_FAILURE() << "flurka_cuda ran without a device";
+    } catch (const splat::Error& e) {
+      EXPECT_FALSE(std::string(e.what()).empty());
+    }
+  } else {
+    EXPECT_THROW(flurka_cuda(FlurkaMethod::FlurkaFavor, p.in, p.out_view), splat::Error);  // host views
+  }
+}
+
+}  // namespace
