@@ -203,7 +203,18 @@ void run_subtile(const Plan& plan, const SpanMasks& masks, int pass_index, const
         s.vp[c] = hv.v + key * hv.ldv;
         if (hv.v_bad) bad |= hv.v_bad[key] != 0;
       }
-      for (int g = g_lo; g < g_hi; ++g) qk_block(s.kp, nc, s.qt + g * 16, D, s.st + g * 16);
+      // Per 16-lane group, the keys [lo, hi) that any of its lanes attends: partial spans (band
+      // edges) skip the fully masked corners; masking below turns what is skipped into -inf.
+      int lo[kLanes / 16], hi[kLanes / 16];
+      for (int g = g_lo; g < g_hi; ++g) {
+        lo[g] = 0, hi[g] = nc;
+        if (!words) continue;
+        const uint64_t gm = uint64_t(0xffff) << (16 * g);
+        while (lo[g] < nc && !(words[c0 + lo[g]] & gm)) ++lo[g];
+        while (hi[g] > lo[g] && !(words[c0 + hi[g] - 1] & gm)) --hi[g];
+      }
+      for (int g = g_lo; g < g_hi; ++g)
+        if (lo[g] < hi[g]) qk_block(s.kp + lo[g], hi[g] - lo[g], s.qt + g * 16, D, s.st + lo[g] * kLanes + g * 16);
       if (masked) apply_mask(s, nc, words ? words + c0 : nullptr, rows, g_lo * 2, g_hi * 2);
       softmax_update(s, nc, g_lo * 2, g_hi * 2);
       if (bad && masked) {
@@ -217,7 +228,8 @@ void run_subtile(const Plan& plan, const SpanMasks& masks, int pass_index, const
           }
         }
       } else {
-        for (int g = g_lo; g < g_hi; ++g) pv_block(s.vp, nc, s.st + g * 16, D, s.ot + g * 16);
+        for (int g = g_lo; g < g_hi; ++g)
+          if (lo[g] < hi[g]) pv_block(s.vp + lo[g], hi[g] - lo[g], s.st + lo[g] * kLanes + g * 16, D, s.ot + g * 16);
       }
     }
   }
