@@ -119,6 +119,7 @@ NB_MODULE(_core, m) {
   using namespace splat::py;
   m.doc() = "splat C++ core (nanobind extension); use the `splat` package API instead of this module";
   nb::register_exception_translator(translate);
+  nb::set_leak_warnings(false);  // cached plans may outlive the interpreter's teardown order
 
   nb::class_<PlanHandle>(m, "Plan", "A pattern analysed and compiled for one (seq_len, head_dim, dtype, device)")
       .def_prop_ro("pattern", [](const PlanHandle& p) { return p.spec; })

@@ -1,0 +1,113 @@
+"""JAX integration: splat attention as an XLA FFI custom call (CPU and CUDA), under jit and vmap.
+
+    import splat.jax
+    out = jax.jit(lambda q, k, v: splat.jax.attention(q, k, v, pattern="window:w=128"))(q, k, v)
+    out = splat.jax.dot_product_attention(q, k, v, is_causal=True, pattern="window:w=128")   # [B, N, H, D]
+
+The plan (analysis; on GPUs the NVRTC compilation) is built while tracing, in Python, and reaches the
+handler as an integer attribute: the compiled executable only launches.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _core
+from ._api import resolve_plan
+from ._dispatch import causal_pattern, dtype_name, sizes
+from ._flurka import check_matrices
+
+__all__ = ["attention", "dot_product_attention", "flurka"]
+
+_TARGET = "splat_attention"
+_registered = False
+
+
+def _register():
+    global _registered
+    if _registered:
+        return
+    if not _core.has_xla_ffi:
+        raise NotImplementedError("splat: this build has no XLA FFI handlers (JAX was not importable when splat "
+                                  "was built); reinstall splat with jax installed")
+    for platform, capsule in _core.xla_attention_targets.items():
+        jax.ffi.register_ffi_target(_TARGET, capsule, platform=platform)
+    _registered = True
+
+
+def _device_index(x):
+    """CUDA ordinal (or -1) of where the call will run: the array's device, else JAX's default device."""
+    try:
+        dev = next(iter(x.devices()))  # concrete arrays
+    except Exception:  # tracers: the default device
+        dev = getattr(jax.config, "jax_default_device", None) or jax.devices()[0]
+        if isinstance(dev, str):
+            dev = jax.devices(dev)[0]
+    return -1 if dev.platform == "cpu" else int(dev.id)
+
+
+def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd"):
+    """Sparse attention. q [..., H, N, D] (layout='bhnd') or [..., N, H, D] ('bnhd'); k, v alike with
+    H_kv heads (H % H_kv == 0). Leading dims are batch dims (vmap adds more). Works under jit and vmap.
+    """
+    _register()
+    q, k, v = jnp.asarray(q), jnp.asarray(k), jnp.asarray(v)
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"splat: q, k, v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    p = resolve_plan(plan, pattern, q.shape, layout, dtype_name(q.dtype), _device_index(q))
+    call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(q.shape, q.dtype), vmap_method="broadcast_all")
+    return call(q, k, v, plan_id=np.int64(p._register()), layout=np.int64(0 if layout == "bhnd" else 1),
+                scale=np.float32(0.0 if scale is None else scale))
+
+
+def _window_pattern(local_window_size):
+    if isinstance(local_window_size, int):
+        left = right = local_window_size
+    else:
+        left, right = local_window_size
+    if left == right:
+        return f"window:w={left}"
+    if right == 0:
+        return f"causal_window:w={left}"
+    raise ValueError("splat: local_window_size must be symmetric (w, w) or causal (w, 0)")
+
+
+def dot_product_attention(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
+                          query_seq_lengths=None, key_value_seq_lengths=None, local_window_size=None,
+                          implementation=None, pattern=None):
+    """jax.nn.dot_product_attention's layout ([B, N, H, D] or [N, H, D]) and arguments, plus pattern=.
+
+    The pattern replaces mask/bias; is_causal and local_window_size intersect it as in JAX.
+    """
+    if bias is not None or mask is not None:
+        raise ValueError("splat: bias/mask are not supported; express the mask as pattern=")
+    if query_seq_lengths is not None or key_value_seq_lengths is not None:
+        raise ValueError("splat: sequence lengths (padding) are not supported")
+    if implementation not in (None, "splat"):
+        raise ValueError("splat: implementation must be None")
+    pat = pattern
+    if local_window_size is not None:
+        w = _window_pattern(local_window_size)
+        pat = w if pat is None else "+".join(t + "&" + w for t in pat.split("+"))
+    if is_causal:
+        pat = causal_pattern(pat)
+    return attention(query, key, value, pattern=pat if pat is not None else "dense", scale=scale, layout="bnhd")
+
+
+def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False, *, layout="bhnd"):
+    """FLuRKA through a host callback (jax.pure_callback): works under jit/vmap; CPU arrays stay zero-copy,
+    device arrays travel through host memory (no XLA FFI handler for FLuRKA yet)."""
+    from ._flurka import flurka as host_flurka
+    check_matrices(method, E, F, W)
+    q, k, v = jnp.asarray(q), jnp.asarray(k), jnp.asarray(v)
+    mats = [None if m is None else jnp.asarray(m, q.dtype) for m in (E, F, W)]
+
+    def host(q, k, v, *m):
+        it = iter(m)
+        e, f, w = (None if x is None else np.asarray(next(it)) for x in mats)
+        return host_flurka(np.asarray(q), np.asarray(k), np.asarray(v), e, f, w, method=method, causal=causal,
+                           layout=layout)
+
+    present = [m for m in mats if m is not None]
+    return jax.pure_callback(host, jax.ShapeDtypeStruct(q.shape, q.dtype), q, k, v, *present,
+                             vmap_method="sequential")

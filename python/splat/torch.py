@@ -1,0 +1,251 @@
+"""PyTorch integration: torch.library ops, an SDPA-style drop-in, and nn.Module layers.
+
+    import splat.torch
+    out = splat.torch.attention(q, k, v, pattern="dilated:w=256,d=4")        # q, k, v: [B, H, N, D]
+    out = splat.torch.scaled_dot_product_attention(q, k, v, is_causal=True, pattern="window:w=128")
+
+The ops torch.ops.splat.attention / torch.ops.splat.flurka have fake implementations (torch.compile traces
+them without graph breaks), launch on the current CUDA stream without synchronising or allocating outside
+PyTorch's allocator (CUDA-graph capturable once the plan exists: run one call before capturing), and
+raise NotImplementedError in backward until the backward kernels exist.
+"""
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torch.utils.dlpack import to_dlpack as _to_dlpack
+
+from . import _core
+from ._api import resolve_plan
+from ._dispatch import causal_pattern
+from ._flurka import check_matrices, workspace_bytes
+
+__all__ = ["attention", "flurka", "scaled_dot_product_attention", "SparseAttention", "FLuRKAAttention"]
+
+_DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+_NO_BACKWARD = ("splat: {} has no backward yet (the backward kernels are a separate issue). Run it under "
+                "torch.no_grad()/inference_mode, or detach its inputs; gradients are never approximated.")
+
+
+def _dtype(t):
+    try:
+        return _DTYPES[t.dtype]
+    except KeyError:
+        raise ValueError(f"splat: unsupported dtype {t.dtype} (expected float32, float16 or bfloat16)") from None
+
+
+def _stream(t):
+    # The raw current stream: no Python stream objects, no synchronisation (safe during graph capture).
+    return _raw_stream(t.get_device()) if t.is_cuda else 0
+
+
+def _dl(t):
+    # torch's C exporter: unlike Tensor.__dlpack__ it never records events between streams.
+    return _to_dlpack(t.detach())
+
+
+def _launch(q, k, v, out, plan, pattern, scale, layout):
+    p = resolve_plan(plan, pattern, q.shape, layout, _dtype(q), q.get_device())
+    _core.attention(p, _dl(q), _dl(k), _dl(v), _dl(out), scale, layout, "", _stream(q), 0)
+
+
+def _needs_op(*ts):
+    """Go through the registered op when compiling or when autograd must see the call."""
+    if torch.compiler.is_compiling():
+        return True
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+
+
+# ---- attention op ----
+
+@torch.library.custom_op("splat::attention", mutates_args=())
+def _attention_op(q: Tensor, k: Tensor, v: Tensor, pattern: str, scale: float, layout: str) -> Tensor:
+    out = torch.empty_like(q)
+    _launch(q, k, v, out, None, pattern, scale, layout)
+    return out
+
+
+@_attention_op.register_fake
+def _(q, k, v, pattern, scale, layout):
+    return torch.empty_like(q)
+
+
+def _attention_backward(ctx, grad):
+    raise NotImplementedError(_NO_BACKWARD.format("splat.attention"))
+
+
+torch.library.register_autograd("splat::attention", _attention_backward, setup_context=lambda ctx, inputs, output: None)
+
+
+def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd", out=None):
+    """Sparse attention on tensors [B, H, N, D] (layout='bhnd') or [B, N, H, D] (layout='bnhd').
+
+    Any strides with D contiguous (no copies); k, v may have fewer heads (GQA). plan: splat.plan(...) or a
+    pattern string; pattern= builds and caches the plan. scale defaults to 1/sqrt(D).
+    """
+    s = 0.0 if scale is None else float(scale)
+    if _needs_op(q, k, v):
+        if out is not None:
+            raise ValueError("splat: out= is not supported when autograd or torch.compile sees the call")
+        pat = pattern if pattern is not None else (plan if isinstance(plan, str) else getattr(plan, "pattern", None))
+        if pat is None:
+            raise ValueError("splat: attention needs a plan or pattern=")
+        return torch.ops.splat.attention(q, k, v, pat, s, layout)
+    if out is None:
+        out = torch.empty_like(q)
+    _launch(q, k, v, out, plan, pattern, s, layout)
+    return out
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False, *, pattern=None):
+    """torch.nn.functional.scaled_dot_product_attention's layout and arguments ([..., H, L, E]) plus pattern=.
+
+    The pattern replaces attn_mask; is_causal=True intersects it with causal. Self-attention only (L == S).
+    """
+    if attn_mask is not None:
+        raise ValueError("splat: attn_mask is not supported; express the mask as pattern= "
+                         "(a spec such as 'window:w=128', or 'mask:path.npy')")
+    if dropout_p:
+        raise ValueError("splat: dropout_p must be 0 (attention dropout is not implemented)")
+    if query.dim() >= 3 and key.dim() >= 3 and query.shape[-3] != key.shape[-3] and not enable_gqa:
+        raise ValueError("splat: query and key have different head counts; pass enable_gqa=True as with SDPA")
+    pat = causal_pattern(pattern) if is_causal else (pattern if pattern is not None else "dense")
+    return attention(query, key, value, pattern=pat, scale=scale)
+
+
+# ---- FLuRKA op ----
+
+def _flurka_launch(q, k, v, out, E, F, W, method, causal, layout):
+    dt = _dtype(q)
+    ws = None
+    if q.is_cuda and not causal:
+        ws = torch.empty(workspace_bytes(method, q, k, E, W, layout), dtype=torch.uint8, device=q.device)
+    mats = [None if m is None else _dl(m.contiguous()) for m in (E, F, W)]
+    _core.flurka(method, _dl(q), _dl(k), _dl(v), _dl(out), mats[0], mats[1], mats[2], causal, layout, dt,
+                 _stream(q), None if ws is None else _dl(ws), 0)
+
+
+@torch.library.custom_op("splat::flurka", mutates_args=())
+def _flurka_op(q: Tensor, k: Tensor, v: Tensor, E: Optional[Tensor], F: Optional[Tensor], W: Optional[Tensor], method: str,
+               causal: bool, layout: str) -> Tensor:
+    out = torch.empty_like(q)
+    _flurka_launch(q, k, v, out, E, F, W, method, causal, layout)
+    return out
+
+
+@_flurka_op.register_fake
+def _(q, k, v, E, F, W, method, causal, layout):
+    return torch.empty_like(q)
+
+
+def _flurka_backward(ctx, grad):
+    raise NotImplementedError(_NO_BACKWARD.format("splat.flurka"))
+
+
+torch.library.register_autograd("splat::flurka", _flurka_backward, setup_context=lambda ctx, inputs, output: None)
+
+
+def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False, *, layout="bhnd"):
+    """FLuRKA attention on tensors; see splat.flurka. E, F, W are cast to q's dtype."""
+    check_matrices(method, E, F, W)
+    E, F, W = (None if m is None else m.to(q.dtype) for m in (E, F, W))
+    if _needs_op(q, k, v, E, F, W):
+        return torch.ops.splat.flurka(q, k, v, E, F, W, method, bool(causal), layout)
+    out = torch.empty_like(q)
+    _flurka_launch(q, k, v, out, E, F, W, method, bool(causal), layout)
+    return out
+
+
+# ---- layers ----
+
+class SparseAttention(nn.Module):
+    """Multi-head self-attention restricted to a splat pattern. x [B, N, embed_dim] -> [B, N, embed_dim].
+
+    num_kv_heads < num_heads gives grouped-query attention. Q, K, V are strided views of one projection
+    ([B, N, H, D] layout): no transposes or copies before the kernel.
+    """
+
+    def __init__(self, embed_dim, num_heads, pattern, *, num_kv_heads=None, bias=True, scale=None, device=None,
+                 dtype=None):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"splat: embed_dim {embed_dim} is not a multiple of num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads or num_heads
+        if num_heads % self.num_kv_heads:
+            raise ValueError("splat: num_heads must be a multiple of num_kv_heads")
+        self.head_dim = embed_dim // num_heads
+        self.pattern = _core.canonical_pattern(pattern)  # bad patterns fail here, not at the first call
+        self.scale = scale
+        f = dict(device=device, dtype=dtype)
+        self.qkv = nn.Linear(embed_dim, (num_heads + 2 * self.num_kv_heads) * self.head_dim, bias=bias, **f)
+        self.proj = nn.Linear(num_heads * self.head_dim, embed_dim, bias=bias, **f)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        h, hk, d = self.num_heads, self.num_kv_heads, self.head_dim
+        q, k, v = self.qkv(x).split([h * d, hk * d, hk * d], dim=-1)
+        o = attention(q.view(b, n, h, d), k.view(b, n, hk, d), v.view(b, n, hk, d), pattern=self.pattern,
+                      scale=self.scale, layout="bnhd")
+        return self.proj(o.reshape(b, n, h * d))
+
+    def extra_repr(self):
+        return f"pattern='{self.pattern}', heads={self.num_heads}, kv_heads={self.num_kv_heads}, head_dim={self.head_dim}"
+
+
+class FLuRKAAttention(nn.Module):
+    """FLuRKA self-attention layer. x [B, seq_len, embed_dim] -> same shape.
+
+    Owns learned projections E, F ([rank, seq_len], or [rank, chunk] when causal; per head with
+    per_head=True) and random features W [head_dim, num_features] kept as a buffer: fixed by default,
+    redrawn by redraw_features() (call it e.g. every few hundred steps).
+    """
+
+    def __init__(self, embed_dim, num_heads, seq_len, rank, *, num_features=None, method="flurka-favor",
+                 causal=False, chunk=None, per_head=False, bias=True, device=None, dtype=None):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"splat: embed_dim {embed_dim} is not a multiple of num_heads {num_heads}")
+        self.num_heads, self.head_dim, self.seq_len = num_heads, embed_dim // num_heads, seq_len
+        self.method, self.causal = method, bool(causal)
+        needs_proj, needs_w = _core.flurka_uses(method)
+        cols = (chunk or seq_len) if causal else seq_len
+        if causal and chunk is None:
+            raise ValueError("splat: causal FLuRKA needs chunk= (the chunk length C of E, F [rank, C])")
+        f = dict(device=device, dtype=dtype)
+        self.qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=bias, **f)
+        self.proj = nn.Linear(embed_dim, embed_dim, bias=bias, **f)
+        shape = (num_heads, rank, cols) if per_head else (rank, cols)
+        if needs_proj:
+            self.E = nn.Parameter(torch.randn(shape, **f) / math.sqrt(cols))
+            self.F = nn.Parameter(torch.randn(shape, **f) / math.sqrt(cols))
+        else:
+            self.E = self.F = None
+        self.num_features = num_features or self.head_dim
+        if needs_w:
+            wshape = (num_heads, self.head_dim, self.num_features) if per_head else (self.head_dim, self.num_features)
+            self.register_buffer("W", torch.randn(wshape, **f))
+        else:
+            self.W = None
+
+    @torch.no_grad()
+    def redraw_features(self, generator=None):
+        """Draws fresh Gaussian random features W (FAVOR+/ReLU maps); no-op for methods without W."""
+        if self.W is not None:
+            self.W.copy_(torch.randn(self.W.shape, generator=generator, device=self.W.device, dtype=self.W.dtype))
+
+    def forward(self, x):
+        b, n, e = x.shape
+        h, d = self.num_heads, self.head_dim
+        q, k, v = self.qkv(x).split([e, e, e], dim=-1)
+        o = flurka(q.view(b, n, h, d), k.view(b, n, h, d), v.view(b, n, h, d), self.E, self.F, self.W,
+                   method=self.method, causal=self.causal, layout="bnhd")
+        return self.proj(o.reshape(b, n, e))
+
+    def extra_repr(self):
+        return f"method='{self.method}', heads={self.num_heads}, head_dim={self.head_dim}, causal={self.causal}"
