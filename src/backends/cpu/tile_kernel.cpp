@@ -88,20 +88,22 @@ uint64_t lane_bits(int lo, int hi) {  // bits [lo, hi) of a 64-bit word
   return upto_hi & ~((uint64_t(1) << lo) - 1);
 }
 
-// Online softmax over the chunk for 8-lane vectors [v_lo, v_hi): turns st into P (base 2),
-// updates m, l and rescales the accumulated O^T where the running max moved.
-void softmax_update(Scratch& s, int nc, int v_lo, int v_hi) {
+// Online softmax over the chunk for 8-lane vectors [v_lo, v_hi), keys [lo[g], hi[g]) of each
+// vector's 16-lane group g: turns st into P (base 2), updates m, l and rescales the accumulated
+// O^T where the running max moved. Keys outside the range are not read again.
+void softmax_update(Scratch& s, const int* lo, const int* hi, int v_lo, int v_hi) {
   const __m256 ninf = _mm256_set1_ps(kNegInf), one = _mm256_set1_ps(1.0f);
   for (int vv = v_lo; vv < v_hi; ++vv) {
-    const int at = vv * 8;
+    const int at = vv * 8, c_lo = lo[vv / 2], c_hi = hi[vv / 2];
+    if (c_lo >= c_hi) continue;
     const __m256 m_old = _mm256_load_ps(s.m + at);
     __m256 mx = m_old;
-    for (int c = 0; c < nc; ++c) mx = _mm256_max_ps(mx, _mm256_load_ps(s.st + c * kLanes + at));
+    for (int c = c_lo; c < c_hi; ++c) mx = _mm256_max_ps(mx, _mm256_load_ps(s.st + c * kLanes + at));
     // A lane that has seen no key yet keeps max -inf: subtract 0 instead (exp2(-inf) = 0, no NaN).
     const __m256 m_use = _mm256_blendv_ps(mx, _mm256_setzero_ps(), _mm256_cmp_ps(mx, ninf, _CMP_EQ_OQ));
     const __m256 alpha = exp2_ps(_mm256_sub_ps(m_old, m_use));
     __m256 sum = _mm256_setzero_ps();
-    for (int c = 0; c < nc; ++c) {
+    for (int c = c_lo; c < c_hi; ++c) {
       float* p = s.st + c * kLanes + at;
       const __m256 e = exp2_ps(_mm256_sub_ps(_mm256_load_ps(p), m_use));
       _mm256_store_ps(p, e);
@@ -118,64 +120,91 @@ void softmax_update(Scratch& s, int nc, int v_lo, int v_hi) {
 }
 
 // Masked entries become -inf (exactly 0 after exp2), whatever NaN/Inf Q or K put there.
-void apply_mask(Scratch& s, int nc, const uint64_t* words, uint64_t fixed, int v_lo, int v_hi) {
+// words[c] (or `fixed` for every key) has the attended lanes of key c.
+void apply_mask(Scratch& s, const uint64_t* words, uint64_t fixed, const int* lo, const int* hi, int v_lo, int v_hi) {
   const __m256 ninf = _mm256_set1_ps(kNegInf);
-  for (int c = 0; c < nc; ++c) {
-    const uint64_t w = words ? words[c] : fixed;
-    for (int vv = v_lo; vv < v_hi; ++vv) {
-      const uint32_t bits = uint32_t(w >> (vv * 8)) & 0xffu;
+  for (int vv = v_lo; vv < v_hi; ++vv)
+    for (int c = lo[vv / 2]; c < hi[vv / 2]; ++c) {
+      const uint32_t bits = uint32_t((words ? words[c] : fixed) >> (vv * 8)) & 0xffu;
       if (bits == 0xffu) continue;
       float* p = s.st + c * kLanes + vv * 8;
       _mm256_store_ps(p, _mm256_blendv_ps(ninf, _mm256_load_ps(p), lane_mask(bits)));
     }
+}
+
+// dst[c][r] = src[r][c] * scale for an 8 x 8 block.
+inline void transpose8(const float* src, int64_t lds, float* dst, int64_t ldd, __m256 scale) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_mul_ps(_mm256_loadu_ps(src + i * lds), scale);
+  for (int i = 0; i < 8; i += 2)
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44), r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44), r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
   }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+
+// rows [RP][Dp] (row-major) <-> T [Dp][kLanes] (transposed), RP and Dp multiples of 8.
+void rows_to_t(const float* rows, int64_t Dp, int RP, float* t, float scale) {
+  const __m256 sc = _mm256_set1_ps(scale);
+  for (int r = 0; r < RP; r += 8)
+    for (int64_t d = 0; d < Dp; d += 8) transpose8(rows + r * Dp + d, Dp, t + d * kLanes + r, kLanes, sc);
+}
+void t_to_rows(const float* t, int64_t Dp, int RP, float* rows) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (int r = 0; r < RP; r += 8)
+    for (int64_t d = 0; d < Dp; d += 8) transpose8(t + d * kLanes + r, kLanes, rows + r * Dp + d, Dp, one);
 }
 
 }  // namespace
 
-Scratch::Scratch(int64_t d) : D(d) {
-  const size_t n = size_t(2 * d * kLanes + kKeyChunk * kLanes + 2 * kLanes + d + 64);
+Scratch::Scratch(int64_t d) : D(d), Dp((d + 7) / 8 * 8) {
+  const size_t n = size_t(3 * Dp * kLanes + kKeyChunk * kLanes + 2 * kLanes + 64);
   storage.assign(n, 0.0f);
   float* p = storage.data();
   p += (32 - reinterpret_cast<uintptr_t>(p) % 32) % 32 / sizeof(float);
-  qt = p, p += d * kLanes;
-  ot = p, p += d * kLanes;
+  qt = p, p += Dp * kLanes;
+  ot = p, p += Dp * kLanes;
   st = p, p += kKeyChunk * kLanes;
   m = p, p += kLanes;
   l = p, p += kLanes;
-  row = p;
+  rows = p;
 }
 
 void run_subtile(const Plan& plan, const SpanMasks& masks, int pass_index, const TileTask& task, int sub,
                  bool first_pass, const HeadView& hv, Scratch& s) {
-  const int64_t D = s.D;
+  const int64_t D = s.D, Dp = s.Dp;
   const int base = sub * kLanes;
   const int R = std::min(kLanes, task.row_count - base);
   const int RP = (R + 15) / 16 * 16;
   const TensorView& q = *hv.q;
   auto row_of = [&](int lane) { return task.row_begin + task.row_stride * int64_t(base + lane); };
 
-  // Q^T, pre-scaled so that scores come out in base 2. Pad lanes are zero (finite scores).
-  for (int r = 0; r < R; ++r) {
-    load_row(q.data, q.dtype, q.offset(hv.b, hv.h, row_of(r)), D, s.row);
-    for (int64_t d = 0; d < D; ++d) s.qt[d * kLanes + r] = s.row[d] * hv.q_scale;
-  }
-  for (int64_t d = 0; d < D; ++d) std::fill(s.qt + d * kLanes + R, s.qt + d * kLanes + RP, 0.0f);
+  // Q^T, pre-scaled so that scores come out in base 2. Pad lanes and pad dims are zero.
+  std::fill(s.rows, s.rows + RP * Dp, 0.0f);
+  for (int r = 0; r < R; ++r) load_row(q.data, q.dtype, q.offset(hv.b, hv.h, row_of(r)), D, s.rows + r * Dp);
+  rows_to_t(s.rows, Dp, RP, s.qt, hv.q_scale);
 
   // State: fresh, or continued from the previous pass (m = lse, l = 1, O = its normalised output).
   std::fill(s.m, s.m + kLanes, kNegInf);
   std::fill(s.l, s.l + kLanes, 0.0f);
-  for (int64_t d = 0; d < D; ++d) std::fill(s.ot + d * kLanes, s.ot + d * kLanes + RP, 0.0f);
-  if (!first_pass) {
+  if (first_pass) {
+    for (int64_t d = 0; d < Dp; ++d) std::fill(s.ot + d * kLanes, s.ot + d * kLanes + RP, 0.0f);
+  } else {
+    std::fill(s.rows, s.rows + RP * Dp, 0.0f);
     for (int r = 0; r < R; ++r) {
       const int64_t i = row_of(r);
       const float lse = hv.lse2[i];
       if (lse == kNegInf) continue;
       s.m[r] = lse;
       s.l[r] = 1.0f;
-      const float* o = hv.o32 + i * D;
-      for (int64_t d = 0; d < D; ++d) s.ot[d * kLanes + r] = o[d];
+      std::memcpy(s.rows + r * Dp, hv.o32 + i * D, size_t(D) * sizeof(float));
     }
+    rows_to_t(s.rows, Dp, RP, s.ot, 1.0f);
   }
 
   const Pass& pass = plan.passes[size_t(pass_index)];
@@ -215,8 +244,8 @@ void run_subtile(const Plan& plan, const SpanMasks& masks, int pass_index, const
       }
       for (int g = g_lo; g < g_hi; ++g)
         if (lo[g] < hi[g]) qk_block(s.kp + lo[g], hi[g] - lo[g], s.qt + g * 16, D, s.st + lo[g] * kLanes + g * 16);
-      if (masked) apply_mask(s, nc, words ? words + c0 : nullptr, rows, g_lo * 2, g_hi * 2);
-      softmax_update(s, nc, g_lo * 2, g_hi * 2);
+      if (masked) apply_mask(s, words ? words + c0 : nullptr, rows, lo, hi, g_lo * 2, g_hi * 2);
+      softmax_update(s, lo, hi, g_lo * 2, g_hi * 2);
       if (bad && masked) {
         // NaN/Inf in V: a masked entry's 0 * Inf must not reach rows that never attend that key.
         for (int c = 0; c < nc; ++c) {
@@ -235,16 +264,19 @@ void run_subtile(const Plan& plan, const SpanMasks& masks, int pass_index, const
   }
 
   // Normalise and write: rows that attended nothing are exact zeros.
+  t_to_rows(s.ot, Dp, RP, s.rows);
   for (int r = 0; r < R; ++r) {
     const int64_t i = row_of(r);
     const float l = s.l[r];
-    const float inv = 1.0f / l;
-    for (int64_t d = 0; d < D; ++d) s.row[d] = l == 0.0f ? 0.0f : s.ot[d * kLanes + r] * inv;
+    float* o = s.rows + r * Dp;
+    const __m256 inv = _mm256_set1_ps(l == 0.0f ? 0.0f : 1.0f / l);
+    for (int64_t d = 0; d < Dp; d += 8) _mm256_storeu_ps(o + d, _mm256_mul_ps(_mm256_loadu_ps(o + d), inv));
+    if (l == 0.0f) std::fill(o, o + D, 0.0f);  // 0 * NaN would not be zero
     if (hv.o32) {
-      std::memcpy(hv.o32 + i * D, s.row, size_t(D) * sizeof(float));
+      std::memcpy(hv.o32 + i * D, o, size_t(D) * sizeof(float));
       hv.lse2[i] = l == 0.0f ? kNegInf : s.m[r] + std::log2(l);
     } else {
-      store_row(s.row, hv.out->dtype, hv.out->data, hv.out->offset(hv.b, hv.h, i), D);
+      store_row(o, hv.out->dtype, hv.out->data, hv.out->offset(hv.b, hv.h, i), D);
     }
   }
 }

@@ -30,9 +30,10 @@ struct HeadView {
 // Per-thread buffers, 32-byte aligned.
 struct Scratch {
   explicit Scratch(int64_t d);
-  int64_t D;
+  int64_t D, Dp;  // head dim, and rounded up to 8 (transposes work in 8 x 8 blocks)
   std::vector<float> storage;
-  float *qt, *ot, *st, *m, *l, *row;
+  float *qt, *ot, *st, *m, *l;  // Q^T [Dp][64], O^T [Dp][64], S^T/P^T [64][64], max, sum
+  float* rows;                  // row-major staging [64][Dp] for Q in and O out
   const float* kp[kKeyChunk];
   const float* vp[kKeyChunk];
 };
