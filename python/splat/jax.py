@@ -8,6 +8,8 @@ The plan (analysis; on GPUs the NVRTC compilation) is built while tracing, in Py
 handler as an integer attribute: the compiled executable only launches.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,9 +57,25 @@ def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd"):
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"splat: q, k, v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     p = resolve_plan(plan, pattern, q.shape, layout, dtype_name(q.dtype), _device_index(q))
+    return _call(q, k, v, p._register(), 0 if layout == "bhnd" else 1, 0.0 if scale is None else float(scale))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _call(q, k, v, plan_id, layout, scale):
     call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(q.shape, q.dtype), vmap_method="broadcast_all")
-    return call(q, k, v, plan_id=np.int64(p._register()), layout=np.int64(0 if layout == "bhnd" else 1),
-                scale=np.float32(0.0 if scale is None else scale))
+    return call(q, k, v, plan_id=np.int64(plan_id), layout=np.int64(layout), scale=np.float32(scale))
+
+
+def _call_fwd(q, k, v, plan_id, layout, scale):
+    return _call(q, k, v, plan_id, layout, scale), None
+
+
+def _call_bwd(plan_id, layout, scale, residuals, grad):
+    raise NotImplementedError("splat: splat.jax.attention has no backward yet (the backward kernels are a separate "
+                              "issue); gradients are never approximated. Use jax.lax.stop_gradient on its inputs.")
+
+
+_call.defvjp(_call_fwd, _call_bwd)
 
 
 def _window_pattern(local_window_size):

@@ -1,0 +1,79 @@
+"""splat.flurka on NumPy (and JAX through its host callback) against the float64 formulas."""
+
+import numpy as np
+import pytest
+
+import splat
+from flurka_ref import PROJECTED, flurka, flurka_causal
+
+if not splat._core.has_flurka:
+    pytest.skip("built without FLuRKA", allow_module_level=True)
+
+METHODS = ["flurka-favor", "flurka-elu", "flurka-relu", "linformer", "performer-favor", "performer-relu", "linear"]
+
+
+def inputs(rng, method, b=2, h=2, nq=40, n=40, d=16, kproj=8, m=32, per_head=False):
+    q = rng.standard_normal((b, h, nq, d)).astype(np.float32)
+    k = (0.5 * rng.standard_normal((b, h, n, d))).astype(np.float32)
+    v = rng.standard_normal((b, h, n, d)).astype(np.float32)
+    pre = (h,) if per_head else ()
+    E = F = W = None
+    if method in PROJECTED:
+        E = (rng.standard_normal(pre + (kproj, n)) / np.sqrt(n)).astype(np.float32)
+        F = (rng.standard_normal(pre + (kproj, n)) / np.sqrt(n)).astype(np.float32)
+    if "favor" in method or "relu" in method:
+        W = rng.standard_normal(pre + (d, m)).astype(np.float32)
+    return q, k, v, E, F, W
+
+
+def assert_close(ours, ref, rtol=2e-4, atol=2e-4):
+    ours = np.asarray(ours, np.float64)
+    assert not np.isnan(ours).any()
+    scale = max(1.0, np.abs(ref).max())
+    assert np.abs(ours - ref).max() <= atol * scale + rtol * np.abs(ref).max(), np.abs(ours - ref).max()
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("per_head", [False, True])
+def test_methods(rng, method, per_head):
+    q, k, v, E, F, W = inputs(rng, method, per_head=per_head)
+    out = np.full_like(q, np.nan)
+    splat.flurka(q, k, v, E, F, W, method=method, out=out)
+    assert_close(out, flurka(method, q, k, v, E, F, W))
+
+
+def test_bnhd_layout(rng):
+    q, k, v, E, F, W = inputs(rng, "flurka-favor")
+    t = [np.ascontiguousarray(np.swapaxes(x, 1, 2)) for x in (q, k, v)]
+    out = splat.flurka(*t, E, F, W, layout="bnhd")
+    assert_close(np.swapaxes(out, 1, 2), flurka("flurka-favor", q, k, v, E, F, W))
+
+
+@pytest.mark.parametrize("method", ["flurka-favor", "flurka-elu"])
+def test_causal(rng, method):
+    b, h, n, d, c, r = 1, 2, 36, 16, 8, 4  # last chunk partial
+    q, k, v, _, _, W = inputs(rng, method, b=b, h=h, nq=n, n=n, d=d)
+    E = (rng.standard_normal((r, c)) / np.sqrt(c)).astype(np.float32)
+    F = (rng.standard_normal((r, c)) / np.sqrt(c)).astype(np.float32)
+    out = splat.flurka(q, k, v, E, F, W, method=method, causal=True)
+    assert_close(out, flurka_causal(method, q, k, v, E, F, W), rtol=1e-3, atol=1e-3)
+
+
+def test_errors(rng):
+    q, k, v, E, F, W = inputs(rng, "flurka-favor")
+    with pytest.raises(ValueError):
+        splat.flurka(q, k, v, E, F, None)  # favor needs W
+    with pytest.raises(ValueError):
+        splat.flurka(q, k, v, None, F, W)  # projection needs E
+    with pytest.raises(ValueError):
+        splat.flurka(q, k, v, E, F, W, method="nosuchmethod")
+    with pytest.raises(ValueError):
+        splat.flurka(q, k, v, E[:, :5], F, W)  # E columns != N
+
+
+def test_jax_callback(rng):
+    jax = pytest.importorskip("jax")
+    import splat.jax as sj
+    q, k, v, E, F, W = inputs(rng, "flurka-relu")
+    out = jax.jit(lambda q, k, v: sj.flurka(q, k, v, E, F, W, method="flurka-relu"))(q, k, v)
+    assert_close(np.asarray(out), flurka("flurka-relu", q, k, v, E, F, W))
