@@ -1,0 +1,303 @@
+// Host side of the CUDA FLuRKA path: argument checks, workspace layout, launch sequence, host convenience.
+// Sequence per call: [prepare W^T] -> [project E K, F V (split over N) -> bf16] -> [state phi(X)^T Y, z
+// (split over rows) -> slots] -> queries. Only O(B H (k + m) D) intermediates touch device memory.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "flurka/cuda/kernels.cuh"
+#include "splat/error.hpp"
+#include "splat/flurka.hpp"
+
+namespace splat {
+using namespace fk;
+
+namespace {
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) fail(ErrorCode::Cuda, std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
+}
+
+size_t align_up(size_t x) { return (x + 255) & ~size_t(255); }
+
+// Byte offsets of the workspace regions.
+struct Layout {
+  size_t kp, vp, kp16, vp16, vpt16, wt, shift, S, z, ut, slot, total;
+};
+Layout layout(FlurkaMethod m, const FlurkaShape& s) {
+  const size_t BH = size_t(s.B * s.H), D = size_t(s.D), k = size_t(s.k), mm = size_t(std::max<int64_t>(s.m, 1));
+  const size_t H = size_t(s.H);
+  Layout l{};
+  size_t o = 0;
+  auto take = [&](size_t bytes) {
+    const size_t at = o;
+    o += align_up(bytes);
+    return at;
+  };
+  const bool proj = uses_projection(m), kern = feature_map_of(m) != FeatureMap::None;
+  l.kp = take(proj ? BH * k * D * 4 : 0);
+  l.vp = take(proj ? BH * k * D * 4 : 0);
+  l.kp16 = take(proj ? BH * k * D * 2 : 0);
+  l.vp16 = take(proj && kern ? BH * k * D * 2 : 0);
+  l.vpt16 = take(proj && !kern ? BH * k * D * 2 : 0);
+  l.wt = take(kern ? H * mm * D * 2 : 0);
+  l.shift = take(kern ? H * mm * 4 : 0);
+  l.S = take(kern ? BH * mm * D * 4 : 0);
+  l.z = take(kern ? BH * mm * 4 : 0);
+  l.ut = take(kern ? BH * mm * D * 2 : 0);
+  l.slot = take(kern ? BH * mm * 4 : 0);
+  l.total = o;
+  return l;
+}
+
+int sm_count() {
+  static int n = [] {
+    int dev = 0, v = 132;
+    if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev);
+    return v;
+  }();
+  return n;
+}
+
+// Splits of a reduction of length n into chunks (multiples of 64) so that about 3 waves of blocks exist.
+int64_t split_chunk(int64_t n, int64_t blocks_per_split) {
+  const int64_t want = std::max<int64_t>(1, (3 * sm_count() + blocks_per_split - 1) / blocks_per_split);
+  int64_t chunk = (n + want - 1) / want;
+  chunk = std::max<int64_t>(256, (chunk + 63) / 64 * 64);
+  return chunk;
+}
+
+Rows rows_of(const TensorView& t) { return Rows{t.data, t.stride[0], t.stride[1], t.stride[2]}; }
+Rows rows_of(const MatrixView& x) { return Rows{x.data, 0, x.heads == 1 ? 0 : x.rows * x.cols, x.cols}; }
+
+template <class T, int D>
+void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& in, const TensorView& out,
+                char* ws, cudaStream_t st) {
+  const Layout l = layout(method, s);
+  const int64_t BH = s.B * s.H, k = s.k, m = s.m;
+  const FeatureMap fm = feature_map_of(method);
+  const int map = fm == FeatureMap::Favor ? kFavor : fm == FeatureMap::Relu ? kRelu : fm == FeatureMap::Elu ? kElu
+                                                                                                           : kSoftmax;
+  const size_t smem = size_t((64 + 64) * (D + 8) * 2 + D * (64 + 8) * 2 + 64 * 4);
+  static bool attrs = [&] {
+    check(cudaFuncSetAttribute(state_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), "attr");
+    check(cudaFuncSetAttribute(state_kernel<bf16, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+          "attr");
+    check(cudaFuncSetAttribute(query_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), "attr");
+    return true;
+  }();
+  (void)attrs;
+  const bf16 *keys = nullptr, *ut = nullptr;
+  const float* slot = nullptr;
+  int64_t keys_bh = 0, Hk = 1, L = 0;
+  float a = 1.0f;
+  const float sfeat = std::pow(float(D), -0.25f);
+  if (uses_projection(method)) {
+    check(cudaMemsetAsync(ws + l.kp, 0, size_t(BH * k * D * 4), st), "memset");
+    check(cudaMemsetAsync(ws + l.vp, 0, size_t(BH * k * D * 4), st), "memset");
+    const int64_t kt = (k + 127) / 128;
+    const int64_t chunk = split_chunk(s.N, kt * BH * 2);
+    dim3 grid(unsigned(kt), unsigned((s.N + chunk - 1) / chunk), unsigned(BH * 2));
+    project_kernel<T, D><<<grid, 256, 0, st>>>(rows_of(in.e), rows_of(in.f), rows_of(in.k), rows_of(in.v), s.H, k,
+                                               s.N, chunk, reinterpret_cast<float*>(ws + l.kp),
+                                               reinterpret_cast<float*>(ws + l.vp));
+    check(cudaGetLastError(), "project_kernel");
+    const bool kern = fm != FeatureMap::None;
+    convert_projection<<<std::min<int64_t>(4096, (BH * k * D + 255) / 256), 256, 0, st>>>(
+        reinterpret_cast<float*>(ws + l.kp), reinterpret_cast<float*>(ws + l.vp), BH, k, D,
+        reinterpret_cast<bf16*>(ws + l.kp16), kern ? reinterpret_cast<bf16*>(ws + l.vp16) : nullptr,
+        kern ? nullptr : reinterpret_cast<bf16*>(ws + l.vpt16));
+    check(cudaGetLastError(), "convert_projection");
+  }
+  if (fm == FeatureMap::None) {
+    keys = reinterpret_cast<bf16*>(ws + l.kp16), keys_bh = 1, Hk = BH, L = k;
+    ut = reinterpret_cast<bf16*>(ws + l.vpt16);
+    a = 1.0f / std::sqrt(float(D));
+  } else {
+    const int64_t Hw = fm == FeatureMap::Elu ? 1 : in.w.heads;
+    bf16* wt = reinterpret_cast<bf16*>(ws + l.wt);
+    float* shift = reinterpret_cast<float*>(ws + l.shift);
+    prepare_features<T><<<std::min<int64_t>(1024, (Hw * m + 127) / 128), 128, 0, st>>>(
+        static_cast<const T*>(in.w.data), Hw, D, m, fm == FeatureMap::Elu, wt, shift);
+    check(cudaGetLastError(), "prepare_features");
+    float* S = reinterpret_cast<float*>(ws + l.S);
+    float* z = reinterpret_cast<float*>(ws + l.z);
+    check(cudaMemsetAsync(S, 0, size_t(BH * m * D * 4), st), "memset");
+    check(cudaMemsetAsync(z, 0, size_t(BH * m * 4), st), "memset");
+    const int64_t mt = (m + 63) / 64;
+    const float sc = fm == FeatureMap::Elu ? 1.0f : sfeat;
+    if (uses_projection(method)) {
+      const int64_t chunk = split_chunk(k, mt * BH);
+      const Rows xr{ws + l.kp16, 0, k * D, D}, yr{ws + l.vp16, 0, k * D, D};
+      // bh = b * H + h, so a per-(b, h) stride of k D is sb = H k D, sh = k D.
+      const Rows x2{xr.p, s.H * k * D, k * D, D}, y2{yr.p, s.H * k * D, k * D, D};
+      dim3 grid(unsigned(mt), unsigned((k + chunk - 1) / chunk), unsigned(BH));
+      state_kernel<bf16, D><<<grid, 128, smem, st>>>(x2, y2, wt, Hw, shift, s.H, k, m, chunk, map, sc, S, z);
+    } else {
+      const int64_t chunk = split_chunk(s.N, mt * BH);
+      dim3 grid(unsigned(mt), unsigned((s.N + chunk - 1) / chunk), unsigned(BH));
+      state_kernel<T, D><<<grid, 128, smem, st>>>(rows_of(in.k), rows_of(in.v), wt, Hw, shift, s.H, s.N, m, chunk,
+                                                  map, sc, S, z);
+    }
+    check(cudaGetLastError(), "state_kernel");
+    bf16* utw = reinterpret_cast<bf16*>(ws + l.ut);
+    float* slotw = reinterpret_cast<float*>(ws + l.slot);
+    finalize_state<<<std::min<int64_t>(4096, (BH * m + 127) / 128), 128, 0, st>>>(S, z, shift, Hw, s.H, BH, m, D,
+                                                                                 map, utw, slotw);
+    check(cudaGetLastError(), "finalize_state");
+    keys = wt, keys_bh = 0, Hk = Hw, L = m, ut = utw, slot = slotw, a = sc;
+  }
+  dim3 grid(unsigned((s.Nq + 63) / 64), unsigned(BH));
+  query_kernel<T, D><<<grid, 128, smem, st>>>(rows_of(in.q), keys, keys_bh, Hk, ut, slot, s.H, s.Nq, L, map, a,
+                                              static_cast<T*>(out.data), out.stride[0], out.stride[1],
+                                              out.stride[2]);
+  check(cudaGetLastError(), "query_kernel");
+}
+
+template <class T>
+void dispatch_d(FlurkaMethod m, const FlurkaShape& s, const FlurkaInputs& in, const TensorView& out, char* ws,
+                cudaStream_t st) {
+  switch (s.D) {
+    case 32: return launch_all<T, 32>(m, s, in, out, ws, st);
+    case 64: return launch_all<T, 64>(m, s, in, out, ws, st);
+    case 128: return launch_all<T, 128>(m, s, in, out, ws, st);
+  }
+}
+
+}  // namespace
+
+bool flurka_cuda_available(std::string* why) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    if (why) *why = e != cudaSuccess ? std::string("no usable CUDA device: ") + cudaGetErrorString(e) : "no CUDA device";
+    cudaGetLastError();
+    return false;
+  }
+  return true;
+}
+
+bool flurka_cuda_supports(FlurkaMethod m, const FlurkaShape& s, std::string* why) {
+  std::string w;
+  if (s.D != 32 && s.D != 64 && s.D != 128)
+    w = "the CUDA path supports head dim D in {32, 64, 128}, got " + std::to_string(s.D);
+  else if (uses_projection(m) && s.k > 512)
+    w = "the CUDA path supports k <= 512, got " + std::to_string(s.k);
+  else if (feature_map_of(m) != FeatureMap::None && s.m > 512)
+    w = "the CUDA path supports m <= 512, got " + std::to_string(s.m);
+  if (why) *why = w;
+  return w.empty();
+}
+
+size_t flurka_cuda_workspace_bytes(FlurkaMethod m, const FlurkaShape& s) { return layout(m, s).total; }
+
+void flurka_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, void* workspace, void* stream) {
+  const FlurkaShape s = check_flurka_args(m, in, out);
+  require(in.q.device >= 0, "flurka_cuda needs device tensors (views with device >= 0); use flurka_cuda_host for "
+                            "host tensors");
+  require(out.dtype == in.q.dtype, "flurka_cuda: out must have q's dtype");
+  if (uses_projection(m))
+    require(in.e.dtype == in.q.dtype && in.f.dtype == in.q.dtype, "flurka_cuda: E and F must have q's dtype");
+  if (uses_random_features(m)) require(in.w.dtype == in.q.dtype, "flurka_cuda: W must have q's dtype");
+  std::string why;
+  if (!flurka_cuda_supports(m, s, &why)) fail(ErrorCode::Unsupported, why + " (use the CPU backend)");
+  check(cudaSetDevice(in.q.device), "cudaSetDevice");
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  char* ws = static_cast<char*>(workspace);
+  const size_t bytes = flurka_cuda_workspace_bytes(m, s);
+  bool own = false;
+  if (!ws) {
+    check(cudaMalloc(reinterpret_cast<void**>(&ws), bytes), "cudaMalloc(workspace)");
+    own = true;
+  }
+  try {
+    switch (in.q.dtype) {
+      case DType::F32: dispatch_d<float>(m, s, in, out, ws, st); break;
+      case DType::F16: dispatch_d<__half>(m, s, in, out, ws, st); break;
+      case DType::BF16: dispatch_d<bf16>(m, s, in, out, ws, st); break;
+    }
+  } catch (...) {
+    if (own) cudaFree(ws);
+    throw;
+  }
+  if (own) {
+    check(cudaStreamSynchronize(st), "flurka_cuda");
+    check(cudaFree(ws), "cudaFree");
+  }
+}
+
+namespace {
+struct DevBuf {
+  void* p = nullptr;
+  explicit DevBuf(size_t n) { check(cudaMalloc(&p, std::max<size_t>(n, 16)), "cudaMalloc"); }
+  ~DevBuf() { cudaFree(p); }
+};
+size_t tensor_bytes(const TensorView& t) {  // extent of a strided view, in bytes
+  size_t span = 1;
+  for (int a = 0; a < 4; ++a) span += size_t(t.shape[a] - 1) * size_t(t.stride[a]);
+  return span * dtype_size(t.dtype);
+}
+size_t matrix_bytes(const MatrixView& x) { return size_t(x.heads * x.rows * x.cols) * dtype_size(x.dtype); }
+}  // namespace
+
+double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int warmup, int repeats) {
+  const FlurkaShape s = check_flurka_args(m, in, out);
+  require(in.q.device < 0, "flurka_cuda_host takes host tensors");
+  std::string why;
+  if (!flurka_cuda_available(&why)) fail(ErrorCode::Unsupported, why);
+  FlurkaInputs d = in;
+  std::vector<DevBuf*> bufs;
+  auto up_t = [&](TensorView& t) {
+    const size_t n = tensor_bytes(t);
+    bufs.push_back(new DevBuf(n));
+    check(cudaMemcpy(bufs.back()->p, t.data, n, cudaMemcpyHostToDevice), "cudaMemcpy");
+    t.data = bufs.back()->p, t.device = 0;
+  };
+  auto up_m = [&](MatrixView& x) {
+    if (!x.data) return;
+    const size_t n = matrix_bytes(x);
+    bufs.push_back(new DevBuf(n));
+    check(cudaMemcpy(bufs.back()->p, x.data, n, cudaMemcpyHostToDevice), "cudaMemcpy");
+    x.data = bufs.back()->p, x.device = 0;
+  };
+  double ms = 0;
+  try {
+    up_t(d.q), up_t(d.k), up_t(d.v);
+    if (uses_projection(m)) up_m(d.e), up_m(d.f);
+    if (uses_random_features(m)) up_m(d.w);
+    TensorView o = out;
+    bufs.push_back(new DevBuf(tensor_bytes(out)));
+    o.data = bufs.back()->p, o.device = 0;
+    check(cudaMemset(o.data, 0xff, tensor_bytes(out)), "cudaMemset");  // NaN poison
+    DevBuf ws(flurka_cuda_workspace_bytes(m, s));
+    cudaEvent_t e0, e1;
+    check(cudaEventCreate(&e0), "event");
+    check(cudaEventCreate(&e1), "event");
+    for (int i = 0; i < warmup; ++i) flurka_cuda(m, d, o, ws.p, nullptr);
+    std::vector<float> times;
+    for (int i = 0; i < std::max(repeats, 1); ++i) {
+      check(cudaEventRecord(e0), "event");
+      flurka_cuda(m, d, o, ws.p, nullptr);
+      check(cudaEventRecord(e1), "event");
+      check(cudaEventSynchronize(e1), "flurka_cuda");
+      float t = 0;
+      cudaEventElapsedTime(&t, e0, e1);
+      times.push_back(t);
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    std::sort(times.begin(), times.end());
+    ms = times[times.size() / 2];
+    check(cudaMemcpy(out.data, o.data, tensor_bytes(out), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  } catch (...) {
+    for (DevBuf* b : bufs) delete b;
+    throw;
+  }
+  for (DevBuf* b : bufs) delete b;
+  return ms;
+}
+
+}  // namespace splat

@@ -1,0 +1,413 @@
+// FLuRKA CUDA kernels (compiled ahead of time for sm_80/sm_90). All GEMM-shaped work runs on tensor cores
+// through mma.sync m16n8k16 with bf16 operands and fp32 accumulators. Shared-memory tiles keep the reduction
+// dimension contiguous (row-major A, "col" B = B^T row-major), padded by 8 elements so fragment loads hit
+// 32 distinct banks. Fragment layout (PTX ISA, m16n8k16): g = lane / 4, t = lane % 4;
+//   A: a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..);  B: b0 (k 2t.., n g) b1 (k 2t+8.., n g)
+//   C: c0,c1 (g, 2t..2t+1)  c2,c3 (g+8, 2t..2t+1)
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+namespace splat::fk {
+
+using bf16 = __nv_bfloat16;
+
+__device__ __forceinline__ void mma_bf16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+__device__ __forceinline__ uint32_t lds32(const bf16* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
+template <class T>
+__device__ __forceinline__ T from_f(float x);
+template <>
+__device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
+template <>
+__device__ __forceinline__ bf16 from_f<bf16>(float x) { return __float2bfloat16_rn(x); }
+
+// Loads 8 consecutive elements (fewer when valid < 8; the rest are 0) as bf16.
+template <class T>
+__device__ __forceinline__ void load8(const T* p, int valid, bf16* dst) {
+  if (valid >= 8 && (reinterpret_cast<uintptr_t>(p) & 15) == 0) {
+    if constexpr (sizeof(T) == 2) {
+      uint4 v = *reinterpret_cast<const uint4*>(p);
+      const T* e = reinterpret_cast<const T*>(&v);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) dst[i] = __float2bfloat16_rn(to_f(e[i]));
+    } else {
+      float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+      const float f[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+      for (int i = 0; i < 8; ++i) dst[i] = __float2bfloat16_rn(f[i]);
+    }
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) dst[i] = __float2bfloat16_rn(i < valid ? to_f(p[i]) : 0.0f);
+}
+
+// Rows [r0, r0 + R) x cols [c0, c0 + C) of a row-major matrix (row stride ld, rows < nrows, cols < ncols valid)
+// into smem s[R][C + 8] as bf16; out-of-range elements are 0. C % 8 == 0.
+template <class T, int R, int C, int NT>
+__device__ __forceinline__ void tile_to_smem(const T* g, int64_t ld, int64_t r0, int64_t nrows, int64_t c0,
+                                             int64_t ncols, bf16* s) {
+  constexpr int V = C / 8;
+  for (int i = threadIdx.x; i < R * V; i += NT) {
+    const int r = i / V, c = (i % V) * 8;
+    bf16 tmp[8];
+    const int64_t gr = r0 + r, gc = c0 + c;
+    const int valid = gr < nrows ? int(ncols - gc >= 8 ? 8 : (ncols - gc > 0 ? ncols - gc : 0)) : 0;
+    load8(g + gr * ld + gc, valid, tmp);
+    *reinterpret_cast<uint4*>(s + r * (C + 8) + c) = *reinterpret_cast<uint4*>(tmp);
+  }
+}
+
+// Same, stored transposed: s[C][R + 8] (s[c][r] = g[r0 + r][c0 + c]).
+template <class T, int R, int C, int NT>
+__device__ __forceinline__ void tile_to_smem_t(const T* g, int64_t ld, int64_t r0, int64_t nrows, int64_t c0,
+                                               int64_t ncols, bf16* s) {
+  constexpr int V = C / 8;
+  for (int i = threadIdx.x; i < R * V; i += NT) {
+    const int r = i % R, c = (i / R) * 8;  // consecutive threads: consecutive rows -> distinct smem columns
+    bf16 tmp[8];
+    const int64_t gr = r0 + r, gc = c0 + c;
+    const int valid = gr < nrows ? int(ncols - gc >= 8 ? 8 : (ncols - gc > 0 ? ncols - gc : 0)) : 0;
+    load8(g + gr * ld + gc, valid, tmp);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) s[(c + j) * (R + 8) + r] = tmp[j];
+  }
+}
+
+// Per-(b, h) base of a strided [B, H, N, D] tensor or of a per-head / shared matrix stack.
+struct Rows {
+  const void* p;
+  int64_t sb, sh, ld;  // element strides of batch, head and row
+  __device__ const char* base(int64_t b, int64_t h, int esize) const {
+    return static_cast<const char*>(p) + (b * sb + h * sh) * esize;
+  }
+};
+
+// ---- 1. Projection: P X for P [k, N] (E or F), X [N, D] (K or V), split over N, fp32 atomics into out ----
+// grid (ceil(k / 128), splits, B*H*2); block 256 = 8 warps x 16 rows of P; each warp computes 16 x D.
+template <class T, int D>
+__global__ void __launch_bounds__(256) project_kernel(Rows e, Rows f, Rows k, Rows v, int64_t H, int64_t kk,
+                                                      int64_t N, int64_t chunk, float* kp, float* vp) {
+  constexpr int BR = 128, BN = 64, NT = 256;
+  __shared__ __align__(16) bf16 Ps[BR * (BN + 8)];
+  __shared__ __align__(16) bf16 Xt[D * (BN + 8)];
+  const int64_t bh = blockIdx.z / 2, b = bh / H, h = bh % H;
+  const bool second = blockIdx.z & 1;
+  const T* P = reinterpret_cast<const T*>((second ? f : e).base(b, h, sizeof(T)));
+  const T* X = reinterpret_cast<const T*>((second ? v : k).base(b, h, sizeof(T)));
+  const int64_t ldx = (second ? v : k).ld;
+  float* out = (second ? vp : kp) + bh * kk * D;
+  const int64_t r0 = int64_t(blockIdx.x) * BR, n0 = int64_t(blockIdx.y) * chunk, n1 = min(N, n0 + chunk);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  float acc[D / 8][4] = {};
+  for (int64_t j0 = n0; j0 < n1; j0 += BN) {
+    __syncthreads();
+    tile_to_smem<T, BR, BN, NT>(P, N, r0, kk, j0, n1, Ps);
+    tile_to_smem_t<T, BN, D, NT>(X, ldx, j0, n1, 0, D, Xt);
+    __syncthreads();
+#pragma unroll
+    for (int kc = 0; kc < BN; kc += 16) {
+      const bf16* a = Ps + (warp * 16 + g) * (BN + 8) + kc + 2 * t;
+      const uint32_t af[4] = {lds32(a), lds32(a + 8 * (BN + 8)), lds32(a + 8), lds32(a + 8 * (BN + 8) + 8)};
+#pragma unroll
+      for (int nt = 0; nt < D / 8; ++nt) {
+        const bf16* bp = Xt + (nt * 8 + g) * (BN + 8) + kc + 2 * t;
+        mma_bf16(acc[nt], af, lds32(bp), lds32(bp + 8));
+      }
+    }
+  }
+#pragma unroll
+  for (int nt = 0; nt < D / 8; ++nt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int64_t r = r0 + warp * 16 + g + (i >= 2 ? 8 : 0);
+      const int c = nt * 8 + 2 * t + (i & 1);
+      if (r < kk) atomicAdd(out + r * D + c, acc[nt][i]);
+    }
+}
+
+// ---- 2. Conversion of the projected fp32 K', V' to bf16 (V' also transposed for the softmax path) ----
+__global__ void convert_projection(const float* kp, const float* vp, int64_t BH, int64_t kk, int D, bf16* kp16,
+                                   bf16* vp16, bf16* vpt16) {
+  const int64_t n = BH * kk * D;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    kp16[i] = __float2bfloat16_rn(kp[i]);
+    const bf16 v = __float2bfloat16_rn(vp[i]);
+    if (vp16) vp16[i] = v;
+    if (vpt16) {
+      const int64_t bh = i / (kk * D), r = (i / D) % kk, d = i % D;
+      vpt16[(bh * D + d) * kk + r] = v;
+    }
+  }
+}
+
+// ---- 3. Prepare the feature keys: Wt [Hw, m, D] = W^T in bf16 and the favor shift c_l = ||w_l||^2/2 - 40 ----
+// (s x.w - ||s x||^2/2 <= ||w||^2/2, so shifted exponents are <= 40: fp32 sums cannot overflow). For the
+// elu map Wt is the D x D identity, making phi's argument the plain coordinates.
+template <class T>
+__global__ void prepare_features(const T* w, int64_t Hw, int64_t D, int64_t m, bool identity, bf16* wt,
+                                 float* shift) {
+  const int64_t n = Hw * m;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t h = i / m, l = i % m;
+    float n2 = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      const bf16 x = identity ? __float2bfloat16_rn(d == l ? 1.0f : 0.0f) : __float2bfloat16_rn(to_f(w[(h * D + d) * m + l]));
+      wt[(h * m + l) * D + d] = x;
+      n2 += __bfloat162float(x) * __bfloat162float(x);
+    }
+    shift[i] = n2 / 2 - 40.0f;
+  }
+}
+
+enum Map : int { kFavor = 0, kRelu = 1, kElu = 2, kSoftmax = 3 };
+
+// ---- 4. Kernel state: S = phi(X)^T Y (m x D), z = phi(X)^T 1, split over rows of X, fp32 atomics ----
+// grid (ceil(m / 64), splits, B*H); block 128 = 4 warps x 16 features. Per 64-row chunk: logits^T (16 x 64 per
+// warp) = Wt X^T on tensor cores, phi in registers, reused directly as the A operand of S += phi^T Y.
+template <class T, int D>
+__global__ void __launch_bounds__(128) state_kernel(Rows x, Rows y, const bf16* wt, int64_t Hw, const float* shift,
+                                                    int64_t H, int64_t L, int64_t m, int64_t chunk, int map, float s,
+                                                    float* S, float* z) {
+  constexpr int BM = 64, BN = 64, NT = 128;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* Ws = reinterpret_cast<bf16*>(smem_raw);  // [BM][D + 8]
+  bf16* Xs = Ws + BM * (D + 8);                   // [BN][D + 8]
+  bf16* Yt = Xs + BN * (D + 8);                   // [D][BN + 8]
+  float* xn = reinterpret_cast<float*>(Yt + D * (BN + 8));  // [BN] ||x||^2
+  const int64_t bh = blockIdx.z, b = bh / H, h = bh % H;
+  const T* X = reinterpret_cast<const T*>(x.base(b, h, sizeof(T)));
+  const T* Y = reinterpret_cast<const T*>(y.base(b, h, sizeof(T)));
+  const int64_t hw = Hw == 1 ? 0 : h, l0 = int64_t(blockIdx.x) * BM;
+  const int64_t j0s = int64_t(blockIdx.y) * chunk, j1 = min(L, j0s + chunk);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  tile_to_smem<bf16, BM, D, NT>(wt + hw * m * D, D, l0, m, 0, D, Ws);
+  __syncthreads();
+  uint32_t wf[D / 16][4];  // this warp's 16 features as A fragments, kept for the whole loop
+#pragma unroll
+  for (int kc = 0; kc < D / 16; ++kc) {
+    const bf16* a = Ws + (warp * 16 + g) * (D + 8) + kc * 16 + 2 * t;
+    wf[kc][0] = lds32(a), wf[kc][1] = lds32(a + 8 * (D + 8)), wf[kc][2] = lds32(a + 8),
+    wf[kc][3] = lds32(a + 8 * (D + 8) + 8);
+  }
+  const int64_t la = l0 + warp * 16 + g, lb = la + 8;
+  const float ca = map == kFavor && la < m ? shift[hw * m + la] : 0.0f;
+  const float cb = map == kFavor && lb < m ? shift[hw * m + lb] : 0.0f;
+  float acc[D / 8][4] = {};
+  float za = 0, zb = 0;
+  for (int64_t j0 = j0s; j0 < j1; j0 += BN) {
+    __syncthreads();
+    tile_to_smem<T, BN, D, NT>(X, x.ld, j0, j1, 0, D, Xs);
+    tile_to_smem_t<T, BN, D, NT>(Y, y.ld, j0, j1, 0, D, Yt);
+    __syncthreads();
+    if (map == kFavor && threadIdx.x < BN) {
+      float n2 = 0;
+      for (int d = 0; d < D; ++d) {
+        const float v = __bfloat162float(Xs[threadIdx.x * (D + 8) + d]);
+        n2 += v * v;
+      }
+      xn[threadIdx.x] = n2 * s * s / 2;
+    }
+    float lg[BN / 8][4] = {};
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc)
+#pragma unroll
+      for (int nt = 0; nt < BN / 8; ++nt) {
+        const bf16* bp = Xs + (nt * 8 + g) * (D + 8) + kc * 16 + 2 * t;
+        mma_bf16(lg[nt], wf[kc], lds32(bp), lds32(bp + 8));
+      }
+    __syncthreads();  // xn ready
+#pragma unroll
+    for (int nt = 0; nt < BN / 8; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int col = nt * 8 + 2 * t + (i & 1);
+        float p;
+        if (j0 + col >= j1) {
+          p = 0.0f;
+        } else if (map == kFavor) {
+          p = __expf(s * lg[nt][i] - xn[col] - (i < 2 ? ca : cb));
+        } else if (map == kRelu) {
+          p = fmaxf(s * lg[nt][i], 0.0f);
+        } else {
+          p = lg[nt][i] > 0 ? lg[nt][i] + 1.0f : __expf(lg[nt][i]);
+        }
+        lg[nt][i] = p;
+        (i < 2 ? za : zb) += p;
+      }
+#pragma unroll
+    for (int kc = 0; kc < BN / 16; ++kc) {
+      const uint32_t af[4] = {pack_bf16(lg[2 * kc][0], lg[2 * kc][1]), pack_bf16(lg[2 * kc][2], lg[2 * kc][3]),
+                              pack_bf16(lg[2 * kc + 1][0], lg[2 * kc + 1][1]),
+                              pack_bf16(lg[2 * kc + 1][2], lg[2 * kc + 1][3])};
+#pragma unroll
+      for (int nt = 0; nt < D / 8; ++nt) {
+        const bf16* bp = Yt + (nt * 8 + g) * (BN + 8) + kc * 16 + 2 * t;
+        mma_bf16(acc[nt], af, lds32(bp), lds32(bp + 8));
+      }
+    }
+  }
+  za += __shfl_xor_sync(0xffffffff, za, 1);
+  za += __shfl_xor_sync(0xffffffff, za, 2);
+  zb += __shfl_xor_sync(0xffffffff, zb, 1);
+  zb += __shfl_xor_sync(0xffffffff, zb, 2);
+  float* Sb = S + bh * m * D;
+  if (t == 0) {
+    if (la < m) atomicAdd(z + bh * m + la, za);
+    if (lb < m) atomicAdd(z + bh * m + lb, zb);
+  }
+#pragma unroll
+  for (int nt = 0; nt < D / 8; ++nt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int64_t l = i < 2 ? la : lb;
+      if (l < m) atomicAdd(Sb + l * D + nt * 8 + 2 * t + (i & 1), acc[nt][i]);
+    }
+}
+
+// ---- 5. Finalise the state into query-side slots: Ut [D, m] = (S / z)^T in bf16, and per slot either the
+// softmax bias c_l + log z_l (favor) or the weight z_l (relu, elu); empty slots get -inf / 0. ----
+__global__ void finalize_state(const float* S, const float* z, const float* shift, int64_t Hw, int64_t H,
+                               int64_t BH, int64_t m, int D, int map, bf16* ut, float* slot) {
+  const int64_t n = BH * m;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t bh = i / m, l = i % m, hw = Hw == 1 ? 0 : bh % H;
+    const float zz = z[i];
+    const float inv = zz > 0 ? 1.0f / zz : 0.0f;
+    for (int d = 0; d < D; ++d) ut[(bh * D + d) * m + l] = __float2bfloat16_rn(S[i * D + d] * inv);
+    slot[i] = map == kFavor ? (zz > 0 ? shift[hw * m + l] + __logf(zz) : -INFINITY) : zz;
+  }
+}
+
+// ---- 6. Queries: out_i = sum_l p_il U_l / sum_l p_il over L slots (features or projected keys) ----
+// softmax maps: p = exp(a q.key_l + bias_l - running max) (flash-style online rescaling); weighted maps:
+// p = f(a q.key_l) * weight_l. grid (ceil(Nq / 64), B*H); block 128 = 4 warps x 16 query rows. phi(q) lives
+// only in registers: the score accumulators become the A operand of the P U product.
+template <class T, int D>
+__global__ void __launch_bounds__(128) query_kernel(Rows q, const bf16* keys, int64_t keys_bh_stride, int64_t Hk,
+                                                    const bf16* ut, const float* slot, int64_t H, int64_t Nq,
+                                                    int64_t L, int map, float a, T* out, int64_t ob, int64_t oh,
+                                                    int64_t on) {
+  constexpr int BQ = 64, BL = 64, NT = 128;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);  // [BQ][D + 8]
+  bf16* Ks = Qs + BQ * (D + 8);                   // [BL][D + 8]
+  bf16* Us = Ks + BL * (D + 8);                   // [D][BL + 8]
+  float* sl = reinterpret_cast<float*>(Us + D * (BL + 8));  // [BL]
+  const int64_t bh = blockIdx.y, b = bh / H, h = bh % H, i0 = int64_t(blockIdx.x) * BQ;
+  const bf16* K = keys + (Hk == 1 ? 0 : (keys_bh_stride ? bh : h)) * L * D;
+  const bf16* U = ut + bh * D * L;
+  const float* SL = slot ? slot + bh * L : nullptr;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  tile_to_smem<T, BQ, D, NT>(reinterpret_cast<const T*>(q.base(b, h, sizeof(T))), q.ld, i0, Nq, 0, D, Qs);
+  __syncthreads();
+  uint32_t qf[D / 16][4];
+#pragma unroll
+  for (int kc = 0; kc < D / 16; ++kc) {
+    const bf16* p = Qs + (warp * 16 + g) * (D + 8) + kc * 16 + 2 * t;
+    qf[kc][0] = lds32(p), qf[kc][1] = lds32(p + 8 * (D + 8)), qf[kc][2] = lds32(p + 8),
+    qf[kc][3] = lds32(p + 8 * (D + 8) + 8);
+  }
+  const bool softmax = map == kFavor || map == kSoftmax;
+  float acc[D / 8][4] = {};
+  float mxa = -1e30f, mxb = -1e30f, suma = 0, sumb = 0;  // finite start: exp(-inf - max) stays 0, never NaN
+  for (int64_t c0 = 0; c0 < L; c0 += BL) {
+    __syncthreads();
+    tile_to_smem<bf16, BL, D, NT>(K, D, c0, L, 0, D, Ks);
+    tile_to_smem<bf16, D, BL, NT>(U, L, 0, D, c0, L, Us);
+    if (threadIdx.x < BL) sl[threadIdx.x] = SL && c0 + threadIdx.x < L ? SL[c0 + threadIdx.x] : 0.0f;
+    __syncthreads();
+    float sc[BL / 8][4] = {};
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc)
+#pragma unroll
+      for (int nt = 0; nt < BL / 8; ++nt) {
+        const bf16* bp = Ks + (nt * 8 + g) * (D + 8) + kc * 16 + 2 * t;
+        mma_bf16(sc[nt], qf[kc], lds32(bp), lds32(bp + 8));
+      }
+    if (softmax) {
+      float ma = mxa, mb = mxb;
+#pragma unroll
+      for (int nt = 0; nt < BL / 8; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int col = nt * 8 + 2 * t + (i & 1);
+          float v = c0 + col < L ? a * sc[nt][i] + sl[col] : -INFINITY;
+          sc[nt][i] = v;
+          if (i < 2) ma = fmaxf(ma, v); else mb = fmaxf(mb, v);
+        }
+      ma = fmaxf(ma, __shfl_xor_sync(0xffffffff, ma, 1));
+      ma = fmaxf(ma, __shfl_xor_sync(0xffffffff, ma, 2));
+      mb = fmaxf(mb, __shfl_xor_sync(0xffffffff, mb, 1));
+      mb = fmaxf(mb, __shfl_xor_sync(0xffffffff, mb, 2));
+      const float ra = __expf(mxa - ma), rb = __expf(mxb - mb);
+      mxa = ma, mxb = mb, suma *= ra, sumb *= rb;
+#pragma unroll
+      for (int nt = 0; nt < D / 8; ++nt) acc[nt][0] *= ra, acc[nt][1] *= ra, acc[nt][2] *= rb, acc[nt][3] *= rb;
+#pragma unroll
+      for (int nt = 0; nt < BL / 8; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float p = __expf(sc[nt][i] - (i < 2 ? ma : mb));
+          sc[nt][i] = p;
+          (i < 2 ? suma : sumb) += p;
+        }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < BL / 8; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int col = nt * 8 + 2 * t + (i & 1);
+          const float v = a * sc[nt][i];
+          const float f = map == kRelu ? fmaxf(v, 0.0f) : (v > 0 ? v + 1.0f : __expf(v));
+          const float p = c0 + col < L ? f * sl[col] : 0.0f;
+          sc[nt][i] = p;
+          (i < 2 ? suma : sumb) += p;
+        }
+    }
+#pragma unroll
+    for (int kc = 0; kc < BL / 16; ++kc) {
+      const uint32_t af[4] = {pack_bf16(sc[2 * kc][0], sc[2 * kc][1]), pack_bf16(sc[2 * kc][2], sc[2 * kc][3]),
+                              pack_bf16(sc[2 * kc + 1][0], sc[2 * kc + 1][1]),
+                              pack_bf16(sc[2 * kc + 1][2], sc[2 * kc + 1][3])};
+#pragma unroll
+      for (int nt = 0; nt < D / 8; ++nt) {
+        const bf16* bp = Us + (nt * 8 + g) * (BL + 8) + kc * 16 + 2 * t;
+        mma_bf16(acc[nt], af, lds32(bp), lds32(bp + 8));
+      }
+    }
+  }
+  suma += __shfl_xor_sync(0xffffffff, suma, 1);
+  suma += __shfl_xor_sync(0xffffffff, suma, 2);
+  sumb += __shfl_xor_sync(0xffffffff, sumb, 1);
+  sumb += __shfl_xor_sync(0xffffffff, sumb, 2);
+  const float ia = suma > 0 ? 1.0f / suma : 0.0f, ib = sumb > 0 ? 1.0f / sumb : 0.0f;
+  const int64_t ra = i0 + warp * 16 + g, rb = ra + 8;
+  T* ob_ = out + b * ob + h * oh;
+#pragma unroll
+  for (int nt = 0; nt < D / 8; ++nt) {
+    const int c = nt * 8 + 2 * t;
+    if (ra < Nq) ob_[ra * on + c] = from_f<T>(acc[nt][0] * ia), ob_[ra * on + c + 1] = from_f<T>(acc[nt][1] * ia);
+    if (rb < Nq) ob_[rb * on + c] = from_f<T>(acc[nt][2] * ib), ob_[rb * on + c + 1] = from_f<T>(acc[nt][3] * ib);
+  }
+}
+
+}  // namespace splat::fk

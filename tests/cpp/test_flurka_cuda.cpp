@@ -1,0 +1,78 @@
+// CUDA path vs the float64 CPU reference, outputs NaN-poisoned (flurka_cuda_host poisons the device output).
+// The CUDA path runs its GEMMs on bf16 operands whatever the storage dtype, so the tolerance is the bf16
+// idiom: err <= 4 * err(bf16 storage of the exact result) + 2e-3.
+#include <gtest/gtest.h>
+
+#include "test_flurka_util.hpp"
+
+using namespace flurka_test;
+
+namespace {
+
+bool have_gpu() {
+  std::string why;
+  if (flurka_cuda_available(&why)) return true;
+  std::printf("[  SKIPPED ] no CUDA device: %s\n", why.c_str());
+  return false;
+}
+
+struct Param {
+  FlurkaMethod m;
+  DType t;
+  int64_t D;
+};
+
+class FlurkaCuda : public ::testing::TestWithParam<Param> {};
+
+TEST_P(FlurkaCuda, MatchesReference) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Param pr = GetParam();
+  uint32_t seed = 900 + uint32_t(pr.D);
+  // Sizes off the 64-tiles on purpose; one per-head and one shared case each.
+  for (const Case base : {Case{2, 3, 200, 300, pr.D, 96, 80}, Case{1, 2, 64, 1000, pr.D, 130, 256}}) {
+    Case c = base;
+    c.dtype = pr.t, c.shared = (seed % 2) == 1;
+    Problem p = make_problem(c, seed++);
+    flurka_reference(pr.m, p.in, p.ref_view);
+    flurka_cuda_host(pr.m, p.in, p.out_view);
+    const double err = rel_err(p.out, p.ref), tol = 4 * storage_err(p.ref, DType::BF16) + 2e-3;
+    EXPECT_LE(err, tol) << flurka_method_name(pr.m) << " " << dtype_name(pr.t) << " D=" << c.D << " N=" << c.N
+                        << " k=" << c.k << " m=" << c.m << (c.shared ? " shared" : " per-head");
+  }
+}
+
+std::vector<Param> params() {
+  std::vector<Param> v;
+  for (FlurkaMethod m : all_flurka_methods())
+    for (int64_t D : {32, 64, 128}) v.push_back({m, DType::BF16, D});
+  for (FlurkaMethod m : all_flurka_methods()) {
+    v.push_back({m, DType::F16, 64});
+    v.push_back({m, DType::F32, 64});
+  }
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(All, FlurkaCuda, ::testing::ValuesIn(params()), [](const auto& info) {
+  std::string n = std::string(flurka_method_name(info.param.m)) + "_" + dtype_name(info.param.t) + "_D" +
+                  std::to_string(info.param.D);
+  for (auto& ch : n)
+    if (ch == '-') ch = '_';
+  return n;
+});
+
+TEST(FlurkaCudaErrors, UnsupportedSizesSayWhy) {
+  FlurkaShape s;
+  s.B = 1, s.H = 1, s.N = 100, s.Nq = 100, s.D = 48, s.k = 8, s.m = 8;
+  std::string why;
+  EXPECT_FALSE(flurka_cuda_supports(FlurkaMethod::FlurkaFavor, s, &why));
+  EXPECT_NE(why.find("D"), std::string::npos) << why;
+  s.D = 64, s.k = 600;
+  EXPECT_FALSE(flurka_cuda_supports(FlurkaMethod::Linformer, s, &why));
+  s.k = 8, s.m = 513;
+  EXPECT_FALSE(flurka_cuda_supports(FlurkaMethod::PerformerFavor, s, &why));
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  Problem p = make_problem(Case{1, 1, 10, 20, 48, 4, 4}, 1);
+  EXPECT_THROW(flurka_cuda_host(FlurkaMethod::FlurkaFavor, p.in, p.out_view), splat::Error);
+}
+
+}  // namespace
