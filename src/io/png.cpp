@@ -96,8 +96,9 @@ MaskPicture render_mask(const Acsr& a, int max_pixels) {
       if (!k) continue;
       const int64_t cell_cols = std::min(n, (x + 1) * cols) - x * cols;
       const double frac = double(k) / (total[size_t(y)] * double(cell_cols));
-      // sqrt keeps sparse cells (a stride column in a wide cell) visible without saturating dense ones.
-      const double t = std::sqrt(std::min(1.0, frac));
+      // Any attended entry shows at least faintly (a stride diagonal in a wide cell), and sqrt spreads
+      // the sparse end of the scale without saturating dense cells.
+      const double t = 0.3 + 0.7 * std::sqrt(std::min(1.0, frac));
       uint8_t px[3];
       for (int ch = 0; ch < 3; ++ch) {
         const double mean = sum[size_t(y * w + x) * 3 + ch] / double(k);

@@ -1,6 +1,7 @@
 // splat: the command-line front end. Dispatches to the registered subcommands and turns every
 // failure into one line on stderr: exit 2 for usage/input errors (InvalidArgument, Io), 1 otherwise.
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <new>
@@ -47,6 +48,8 @@ int usage_error(const std::string& what) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Past a file size limit, write() should fail (and we report it) rather than kill the process.
+  std::signal(SIGXFSZ, SIG_IGN);
   const std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     print_help(stdout);

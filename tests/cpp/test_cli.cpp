@@ -1,0 +1,382 @@
+// The `splat` binary end to end: every bad input gives exit 2 and exactly one line on stderr; inspect
+// reports exact nnz (against brute force over pattern_contains); run/--check and .npy inputs/outputs
+// give the reference's answer. The binary is build/bin/splat, found relative to this test's build dir.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <regex>
+
+#include "splat/attention.hpp"
+#include "splat/npy.hpp"
+#include "splat/pattern.hpp"
+#include "splat/suite.hpp"
+
+namespace fs = std::filesystem;
+using namespace splat;
+
+namespace {
+
+struct Scratch {
+  fs::path dir = fs::temp_directory_path() / ("splat_test_cli_" + std::to_string(getpid()));
+  Scratch() { fs::create_directories(dir); }
+  ~Scratch() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+fs::path scratch() {
+  static const Scratch s;
+  return s.dir;
+}
+
+// build/tests/cpp (SPLAT_TEST_DATA, set by ctest) or this executable's directory -> build/bin/splat.
+std::string splat_binary() {
+  std::vector<fs::path> dirs;
+  if (const char* d = std::getenv("SPLAT_TEST_DATA")) dirs.push_back(d);
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) dirs.push_back(self.parent_path());
+  for (const auto& d : dirs) {
+    const fs::path p = d / ".." / ".." / "bin" / "splat";
+    if (fs::exists(p)) return fs::canonical(p).string();
+  }
+  return {};
+}
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+struct CliResult {
+  int rc = -1;
+  std::string out, err;
+  int err_lines() const { return int(std::count(err.begin(), err.end(), '\n')); }
+};
+
+// Runs `splat args...` (after a shell prefix such as "ulimit -f 8;"), capturing exit code and output.
+CliResult run_cli(const std::vector<std::string>& args, const std::string& prefix = "") {
+  static const std::string bin = splat_binary();
+  CliResult r;
+  if (bin.empty()) {
+    ADD_FAILURE() << "build/bin/splat not found (build the splat_cli target)";
+    return r;
+  }
+  std::string cmd = prefix + " " + quote(bin);
+  for (const auto& a : args) cmd += " " + quote(a);
+  const fs::path out = scratch() / "stdout.txt", err = scratch() / "stderr.txt";
+  cmd += " >" + quote(out.string()) + " 2>" + quote(err.string());
+  const int status = std::system(("sh -c " + quote(cmd)).c_str());
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  r.out = slurp(out), r.err = slurp(err);
+  return r;
+}
+
+// Exit 2 and one line "splat: error: ..." containing `needle`.
+void expect_usage_error(const std::vector<std::string>& args, const std::string& needle,
+                        const std::string& prefix = "") {
+  const CliResult r = run_cli(args, prefix);
+  std::string all;
+  for (const auto& a : args) all += a + " ";
+  EXPECT_EQ(r.rc, 2) << all << "\nstderr: " << r.err << "\nstdout: " << r.out;
+  EXPECT_EQ(r.err_lines(), 1) << all << "\nstderr: " << r.err;
+  EXPECT_EQ(r.err.rfind("splat: error: ", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << all << "\nexpected '" << needle << "' in: " << r.err;
+}
+
+int64_t json_int(const std::string& json, const std::string& key) {
+  std::smatch m;
+  if (!std::regex_search(json, m, std::regex("\"" + key + "\": (-?[0-9]+)"))) return -1;
+  return std::stoll(m[1]);
+}
+
+int64_t brute_force_nnz(const std::string& spec, int64_t n) {
+  const Pattern p = parse_pattern(spec);
+  int64_t count = 0;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) count += pattern_contains(p, n, i, j);
+  return count;
+}
+
+NpyArray random_tensor(NpyDType t, std::vector<int64_t> shape, uint32_t seed) {
+  NpyArray a;
+  a.dtype = t;
+  a.shape = std::move(shape);
+  a.data.resize(size_t(a.elements()) * npy_item_size(t));
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  const DType dt = t == NpyDType::F32 ? DType::F32 : DType::F16;
+  for (int64_t i = 0; i < a.elements(); ++i) store_element(a.data.data(), dt, size_t(i), dist(rng));
+  return a;
+}
+
+std::string write_tmp(const std::string& name, const NpyArray& a) {
+  const std::string p = (scratch() / name).string();
+  write_npy(p, a);
+  return p;
+}
+
+const std::vector<std::string> kRun = {"run", "window:w=4", "--seq-len", "32", "--heads", "2", "--head-dim", "8"};
+
+std::vector<std::string> with(std::vector<std::string> base, const std::vector<std::string>& more) {
+  base.insert(base.end(), more.begin(), more.end());
+  return base;
+}
+
+}  // namespace
+
+TEST(Cli, HelpAndUsage) {
+  CliResult r = run_cli({});
+  EXPECT_EQ(r.rc, 0);
+  EXPECT_NE(r.out.find("inspect"), std::string::npos);
+  EXPECT_NE(r.out.find("demo"), std::string::npos);
+  for (const char* c : {"inspect", "run", "bench", "demo"}) {
+    r = run_cli({c, "--help"});
+    EXPECT_EQ(r.rc, 0) << c;
+    EXPECT_NE(r.out.find("usage: splat"), std::string::npos) << c;
+  }
+  expect_usage_error({"frobnicate"}, "unknown command 'frobnicate'");
+  expect_usage_error(with(kRun, {"--frobnicate"}), "unknown option '--frobnicate'");
+  expect_usage_error({"inspect", "causal", "--seq-len", "8", "--json=yes"}, "takes no value");
+  expect_usage_error({"inspect", "causal"}, "--seq-len is required");
+  expect_usage_error({"inspect", "--seq-len", "8"}, "missing PATTERN");
+  expect_usage_error({"inspect", "causal", "extra", "--seq-len", "8"}, "unexpected argument 'extra'");
+  expect_usage_error({"inspect", "causal", "--seq-len"}, "needs a value");
+  expect_usage_error({"inspect", "causal", "--seq-len", "8", "--seq-len", "9"}, "given twice");
+}
+
+TEST(Cli, MalformedPatternsNameThePosition) {
+  expect_usage_error({"inspect", "window:w=2+", "--seq-len", "10"}, "position 11");
+  expect_usage_error({"inspect", "window:w=x", "--seq-len", "10"}, "position");
+  expect_usage_error({"inspect", "windoww:w=2", "--seq-len", "10"}, "position");
+  expect_usage_error({"inspect", "window:w=2,q=3", "--seq-len", "10"}, "unknown parameter 'q'");
+  expect_usage_error({"inspect", "blocked:b=0", "--seq-len", "10"}, "b");
+  expect_usage_error({"inspect", "window:w=-1", "--seq-len", "10"}, "position");
+  expect_usage_error(with({"run", "strided:s=4&"}, {"--seq-len", "16", "--heads", "1", "--head-dim", "4"}), "position");
+}
+
+TEST(Cli, BadSizes) {
+  expect_usage_error({"inspect", "causal", "--seq-len", "0"}, "--seq-len");
+  expect_usage_error({"inspect", "causal", "--seq-len", "-5"}, "--seq-len");
+  expect_usage_error({"inspect", "causal", "--seq-len", "12abc"}, "must be an integer");
+  expect_usage_error({"inspect", "causal", "--seq-len", "99999999999999999999999"}, "--seq-len");
+  expect_usage_error({"run", "causal", "--seq-len", "16", "--heads", "0", "--head-dim", "4"}, "--heads");
+  expect_usage_error({"run", "causal", "--seq-len", "16", "--heads", "2", "--head-dim", "-4"}, "--head-dim");
+  expect_usage_error({"run", "causal", "--seq-len", "16", "--heads", "2", "--head-dim", "4", "--batch", "0"},
+                     "--batch");
+  expect_usage_error({"run", "causal", "--seq-len", "16", "--heads", "6", "--head-dim", "4", "--kv-heads", "4"},
+                     "multiple");
+  expect_usage_error({"run", "causal", "--seq-len", "16", "--heads", "2", "--head-dim", "4", "--dtype", "f64"},
+                     "dtype");
+  expect_usage_error({"run", "causal", "--seq-len", "16", "--heads", "2", "--head-dim", "4", "--backend", "tpu"},
+                     "--backend");
+  // Sizes whose buffers could never be allocated are refused up front, not by crashing.
+  expect_usage_error({"run", "causal", "--seq-len", "2000000000", "--heads", "1000000", "--head-dim", "1000"},
+                     "memory");
+  expect_usage_error({"bench", "--heads", "6", "--kv-heads", "4"}, "multiple");
+}
+
+TEST(Cli, NpyInputErrors) {
+  const NpyArray q = random_tensor(NpyDType::F32, {1, 2, 16, 4}, 1);
+  const std::string qp = write_tmp("q.npy", q), kp = write_tmp("k.npy", random_tensor(NpyDType::F32, {1, 2, 16, 4}, 2));
+  const std::string vp = write_tmp("v.npy", random_tensor(NpyDType::F32, {1, 2, 16, 4}, 3));
+  const auto run = [&](const std::string& qq, const std::string& kk, const std::string& vv) {
+    return std::vector<std::string>{"run", "window:w=2", "--q", qq, "--k", kk, "--v", vv};
+  };
+  EXPECT_EQ(run_cli(run(qp, kp, vp)).rc, 0);
+
+  NpyArray ints;
+  ints.dtype = NpyDType::I32;
+  ints.shape = {1, 2, 16, 4};
+  ints.data.assign(128 * 4, 0);
+  expect_usage_error(run(write_tmp("int.npy", ints), kp, vp), "float32 or float16");
+  expect_usage_error(run(write_tmp("q3.npy", random_tensor(NpyDType::F32, {2, 16, 4}, 4)), kp, vp), "4-D");
+  expect_usage_error(run(qp, write_tmp("kshort.npy", random_tensor(NpyDType::F32, {1, 2, 15, 4}, 5)), vp),
+                     "sequence length");
+  expect_usage_error(run(qp, write_tmp("kd.npy", random_tensor(NpyDType::F32, {1, 2, 16, 8}, 5)), vp), "head dim");
+  expect_usage_error(run(qp, write_tmp("k16.npy", random_tensor(NpyDType::F16, {1, 2, 16, 4}, 5)), vp), "dtype");
+  expect_usage_error(run(write_tmp("q3h.npy", random_tensor(NpyDType::F32, {1, 3, 16, 4}, 4)), kp, vp), "multiple");
+  std::string bytes = slurp(qp);
+  bytes[20] = '!';
+  std::ofstream(scratch() / "corrupt.npy", std::ios::binary) << bytes;
+  expect_usage_error(run((scratch() / "corrupt.npy").string(), kp, vp), "corrupt");
+  std::ofstream(scratch() / "trunc.npy", std::ios::binary) << slurp(qp).substr(0, 200);
+  expect_usage_error(run((scratch() / "trunc.npy").string(), kp, vp), "truncated");
+  std::ofstream(scratch() / "text.npy") << "hello";
+  expect_usage_error(run((scratch() / "text.npy").string(), kp, vp), "not a .npy file");
+  expect_usage_error(run("/nonexistent/q.npy", kp, vp), "/nonexistent/q.npy");
+  expect_usage_error({"run", "window:w=2", "--q", qp, "--k", kp}, "--v is missing");
+  expect_usage_error(with(run(qp, kp, vp), {"--seq-len", "32"}), "disagrees");
+  expect_usage_error({"run", "window:w=2", "--seq-len", "16", "--heads", "2", "--head-dim", "4", "--out", "o.npy"},
+                     "--out needs");
+  expect_usage_error({"inspect", "mask:/nonexistent/m.npy", "--seq-len", "4"}, "/nonexistent/m.npy");
+  NpyArray mask;
+  mask.dtype = NpyDType::Bool;
+  mask.shape = {4, 4};
+  mask.data.assign(16, 1);
+  expect_usage_error({"inspect", "mask:" + write_tmp("m4.npy", mask), "--seq-len", "8"}, "");
+  expect_usage_error({"inspect", "mask:" + qp, "--seq-len", "16"}, "mask");
+}
+
+TEST(Cli, UnwritableOutputLeavesTheExistingFileUntouched) {
+  const std::string qp = write_tmp("uq.npy", random_tensor(NpyDType::F32, {1, 1, 64, 64}, 1));
+  const std::string out = (scratch() / "existing.npy").string();
+  std::ofstream(out) << "precious";
+  const std::vector<std::string> args = {"run", "causal", "--q", qp, "--k", qp, "--v", qp, "--out", out};
+  // The 16 KiB output cannot be written past a 4 KiB file size limit: the temporary file fails, the
+  // target keeps its contents and no temporary file is left.
+  expect_usage_error(args, "cannot write", "ulimit -f 4;");
+  EXPECT_EQ(slurp(out), "precious");
+  for (auto& e : fs::directory_iterator(scratch()))
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+  // Also a failing run (bad pattern) must not touch it, and paths that cannot be written fail cleanly.
+  std::vector<std::string> bad = args;
+  bad[1] = "causal+";
+  expect_usage_error(bad, "position");
+  EXPECT_EQ(slurp(out), "precious");
+  bad = args;
+  bad.back() = "/nonexistent/dir/o.npy";
+  expect_usage_error(bad, "cannot write");
+  bad.back() = out + "/child.npy";
+  expect_usage_error(bad, "cannot write");
+  expect_usage_error({"inspect", "causal", "--seq-len", "64", "--png", "/nonexistent/dir/p.png"}, "cannot write");
+  EXPECT_EQ(slurp(out), "precious");
+  // And with no limit the same command replaces it with the result.
+  EXPECT_EQ(run_cli(args).rc, 0);
+  EXPECT_EQ(read_npy(out).shape, (std::vector<int64_t>{1, 1, 64, 64}));
+}
+
+TEST(Cli, InspectJsonGivesExactNnzForTheSuiteAndCompositions) {
+  for (int64_t n : {64, 100, 257}) {
+    std::vector<std::string> specs = suite_specs(n);
+    specs.insert(specs.end(), {"causal_window:w=7+sink:g=4", "strided:s=8&causal", "dilated:w=3,d=5+global:g=2",
+                               "fixed:l=16,c=4", "bigbird:b=16,w=1,g=1,r=2,seed=7&causal"});
+    for (const auto& spec : specs) {
+      const CliResult r = run_cli({"inspect", spec, "--seq-len", std::to_string(n), "--json"});
+      ASSERT_EQ(r.rc, 0) << spec << ": " << r.err;
+      EXPECT_EQ(r.err, "");
+      EXPECT_EQ(json_int(r.out, "nnz"), brute_force_nnz(spec, n)) << spec << " n=" << n << "\n" << r.out;
+      for (const char* key :
+           {"\"density\"", "\"acsr_bytes\"", "\"csr_bytes\"", "\"waste\"", "\"segments\"", "\"regions\"", "\"tiles\""})
+        EXPECT_NE(r.out.find(key), std::string::npos) << key;
+      EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << "one JSON object on one line";
+    }
+  }
+  // The text form and the picture.
+  const std::string png = (scratch() / "m.png").string();
+  const CliResult r = run_cli({"inspect", "longformer:w=64,g=8", "--seq-len", "2000", "--png", png});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("nnz"), std::string::npos);
+  EXPECT_NE(r.out.find("waste"), std::string::npos);
+  const std::string bytes = slurp(png);
+  ASSERT_GT(bytes.size(), 8u);
+  EXPECT_EQ(bytes.substr(1, 3), "PNG");
+}
+
+TEST(Cli, RunCheckPassesForTheSuite) {
+  for (const auto& spec : suite_specs(192)) {
+    const CliResult r = run_cli({"run", spec, "--seq-len", "192", "--heads", "4", "--kv-heads", "2", "--head-dim", "16",
+                                 "--batch", "2", "--check", "--reps", "1"});
+    EXPECT_EQ(r.rc, 0) << spec << ": " << r.err << r.out;
+    EXPECT_NE(r.out.find("GFLOP/s"), std::string::npos);
+    EXPECT_NE(r.out.find(": ok"), std::string::npos) << r.out;
+  }
+  const CliResult r = run_cli({"run", "causal_window:w=9+sink:g=3", "--seq-len", "77", "--heads", "2", "--head-dim",
+                               "8", "--dtype", "f16", "--check", "--reps", "1"});
+  EXPECT_EQ(r.rc, 0) << r.err << r.out;
+}
+
+TEST(Cli, NpyInputsGiveTheReferenceOutputInTheInputDtype) {
+  for (NpyDType t : {NpyDType::F32, NpyDType::F16}) {
+    NpyArray q = random_tensor(t, {2, 4, 33, 8}, 1), k = random_tensor(t, {2, 2, 33, 8}, 2),
+             v = random_tensor(t, {2, 2, 33, 8}, 3);
+    const std::string out = (scratch() / "o.npy").string();
+    const std::string spec = "strided:s=5+sink:g=2";
+    const CliResult r = run_cli({"run", spec, "--q", write_tmp("q.npy", q), "--k", write_tmp("k.npy", k), "--v",
+                                 write_tmp("v.npy", v), "--out", out, "--check"});
+    ASSERT_EQ(r.rc, 0) << r.err << r.out;
+    NpyArray o = read_npy(out);
+    EXPECT_EQ(int(o.dtype), int(t));
+    ASSERT_EQ(o.shape, q.shape);
+    // Our own oracle call on float32 copies of the same inputs.
+    const auto f32 = [](NpyArray& a) {
+      NpyArray c;
+      c.dtype = NpyDType::F32;
+      c.shape = a.shape;
+      c.data.resize(size_t(a.elements()) * 4);
+      const TensorView v = npy_tensor_view(a, "x");
+      for (int64_t i = 0; i < a.elements(); ++i)
+        store_element(c.data.data(), DType::F32, size_t(i), load_element(v.data, v.dtype, size_t(i)));
+      return c;
+    };
+    NpyArray q32 = f32(q), k32 = f32(k), v32 = f32(v), ref = f32(o);
+    const std::vector<uint8_t> mask = dense_mask(parse_pattern(spec), 33);
+    attention_reference(mask.data(), npy_tensor_view(q32, "q"), npy_tensor_view(k32, "k"), npy_tensor_view(v32, "v"),
+                        npy_tensor_view(ref, "ref"));
+    const TensorView ov = npy_tensor_view(o, "o");
+    double max_err = 0;
+    for (int64_t i = 0; i < o.elements(); ++i) {
+      const float got = load_element(ov.data, ov.dtype, size_t(i));
+      const float want = load_element(ref.data.data(), DType::F32, size_t(i));
+      max_err = std::max(max_err, double(std::fabs(got - want)));
+    }
+    EXPECT_LT(max_err, t == NpyDType::F32 ? 1e-5 : 4e-3) << npy_descr(t);
+  }
+}
+
+TEST(Cli, MaskPatternFromNpy) {
+  NpyArray m;
+  m.dtype = NpyDType::U8;
+  m.shape = {40, 40};
+  std::mt19937 rng(5);
+  int64_t count = 0;
+  for (int i = 0; i < 1600; ++i) {
+    m.data.push_back(uint8_t(rng() % 5 == 0));
+    count += m.data.back();
+  }
+  const std::string path = write_tmp("mask.npy", m);
+  const CliResult r = run_cli({"inspect", "mask:" + path, "--seq-len", "40", "--json"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(json_int(r.out, "nnz"), count);
+  const CliResult run = run_cli({"run", "mask:" + path + "+window:w=1", "--seq-len", "40", "--heads", "1", "--head-dim",
+                                 "8", "--check", "--reps", "1"});
+  EXPECT_EQ(run.rc, 0) << run.err << run.out;
+}
+
+TEST(Cli, BenchAndDemo) {
+  const std::string json = (scratch() / "bench.json").string();
+  CliResult r = run_cli({"bench", "--backend", "cpu", "--seq-len", "256", "--heads", "1", "--head-dim", "16", "--reps",
+                         "1", "--check", "--json", json});
+  EXPECT_EQ(r.rc, 0) << r.err << r.out;
+  EXPECT_NE(r.err.find("[7/7]"), std::string::npos) << "progress lines on stderr: " << r.err;
+  const std::string j = slurp(json);
+  EXPECT_EQ(std::count(j.begin(), j.end(), '{'), 8) << j;
+  EXPECT_NE(j.find("\"gflops\""), std::string::npos);
+  r = run_cli({"demo", "--seq-len", "512", "--heads", "1", "--reps", "1"});
+  EXPECT_EQ(r.rc, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("0 failed"), std::string::npos) << r.out;
+}
+
+TEST(Cli, CudaBackendWithoutAGpuIsAClearError) {
+  const CliResult r = run_cli(with(kRun, {"--backend", "cuda"}));
+  if (r.rc == 0) GTEST_SKIP() << "a GPU is available: --backend cuda ran";
+  EXPECT_TRUE(r.rc == 1 || r.rc == 2) << r.rc;
+  EXPECT_EQ(r.err_lines(), 1) << r.err;
+  EXPECT_NE(r.err.find("cuda"), std::string::npos) << r.err;
+  // auto falls back to the CPU with a one-line note.
+  const CliResult a = run_cli(with(kRun, {"--backend", "auto"}));
+  EXPECT_EQ(a.rc, 0) << a.err;
+  EXPECT_EQ(a.err_lines(), 1) << a.err;
+}
