@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "backends/cpu/rows.hpp"
 #include "backends/cpu/span_masks.hpp"
 #include "splat/acsr.hpp"
 #include "splat/error.hpp"
@@ -232,5 +234,34 @@ TEST(CpuAttention, SpanMaskWordsMatchPlanSemantics) {
                     << "span " << si << " lane " << lane << " c " << c;
           }
         }
+  }
+}
+
+// The backend's vectorised dtype conversions agree with the scalar ones in tensor.hpp on random
+// bit patterns (normals, subnormals, overflow, Inf; NaN only has to stay NaN).
+TEST(CpuAttention, VectorConversionsMatchScalar) {
+  std::mt19937 rng(3);
+  std::vector<float> src(77), back(77);
+  std::vector<uint16_t> half(77);
+  for (int it = 0; it < 2000; ++it) {
+    for (float& x : src) {
+      uint32_t u = rng();
+      if (u % 3 == 0) u = (u & 0x87ffffffu) | 0x30000000u;  // near the f16 range
+      std::memcpy(&x, &u, 4);
+    }
+    for (DType t : {DType::F16, DType::BF16}) {
+      cpu::rows_from_float(src.data(), t, half.data(), 0, int64_t(src.size()));
+      cpu::rows_to_float(half.data(), t, 0, int64_t(src.size()), back.data());
+      for (size_t i = 0; i < src.size(); ++i) {
+        const uint16_t want = t == DType::F16 ? float_to_half(src[i]) : float_to_bf16(src[i]);
+        if (std::isnan(src[i])) {
+          ASSERT_TRUE(std::isnan(back[i]));
+          continue;
+        }
+        ASSERT_EQ(half[i], want) << dtype_name(t) << " " << src[i];
+        const float w = load_element(half.data(), t, i);
+        ASSERT_EQ(std::memcmp(&back[i], &w, 4), 0);
+      }
+    }
   }
 }

@@ -79,10 +79,23 @@ inline void store_row(const float* src, DType t, void* dst, size_t at, int64_t n
   }
   uint16_t* d = static_cast<uint16_t*>(dst) + at;
   int64_t c = 0;
-  if (t == DType::F16)
+  if (t == DType::F16) {
     for (; c + 8 <= n; c += 8)
       _mm_storeu_si128(reinterpret_cast<__m128i*>(d + c),
                        _mm256_cvtps_ph(_mm256_loadu_ps(src + c), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  } else {
+    for (; c + 8 <= n; c += 8) {  // as float_to_bf16: round to nearest even, NaN stays a quiet NaN
+      const __m256 f = _mm256_loadu_ps(src + c);
+      const __m256i x = _mm256_castps_si256(f);
+      const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+      const __m256i rounded =
+          _mm256_srli_epi32(_mm256_add_epi32(x, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+      const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(0x40));
+      const __m256i r = _mm256_blendv_epi8(rounded, quiet, _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
+      const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + c), _mm256_castsi256_si128(packed));
+    }
+  }
   for (; c < n; ++c) d[c] = t == DType::F16 ? float_to_half(src[c]) : float_to_bf16(src[c]);
 }
 
