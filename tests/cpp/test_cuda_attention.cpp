@@ -1,0 +1,172 @@
+// CUDA attention against the float64 oracle (attention_reference on a dense mask): every suite pattern
+// at small and odd N, more patterns and compositions, explicit masks (gather path) with empty rows,
+// GQA/MQA, non-contiguous layouts, bf16/f16, D 64/128, CUDA-graph capture, argument errors.
+// Inputs are fresh random values, outputs NaN-poisoned; err(ours) <= k * err(naive same dtype) + atol.
+// Skipped with a message where no GPU is usable.
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "splat/acsr.hpp"
+#include "splat/cuda.hpp"
+#include "splat/error.hpp"
+#include "splat/pattern.hpp"
+#include "splat/suite.hpp"
+#include "test_cpu_util.hpp"
+
+using namespace splat;
+using cputest::Tensor;
+
+namespace {
+
+#define REQUIRE_GPU()                                                \
+  do {                                                               \
+    std::string why_;                                                \
+    if (!cuda_available(&why_)) GTEST_SKIP() << "no GPU: " << why_;  \
+  } while (0)
+
+struct Case {
+  std::string spec;
+  int64_t B = 1, H = 2, Hkv = 1, N = 256, D = 64;
+  DType dt = DType::BF16;
+  bool bnhd = false;
+};
+
+std::string describe(const Case& c) {
+  return c.spec + " B=" + std::to_string(c.B) + " H=" + std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) +
+         " N=" + std::to_string(c.N) + " D=" + std::to_string(c.D) + " " + dtype_name(c.dt) + (c.bnhd ? " bnhd" : "");
+}
+
+// Runs plan_cuda + attention_cuda_host on fresh random inputs and compares with the oracle.
+void check_acsr(const Acsr& a, const std::vector<uint8_t>& mask, const Case& c) {
+  SCOPED_TRACE(describe(c));
+  std::mt19937 rng(uint32_t(std::hash<std::string>{}(describe(c))) ^ std::random_device{}());
+  Tensor q(c.dt, c.B, c.H, c.N, c.D, c.bnhd), k(c.dt, c.B, c.Hkv, c.N, c.D, c.bnhd);
+  Tensor v(c.dt, c.B, c.Hkv, c.N, c.D, c.bnhd), out(c.dt, c.B, c.H, c.N, c.D, c.bnhd);
+  q.randomise(rng, 1.0f), k.randomise(rng, 1.0f), v.randomise(rng, 1.0f);
+  out.poison();
+  CudaPlanOptions o;
+  o.dtype = c.dt, o.head_dim = int(c.D);
+  const auto plan = plan_cuda(a, o);
+  attention_cuda_host(*plan, q.view, k.view, v.view, out.view);
+
+  const Tensor q32 = q.to_f32(), k32 = k.to_f32(), v32 = v.to_f32();
+  Tensor ref(DType::F32, c.B, c.H, c.N, c.D, false);
+  ref.poison();
+  attention_reference(mask.data(), q32.view, k32.view, v32.view, ref.view);
+  const Tensor naive = cputest::naive_same_dtype(mask.data(), q32, k32, v32, c.dt);
+  const double e_ours = cputest::max_abs_err(out, ref), e_naive = cputest::max_abs_err(naive, ref);
+  // P is rounded to the input dtype for the tensor cores (as in FlashAttention) and multi-pass plans
+  // round the first pass's output once more: a few naive errors.
+  EXPECT_LE(e_ours, 6.0 * e_naive + 2e-3) << "naive error " << e_naive << "; plan: " << describe_cuda_plan(*plan).back();
+}
+
+void check_spec(const Case& c) {
+  const Pattern p = parse_pattern(c.spec);
+  check_acsr(analyse(p, c.N), dense_mask(p, c.N), c);
+}
+
+}  // namespace
+
+// The sanitizer run (compute-sanitizer memcheck / racecheck) uses this test: every suite pattern, small N.
+TEST(CudaAttention, SuiteSmall) {
+  REQUIRE_GPU();
+  for (int64_t n : {256, 333})
+    for (const SuiteEntry& e : suite(n)) check_spec({e.spec, 1, 2, 1, n, 64});
+}
+
+TEST(CudaAttention, SuiteDtypesAndHeadDims) {
+  REQUIRE_GPU();
+  for (DType t : {DType::BF16, DType::F16})
+    for (int64_t d : {64, 128})
+      for (const SuiteEntry& e : suite(300)) check_spec({e.spec, 1, 2, 2, 300, d, t});
+}
+
+TEST(CudaAttention, MorePatternsAndCompositions) {
+  REQUIRE_GPU();
+  for (const char* s : {"dense", "causal", "global:g=5", "sink:g=3", "fixed:l=32,c=4", "causal_dilated:w=20,d=3",
+                        "dilated:w=9,d=7", "strided:s=13", "blocked:b=50", "longformer:w=7,g=3",
+                        "causal_window:w=100+sink:g=4", "strided:s=16&causal", "window:w=40&blocked:b=64",
+                        "sink:g=8&blocked:b=16", "bigbird:b=32,w=1,g=1,r=2,seed=7"})
+    check_spec({s, 1, 2, 1, 211, 64});
+  check_spec({"window:w=3", 1, 1, 1, 1, 64});  // N = 1
+  check_spec({"strided:s=9", 1, 1, 1, 65, 128, DType::F16});
+}
+
+TEST(CudaAttention, GqaMqaAndStridedLayouts) {
+  REQUIRE_GPU();
+  check_spec({"longformer:w=16,g=8", 2, 4, 2, 200, 64, DType::BF16, true});
+  check_spec({"strided:s=15", 2, 4, 1, 230, 128, DType::F16, true});
+  check_spec({"bigbird:b=64,w=1,g=2,r=3,seed=1", 3, 6, 3, 320, 64, DType::BF16, false});
+  check_spec({"dilated:w=16,d=4", 2, 8, 1, 257, 128, DType::BF16, true});
+}
+
+TEST(CudaAttention, ExplicitMaskWithEmptyRows) {
+  REQUIRE_GPU();
+  const int64_t n = 190;
+  std::mt19937 rng(42);
+  std::vector<uint8_t> mask(size_t(n * n), 0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const bool band = std::abs(i - j) <= 5;
+      mask[size_t(i * n + j)] = (i % 17 == 3) ? 0 : (band || rng() % 9 == 0);  // rows 3, 20, ... empty
+    }
+  for (int64_t d : {64, 128}) check_acsr(analyse_mask(mask.data(), n), mask, {"mask(random, empty rows)", 2, 2, 1, n, d});
+}
+
+TEST(CudaAttention, GraphCaptureAndDeviceErrors) {
+  REQUIRE_GPU();
+  const int64_t B = 2, H = 4, N = 300, D = 64;
+  const Pattern pat = parse_pattern("strided:s=17");  // two passes: exercises the lse workspace
+  CudaPlanOptions o;
+  const auto plan = plan_cuda(analyse(pat, N), o);
+  std::mt19937 rng(7);
+  Tensor q(DType::BF16, B, H, N, D, false), k(DType::BF16, B, H, N, D, false), v(DType::BF16, B, H, N, D, false);
+  Tensor out(DType::BF16, B, H, N, D, false);
+  q.randomise(rng, 1.0f), k.randomise(rng, 1.0f), v.randomise(rng, 1.0f);
+  const size_t bytes = size_t(B * H * N * D) * 2;
+  void* d[4] = {};
+  for (auto& p : d) ASSERT_EQ(cudaMalloc(&p, bytes), cudaSuccess);
+  cudaMemcpy(d[0], q.view.data, bytes, cudaMemcpyHostToDevice);
+  cudaMemcpy(d[1], k.view.data, bytes, cudaMemcpyHostToDevice);
+  cudaMemcpy(d[2], v.view.data, bytes, cudaMemcpyHostToDevice);
+  TensorView dv[4];
+  for (int i = 0; i < 4; ++i) dv[i] = contiguous_view(d[i], DType::BF16, B, H, N, D, 0);
+  cuda_workspace_reserve(*plan, B, H);
+  cudaStream_t s;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaMemsetAsync(d[3], 0xff, bytes, s), cudaSuccess);  // NaN poison
+  cudaGraph_t graph;
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  attention_cuda(*plan, dv[0], dv[1], dv[2], dv[3], {}, s);
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  cudaMemcpy(out.view.data, d[3], bytes, cudaMemcpyDeviceToHost);
+  const std::vector<uint8_t> mask = dense_mask(pat, N);
+  const Tensor q32 = q.to_f32(), k32 = k.to_f32(), v32 = v.to_f32();
+  Tensor ref(DType::F32, B, H, N, D, false);
+  attention_reference(mask.data(), q32.view, k32.view, v32.view, ref.view);
+  const Tensor naive = cputest::naive_same_dtype(mask.data(), q32, k32, v32, DType::BF16);
+  EXPECT_LE(cputest::max_abs_err(out, ref), 6.0 * cputest::max_abs_err(naive, ref) + 2e-3);
+
+  // Errors: host tensors, wrong dtype, wrong head dim, misaligned strides.
+  EXPECT_THROW(attention_cuda(*plan, q.view, k.view, v.view, out.view), Error);
+  TensorView bad = dv[0];
+  bad.dtype = DType::F16;
+  EXPECT_THROW(attention_cuda(*plan, bad, bad, bad, bad), Error);
+  bad = dv[0];
+  bad.stride[2] = D + 1;
+  bad.shape[2] = N - 10;
+  EXPECT_THROW(attention_cuda(*plan, bad, dv[1], dv[2], dv[3]), Error);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(s);
+  for (auto p : d) cudaFree(p);
+}

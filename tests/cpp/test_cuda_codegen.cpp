@@ -1,0 +1,297 @@
+// CUDA code generation and the kernel cache, without a GPU: every suite pattern's kernels compile with
+// NVRTC for sm_80 and sm_90 and their SASS holds tensor-core instructions (HMMA, via cuobjdump); cache
+// entries are content-addressed, validated (a corrupt or truncated entry is rebuilt) and written
+// atomically, also under concurrent writers.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "jit/kernel_cache.hpp"
+#include "jit/kernel_spec.hpp"
+#include "jit/nvrtc_compile.hpp"
+#include "splat/acsr.hpp"
+#include "splat/cuda.hpp"
+#include "splat/error.hpp"
+#include "splat/pattern.hpp"
+#include "splat/suite.hpp"
+
+using namespace splat;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A private cache directory per test process, so tests neither see nor disturb the user's cache.
+class CacheDir : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    dir = fs::temp_directory_path() / ("splat-test-cache-" + std::to_string(getpid()));
+    fs::remove_all(dir);
+    setenv("SPLAT_CACHE_DIR", dir.c_str(), 1);
+  }
+  void TearDown() override { fs::remove_all(dir); }
+  fs::path dir;
+};
+const auto* const g_env = ::testing::AddGlobalTestEnvironment(new CacheDir);
+
+std::string run_capture(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  pclose(p);
+  return out;
+}
+
+// cuobjdump (+ nvdisasm beside it): the toolkit's, or the pip packages nvidia-cuda-cuobjdump/-nvdisasm.
+std::string find_cuobjdump() {
+  std::vector<std::string> dirs;
+  if (const char* e = std::getenv("SPLAT_CUOBJDUMP_DIR")) dirs.push_back(e);
+  dirs.push_back("/usr/local/cuda/bin");
+  const std::string py = run_capture(
+      "python3 -c 'import nvidia, os; print(\"\\n\".join(os.path.join(p, \"cu13\", \"bin\") for p in nvidia.__path__))' "
+      "2>/dev/null");
+  size_t s = 0;
+  while (s < py.size()) {
+    const size_t e = py.find('\n', s);
+    dirs.push_back(py.substr(s, e == std::string::npos ? std::string::npos : e - s));
+    s = e == std::string::npos ? py.size() : e + 1;
+  }
+  for (const auto& d : dirs)
+    if (!d.empty() && fs::exists(d + "/cuobjdump") && fs::exists(d + "/nvdisasm")) return d;
+  return "";
+}
+
+std::string sass_of(const std::vector<char>& cubin, const std::string& bindir) {
+  const fs::path f = fs::temp_directory_path() / ("splat-test-" + std::to_string(getpid()) + ".cubin");
+  {
+    std::ofstream o(f, std::ios::binary);
+    o.write(cubin.data(), std::streamsize(cubin.size()));
+  }
+  const std::string sass = run_capture("PATH=" + bindir + ":$PATH cuobjdump -sass " + f.string() + " 2>&1");
+  fs::remove(f);
+  return sass;
+}
+
+}  // namespace
+
+TEST(CudaCodegen, EverySuitePatternCompilesToTensorCoreSass) {
+  const std::string bindir = find_cuobjdump();
+  ASSERT_FALSE(bindir.empty()) << "cuobjdump/nvdisasm not found: pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm "
+                                  "(scripts/pip-requirements.txt) or set SPLAT_CUOBJDUMP_DIR";
+  std::set<std::string> checked;  // distinct generated sources (patterns often share kernels)
+  for (int64_t n : suite_sizes())
+    for (const SuiteEntry& e : suite(n))
+      for (int d : {64, 128})
+        for (DType t : {DType::BF16, DType::F16})
+          for (const char* arch : {"sm_80", "sm_90"}) {
+            SCOPED_TRACE(e.spec + " n=" + std::to_string(n) + " D=" + std::to_string(d) + " " + dtype_name(t) + " " +
+                         arch);
+            CudaPlanOptions o;
+            o.dtype = t, o.head_dim = d, o.arch = arch;
+            const Acsr a = analyse(parse_pattern(e.spec), n);
+            const CodegenResult r = codegen_cuda(a, o, true);
+            ASSERT_FALSE(r.cubin.empty());
+            ASSERT_FALSE(r.specs.empty());
+            EXPECT_NE(r.source.find("#include \"splat/device/attention_fwd.cuh\""), std::string::npos);
+            EXPECT_LT(r.source.size(), 4000u) << "generated source should be small";
+            if (!checked.insert(r.source + arch).second) continue;
+            const std::string sass = sass_of(r.cubin, bindir);
+            EXPECT_NE(sass.find("HMMA"), std::string::npos) << sass.substr(0, 2000);
+          }
+  EXPECT_GE(checked.size(), 8u);
+}
+
+TEST(CudaCodegen, SpecNamesAndSourceAreDeterministic) {
+  const Acsr a = analyse(parse_pattern("strided:s=64"), 4096);
+  CudaPlanOptions o;
+  o.arch = "sm_90";
+  const CodegenResult x = codegen_cuda(a, o, false), y = codegen_cuda(a, o, false);
+  EXPECT_EQ(x.source, y.source);
+  ASSERT_EQ(x.specs.size(), 2u);  // natural-order band + residue-order pass continuing it
+  EXPECT_NE(x.specs[0].find("writes-lse"), std::string::npos);
+  EXPECT_NE(x.specs[1].find("continues-pass"), std::string::npos);
+  EXPECT_TRUE(x.cubin.empty());
+}
+
+TEST(CudaCodegen, UnsupportedRequestsAreClearErrors) {
+  const Acsr a = analyse(parse_pattern("window:w=8"), 128);
+  CudaPlanOptions o;
+  o.arch = "sm_90";
+  o.head_dim = 96;
+  try {
+    codegen_cuda(a, o, false);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Unsupported);
+  }
+  o.head_dim = 64;
+  o.dtype = DType::F32;
+  EXPECT_THROW(codegen_cuda(a, o, false), Error);
+  o.dtype = DType::BF16;
+  o.arch = "sm_75";
+  EXPECT_THROW(codegen_cuda(a, o, false), Error);
+  o.arch = "compute_90";
+  try {
+    codegen_cuda(a, o, false);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+  }
+}
+
+TEST(CudaCodegen, NvrtcFailureReportsLogAndSavedSource) {
+  try {
+    jit::nvrtc_compile("__global__ void broken( { this is not CUDA }", "sm_90");
+    FAIL() << "expected Error(Jit)";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Jit);
+    const std::string msg = e.what();
+    const size_t at = msg.find("source saved to ");
+    ASSERT_NE(at, std::string::npos) << msg;
+    const std::string path = msg.substr(at + 16, msg.find_first_of(" \n", at + 16) - at - 16);
+    EXPECT_TRUE(fs::exists(path)) << path;
+    EXPECT_NE(msg.find("error"), std::string::npos) << "NVRTC log missing: " << msg;
+  }
+}
+
+TEST(CudaCache, EntryEncodingDetectsCorruption) {
+  const std::vector<char> payload = {'c', 'u', 'b', 'i', 'n', '\0', 'x'};
+  std::vector<char> file = jit::encode_entry(payload), back;
+  ASSERT_TRUE(jit::decode_entry(file, back));
+  EXPECT_EQ(back, payload);
+  std::vector<char> bad = file;
+  bad.back() ^= 1;  // flipped payload bit
+  EXPECT_FALSE(jit::decode_entry(bad, back));
+  bad = file;
+  bad.pop_back();  // truncated
+  EXPECT_FALSE(jit::decode_entry(bad, back));
+  bad = file;
+  bad[0] = 'X';  // wrong magic
+  EXPECT_FALSE(jit::decode_entry(bad, back));
+  EXPECT_FALSE(jit::decode_entry({}, back));
+}
+
+TEST(CudaCache, DiskHitCorruptAndTruncatedEntriesAreRebuilt) {
+  kernel_cache_clear();
+  const Acsr a = analyse(parse_pattern("window:w=16"), 256);
+  CudaPlanOptions o;
+  o.arch = "sm_90";
+  const CodegenResult g = codegen_cuda(a, o, false);
+  const jit::CachedCubin first = jit::cached_cubin(g.source, "sm_90", "test");
+  EXPECT_EQ(first.source, "compiled");
+  const std::string path = jit::entry_path(first.key);
+  ASSERT_TRUE(fs::exists(path));
+  EXPECT_EQ(jit::cached_cubin(g.source, "sm_90", "test").source, "memory");
+  jit::clear_memory_cache();
+  const jit::CachedCubin disk = jit::cached_cubin(g.source, "sm_90", "test");
+  EXPECT_EQ(disk.source, "disk");
+  EXPECT_EQ(disk.cubin, first.cubin);
+
+  // Corrupt one byte in the middle: detected by the checksum, rebuilt, rewritten valid.
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x5a');
+  }
+  jit::clear_memory_cache();
+  const jit::CachedCubin rebuilt = jit::cached_cubin(g.source, "sm_90", "test");
+  EXPECT_EQ(rebuilt.source, "compiled");
+  EXPECT_NE(rebuilt.why.find("corrupt"), std::string::npos);
+  EXPECT_EQ(rebuilt.cubin, first.cubin);
+  jit::clear_memory_cache();
+  EXPECT_EQ(jit::cached_cubin(g.source, "sm_90", "test").source, "disk");
+
+  // Truncate it: rebuilt as well.
+  fs::resize_file(path, fs::file_size(path) / 2);
+  jit::clear_memory_cache();
+  EXPECT_EQ(jit::cached_cubin(g.source, "sm_90", "test").source, "compiled");
+
+  // The key depends on the arch and on the source.
+  EXPECT_NE(jit::cache_key(g.source, "sm_90"), jit::cache_key(g.source, "sm_80"));
+  EXPECT_NE(jit::cache_key(g.source, "sm_90"), jit::cache_key(g.source + "\n", "sm_90"));
+
+  const CacheInfo info = kernel_cache_info();
+  EXPECT_GE(info.entries, 1);
+  EXPECT_GT(info.bytes, 0);
+  kernel_cache_clear();
+  EXPECT_EQ(kernel_cache_info().entries, 0);
+}
+
+TEST(CudaCache, ConcurrentWritersNeverLeaveAPartialEntry) {
+  const std::string dir = jit::cache_directory();
+  jit::ensure_directory(dir);
+  const std::string path = dir + "/concurrent-test.cubin";
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      std::vector<char> payload(size_t(200000 + 1000 * t), char('a' + t));
+      for (int r = 0; r < 10; ++r) jit::write_file_atomic(path, jit::encode_entry(payload));
+    });
+  // Meanwhile a reader only ever sees complete, valid entries.
+  for (int r = 0; r < 200; ++r) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) continue;
+    std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>()), payload;
+    EXPECT_TRUE(jit::decode_entry(bytes, payload)) << "partial entry seen";
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& e : fs::directory_iterator(dir))
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << "temp file left: " << e.path();
+  fs::remove(path);
+}
+
+TEST(CudaCache, ConcurrentProcessesShareOneValidEntry) {
+  kernel_cache_clear();
+  const Acsr a = analyse(parse_pattern("causal_window:w=32"), 256);
+  CudaPlanOptions o;
+  o.arch = "sm_80";
+  const std::string source = codegen_cuda(a, o, false).source;
+  std::vector<pid_t> kids;
+  for (int i = 0; i < 3; ++i) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      int rc = 0;
+      try {
+        rc = jit::cached_cubin(source, "sm_80", "child").cubin.empty() ? 1 : 0;
+      } catch (...) {
+        rc = 2;
+      }
+      _exit(rc);
+    }
+    kids.push_back(pid);
+  }
+  for (pid_t k : kids) {
+    int status = 0;
+    waitpid(k, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  jit::clear_memory_cache();
+  EXPECT_EQ(jit::cached_cubin(source, "sm_80", "parent").source, "disk");
+  EXPECT_EQ(kernel_cache_info().entries, 1);
+}
+
+TEST(CudaRuntime, NoGpuGivesAClearReason) {
+  std::string why;
+  if (cuda_available(&why)) GTEST_SKIP() << "a GPU is present; this checks the no-GPU path";
+  EXPECT_FALSE(why.empty());
+  const Acsr a = analyse(parse_pattern("window:w=8"), 128);
+  try {
+    plan_cuda(a, CudaPlanOptions{});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Unsupported);
+    EXPECT_NE(std::string(e.what()).find("CUDA"), std::string::npos);
+  }
+}
