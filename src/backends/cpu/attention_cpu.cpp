@@ -63,44 +63,22 @@ void check_plan(const Plan& plan, int64_t n) {
 // K or V as float32 rows: the caller's memory when it already is f32, else a converted copy.
 struct KvRows {
   std::vector<float> copy;  // [B][Hkv][N][D] when converted
-  const float* base(const TensorView& t, int64_t b, int64_t h) const {
-    if (copy.empty()) return static_cast<const float*>(t.data) + t.offset(b, h, 0);
-    return copy.data() + ((b * t.H() + h) * t.N()) * t.D();
+  const TensorView* t;
+  explicit KvRows(const TensorView& tv) : t(&tv) {
+    if (tv.dtype != DType::F32) copy.resize(size_t(tv.B() * tv.H() * tv.N() * tv.D()));
   }
-  int64_t ld(const TensorView& t) const { return copy.empty() ? t.stride[2] : t.D(); }
+  const float* base(int64_t b, int64_t h) const {
+    if (copy.empty()) return static_cast<const float*>(t->data) + t->offset(b, h, 0);
+    return copy.data() + ((b * t->H() + h) * t->N()) * t->D();
+  }
+  int64_t ld() const { return copy.empty() ? t->stride[2] : t->D(); }
+  const float* row(int64_t b, int64_t h, int64_t j) {  // converts on first use by the prep loop
+    if (copy.empty()) return base(b, h) + j * ld();
+    float* dst = copy.data() + ((b * t->H() + h) * t->N() + j) * t->D();
+    cpu::load_row(t->data, t->dtype, t->offset(b, h, j), t->D(), dst);
+    return dst;
+  }
 };
-
-void convert_kv(const TensorView& t, KvRows& kv, int threads) {
-  if (t.dtype == DType::F32) return;
-  const int64_t B = t.B(), H = t.H(), N = t.N(), D = t.D();
-  kv.copy.resize(size_t(B * H * N * D));
-#pragma omp parallel for collapse(3) schedule(static) num_threads(threads)
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t j = 0; j < N; ++j)
-        cpu::load_row(t.data, t.dtype, t.offset(b, h, j), D, kv.copy.data() + ((b * H + h) * N + j) * D);
-}
-
-// Per (batch, kv head): which V rows hold NaN/Inf. Empty vector for heads with none.
-std::vector<std::vector<uint8_t>> find_bad_v(const TensorView& v, const KvRows& rows, int threads) {
-  const int64_t B = v.B(), H = v.H(), N = v.N(), D = v.D();
-  std::vector<std::vector<uint8_t>> bad(size_t(B * H));
-  std::vector<uint8_t> flags(size_t(B * H * N));
-  const int64_t ld = rows.ld(v);
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
-  for (int64_t bh = 0; bh < B * H; ++bh)
-    for (int64_t j = 0; j < N; ++j) {
-      const float* r = rows.base(v, bh / H, bh % H) + j * ld;
-      bool ok = true;
-      for (int64_t d = 0; d < D; ++d) ok &= std::isfinite(r[d]);
-      flags[size_t(bh * N + j)] = !ok;
-    }
-  for (int64_t bh = 0; bh < B * H; ++bh) {
-    const auto first = flags.begin() + bh * N;
-    if (std::find(first, first + N, uint8_t(1)) != first + N) bad[size_t(bh)].assign(first, first + N);
-  }
-  return bad;
-}
 
 }  // namespace
 
@@ -116,11 +94,9 @@ void attention_cpu(const Plan& plan, const TensorView& q, const TensorView& k, c
   const double scale = opt.scale != 0.0f ? double(opt.scale) : 1.0 / std::sqrt(double(D));
   const float q_scale = float(scale * 1.4426950408889634);  // log2(e): scores in base 2
 
-  KvRows krows, vrows;
-  convert_kv(k, krows, threads);
-  convert_kv(v, vrows, threads);
-  const auto v_bad = find_bad_v(v, vrows, threads);
-  const cpu::SpanMasks masks = cpu::build_span_masks(plan, threads);
+  KvRows krows(k), vrows(v);
+  cpu::SpanMasks masks = cpu::layout_span_masks(plan);
+  std::vector<uint8_t> v_bad(size_t(B * Hkv * N));  // per (b, kv head, key): V row holds NaN/Inf
 
   // Several passes carry (O, lse) between them in float32; one pass writes `out` directly.
   const bool multi = plan.passes.size() > 1;
@@ -129,42 +105,56 @@ void attention_cpu(const Plan& plan, const TensorView& q, const TensorView& k, c
     o32.resize(size_t(B * H * N * D));
     lse2.resize(size_t(B * H * N));
   }
-
   std::vector<std::unique_ptr<cpu::Scratch>> scratch(static_cast<size_t>(threads));
   for (auto& s : scratch) s = std::make_unique<cpu::Scratch>(D);
 
-  for (size_t p = 0; p < plan.passes.size(); ++p) {
-    const Pass& pass = plan.passes[p];
-    const int64_t T = int64_t(pass.tasks.size());
-#pragma omp parallel for collapse(3) schedule(dynamic, 1) num_threads(threads)
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t h = 0; h < H; ++h) {
-          const int64_t hk = h / (H / Hkv);
-          cpu::HeadView hv;
-          hv.q = &q;
-          hv.out = &out;
-          hv.b = b, hv.h = h;
-          hv.k = krows.base(k, b, hk), hv.ldk = krows.ld(k);
-          hv.v = vrows.base(v, b, hk), hv.ldv = vrows.ld(v);
-          const auto& bad = v_bad[size_t(b * Hkv + hk)];
-          hv.v_bad = bad.empty() ? nullptr : bad.data();
-          hv.q_scale = q_scale;
-          hv.o32 = multi ? o32.data() + (b * H + h) * N * D : nullptr;
-          hv.lse2 = multi ? lse2.data() + (b * H + h) * N : nullptr;
-          const TileTask& task = pass.tasks[size_t(t)];
-          cpu::Scratch& s = *scratch[size_t(omp_get_thread_num())];
-          for (int sub = 0; sub * cpu::kLanes < task.row_count; ++sub)
-            cpu::run_subtile(plan, masks, int(p), task, sub, p == 0, hv, s);
-        }
-  }
+    // One parallel region and as few barriers as the data flow allows: with the default OpenMP wait
+    // policy each barrier spins, which costs dearly on an oversubscribed machine.
+#pragma omp parallel num_threads(threads)
+  {
+#pragma omp for collapse(2) schedule(static) nowait
+    for (int64_t bh = 0; bh < B * Hkv; ++bh)
+      for (int64_t j = 0; j < N; ++j) {
+        krows.row(bh / Hkv, bh % Hkv, j);
+        const float* r = vrows.row(bh / Hkv, bh % Hkv, j);
+        bool ok = true;
+        for (int64_t d = 0; d < D; ++d) ok &= std::isfinite(r[d]);
+        v_bad[size_t(bh * N + j)] = !ok;
+      }
+#pragma omp for schedule(dynamic, 4) nowait
+    for (size_t j = 0; j < masks.jobs.size(); ++j) cpu::fill_span_masks(plan, masks, j);
+#pragma omp barrier
 
-  if (multi) {
-#pragma omp parallel for collapse(3) schedule(static) num_threads(threads)
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < H; ++h)
+    cpu::Scratch& s = *scratch[size_t(omp_get_thread_num())];
+    for (size_t p = 0; p < plan.passes.size(); ++p) {
+      const Pass& pass = plan.passes[p];
+      const int64_t T = int64_t(pass.tasks.size());
+#pragma omp for collapse(3) schedule(dynamic, 1)
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t h = 0; h < H; ++h) {
+            const int64_t hk = h / (H / Hkv);
+            cpu::HeadView hv;
+            hv.q = &q;
+            hv.out = &out;
+            hv.b = b, hv.h = h;
+            hv.k = krows.base(b, hk), hv.ldk = krows.ld();
+            hv.v = vrows.base(b, hk), hv.ldv = vrows.ld();
+            hv.v_bad = v_bad.data() + (b * Hkv + hk) * N;
+            hv.q_scale = q_scale;
+            hv.o32 = multi ? o32.data() + (b * H + h) * N * D : nullptr;
+            hv.lse2 = multi ? lse2.data() + (b * H + h) * N : nullptr;
+            const TileTask& task = pass.tasks[size_t(t)];
+            for (int sub = 0; sub * cpu::kLanes < task.row_count; ++sub)
+              cpu::run_subtile(plan, masks, int(p), task, sub, p == 0, hv, s);
+          }
+    }
+    if (multi) {
+#pragma omp for collapse(2) schedule(static) nowait
+      for (int64_t bh = 0; bh < B * H; ++bh)
         for (int64_t i = 0; i < N; ++i)
-          cpu::store_row(o32.data() + ((b * H + h) * N + i) * D, out.dtype, out.data, out.offset(b, h, i), D);
+          cpu::store_row(o32.data() + (bh * N + i) * D, out.dtype, out.data, out.offset(bh / H, bh % H, i), D);
+    }
   }
 }
 

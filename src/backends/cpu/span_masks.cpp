@@ -87,15 +87,10 @@ void fill_span_words(const Plan& plan, const TileTask& task, const KeySpan& span
   }
 }
 
-SpanMasks build_span_masks(const Plan& plan, int threads) {
+SpanMasks layout_span_masks(const Plan& plan) {
   SpanMasks m;
   m.offset.resize(plan.passes.size());
   int64_t total = 0;
-  struct Job {
-    int pass;
-    int32_t task;
-  };
-  std::vector<Job> jobs;
   for (size_t p = 0; p < plan.passes.size(); ++p) {
     const Pass& pass = plan.passes[p];
     m.offset[p].assign(pass.spans.size(), -1);
@@ -110,23 +105,24 @@ SpanMasks build_span_masks(const Plan& plan, int threads) {
         total += subtiles * span.key_count;
         any = true;
       }
-      if (any) jobs.push_back({int(p), int32_t(t)});
+      if (any) m.jobs.push_back({int(p), int32_t(t)});
     }
   }
   m.words.resize(size_t(total));
-#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
-  for (size_t j = 0; j < jobs.size(); ++j) {
-    const Pass& pass = plan.passes[size_t(jobs[j].pass)];
-    const TileTask& task = pass.tasks[size_t(jobs[j].task)];
-    const int subtiles = (task.row_count + kLanes - 1) / kLanes;
-    for (int32_t s = task.span_begin; s < task.span_end; ++s) {
-      const KeySpan& span = pass.spans[size_t(s)];
-      if (span.full) continue;
-      uint64_t* w = m.words.data() + m.offset[size_t(jobs[j].pass)][size_t(s)];
-      for (int sub = 0; sub < subtiles; ++sub) fill_span_words(plan, task, span, sub, w + sub * span.key_count);
-    }
-  }
   return m;
+}
+
+void fill_span_masks(const Plan& plan, SpanMasks& m, size_t job) {
+  const auto [p, t] = m.jobs[job];
+  const Pass& pass = plan.passes[size_t(p)];
+  const TileTask& task = pass.tasks[size_t(t)];
+  const int subtiles = (task.row_count + kLanes - 1) / kLanes;
+  for (int32_t s = task.span_begin; s < task.span_end; ++s) {
+    const KeySpan& span = pass.spans[size_t(s)];
+    if (span.full) continue;
+    uint64_t* w = m.words.data() + m.offset[size_t(p)][size_t(s)];
+    for (int sub = 0; sub < subtiles; ++sub) fill_span_words(plan, task, span, sub, w + sub * span.key_count);
+  }
 }
 
 }  // namespace splat::cpu
