@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Python tests on the GPU machine (one device call): build the package with the CUDA backend, run every
+# Python test (CUDA, PyTorch, JAX-GPU, CuPy, transformers included), then measure the wrappers' per-call
+# overhead. That machine has torch, jax (CUDA), cupy, transformers, nanobind, scikit-build-core and no
+# network, so nothing is installed. Results go to $OUT (or build-python-gpu/out). Exit status: pytest's.
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+py="${PYTHON:-python3}"
+out="${OUT:-$root/build-python-gpu/out}"
+mkdir -p "$out"
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+export PYTHONUNBUFFERED=1
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  "$py" -c "import sys, torch, jax; print('python', sys.version.split()[0], '| torch', torch.__version__, '| jax', jax.__version__, jax.devices())"
+} 2>&1 | tee "$out/device.txt"
+
+start=$SECONDS
+"$py" -m pip install --no-build-isolation --no-deps -q -C cmake.define.SPLAT_WITH_CUDA=ON \
+  -C "build-dir=build-python-gpu/{wheel_tag}" . >"$out/build.log" 2>&1
+build_rc=$?
+echo "build: rc=$build_rc in $((SECONDS - start))s"
+if [ $build_rc -ne 0 ]; then
+  tail -60 "$out/build.log"
+  exit $build_rc
+fi
+
+cd "$root/tests/python"
+"$py" -c "import splat; print('splat CUDA build:', splat.built_with_cuda, '| usable:', splat.cuda_available())"
+xdist=()
+"$py" -c "import xdist" 2>/dev/null && xdist=(-n 4)
+start=$SECONDS
+"$py" -m pytest -p no:cacheprovider -q -rs "${xdist[@]}" "$@" . 2>&1 | tee "$out/pytest.log" | tail -40
+rc=${PIPESTATUS[0]}
+echo "pytest: rc=$rc in $((SECONDS - start))s"
+
+cd "$root"
+"$py" python/bench/overhead.py --device cuda --markdown "$out/overhead_cuda.md" --json "$out/overhead_cuda.json" 2>&1 | tail -20
+"$py" python/bench/overhead.py --device cpu --shape 1,1,32,16 --iters 500 --markdown "$out/overhead_cpu.md" 2>&1 | tail -14
+exit $rc
