@@ -1,6 +1,7 @@
 // CUDA path vs the float64 CPU reference, outputs NaN-poisoned (flurka_cuda_host poisons the device output).
 // The CUDA path runs its GEMMs on bf16 operands whatever the storage dtype, so the tolerance is the bf16
-// idiom: err <= 4 * err(bf16 storage of the exact result) + 2e-3.
+// idiom with a chain of four bf16 roundings (K', phi, U, P): err <= 6 * err(bf16 storage of the exact result)
+// + 2e-3.
 #include <gtest/gtest.h>
 
 #include "test_flurka_util.hpp"
@@ -35,7 +36,7 @@ TEST_P(FlurkaCuda, MatchesReference) {
     Problem p = make_problem(c, seed++);
     flurka_reference(pr.m, p.in, p.ref_view);
     flurka_cuda_host(pr.m, p.in, p.out_view);
-    const double err = rel_err(p.out, p.ref), tol = 4 * storage_err(p.ref, DType::BF16) + 2e-3;
+    const double err = rel_err(p.out, p.ref), tol = 6 * storage_err(p.ref, DType::BF16) + 2e-3;
     EXPECT_LE(err, tol) << flurka_method_name(pr.m) << " " << dtype_name(pr.t) << " D=" << c.D << " N=" << c.N
                         << " k=" << c.k << " m=" << c.m << (c.shared ? " shared" : " per-head");
   }

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -70,6 +72,32 @@ int64_t split_chunk(int64_t n, int64_t blocks_per_split) {
   return chunk;
 }
 
+// SPLAT_FLURKA_PROFILE=1: per-kernel times of each call on stderr (events between launches; synchronises).
+struct Profile {
+  bool on = std::getenv("SPLAT_FLURKA_PROFILE") != nullptr;
+  cudaStream_t st = nullptr;
+  std::vector<std::pair<const char*, cudaEvent_t>> marks;
+  void mark(const char* name) {
+    if (!on) return;
+    cudaEvent_t e;
+    cudaEventCreate(&e);
+    cudaEventRecord(e, st);
+    marks.emplace_back(name, e);
+  }
+  ~Profile() {
+    if (!on || marks.empty()) return;
+    cudaEventSynchronize(marks.back().second);
+    std::fprintf(stderr, "flurka profile:");
+    for (size_t i = 1; i < marks.size(); ++i) {
+      float ms = 0;
+      cudaEventElapsedTime(&ms, marks[i - 1].second, marks[i].second);
+      std::fprintf(stderr, " %s %.4f", marks[i].first, ms);
+    }
+    std::fprintf(stderr, " ms\n");
+    for (auto& m : marks) cudaEventDestroy(m.second);
+  }
+};
+
 Rows rows_of(const TensorView& t) { return Rows{t.data, t.stride[0], t.stride[1], t.stride[2]}; }
 Rows rows_of(const MatrixView& x) { return Rows{x.data, 0, x.heads == 1 ? 0 : x.rows * x.cols, x.cols}; }
 
@@ -81,7 +109,7 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
   const FeatureMap fm = feature_map_of(method);
   const int map = fm == FeatureMap::Favor ? kFavor : fm == FeatureMap::Relu ? kRelu : fm == FeatureMap::Elu ? kElu
                                                                                                            : kSoftmax;
-  const size_t smem = size_t((64 + 64) * (D + 8) * 2 + D * (64 + 8) * 2 + 64 * 4);
+  const size_t smem = size_t((128 + 64) * (D + 8) * 2 + D * (64 + 8) * 2 + 64 * 4);  // state and query
   static bool attrs = [&] {
     check(cudaFuncSetAttribute(state_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), "attr");
     check(cudaFuncSetAttribute(state_kernel<bf16, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
@@ -90,6 +118,9 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
     return true;
   }();
   (void)attrs;
+  Profile prof;
+  prof.st = st;
+  prof.mark("start");
   const bf16 *keys = nullptr, *ut = nullptr;
   const float* slot = nullptr;
   int64_t keys_bh = 0, Hk = 1, L = 0;
@@ -101,16 +132,18 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
     const int64_t kt = (k + 127) / 128;
     const int64_t chunk = split_chunk(s.N, kt * BH * 2);
     dim3 grid(unsigned(kt), unsigned((s.N + chunk - 1) / chunk), unsigned(BH * 2));
-    project_kernel<T, D><<<grid, 256, 0, st>>>(rows_of(in.e), rows_of(in.f), rows_of(in.k), rows_of(in.v), s.H, k,
+    project_kernel<T, D><<<grid, 256, 0, st>>>(rows_of(in.e), rows_of(in.f), rows_of(in.k), rows_of(in.v), s.B, s.H, k,
                                                s.N, chunk, reinterpret_cast<float*>(ws + l.kp),
                                                reinterpret_cast<float*>(ws + l.vp));
     check(cudaGetLastError(), "project_kernel");
+    prof.mark("project");
     const bool kern = fm != FeatureMap::None;
     convert_projection<<<std::min<int64_t>(4096, (BH * k * D + 255) / 256), 256, 0, st>>>(
         reinterpret_cast<float*>(ws + l.kp), reinterpret_cast<float*>(ws + l.vp), BH, k, D,
         reinterpret_cast<bf16*>(ws + l.kp16), kern ? reinterpret_cast<bf16*>(ws + l.vp16) : nullptr,
         kern ? nullptr : reinterpret_cast<bf16*>(ws + l.vpt16));
     check(cudaGetLastError(), "convert_projection");
+    prof.mark("convert");
   }
   if (fm == FeatureMap::None) {
     keys = reinterpret_cast<bf16*>(ws + l.kp16), keys_bh = 1, Hk = BH, L = k;
@@ -123,11 +156,12 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
     prepare_features<T><<<std::min<int64_t>(1024, (Hw * m + 127) / 128), 128, 0, st>>>(
         static_cast<const T*>(in.w.data), Hw, D, m, fm == FeatureMap::Elu, wt, shift);
     check(cudaGetLastError(), "prepare_features");
+    prof.mark("prepare_w");
     float* S = reinterpret_cast<float*>(ws + l.S);
     float* z = reinterpret_cast<float*>(ws + l.z);
     check(cudaMemsetAsync(S, 0, size_t(BH * m * D * 4), st), "memset");
     check(cudaMemsetAsync(z, 0, size_t(BH * m * 4), st), "memset");
-    const int64_t mt = (m + 63) / 64;
+    const int64_t mt = (m + 127) / 128;
     const float sc = fm == FeatureMap::Elu ? 1.0f : sfeat;
     if (uses_projection(method)) {
       const int64_t chunk = split_chunk(k, mt * BH);
@@ -135,26 +169,29 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
       // bh = b * H + h, so a per-(b, h) stride of k D is sb = H k D, sh = k D.
       const Rows x2{xr.p, s.H * k * D, k * D, D}, y2{yr.p, s.H * k * D, k * D, D};
       dim3 grid(unsigned(mt), unsigned((k + chunk - 1) / chunk), unsigned(BH));
-      state_kernel<bf16, D><<<grid, 128, smem, st>>>(x2, y2, wt, Hw, shift, s.H, k, m, chunk, map, sc, S, z);
+      state_kernel<bf16, D><<<grid, 256, smem, st>>>(x2, y2, wt, Hw, shift, s.H, k, m, chunk, map, sc, S, z);
     } else {
       const int64_t chunk = split_chunk(s.N, mt * BH);
       dim3 grid(unsigned(mt), unsigned((s.N + chunk - 1) / chunk), unsigned(BH));
-      state_kernel<T, D><<<grid, 128, smem, st>>>(rows_of(in.k), rows_of(in.v), wt, Hw, shift, s.H, s.N, m, chunk,
+      state_kernel<T, D><<<grid, 256, smem, st>>>(rows_of(in.k), rows_of(in.v), wt, Hw, shift, s.H, s.N, m, chunk,
                                                   map, sc, S, z);
     }
     check(cudaGetLastError(), "state_kernel");
+    prof.mark("state");
     bf16* utw = reinterpret_cast<bf16*>(ws + l.ut);
     float* slotw = reinterpret_cast<float*>(ws + l.slot);
     finalize_state<<<std::min<int64_t>(4096, (BH * m + 127) / 128), 128, 0, st>>>(S, z, shift, Hw, s.H, BH, m, D,
                                                                                  map, utw, slotw);
     check(cudaGetLastError(), "finalize_state");
+    prof.mark("finalize");
     keys = wt, keys_bh = 0, Hk = Hw, L = m, ut = utw, slot = slotw, a = sc;
   }
-  dim3 grid(unsigned((s.Nq + 63) / 64), unsigned(BH));
-  query_kernel<T, D><<<grid, 128, smem, st>>>(rows_of(in.q), keys, keys_bh, Hk, ut, slot, s.H, s.Nq, L, map, a,
+  dim3 grid(unsigned((s.Nq + 127) / 128), unsigned(BH));
+  query_kernel<T, D><<<grid, 256, smem, st>>>(rows_of(in.q), keys, keys_bh, Hk, ut, slot, s.H, s.Nq, L, map, a,
                                               static_cast<T*>(out.data), out.stride[0], out.stride[1],
                                               out.stride[2]);
   check(cudaGetLastError(), "query_kernel");
+  prof.mark("query");
 }
 
 template <class T>

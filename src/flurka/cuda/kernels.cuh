@@ -92,6 +92,57 @@ __device__ __forceinline__ void tile_to_smem_t(const T* g, int64_t ld, int64_t r
   }
 }
 
+// A tile fetched into registers first (global loads in flight while the previous tile is being used) and
+// stored into shared memory later, converted to bf16; TRANS stores it transposed (s[c][r]).
+template <class T, int R, int C, int NT, bool TRANS>
+struct Tile {
+  static constexpr int V = C / 8, PER = (R * V + NT - 1) / NT, W = sizeof(T) / 2;
+  uint4 raw[PER][W];  // 8 elements of T per entry
+  __device__ __forceinline__ void index(int i, int& r, int& c) const {
+    if (TRANS) r = i % R, c = (i / R) * 8;  // consecutive threads: consecutive rows -> distinct smem columns
+    else r = i / V, c = (i % V) * 8;
+  }
+  __device__ __forceinline__ void load(const T* g, int64_t ld, int64_t r0, int64_t nrows, int64_t c0, int64_t ncols) {
+#pragma unroll
+    for (int p = 0; p < PER; ++p) {
+      const int i = threadIdx.x + p * NT;
+      if (i >= R * V) break;
+      int r, c;
+      index(i, r, c);
+      const int64_t gr = r0 + r, gc = c0 + c;
+      const int valid = gr < nrows ? int(ncols - gc >= 8 ? 8 : (ncols - gc > 0 ? ncols - gc : 0)) : 0;
+      const T* src = g + gr * ld + gc;
+      if (valid == 8 && (reinterpret_cast<uintptr_t>(src) & 15) == 0) {
+#pragma unroll
+        for (int w = 0; w < W; ++w) raw[p][w] = reinterpret_cast<const uint4*>(src)[w];
+      } else {
+        T* e = reinterpret_cast<T*>(raw[p]);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) e[j] = j < valid ? src[j] : from_f<T>(0.0f);
+      }
+    }
+  }
+  __device__ __forceinline__ void store(bf16* s) const {
+#pragma unroll
+    for (int p = 0; p < PER; ++p) {
+      const int i = threadIdx.x + p * NT;
+      if (i >= R * V) break;
+      int r, c;
+      index(i, r, c);
+      const T* e = reinterpret_cast<const T*>(raw[p]);
+      bf16 o[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) o[j] = __float2bfloat16_rn(to_f(e[j]));
+      if (TRANS) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) s[(c + j) * (R + 8) + r] = o[j];
+      } else {
+        *reinterpret_cast<uint4*>(s + r * (C + 8) + c) = *reinterpret_cast<uint4*>(o);
+      }
+    }
+  }
+};
+
 // Per-(b, h) base of a strided [B, H, N, D] tensor or of a per-head / shared matrix stack.
 struct Rows {
   const void* p;
@@ -104,12 +155,14 @@ struct Rows {
 // ---- 1. Projection: P X for P [k, N] (E or F), X [N, D] (K or V), split over N, fp32 atomics into out ----
 // grid (ceil(k / 128), splits, B*H*2); block 256 = 8 warps x 16 rows of P; each warp computes 16 x D.
 template <class T, int D>
-__global__ void __launch_bounds__(256) project_kernel(Rows e, Rows f, Rows k, Rows v, int64_t H, int64_t kk,
+__global__ void __launch_bounds__(256) project_kernel(Rows e, Rows f, Rows k, Rows v, int64_t Bn, int64_t H, int64_t kk,
                                                       int64_t N, int64_t chunk, float* kp, float* vp) {
   constexpr int BR = 128, BN = 64, NT = 256;
   __shared__ __align__(16) bf16 Ps[BR * (BN + 8)];
   __shared__ __align__(16) bf16 Xt[D * (BN + 8)];
-  const int64_t bh = blockIdx.z / 2, b = bh / H, h = bh % H;
+  // z = (h * B + b) * 2 + which: the blocks that read one head's E (or F) for every batch are adjacent,
+  // so E, F come from DRAM about once and from L2 for the other batches.
+  const int64_t hb = blockIdx.z / 2, h = hb / Bn, b = hb % Bn, bh = b * H + h;
   const bool second = blockIdx.z & 1;
   const T* P = reinterpret_cast<const T*>((second ? f : e).base(b, h, sizeof(T)));
   const T* X = reinterpret_cast<const T*>((second ? v : k).base(b, h, sizeof(T)));
@@ -118,11 +171,19 @@ __global__ void __launch_bounds__(256) project_kernel(Rows e, Rows f, Rows k, Ro
   const int64_t r0 = int64_t(blockIdx.x) * BR, n0 = int64_t(blockIdx.y) * chunk, n1 = min(N, n0 + chunk);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   float acc[D / 8][4] = {};
+  Tile<T, BR, BN, NT, false> pt;
+  Tile<T, BN, D, NT, true> xt;
+  pt.load(P, N, r0, kk, n0, n1);
+  xt.load(X, ldx, n0, n1, 0, D);
   for (int64_t j0 = n0; j0 < n1; j0 += BN) {
     __syncthreads();
-    tile_to_smem<T, BR, BN, NT>(P, N, r0, kk, j0, n1, Ps);
-    tile_to_smem_t<T, BN, D, NT>(X, ldx, j0, n1, 0, D, Xt);
+    pt.store(Ps);
+    xt.store(Xt);
     __syncthreads();
+    if (j0 + BN < n1) {
+      pt.load(P, N, r0, kk, j0 + BN, n1);
+      xt.load(X, ldx, j0 + BN, n1, 0, D);
+    }
 #pragma unroll
     for (int kc = 0; kc < BN; kc += 16) {
       const bf16* a = Ps + (warp * 16 + g) * (BN + 8) + kc + 2 * t;
@@ -181,13 +242,13 @@ __global__ void prepare_features(const T* w, int64_t Hw, int64_t D, int64_t m, b
 enum Map : int { kFavor = 0, kRelu = 1, kElu = 2, kSoftmax = 3 };
 
 // ---- 4. Kernel state: S = phi(X)^T Y (m x D), z = phi(X)^T 1, split over rows of X, fp32 atomics ----
-// grid (ceil(m / 64), splits, B*H); block 128 = 4 warps x 16 features. Per 64-row chunk: logits^T (16 x 64 per
+// grid (ceil(m / 128), splits, B*H); block 256 = 8 warps x 16 features. Per 64-row chunk: logits^T (16 x 64 per
 // warp) = Wt X^T on tensor cores, phi in registers, reused directly as the A operand of S += phi^T Y.
 template <class T, int D>
-__global__ void __launch_bounds__(128) state_kernel(Rows x, Rows y, const bf16* wt, int64_t Hw, const float* shift,
+__global__ void __launch_bounds__(256) state_kernel(Rows x, Rows y, const bf16* wt, int64_t Hw, const float* shift,
                                                     int64_t H, int64_t L, int64_t m, int64_t chunk, int map, float s,
                                                     float* S, float* z) {
-  constexpr int BM = 64, BN = 64, NT = 128;
+  constexpr int BM = 128, BN = 64, NT = 256;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* Ws = reinterpret_cast<bf16*>(smem_raw);  // [BM][D + 8]
   bf16* Xs = Ws + BM * (D + 8);                   // [BN][D + 8]
@@ -213,11 +274,19 @@ __global__ void __launch_bounds__(128) state_kernel(Rows x, Rows y, const bf16* 
   const float cb = map == kFavor && lb < m ? shift[hw * m + lb] : 0.0f;
   float acc[D / 8][4] = {};
   float za = 0, zb = 0;
+  Tile<T, BN, D, NT, false> xtile;
+  Tile<T, BN, D, NT, true> ytile;
+  xtile.load(X, x.ld, j0s, j1, 0, D);
+  ytile.load(Y, y.ld, j0s, j1, 0, D);
   for (int64_t j0 = j0s; j0 < j1; j0 += BN) {
     __syncthreads();
-    tile_to_smem<T, BN, D, NT>(X, x.ld, j0, j1, 0, D, Xs);
-    tile_to_smem_t<T, BN, D, NT>(Y, y.ld, j0, j1, 0, D, Yt);
+    xtile.store(Xs);
+    ytile.store(Yt);
     __syncthreads();
+    if (j0 + BN < j1) {
+      xtile.load(X, x.ld, j0 + BN, j1, 0, D);
+      ytile.load(Y, y.ld, j0 + BN, j1, 0, D);
+    }
     if (map == kFavor && threadIdx.x < BN) {
       float n2 = 0;
       for (int d = 0; d < D; ++d) {
@@ -299,14 +368,14 @@ __global__ void finalize_state(const float* S, const float* z, const float* shif
 
 // ---- 6. Queries: out_i = sum_l p_il U_l / sum_l p_il over L slots (features or projected keys) ----
 // softmax maps: p = exp(a q.key_l + bias_l - running max) (flash-style online rescaling); weighted maps:
-// p = f(a q.key_l) * weight_l. grid (ceil(Nq / 64), B*H); block 128 = 4 warps x 16 query rows. phi(q) lives
+// p = f(a q.key_l) * weight_l. grid (ceil(Nq / 128), B*H); block 256 = 8 warps x 16 query rows. phi(q) lives
 // only in registers: the score accumulators become the A operand of the P U product.
 template <class T, int D>
-__global__ void __launch_bounds__(128) query_kernel(Rows q, const bf16* keys, int64_t keys_bh_stride, int64_t Hk,
+__global__ void __launch_bounds__(256) query_kernel(Rows q, const bf16* keys, int64_t keys_bh_stride, int64_t Hk,
                                                     const bf16* ut, const float* slot, int64_t H, int64_t Nq,
                                                     int64_t L, int map, float a, T* out, int64_t ob, int64_t oh,
                                                     int64_t on) {
-  constexpr int BQ = 64, BL = 64, NT = 128;
+  constexpr int BQ = 128, BL = 64, NT = 256;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* Qs = reinterpret_cast<bf16*>(smem_raw);  // [BQ][D + 8]
   bf16* Ks = Qs + BQ * (D + 8);                   // [BL][D + 8]
@@ -329,12 +398,20 @@ __global__ void __launch_bounds__(128) query_kernel(Rows q, const bf16* keys, in
   const bool softmax = map == kFavor || map == kSoftmax;
   float acc[D / 8][4] = {};
   float mxa = -1e30f, mxb = -1e30f, suma = 0, sumb = 0;  // finite start: exp(-inf - max) stays 0, never NaN
+  Tile<bf16, BL, D, NT, false> ktile;
+  Tile<bf16, D, BL, NT, false> utile;
+  ktile.load(K, D, 0, L, 0, D);
+  utile.load(U, L, 0, D, 0, L);
   for (int64_t c0 = 0; c0 < L; c0 += BL) {
     __syncthreads();
-    tile_to_smem<bf16, BL, D, NT>(K, D, c0, L, 0, D, Ks);
-    tile_to_smem<bf16, D, BL, NT>(U, L, 0, D, c0, L, Us);
+    ktile.store(Ks);
+    utile.store(Us);
     if (threadIdx.x < BL) sl[threadIdx.x] = SL && c0 + threadIdx.x < L ? SL[c0 + threadIdx.x] : 0.0f;
     __syncthreads();
+    if (c0 + BL < L) {
+      ktile.load(K, D, c0 + BL, L, 0, D);
+      utile.load(U, L, 0, D, c0 + BL, L);
+    }
     float sc[BL / 8][4] = {};
 #pragma unroll
     for (int kc = 0; kc < D / 16; ++kc)
