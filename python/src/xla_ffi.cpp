@@ -81,7 +81,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionHost, splat::py::attention_host,
                                   .Attr<int64_t>("layout")
                                   .Attr<float>("scale"));
 
-// Launch only (no allocation, no synchronisation): safe inside XLA's CUDA graphs (command buffers).
+// Not marked command-buffer compatible: a plan's first launch at a new B*H may grow its workspace, which
+// synchronises (see cuda.hpp), and must not happen inside a CUDA graph capture.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionDevice, splat::py::attention_device,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<void*>>()
@@ -92,8 +93,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionDevice, splat::py::attention_device,
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("plan_id")
                                   .Attr<int64_t>("layout")
-                                  .Attr<float>("scale"),
-                              {ffi::Traits::kCmdBufferCompatible});
+                                  .Attr<float>("scale"));
 
 void splat::py::bind_xla(nanobind::module_& m) {
   namespace nb = nanobind;

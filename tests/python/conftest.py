@@ -95,3 +95,12 @@ def rng(request):
 
 def mask_of(pattern, n):
     return splat.dense_mask(pattern, n)
+
+
+def run_or_skip(fn):
+    """Backends may not cover every (dtype, head_dim) (the CUDA kernels: bf16/f16, D in {64, 128}): that is a
+    NotImplementedError naming the limit, never a crash; the test is skipped with that message."""
+    try:
+        return fn()
+    except NotImplementedError as e:
+        pytest.skip(f"unsupported by this backend: {e}")

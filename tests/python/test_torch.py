@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 import splat  # noqa: E402
 import splat.torch as st  # noqa: E402
-from conftest import PATTERNS, check_close, mask_of  # noqa: E402
+from conftest import PATTERNS, check_close, mask_of, run_or_skip  # noqa: E402
 from flurka_ref import flurka as flurka_ref  # noqa: E402
 
 CUDA = torch.cuda.is_available() and splat.cuda_available()[0]
@@ -31,14 +31,6 @@ def gen(rng):
 
 def host(*ts):
     return [t.detach().float().cpu().numpy() for t in ts]
-
-
-def run_or_skip(fn):
-    """CUDA kernels may not cover every (dtype, head_dim): that is a NotImplementedError, never a crash."""
-    try:
-        return fn()
-    except NotImplementedError as e:
-        pytest.skip(f"unsupported by this backend: {e}")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -216,3 +208,18 @@ def test_cuda_tensor_without_cuda_build_is_clean():
     q = torch.randn(1, 1, 16, 64, device="cuda")
     with pytest.raises((NotImplementedError, RuntimeError)):
         st.attention(q, q, q, pattern="window:w=2")
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device and splat built with CUDA")
+@pytest.mark.parametrize("method", ["flurka-favor", "flurka-elu", "linformer", "performer-relu"])
+def test_flurka_cuda(gen, method):
+    n, d = 256, 64
+    q, k, v = (rand(gen, (2, 2, n, d), "cuda", torch.bfloat16) for _ in range(3))
+    E, F = (rand(gen, (32, n), "cuda", torch.bfloat16) / 16 for _ in range(2))
+    W = rand(gen, (d, 64), "cuda", torch.bfloat16)
+    with torch.no_grad():
+        out = run_or_skip(lambda: st.flurka(q, k, v, E, F, W, method=method))
+    torch.cuda.synchronize()
+    ref = flurka_ref(method, *host(q, k, v), *host(E, F, W))
+    err = np.abs(out.float().cpu().numpy() - ref).max()
+    assert err <= 3e-2 * max(1.0, np.abs(ref).max()), err
