@@ -44,8 +44,9 @@ def _stream(t):
 
 
 def _dl(t):
-    # torch's C exporter: unlike Tensor.__dlpack__ it never records events between streams.
-    return _to_dlpack(t.detach())
+    # torch's C exporter: unlike Tensor.__dlpack__ it never records events between streams, and it does
+    # not refuse tensors that require grad (only the op's autograd formula matters for those).
+    return _to_dlpack(t)
 
 
 def _launch(q, k, v, out, plan, pattern, scale, layout):

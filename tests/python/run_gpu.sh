@@ -11,9 +11,11 @@ out="${OUT:-$root/build-python-gpu/out}"
 mkdir -p "$out"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 export PYTHONUNBUFFERED=1
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX shares the GPU with PyTorch (and pytest workers)
 
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  "$py" -m pip list 2>/dev/null | grep -i -E "^(torch|jax|jaxlib|nanobind|scikit.build.core|transformers|cupy)" | tr -s " " | tr "\n" ";"; echo
   "$py" -c "import sys, torch, jax; print('python', sys.version.split()[0], '| torch', torch.__version__, '| jax', jax.__version__, jax.devices())"
 } 2>&1 | tee "$out/device.txt"
 
