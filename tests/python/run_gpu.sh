@@ -33,6 +33,7 @@ cd "$root/tests/python"
 "$py" -c "import splat; print('splat CUDA build:', splat.built_with_cuda, '| usable:', splat.cuda_available())"
 xdist=()
 "$py" -c "import xdist" 2>/dev/null && xdist=(-n 4)
+"$py" -c "import pytest_timeout" 2>/dev/null && xdist+=(--timeout=300)
 start=$SECONDS
 "$py" -m pytest -p no:cacheprovider -q -rs "${xdist[@]}" "$@" . 2>&1 | tee "$out/pytest.log" | tail -40
 rc=${PIPESTATUS[0]}
