@@ -14,6 +14,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "splat/acsr.hpp"
@@ -117,6 +118,9 @@ int main(int argc, char** argv) try {
   // so a noisy neighbour can only make our ratio look worse, never better.
   double g_qk = 0.0, g_pv = 0.0;
   if (with_sgemm) g_qk = sgemm_gflops(n, n, d, true, int(reps)), g_pv = sgemm_gflops(n, d, n, false, int(reps));
+  // OpenBLAS's idle workers keep spinning for a while after a call; let them park before timing ours
+  // (and ours park before sgemm again below), so neither side pays for the other's threads.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
 
   std::mt19937 rng(42);
   std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -151,6 +155,7 @@ int main(int argc, char** argv) try {
   }
 
   if (!with_sgemm) return 0;
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
   g_qk = std::max(g_qk, sgemm_gflops(n, n, d, true, int(reps)));
   g_pv = std::max(g_pv, sgemm_gflops(n, d, n, false, int(reps)));
   const double g = std::max(g_qk, g_pv);
