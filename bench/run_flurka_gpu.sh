@@ -30,6 +30,8 @@ for s in "${STEPS[@]}"; do
         set -- $cfg
         SPLAT_FLURKA_PROFILE=1 "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 256 --m 256 --repeats 2 2>&1 |
           awk '/profile/ {p=$0} /^\{/ {print p; print $0}' | sed 's/"flops.*//'
+        [ $4 = 64 ] && SPLAT_FLURKA_MT=1 SPLAT_FLURKA_PROFILE=1 "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 256 \
+          --m 256 --repeats 2 --methods flurka-favor,linformer 2>&1 | awk '/profile/ {p=$0} /^\{/ {print "MT=1 " p}'
       done 2>&1 | tee "$OUT/flurka_profile.log" ;;
     harness)
       for cfg in "4 16 4096 64" "1 16 16384 64" "4 16 4096 128"; do

@@ -231,9 +231,12 @@ int run_flurka_plan(const std::vector<std::string>& argv) {
 
 const char* kQualityUsage =
     "usage: splat flurka-quality [--seq-len N] [--head-dim D] [--heads H] [--seed S] [--sizes 16,32,64,128,256]\n"
+    "                           [--proj pool|random]\n"
     "  Relative error ||out - softmax(QK^T/sqrt(D))V|| / ||softmax(...)V|| of every method (CPU fast path, float32)\n"
     "  as k (projected methods) and m (random features; flurka uses k = m) grow, on three inputs: random\n"
-    "  (Q, K, V ~ N(0,1)), low-rank keys (rank 8 plus 5% noise) and clustered keys (8 centroids plus 10% noise).\n";
+    "  (Q, K, V ~ N(0,1)), low-rank keys (rank 8 plus 5% noise) and clustered keys (8 centroids plus 10% noise).\n"
+    "  E, F: pool (default) averages N/k consecutive tokens per row (an untrained Linformer projection that\n"
+    "  keeps the scale of K, V); random draws N(0, 1/N) entries.\n";
 
 void exact_attention(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v, int64_t H,
                      int64_t N, int64_t D, std::vector<float>& out) {
@@ -261,7 +264,8 @@ void exact_attention(const std::vector<float>& q, const std::vector<float>& k, c
 
 int run_flurka_quality(const std::vector<std::string>& argv) {
   Args args("flurka-quality", argv,
-            {{"seq-len", true}, {"head-dim", true}, {"heads", true}, {"seed", true}, {"sizes", true}}, 0);
+            {{"seq-len", true}, {"head-dim", true}, {"heads", true}, {"seed", true}, {"sizes", true}, {"proj", true}},
+            0);
   if (args.help()) {
     std::fputs(kQualityUsage, stdout);
     return 0;
@@ -280,6 +284,9 @@ int run_flurka_quality(const std::vector<std::string>& argv) {
   }
   std::mt19937 g(uint32_t(args.get_int("seed", 7, 0, 1ll << 31)));
   std::normal_distribution<float> nd(0.0f, 1.0f);
+  const std::string proj_kind = args.get("proj", "pool");
+  require(proj_kind == "pool" || proj_kind == "random", "--proj must be pool or random");
+  const bool pool = proj_kind == "pool";
   const size_t n = size_t(H * N * D);
   auto randv = [&](size_t cnt, float sd) {
     std::vector<float> x(cnt);
@@ -323,8 +330,8 @@ int run_flurka_quality(const std::vector<std::string>& argv) {
   }
   std::vector<std::vector<float>> exact(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) exact_attention(inputs[i].q, inputs[i].k, inputs[i].v, H, N, D, exact[i]);
-  std::printf("relative error vs exact softmax attention, N=%lld D=%lld H=%lld (E, F ~ N(0,1/N), W ~ N(0,1))\n",
-              (long long)N, (long long)D, (long long)H);
+  std::printf("relative error vs exact softmax attention, N=%lld D=%lld H=%lld (E, F: %s, W ~ N(0,1))\n",
+              (long long)N, (long long)D, (long long)H, pool ? "mean-pooling of N/k tokens" : "N(0, 1/N)");
   std::printf("| method | k | m |");
   for (const Input& x : inputs) std::printf(" %s |", x.name);
   std::printf("\n|---|---|---|");
@@ -335,8 +342,16 @@ int run_flurka_quality(const std::vector<std::string>& argv) {
     const std::vector<int64_t> one{0};
     for (int64_t sz : (proj || rf) ? sizes : one) {
       const int64_t kk = proj ? sz : 0, m = rf ? sz : (feature_map_of(meth) == FeatureMap::Elu ? D : 0);
-      const std::vector<float> E = randv(size_t(std::max<int64_t>(kk, 1) * N), 1.0f / std::sqrt(float(N)));
-      const std::vector<float> F = randv(size_t(std::max<int64_t>(kk, 1) * N), 1.0f / std::sqrt(float(N)));
+      std::vector<float> E = randv(size_t(std::max<int64_t>(kk, 1) * N), 1.0f / std::sqrt(float(N)));
+      std::vector<float> F = randv(size_t(std::max<int64_t>(kk, 1) * N), 1.0f / std::sqrt(float(N)));
+      if (pool) {
+        std::fill(E.begin(), E.end(), 0.0f);
+        for (int64_t r = 0; r < kk; ++r) {
+          const int64_t j0 = r * N / kk, j1 = (r + 1) * N / kk;
+          for (int64_t j = j0; j < j1; ++j) E[size_t(r * N + j)] = 1.0f / float(j1 - j0);
+        }
+        F = E;
+      }
       const std::vector<float> W = randv(size_t(D * std::max<int64_t>(m, 1)), 1.0f);
       std::printf("| %s | %s | %s |", flurka_method_name(meth), proj ? std::to_string(kk).c_str() : "-",
                   m ? std::to_string(m).c_str() : "-");

@@ -129,12 +129,22 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
   if (uses_projection(method)) {
     check(cudaMemsetAsync(ws + l.kp, 0, size_t(BH * k * D * 4), st), "memset");
     check(cudaMemsetAsync(ws + l.vp, 0, size_t(BH * k * D * 4), st), "memset");
-    const int64_t kt = (k + 127) / 128;
+    // Two 16-row tiles per warp (256 rows per block) read K, V once when k > 128 and D <= 64.
+    static const char* mt_env = std::getenv("SPLAT_FLURKA_MT");  // benchmarking override: 1 or 2
+    const int mtile = D <= 64 && k > 128 && !(mt_env && mt_env[0] == '1') ? 2 : 1;
+    const int64_t kt = (k + 128 * mtile - 1) / (128 * mtile);
     const int64_t chunk = split_chunk(s.N, kt * BH * 2);
     dim3 grid(unsigned(kt), unsigned((s.N + chunk - 1) / chunk), unsigned(BH * 2));
-    project_kernel<T, D><<<grid, 256, 0, st>>>(rows_of(in.e), rows_of(in.f), rows_of(in.k), rows_of(in.v), s.B, s.H, k,
-                                               s.N, chunk, reinterpret_cast<float*>(ws + l.kp),
-                                               reinterpret_cast<float*>(ws + l.vp));
+    if constexpr (D <= 64) {
+      if (mtile == 2)
+        project_kernel<T, D, 2><<<grid, 256, 0, st>>>(rows_of(in.e), rows_of(in.f), rows_of(in.k), rows_of(in.v), s.B,
+                                                      s.H, k, s.N, chunk, reinterpret_cast<float*>(ws + l.kp),
+                                                      reinterpret_cast<float*>(ws + l.vp));
+    }
+    if (mtile == 1)
+      project_kernel<T, D, 1><<<grid, 256, 0, st>>>(rows_of(in.e), rows_of(in.f), rows_of(in.k), rows_of(in.v), s.B,
+                                                    s.H, k, s.N, chunk, reinterpret_cast<float*>(ws + l.kp),
+                                                    reinterpret_cast<float*>(ws + l.vp));
     check(cudaGetLastError(), "project_kernel");
     prof.mark("project");
     const bool kern = fm != FeatureMap::None;
@@ -153,8 +163,8 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
     const int64_t Hw = fm == FeatureMap::Elu ? 1 : in.w.heads;
     bf16* wt = reinterpret_cast<bf16*>(ws + l.wt);
     float* shift = reinterpret_cast<float*>(ws + l.shift);
-    prepare_features<T><<<std::min<int64_t>(1024, (Hw * m + 127) / 128), 128, 0, st>>>(
-        static_cast<const T*>(in.w.data), Hw, D, m, fm == FeatureMap::Elu, wt, shift);
+    prepare_features<T><<<std::min<int64_t>(4096, (Hw * m * D + 255) / 256), 256, 0, st>>>(
+        static_cast<const T*>(in.w.data), Hw, D, m, fm == FeatureMap::Elu, wt);
     check(cudaGetLastError(), "prepare_features");
     prof.mark("prepare_w");
     float* S = reinterpret_cast<float*>(ws + l.S);

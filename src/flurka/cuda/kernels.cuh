@@ -39,6 +39,15 @@ __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_
 template <>
 __device__ __forceinline__ bf16 from_f<bf16>(float x) { return __float2bfloat16_rn(x); }
 
+// Two adjacent outputs in one store (c is even and rows are 8-element aligned).
+__device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
+__device__ __forceinline__ void store2(bf16* p, float a, float b) {
+  *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
+}
+__device__ __forceinline__ void store2(__half* p, float a, float b) {
+  *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b);
+}
+
 // Loads 8 consecutive elements (fewer when valid < 8; the rest are 0) as bf16.
 template <class T>
 __device__ __forceinline__ void load8(const T* p, int valid, bf16* dst) {
@@ -153,11 +162,11 @@ struct Rows {
 };
 
 // ---- 1. Projection: P X for P [k, N] (E or F), X [N, D] (K or V), split over N, fp32 atomics into out ----
-// grid (ceil(k / 128), splits, B*H*2); block 256 = 8 warps x 16 rows of P; each warp computes 16 x D.
-template <class T, int D>
-__global__ void __launch_bounds__(256) project_kernel(Rows e, Rows f, Rows k, Rows v, int64_t Bn, int64_t H, int64_t kk,
+// grid (ceil(k / (128 MT)), splits, B*H*2); block 256 = 8 warps x 16 MT rows of P; a warp computes 16 MT x D.
+template <class T, int D, int MT>
+__global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1)) project_kernel(Rows e, Rows f, Rows k, Rows v, int64_t Bn, int64_t H, int64_t kk,
                                                       int64_t N, int64_t chunk, float* kp, float* vp) {
-  constexpr int BR = 128, BN = 64, NT = 256;
+  constexpr int BR = 128 * MT, BN = 64, NT = 256;
   __shared__ __align__(16) bf16 Ps[BR * (BN + 8)];
   __shared__ __align__(16) bf16 Xt[D * (BN + 8)];
   // z = (h * B + b) * 2 + which: the blocks that read one head's E (or F) for every batch are adjacent,
@@ -170,7 +179,7 @@ __global__ void __launch_bounds__(256) project_kernel(Rows e, Rows f, Rows k, Ro
   float* out = (second ? vp : kp) + bh * kk * D;
   const int64_t r0 = int64_t(blockIdx.x) * BR, n0 = int64_t(blockIdx.y) * chunk, n1 = min(N, n0 + chunk);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  float acc[D / 8][4] = {};
+  float acc[MT][D / 8][4] = {};
   Tile<T, BR, BN, NT, false> pt;
   Tile<T, BN, D, NT, true> xt;
   pt.load(P, N, r0, kk, n0, n1);
@@ -186,23 +195,32 @@ __global__ void __launch_bounds__(256) project_kernel(Rows e, Rows f, Rows k, Ro
     }
 #pragma unroll
     for (int kc = 0; kc < BN; kc += 16) {
-      const bf16* a = Ps + (warp * 16 + g) * (BN + 8) + kc + 2 * t;
-      const uint32_t af[4] = {lds32(a), lds32(a + 8 * (BN + 8)), lds32(a + 8), lds32(a + 8 * (BN + 8) + 8)};
+      uint32_t af[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        const bf16* a = Ps + ((warp * MT + mt) * 16 + g) * (BN + 8) + kc + 2 * t;
+        af[mt][0] = lds32(a), af[mt][1] = lds32(a + 8 * (BN + 8)), af[mt][2] = lds32(a + 8),
+        af[mt][3] = lds32(a + 8 * (BN + 8) + 8);
+      }
 #pragma unroll
       for (int nt = 0; nt < D / 8; ++nt) {
         const bf16* bp = Xt + (nt * 8 + g) * (BN + 8) + kc + 2 * t;
-        mma_bf16(acc[nt], af, lds32(bp), lds32(bp + 8));
+        const uint32_t b0 = lds32(bp), b1 = lds32(bp + 8);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) mma_bf16(acc[mt][nt], af[mt], b0, b1);
       }
     }
   }
 #pragma unroll
-  for (int nt = 0; nt < D / 8; ++nt)
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int64_t r = r0 + warp * 16 + g + (i >= 2 ? 8 : 0);
-      const int c = nt * 8 + 2 * t + (i & 1);
-      if (r < kk) atomicAdd(out + r * D + c, acc[nt][i]);
-    }
+    for (int nt = 0; nt < D / 8; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int64_t r = r0 + (warp * MT + mt) * 16 + g + (i >= 2 ? 8 : 0);
+        const int c = nt * 8 + 2 * t + (i & 1);
+        if (r < kk) atomicAdd(out + r * D + c, acc[mt][nt][i]);
+      }
 }
 
 // ---- 2. Conversion of the projected fp32 K', V' to bf16 (V' also transposed for the softmax path) ----
@@ -220,22 +238,14 @@ __global__ void convert_projection(const float* kp, const float* vp, int64_t BH,
   }
 }
 
-// ---- 3. Prepare the feature keys: Wt [Hw, m, D] = W^T in bf16 and the favor shift c_l = ||w_l||^2/2 - 40 ----
-// (s x.w - ||s x||^2/2 <= ||w||^2/2, so shifted exponents are <= 40: fp32 sums cannot overflow). For the
-// elu map Wt is the D x D identity, making phi's argument the plain coordinates.
+// ---- 3. Prepare the feature keys: Wt [Hw, m, D] = W^T in bf16 (reads coalesced along m). For the elu map Wt
+// is the D x D identity, making phi's argument the plain coordinates. ----
 template <class T>
-__global__ void prepare_features(const T* w, int64_t Hw, int64_t D, int64_t m, bool identity, bf16* wt,
-                                 float* shift) {
-  const int64_t n = Hw * m;
+__global__ void prepare_features(const T* w, int64_t Hw, int64_t D, int64_t m, bool identity, bf16* wt) {
+  const int64_t n = Hw * m * D;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t h = i / m, l = i % m;
-    float n2 = 0;
-    for (int64_t d = 0; d < D; ++d) {
-      const bf16 x = identity ? __float2bfloat16_rn(d == l ? 1.0f : 0.0f) : __float2bfloat16_rn(to_f(w[(h * D + d) * m + l]));
-      wt[(h * m + l) * D + d] = x;
-      n2 += __bfloat162float(x) * __bfloat162float(x);
-    }
-    shift[i] = n2 / 2 - 40.0f;
+    const int64_t l = i % m, d = (i / m) % D, h = i / (m * D);
+    wt[(h * m + l) * D + d] = __float2bfloat16_rn(identity ? (d == l ? 1.0f : 0.0f) : to_f(w[i]));
   }
 }
 
@@ -245,7 +255,7 @@ enum Map : int { kFavor = 0, kRelu = 1, kElu = 2, kSoftmax = 3 };
 // grid (ceil(m / 128), splits, B*H); block 256 = 8 warps x 16 features. Per 64-row chunk: logits^T (16 x 64 per
 // warp) = Wt X^T on tensor cores, phi in registers, reused directly as the A operand of S += phi^T Y.
 template <class T, int D>
-__global__ void __launch_bounds__(256) state_kernel(Rows x, Rows y, const bf16* wt, int64_t Hw, const float* shift,
+__global__ void __launch_bounds__(256) state_kernel(Rows x, Rows y, const bf16* wt, int64_t Hw, float* shift,
                                                     int64_t H, int64_t L, int64_t m, int64_t chunk, int map, float s,
                                                     float* S, float* z) {
   constexpr int BM = 128, BN = 64, NT = 256;
@@ -260,7 +270,21 @@ __global__ void __launch_bounds__(256) state_kernel(Rows x, Rows y, const bf16* 
   const int64_t hw = Hw == 1 ? 0 : h, l0 = int64_t(blockIdx.x) * BM;
   const int64_t j0s = int64_t(blockIdx.y) * chunk, j1 = min(L, j0s + chunk);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  __shared__ float wn[BM];
   tile_to_smem<bf16, BM, D, NT>(wt + hw * m * D, D, l0, m, 0, D, Ws);
+  __syncthreads();
+  // Favor shift c_l = ||w_l||^2 / 2 - 40 (s x.w - ||s x||^2/2 <= ||w||^2/2, so shifted exponents are <= 40 and
+  // fp32 sums cannot overflow). One block per head writes it for the finalisation.
+  if (threadIdx.x < BM) {
+    float n2 = 0;
+    for (int d = 0; d < D; ++d) {
+      const float x = __bfloat162float(Ws[threadIdx.x * (D + 8) + d]);
+      n2 += x * x;
+    }
+    wn[threadIdx.x] = n2 / 2 - 40.0f;
+    if (map == kFavor && blockIdx.y == 0 && b == 0 && (Hw > 1 || h == 0) && l0 + threadIdx.x < m)
+      shift[hw * m + l0 + threadIdx.x] = wn[threadIdx.x];
+  }
   __syncthreads();
   uint32_t wf[D / 16][4];  // this warp's 16 features as A fragments, kept for the whole loop
 #pragma unroll
@@ -270,8 +294,8 @@ __global__ void __launch_bounds__(256) state_kernel(Rows x, Rows y, const bf16* 
     wf[kc][3] = lds32(a + 8 * (D + 8) + 8);
   }
   const int64_t la = l0 + warp * 16 + g, lb = la + 8;
-  const float ca = map == kFavor && la < m ? shift[hw * m + la] : 0.0f;
-  const float cb = map == kFavor && lb < m ? shift[hw * m + lb] : 0.0f;
+  const float ca = map == kFavor ? wn[warp * 16 + g] : 0.0f;
+  const float cb = map == kFavor ? wn[warp * 16 + g + 8] : 0.0f;
   float acc[D / 8][4] = {};
   float za = 0, zb = 0;
   Tile<T, BN, D, NT, false> xtile;
@@ -371,7 +395,7 @@ __global__ void finalize_state(const float* S, const float* z, const float* shif
 // p = f(a q.key_l) * weight_l. grid (ceil(Nq / 128), B*H); block 256 = 8 warps x 16 query rows. phi(q) lives
 // only in registers: the score accumulators become the A operand of the P U product.
 template <class T, int D>
-__global__ void __launch_bounds__(256) query_kernel(Rows q, const bf16* keys, int64_t keys_bh_stride, int64_t Hk,
+__global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1)) query_kernel(Rows q, const bf16* keys, int64_t keys_bh_stride, int64_t Hk,
                                                     const bf16* ut, const float* slot, int64_t H, int64_t Nq,
                                                     int64_t L, int map, float a, T* out, int64_t ob, int64_t oh,
                                                     int64_t on) {
@@ -386,6 +410,10 @@ __global__ void __launch_bounds__(256) query_kernel(Rows q, const bf16* keys, in
   const bf16* U = ut + bh * D * L;
   const float* SL = slot ? slot + bh * L : nullptr;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  Tile<bf16, BL, D, NT, false> ktile;
+  Tile<bf16, D, BL, NT, false> utile;
+  ktile.load(K, D, 0, L, 0, D);  // in flight together with the Q tile
+  utile.load(U, L, 0, D, 0, L);
   tile_to_smem<T, BQ, D, NT>(reinterpret_cast<const T*>(q.base(b, h, sizeof(T))), q.ld, i0, Nq, 0, D, Qs);
   __syncthreads();
   uint32_t qf[D / 16][4];
@@ -398,10 +426,6 @@ __global__ void __launch_bounds__(256) query_kernel(Rows q, const bf16* keys, in
   const bool softmax = map == kFavor || map == kSoftmax;
   float acc[D / 8][4] = {};
   float mxa = -1e30f, mxb = -1e30f, suma = 0, sumb = 0;  // finite start: exp(-inf - max) stays 0, never NaN
-  Tile<bf16, BL, D, NT, false> ktile;
-  Tile<bf16, D, BL, NT, false> utile;
-  ktile.load(K, D, 0, L, 0, D);
-  utile.load(U, L, 0, D, 0, L);
   for (int64_t c0 = 0; c0 < L; c0 += BL) {
     __syncthreads();
     ktile.store(Ks);
@@ -482,8 +506,8 @@ __global__ void __launch_bounds__(256) query_kernel(Rows q, const bf16* keys, in
 #pragma unroll
   for (int nt = 0; nt < D / 8; ++nt) {
     const int c = nt * 8 + 2 * t;
-    if (ra < Nq) ob_[ra * on + c] = from_f<T>(acc[nt][0] * ia), ob_[ra * on + c + 1] = from_f<T>(acc[nt][1] * ia);
-    if (rb < Nq) ob_[rb * on + c] = from_f<T>(acc[nt][2] * ib), ob_[rb * on + c + 1] = from_f<T>(acc[nt][3] * ib);
+    if (ra < Nq) store2(ob_ + ra * on + c, acc[nt][0] * ia, acc[nt][1] * ia);
+    if (rb < Nq) store2(ob_ + rb * on + c, acc[nt][2] * ib, acc[nt][3] * ib);
   }
 }
 
