@@ -380,3 +380,18 @@ TEST(Cli, CudaBackendWithoutAGpuIsAClearError) {
   EXPECT_EQ(a.rc, 0) << a.err;
   EXPECT_EQ(a.err_lines(), 1) << a.err;
 }
+
+TEST(Cli, NonFiniteInputsPropagateWithoutCrashing) {
+  NpyArray q = random_tensor(NpyDType::F32, {1, 1, 48, 8}, 9), k = random_tensor(NpyDType::F32, {1, 1, 48, 8}, 10);
+  store_element(q.data.data(), DType::F32, 20 * 8 + 3, std::nanf(""));
+  store_element(k.data.data(), DType::F32, 30 * 8 + 1, INFINITY);
+  const std::string out = (scratch() / "nan_out.npy").string();
+  const CliResult r = run_cli({"run", "window:w=3", "--q", write_tmp("qn.npy", q), "--k", write_tmp("kn.npy", k), "--v",
+                               write_tmp("vn.npy", q), "--out", out, "--check"});
+  EXPECT_EQ(r.rc, 0) << r.err << r.out;
+  NpyArray o = read_npy(out);
+  const TensorView ov = npy_tensor_view(o, "o");
+  // Row 0 sees keys 0..3 only: finite. Row 20 has a NaN query: NaN.
+  EXPECT_TRUE(std::isfinite(load_element(ov.data, ov.dtype, 0)));
+  EXPECT_TRUE(std::isnan(load_element(ov.data, ov.dtype, 20 * 8)));
+}
