@@ -6,10 +6,10 @@
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ "${1:-}" = "--stage" ]; then  # on the dev machine: build and stage the binaries to carry
-  ninja -C "$ROOT/build-cuda" test_cuda_attention test_cuda_codegen splat_cuda_bench splat_cli || exit 1
+  ninja -C "$ROOT/build-cuda" test_cuda_attention test_cuda_codegen splat_cuda_bench || exit 1
   mkdir -p "$ROOT/.carry/cuda"
   cp "$ROOT"/build-cuda/tests/cpp/test_cuda_attention "$ROOT"/build-cuda/tests/cpp/test_cuda_codegen \
-     "$ROOT"/build-cuda/src/jit/splat_cuda_bench "$ROOT"/build-cuda/bin/splat "$ROOT/.carry/cuda/"
+     "$ROOT"/build-cuda/src/jit/splat_cuda_bench "$ROOT/.carry/cuda/"
   exit 0
 fi
 OUT=${OUT:-/tmp/splat-out}
@@ -53,11 +53,13 @@ for s in "${STEPS[@]}"; do
         grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED" "$OUT/sanitizer_$tool.log" | tail -4
       done ;;
     harness)
-      timeout 400 "$BIN/splat_cuda_bench" --sizes "$SIZES" --dims "$DIMS" >"$OUT/harness.jsonl" 2>"$OUT/harness.err"
-      echo "harness rc=$?"; tail -3 "$OUT/harness.err"
+      TAG=${SPLAT_CUDA_TILE:-default}${SPLAT_CUDA_MINBLOCKS:+_mb$SPLAT_CUDA_MINBLOCKS}
+      echo "tile $TAG"
+      timeout 400 "$BIN/splat_cuda_bench" --sizes "$SIZES" --dims "$DIMS" >"$OUT/harness_$TAG.jsonl" 2>"$OUT/harness_$TAG.err"
+      echo "harness rc=$?"; tail -3 "$OUT/harness_$TAG.err"
       python3 -c "
 import json,sys
-for l in open('$OUT/harness.jsonl'):
+for l in open('$OUT/harness_$TAG.jsonl'):
     r=json.loads(l); print('%-14s N=%-6d D=%-4d %8.4f ms %6.1f TF/s waste %.2f plan %.3f ms cold %.0f ms warm %.2f ms err %.4f'%(r['pattern'],r['n'],r['D'],r['splat_ms'],r['tflops'],r['waste'],r['plan_total_ms'],r['cold_jit_ms'],r['warm_load_ms'],r['max_err']))" ;;
     bench)
       timeout 540 python3 "$ROOT/bench/bench_cuda.py" --harness "$BIN/splat_cuda_bench" --sizes "$SIZES" --dims "$DIMS" \

@@ -1,5 +1,7 @@
 #include "jit/kernel_spec.hpp"
 
+#include <cstdio>
+#include <cstdlib>
 #include <set>
 #include <sstream>
 
@@ -23,9 +25,18 @@ KernelSpec base_spec(DType dtype, int head_dim, const std::string& arch) {
   s.head_dim = head_dim;
   s.arch = arch.empty() ? "sm_90" : arch;
   s.warps = 4;
-  s.mt = 1;
-  s.block_m = 16 * s.mt * s.warps;
+  s.mt = 2;
   s.block_n = 64;
+  // Tuning override for benchmarks: SPLAT_CUDA_TILE=BMxBN with BM in {64, 128}, BN in {32, 64, 128}.
+  if (const char* t = std::getenv("SPLAT_CUDA_TILE"); t && *t) {
+    int bm = 0, bn = 0;
+    if (std::sscanf(t, "%dx%d", &bm, &bn) != 2 || (bm != 64 && bm != 128) || (bn != 32 && bn != 64 && bn != 128))
+      fail(ErrorCode::InvalidArgument, std::string("SPLAT_CUDA_TILE must be BMxBN (BM 64|128, BN 32|64|128), got ") + t);
+    s.mt = bm / 64;
+    s.block_n = bn;
+  }
+  if (const char* m = std::getenv("SPLAT_CUDA_MINBLOCKS"); m && *m) s.min_blocks = std::atoi(m);
+  s.block_m = 16 * s.mt * s.warps;
   return s;
 }
 
@@ -47,6 +58,7 @@ std::string KernelSpec::name() const {
   o << "splat_attn_fwd_" << dtype_name(dtype) << "_d" << head_dim << "_m" << block_m << "n" << block_n << "w" << warps
     << (mask_affine ? "_ma" : "") << (has_block ? "_bl" : "") << (has_gather ? "_ga" : "") << (write_lse ? "_lse" : "")
     << (continuation ? "_cont" : "");
+  if (min_blocks > 0) o << "_mb" << min_blocks;
   return o.str();
 }
 
@@ -81,7 +93,8 @@ std::string generate_source(const std::vector<KernelSpec>& specs) {
       << "  static constexpr bool HAS_AFFINE_MASK = " << (s.mask_affine ? "true" : "false")
       << ", HAS_BLOCK = " << (s.has_block ? "true" : "false") << ", HAS_GATHER = " << (s.has_gather ? "true" : "false")
       << ";\n};\n"
-      << "extern \"C\" __global__ void __launch_bounds__(" << s.threads() << ") " << n
+      << "extern \"C\" __global__ void __launch_bounds__(" << s.threads()
+      << (s.min_blocks > 0 ? ", " + std::to_string(s.min_blocks) : std::string()) << ") " << n
       << "(const splat::dev::AttnParams p) {\n"
       << "  extern __shared__ __align__(128) unsigned char smem[];\n"
       << "  splat::dev::attn_fwd<" << n << "_cfg>(p, smem);\n"

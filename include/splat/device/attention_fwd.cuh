@@ -50,15 +50,50 @@ __device__ __forceinline__ bool span_attends(const AttnParams& p, const DevSpan&
   return segment_contains_dev(p.segments[sp.segment], i, j);
 }
 
+__device__ __forceinline__ int floor_div_dev(int a, int b) {  // b > 0
+  const int q = a / b;
+  return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+__device__ __forceinline__ int ceil_div_dev(int a, int b) { return -floor_div_dev(-a, b); }
+
+// The keys of segment s in row i, expressed in span indices c (key = kb + ks*c) of a span: c is attended
+// iff lo <= c < hi and (c - lo) % mod == 0. mod == 0: no closed form, test each entry (never for plans
+// make_plan builds: spans step by 1 or by the segment's stride).
+struct RowRange {
+  int lo, hi, mod;
+};
+__device__ __forceinline__ RowRange segment_span_range(const DevSegment& s, int i, int kb, int ks) {
+  RowRange e = {0, 0, 1};
+  if (i < s.row_begin || i >= s.row_end) return e;
+  const int st = s.stride, base = s.slope * i + s.offset;
+  const int t0 = max(s.t_begin, ceil_div_dev(s.key_begin - base, st));
+  const int t1 = min(s.t_end, floor_div_dev(s.key_end - 1 - base, st) + 1);
+  if (t1 <= t0) return e;
+  const int first = base + st * t0, last = base + st * (t1 - 1);
+  if (st == 1 || ks % st == 0) {
+    const int lo = ceil_div_dev(first - kb, ks), hi = floor_div_dev(last - kb, ks) + 1;
+    if (st != 1 && (kb + ks * lo - first) % st != 0) return e;  // the span's keys miss this row's residue
+    e.lo = lo, e.hi = hi;
+    return e;
+  }
+  if (ks == 1) {
+    e.lo = first - kb, e.hi = last - kb + 1, e.mod = st;
+    return e;
+  }
+  e.lo = -2147483647, e.hi = 2147483647, e.mod = 0;
+  return e;
+}
+
 // Element offset of 16-byte chunk `ch` of row `row` in a swizzled [rows][D] tile (conflict-free ldmatrix).
 template <int D>
 __device__ __forceinline__ int swz(int row, int ch) {
   return row * D + ((ch ^ (row & 7)) << 3);
 }
 
+// Loads rows c = kt*BN + r (r < BN) of a span's keys from base into a swizzled smem tile (zero past the end).
 template <class C>
-__device__ __forceinline__ void load_kv_tile(const AttnParams& p, const DevSpan& sp, int kt, const u16* kbase,
-                                             const u16* vbase, u16* sK, u16* sV) {
+__device__ __forceinline__ void load_tile(const AttnParams& p, const DevSpan& sp, int kt, const u16* base, i64 sn,
+                                          u16* dst) {
   constexpr int D = C::D, BN = C::BN, CH = D / 8, THREADS = C::WARPS * 32;
 #pragma unroll
   for (int it = 0; it < (BN * CH) / THREADS; ++it) {
@@ -67,9 +102,35 @@ __device__ __forceinline__ void load_kv_tile(const AttnParams& p, const DevSpan&
     const int c = kt * BN + r;
     const bool ok = c < sp.key_count;
     const i64 key = ok ? span_key<C>(p, sp, c) : 0;
-    cp_async16(smem_addr(sK + swz<D>(r, ch)), kbase + key * p.k_sn + ch * 8, ok ? 16 : 0);
-    cp_async16(smem_addr(sV + swz<D>(r, ch)), vbase + key * p.v_sn + ch * 8, ok ? 16 : 0);
+    cp_async16(smem_addr(dst + swz<D>(r, ch)), base + key * sn + ch * 8, ok ? 16 : 0);
   }
+}
+
+// Entry-by-entry mask for what has no per-row closed form (Block/Gather spans that are not full, affine
+// rows with a residue condition): bit (mt*NT + j)*4 + e set = attended. Out of line: rare, and large.
+template <class C>
+__device__ __noinline__ u64 slow_mask_bits(const AttnParams& p, const DevSpan sp, const DevTask task, int kt,
+                                           int wr0) {
+  constexpr int NT = C::BN / 8, MT = C::MT;
+  const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  u64 bits = 0;
+  for (int x = 0; x < MT * 2; ++x) {
+    const int r = wr0 + (x >> 1) * 16 + g + 8 * (x & 1);
+    if (r < sp.row_lo || r >= sp.row_hi) continue;
+    const int i = task.row_begin + task.row_stride * r;
+    RowRange y = {0, sp.key_count, 1};
+    if (!sp.full && sp.kind == kAffine) y = segment_span_range(p.segments[sp.segment], i, sp.key_begin, sp.key_stride);
+    for (int j = 0; j < NT; ++j)
+      for (int e1 = 0; e1 < 2; ++e1) {
+        const int c = kt * C::BN + j * 8 + 2 * tq + e1;
+        bool ok = c >= y.lo && c < y.hi && c < sp.key_count;
+        if (ok && y.mod > 1) ok = (c - y.lo) % y.mod == 0;
+        if (ok && (y.mod == 0 || (!sp.full && sp.kind != kAffine)))
+          ok = span_attends<C>(p, sp, r, i, c, span_key<C>(p, sp, c));
+        if (ok) bits |= 1ull << (((x >> 1) * NT + j) * 4 + (x & 1) * 2 + e1);
+      }
+  }
+  return bits;
 }
 
 template <class C>
@@ -82,6 +143,7 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
   constexpr bool BF16 = C::BF16;
   static_assert(BM == 16 * MT * C::WARPS, "BM = 16 * MT * WARPS");
   static_assert(D % 64 == 0 && BN % 16 == 0 && (BN * CH) % THREADS == 0 && (BM * CH) % THREADS == 0, "tile");
+  static_assert(MT * NT * 4 <= 64, "one 64-bit mask word per thread");
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int BH = p.B * p.H;
@@ -96,8 +158,8 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
   u16* obase = static_cast<u16*>(p.o) + b * p.o_sb + h * p.o_sh;
 
   u16* sQ = reinterpret_cast<u16*>(smem);
-  u16* sK = sQ + BM * D;
-  u16* sV = sK + 2 * BN * D;
+  u16* sK = sQ + BM * D;       // [2][BN][D]
+  u16* sV = sK + 2 * BN * D;   // [2][BN][D]
 
   // Q tile: rows row_begin + row_stride*r (gathered), zero past row_count.
 #pragma unroll
@@ -108,11 +170,22 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
     const i64 i = ok ? i64(task.row_begin) + i64(task.row_stride) * r : 0;
     cp_async16(smem_addr(sQ + swz<D>(r, ch)), qbase + i * p.q_sn + ch * 8, ok ? 16 : 0);
   }
-  cp_async_commit();
+  // Steps = (span, key tile) pairs in order. Groups in flight: K(step), V(step), K(step+1), V(step+1).
+  int si = task.span_begin, kt = 0;
+  DevSpan sp;
+  if (si < task.span_end) {
+    sp = p.spans[si];
+    load_tile<C>(p, sp, 0, kbase, p.k_sn, sK);
+  }
+  cp_async_commit();  // Q + K(0)
+  if (si < task.span_end) load_tile<C>(p, sp, 0, vbase, p.v_sn, sV);
+  cp_async_commit();  // V(0)
 
   // Online-softmax state. Thread holds rows g and g+8 of each m-tile; l is a partial sum over its columns.
+  // m is kept in the scaled log2 domain (scores * scale * log2 e).
   const int g = lane >> 2, tq = lane & 3;
   const int wr0 = warp * 16 * MT;
+  const float sl2 = p.scale_log2;
   float acc[MT][CH][4];
   float m[MT][2], l[MT][2];
 #pragma unroll
@@ -127,7 +200,7 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[mt][dn][e] = 0.f;
   }
-  if (C::CONTINUE) {
+  if (C::CONTINUE) {  // start from the (out, lse) of the earlier pass: m = lse, l = 1, acc = out
     const float* lse = p.lse + i64(bh) * p.N;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -138,55 +211,93 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
           const i64 i = i64(task.row_begin) + i64(task.row_stride) * r;
           m[mt][hf] = lse[i] * 1.4426950408889634f;
           l[mt][hf] = tq == 0 ? 1.f : 0.f;
-          const u16* orow = obase + i * p.o_sn;
+          const u32* orow = reinterpret_cast<const u32*>(obase + i * p.o_sn);
 #pragma unroll
           for (int dn = 0; dn < CH; ++dn) {
-            acc[mt][dn][2 * hf] = to_float<BF16>(orow[dn * 8 + 2 * tq]);
-            acc[mt][dn][2 * hf + 1] = to_float<BF16>(orow[dn * 8 + 2 * tq + 1]);
+            const u32 w = orow[dn * 4 + tq];
+            acc[mt][dn][2 * hf] = to_float<BF16>(u16(w & 0xffffu));
+            acc[mt][dn][2 * hf + 1] = to_float<BF16>(u16(w >> 16));
           }
         }
       }
   }
 
-  // Steps = (span, key tile) pairs, in order; the next step's K/V load overlaps this step's math.
-  int si = task.span_begin, kt = 0;
-  while (si < task.span_end && p.spans[si].key_count <= 0) ++si;
-  if (si < task.span_end) load_kv_tile<C>(p, p.spans[si], 0, kbase, vbase, sK, sV);
-  cp_async_commit();
+  const int mi = lane >> 3, lr = lane & 7;
+  // Q fragments stay in registers when they are few; otherwise they are re-read from smem per step.
+  constexpr bool QREG = D * MT <= 128;
+  u32 qreg[QREG ? MT : 1][QREG ? KQ : 1][4];
+  if (QREG) {
+    cp_async_wait<1>();
+    __syncthreads();
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int kk = 0; kk < KQ; ++kk)
+        ldmatrix_x4(qreg[mt][kk][0], qreg[mt][kk][1], qreg[mt][kk][2], qreg[mt][kk][3],
+                    smem_addr(sQ + swz<D>(wr0 + mt * 16 + (mi & 1) * 8 + lr, 2 * kk + (mi >> 1))));
+  }
+
+  // Per-span, per-row key ranges (closed form), computed when a span starts.
+  RowRange rr[MT * 2];
+  bool span_new = true;
   int stage = 0;
   while (si < task.span_end) {
-    const DevSpan sp = p.spans[si];
+    if (span_new) {
+#pragma unroll
+      for (int x = 0; x < MT * 2; ++x) {
+        const int r = wr0 + (x >> 1) * 16 + g + 8 * (x & 1);
+        RowRange y = {0, sp.key_count, 1};
+        if (r < sp.row_lo || r >= sp.row_hi) {
+          y.hi = 0;
+        } else if (!sp.full && sp.kind == kAffine && C::HAS_AFFINE_MASK) {
+          y = segment_span_range(p.segments[sp.segment], task.row_begin + task.row_stride * r, sp.key_begin,
+                                 sp.key_stride);
+          y.hi = min(y.hi, sp.key_count);
+        }
+        rr[x] = y;
+      }
+      span_new = false;
+    }
+    // Next step, its span, and the prefetch of its K/V into the other stage.
     int nsi = si, nkt = kt + 1;
+    DevSpan nsp = sp;
     if (nkt * BN >= sp.key_count) {
       nkt = 0;
       ++nsi;
-      while (nsi < task.span_end && p.spans[nsi].key_count <= 0) ++nsi;
+      if (nsi < task.span_end) nsp = p.spans[nsi];
     }
-    if (nsi < task.span_end)
-      load_kv_tile<C>(p, p.spans[nsi], nkt, kbase, vbase, sK + (stage ^ 1) * BN * D, sV + (stage ^ 1) * BN * D);
+    cp_async_wait<1>();  // K(step) has landed (V(step) may be in flight)
+    __syncthreads();     // ... for every thread; and everyone is done with the other stage
+    const bool has_next = nsi < task.span_end;
+    if (has_next) load_tile<C>(p, nsp, nkt, kbase, p.k_sn, sK + (stage ^ 1) * BN * D);
     cp_async_commit();
-    cp_async_wait<1>();
-    __syncthreads();
+    if (has_next) load_tile<C>(p, nsp, nkt, vbase, p.v_sn, sV + (stage ^ 1) * BN * D);
+    cp_async_commit();
 
     const u16* cK = sK + stage * BN * D;
     const u16* cV = sV + stage * BN * D;
     const bool warp_active = wr0 < task.row_count && wr0 < sp.row_hi && wr0 + 16 * MT > sp.row_lo;
+    float s[MT][NT][4];
     if (warp_active) {
-      float s[MT][NT][4];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int j = 0; j < NT; ++j)
 #pragma unroll
           for (int e = 0; e < 4; ++e) s[mt][j][e] = 0.f;
-      const int mi = lane >> 3, lr = lane & 7;
 #pragma unroll
       for (int kk = 0; kk < KQ; ++kk) {
         u32 qa[MT][4];
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-          ldmatrix_x4(qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3],
-                      smem_addr(sQ + swz<D>(wr0 + mt * 16 + (mi & 1) * 8 + lr, 2 * kk + (mi >> 1))));
+        for (int mt = 0; mt < MT; ++mt) {
+          if (QREG) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) qa[mt][e] = qreg[QREG ? mt : 0][QREG ? kk : 0][e];
+          } else {
+            ldmatrix_x4(qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3],
+                        smem_addr(sQ + swz<D>(wr0 + mt * 16 + (mi & 1) * 8 + lr, 2 * kk + (mi >> 1))));
+          }
+        }
 #pragma unroll
         for (int j = 0; j < NT; j += 2) {
           u32 b0, b1, b2, b3;
@@ -198,45 +309,59 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
           }
         }
       }
-      // Scale into the log2 domain; mask only partial tiles (span not full, ragged end, or row sub-range).
-      const bool need_mask = !sp.full || (kt + 1) * BN > sp.key_count || sp.row_lo > wr0 || sp.row_hi < wr0 + 16 * MT;
+      // Mask only where some row's key range does not cover the whole tile (edges of bands, ragged ends,
+      // row sub-ranges); entries without a closed form go through slow_mask_bits.
+      const int c0 = kt * BN;
+      bool covered = true, slow = !sp.full && sp.kind != kAffine;
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
+      for (int x = 0; x < MT * 2; ++x) {
+        const int r = wr0 + (x >> 1) * 16 + g + 8 * (x & 1);
+        const bool row_used = r < task.row_count;
+        covered &= !row_used || (rr[x].lo <= c0 && rr[x].hi >= c0 + BN && rr[x].mod == 1);
+        slow |= row_used && rr[x].mod != 1 && rr[x].hi > c0 && rr[x].lo < c0 + BN;
+      }
+      if (!__all_sync(0xffffffffu, covered && !slow)) {
+        if (__any_sync(0xffffffffu, slow)) {
+          const u64 bits = slow_mask_bits<C>(p, sp, task, kt, wr0);
 #pragma unroll
-        for (int j = 0; j < NT; ++j)
+          for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            float x = s[mt][j][e] * p.scale_log2;
-            if (need_mask) {
-              const int r = wr0 + mt * 16 + g + 8 * (e >> 1);
-              const int c = kt * BN + j * 8 + 2 * tq + (e & 1);
-              bool ok = c < sp.key_count && r >= sp.row_lo && r < sp.row_hi;
-              if (ok && !sp.full) {
-                const int i = task.row_begin + task.row_stride * r;
-                ok = span_attends<C>(p, sp, r, i, c, span_key<C>(p, sp, c));
+            for (int j = 0; j < NT; ++j)
+#pragma unroll
+              for (int e = 0; e < 4; ++e)
+                if (!((bits >> ((mt * NT + j) * 4 + e)) & 1ull)) s[mt][j][e] = neg_inf();
+        } else {
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int j = 0; j < NT; ++j)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const RowRange& x = rr[mt * 2 + (e >> 1)];
+                const int c = c0 + j * 8 + 2 * tq + (e & 1);
+                if (c < x.lo || c >= x.hi) s[mt][j][e] = neg_inf();
               }
-              if (!ok) x = neg_inf();
-            }
-            s[mt][j][e] = x;
-          }
-          // Online softmax update.
+        }
+      }
+      // Online softmax update (exp2 of scores * scale * log2 e - running max, one FMA each).
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) {
-          float mx = m[mt][hf];
+          float mx = neg_inf();
 #pragma unroll
           for (int j = 0; j < NT; ++j) mx = fmaxf(mx, fmaxf(s[mt][j][2 * hf], s[mt][j][2 * hf + 1]));
           mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
           mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-          const float base = mx == neg_inf() ? 0.f : mx;
+          const float mnew = fmaxf(m[mt][hf], mx * sl2);
+          const float base = mnew == neg_inf() ? 0.f : mnew;
           const float alpha = fast_exp2(m[mt][hf] - base);
-          m[mt][hf] = mx;
+          m[mt][hf] = mnew;
           float sum = 0.f;
 #pragma unroll
           for (int j = 0; j < NT; ++j) {
-            s[mt][j][2 * hf] = fast_exp2(s[mt][j][2 * hf] - base);
-            s[mt][j][2 * hf + 1] = fast_exp2(s[mt][j][2 * hf + 1] - base);
+            s[mt][j][2 * hf] = fast_exp2(fmaf(s[mt][j][2 * hf], sl2, -base));
+            s[mt][j][2 * hf + 1] = fast_exp2(fmaf(s[mt][j][2 * hf + 1], sl2, -base));
             sum += s[mt][j][2 * hf] + s[mt][j][2 * hf + 1];
           }
           l[mt][hf] = l[mt][hf] * alpha + sum;
@@ -246,7 +371,11 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
             acc[mt][dn][2 * hf + 1] *= alpha;
           }
         }
-        // O += P V (P from the S accumulators: the C layout of two n8 tiles is the A layout of one k16).
+    }
+    cp_async_wait<2>();  // V(step) has landed (K, V of the next step may be in flight)
+    __syncthreads();
+    if (warp_active) {
+      // O += P V (P from the S accumulators: the C layout of two n8 tiles is the A layout of one k16).
 #pragma unroll
       for (int kk = 0; kk < KP; ++kk) {
         u32 pa[MT][4];
@@ -269,9 +398,10 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
         }
       }
     }
-    __syncthreads();  // the next iteration's load overwrites this stage
+    span_new = nsi != si;
     si = nsi;
     kt = nkt;
+    sp = nsp;
     stage ^= 1;
   }
   cp_async_wait<0>();
