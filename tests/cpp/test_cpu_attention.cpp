@@ -157,23 +157,28 @@ TEST(CpuAttention, EmptyRowsAreZero) {
 TEST(CpuAttention, NaNPropagatesWhereAttended) {
   // NaN in one q row, one k row and one v row: rows touching them are NaN in both ours and the
   // oracle (max_abs_err treats NaN == NaN); every other row is unaffected.
-  for (const char* spec : {"window:w=6", "dilated:w=5,d=3", "bigbird:b=16,w=1,g=1,r=2,seed=2"})
-    check_plan_on(make_plan(analyse(parse_pattern(spec), 96)), dense_mask(parse_pattern(spec), 96),
-                  {spec, {1, 2, 1, 96, 32}}, [](Tensor& q, Tensor& k, Tensor& v) {
-                    q.set(0, 1, 5, 3, std::nanf(""));
-                    k.set(0, 0, 40, 0, std::nanf(""));
-                    v.set(0, 0, 70, 9, std::nanf(""));
-                  });
+  for (DType dt : {DType::F32, DType::F16, DType::BF16})
+    for (const char* spec : {"window:w=6", "dilated:w=5,d=3", "bigbird:b=16,w=1,g=1,r=2,seed=2"})
+      check_plan_on(make_plan(analyse(parse_pattern(spec), 96)), dense_mask(parse_pattern(spec), 96),
+                    {spec, {1, 2, 1, 96, 32}, dt}, [](Tensor& q, Tensor& k, Tensor& v) {
+                      q.set(0, 1, 5, 3, std::nanf(""));
+                      k.set(0, 0, 40, 0, std::nanf(""));
+                      v.set(0, 0, 70, 9, std::nanf(""));
+                    });
 }
 
 TEST(CpuAttention, InfInValueOnlyReachesRowsThatAttendIt) {
   const int64_t n = 96;
-  const Pattern p = parse_pattern("window:w=6");
-  Tensor out = check_plan_on(make_plan(analyse(p, n)), dense_mask(p, n), {"window:w=6", {1, 2, 1, n, 32}},
-                             [](Tensor&, Tensor&, Tensor& v) { v.set(0, 0, 50, 2, INFINITY); });
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t d = 0; d < 32; ++d)
-      if (std::abs(i - 50) > 6) ASSERT_TRUE(std::isfinite(out.get(0, 0, i, d))) << i << "," << d;
+  for (DType dt : {DType::F32, DType::F16, DType::BF16})
+    for (const char* spec : {"window:w=6", "strided:s=10"}) {
+      const Pattern p = parse_pattern(spec);
+      const std::vector<uint8_t> mask = dense_mask(p, n);
+      Tensor out = check_plan_on(make_plan(analyse(p, n)), mask, {spec, {1, 2, 1, n, 32}, dt},
+                                 [](Tensor&, Tensor&, Tensor& v) { v.set(0, 0, 50, 2, INFINITY); });
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t d = 0; d < 32; ++d)
+          if (!mask[size_t(i * n + 50)]) ASSERT_TRUE(std::isfinite(out.get(0, 0, i, d))) << spec << " " << i;
+    }
 }
 
 TEST(CpuAttention, ThreadCountDoesNotChangeResult) {

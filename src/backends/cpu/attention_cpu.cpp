@@ -60,26 +60,6 @@ void check_plan(const Plan& plan, int64_t n) {
   }
 }
 
-// K or V as float32 rows: the caller's memory when it already is f32, else a converted copy.
-struct KvRows {
-  std::vector<float> copy;  // [B][Hkv][N][D] when converted
-  const TensorView* t;
-  explicit KvRows(const TensorView& tv) : t(&tv) {
-    if (tv.dtype != DType::F32) copy.resize(size_t(tv.B() * tv.H() * tv.N() * tv.D()));
-  }
-  const float* base(int64_t b, int64_t h) const {
-    if (copy.empty()) return static_cast<const float*>(t->data) + t->offset(b, h, 0);
-    return copy.data() + ((b * t->H() + h) * t->N()) * t->D();
-  }
-  int64_t ld() const { return copy.empty() ? t->stride[2] : t->D(); }
-  const float* row(int64_t b, int64_t h, int64_t j) {  // converts on first use by the prep loop
-    if (copy.empty()) return base(b, h) + j * ld();
-    float* dst = copy.data() + ((b * t->H() + h) * t->N() + j) * t->D();
-    cpu::load_row(t->data, t->dtype, t->offset(b, h, j), t->D(), dst);
-    return dst;
-  }
-};
-
 }  // namespace
 
 void attention_cpu(const Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
@@ -94,33 +74,40 @@ void attention_cpu(const Plan& plan, const TensorView& q, const TensorView& k, c
   const double scale = opt.scale != 0.0f ? double(opt.scale) : 1.0 / std::sqrt(double(D));
   const float q_scale = float(scale * 1.4426950408889634);  // log2(e): scores in base 2
 
-  KvRows krows(k), vrows(v);
   cpu::SpanMasks masks = cpu::layout_span_masks(plan);
-  std::vector<uint8_t> v_bad(size_t(B * Hkv * N));  // per (b, kv head, key): V row holds NaN/Inf
+  // F32 V: which rows hold NaN/Inf, per (b, kv head, key). (F16/BF16 rows are checked as converted.)
+  const bool f32 = q.dtype == DType::F32;
+  std::vector<uint8_t> v_bad(f32 ? size_t(B * Hkv * N) : 0);
 
-  // Several passes carry (O, lse) between them in float32; one pass writes `out` directly.
+  // Several passes carry (O, lse) between them in float32: in `out` itself when it is f32, else in a
+  // float32 copy that is converted at the end. One pass writes `out` directly.
   const bool multi = plan.passes.size() > 1;
   std::vector<float> o32, lse2;
   if (multi) {
-    o32.resize(size_t(B * H * N * D));
+    if (!f32) o32.resize(size_t(B * H * N * D));
     lse2.resize(size_t(B * H * N));
   }
   std::vector<std::unique_ptr<cpu::Scratch>> scratch(static_cast<size_t>(threads));
   for (auto& s : scratch) s = std::make_unique<cpu::Scratch>(D);
+  const size_t esize = dtype_size(q.dtype);
+  auto at = [&](const TensorView& t, int64_t b, int64_t h) {
+    return static_cast<const void*>(static_cast<const char*>(t.data) + t.offset(b, h, 0) * esize);
+  };
 
-    // One parallel region and as few barriers as the data flow allows: with the default OpenMP wait
-    // policy each barrier spins, which costs dearly on an oversubscribed machine.
+  // One parallel region and as few barriers as the data flow allows: with the default OpenMP wait
+  // policy each barrier spins, which costs dearly on an oversubscribed machine.
 #pragma omp parallel num_threads(threads)
   {
+    if (f32) {
 #pragma omp for collapse(2) schedule(static) nowait
-    for (int64_t bh = 0; bh < B * Hkv; ++bh)
-      for (int64_t j = 0; j < N; ++j) {
-        krows.row(bh / Hkv, bh % Hkv, j);
-        const float* r = vrows.row(bh / Hkv, bh % Hkv, j);
-        bool ok = true;
-        for (int64_t d = 0; d < D; ++d) ok &= std::isfinite(r[d]);
-        v_bad[size_t(bh * N + j)] = !ok;
-      }
+      for (int64_t bh = 0; bh < B * Hkv; ++bh)
+        for (int64_t j = 0; j < N; ++j) {
+          const float* r = static_cast<const float*>(v.data) + v.offset(bh / Hkv, bh % Hkv, j);
+          bool ok = true;
+          for (int64_t d = 0; d < D; ++d) ok &= std::isfinite(r[d]);
+          v_bad[size_t(bh * N + j)] = !ok;
+        }
+    }
 #pragma omp for schedule(dynamic, 4) nowait
     for (size_t j = 0; j < masks.jobs.size(); ++j) cpu::fill_span_masks(plan, masks, j);
 #pragma omp barrier
@@ -138,18 +125,25 @@ void attention_cpu(const Plan& plan, const TensorView& q, const TensorView& k, c
             hv.q = &q;
             hv.out = &out;
             hv.b = b, hv.h = h;
-            hv.k = krows.base(b, hk), hv.ldk = krows.ld();
-            hv.v = vrows.base(b, hk), hv.ldv = vrows.ld();
-            hv.v_bad = v_bad.data() + (b * Hkv + hk) * N;
+            hv.k = at(k, b, hk), hv.ldk = k.stride[2];
+            hv.v = at(v, b, hk), hv.ldv = v.stride[2];
+            hv.kv_dtype = k.dtype;
+            hv.v_bad = f32 ? v_bad.data() + (b * Hkv + hk) * N : nullptr;
             hv.q_scale = q_scale;
-            hv.o32 = multi ? o32.data() + (b * H + h) * N * D : nullptr;
-            hv.lse2 = multi ? lse2.data() + (b * H + h) * N : nullptr;
+            hv.o32 = nullptr, hv.ld_o32 = 0, hv.lse2 = nullptr;
+            if (multi) {
+              hv.lse2 = lse2.data() + (b * H + h) * N;
+              if (f32)
+                hv.o32 = static_cast<float*>(out.data) + out.offset(b, h, 0), hv.ld_o32 = out.stride[2];
+              else
+                hv.o32 = o32.data() + (b * H + h) * N * D, hv.ld_o32 = D;
+            }
             const TileTask& task = pass.tasks[size_t(t)];
             for (int sub = 0; sub * cpu::kLanes < task.row_count; ++sub)
               cpu::run_subtile(plan, masks, int(p), task, sub, p == 0, hv, s);
           }
     }
-    if (multi) {
+    if (multi && !f32) {
 #pragma omp for collapse(2) schedule(static) nowait
       for (int64_t bh = 0; bh < B * H; ++bh)
         for (int64_t i = 0; i < N; ++i)

@@ -132,6 +132,18 @@ void apply_mask(Scratch& s, const uint64_t* words, uint64_t fixed, const int* lo
     }
 }
 
+bool row_finite(const float* r, int64_t n) {
+  __m256 bad = _mm256_setzero_ps();
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    const __m256 x = _mm256_loadu_ps(r + d);
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_sub_ps(x, x), _mm256_setzero_ps(), _CMP_NEQ_UQ));
+  }
+  bool ok = _mm256_movemask_ps(bad) == 0;
+  for (; d < n; ++d) ok &= std::isfinite(r[d]);
+  return ok;
+}
+
 // dst[c][r] = src[r][c] * scale for an 8 x 8 block.
 inline void transpose8(const float* src, int64_t lds, float* dst, int64_t ldd, __m256 scale) {
   __m256 r[8], t[8];
@@ -163,7 +175,7 @@ void t_to_rows(const float* t, int64_t Dp, int RP, float* rows) {
 }  // namespace
 
 Scratch::Scratch(int64_t d) : D(d), Dp((d + 7) / 8 * 8) {
-  const size_t n = size_t(3 * Dp * kLanes + kKeyChunk * kLanes + 2 * kLanes + 64);
+  const size_t n = size_t(3 * Dp * kLanes + kKeyChunk * kLanes + 2 * kLanes + 2 * kKeyChunk * Dp + 64);
   storage.assign(n, 0.0f);
   float* p = storage.data();
   p += (32 - reinterpret_cast<uintptr_t>(p) % 32) % 32 / sizeof(float);
@@ -172,7 +184,9 @@ Scratch::Scratch(int64_t d) : D(d), Dp((d + 7) / 8 * 8) {
   st = p, p += kKeyChunk * kLanes;
   m = p, p += kLanes;
   l = p, p += kLanes;
-  rows = p;
+  rows = p, p += Dp * kLanes;
+  kbuf = p, p += kKeyChunk * Dp;
+  vbuf = p;
 }
 
 void run_subtile(const Plan& plan, const SpanMasks& masks, int pass_index, const TileTask& task, int sub,
@@ -202,7 +216,7 @@ void run_subtile(const Plan& plan, const SpanMasks& masks, int pass_index, const
       if (lse == kNegInf) continue;
       s.m[r] = lse;
       s.l[r] = 1.0f;
-      std::memcpy(s.rows + r * Dp, hv.o32 + i * D, size_t(D) * sizeof(float));
+      std::memcpy(s.rows + r * Dp, hv.o32 + i * hv.ld_o32, size_t(D) * sizeof(float));
     }
     rows_to_t(s.rows, Dp, RP, s.ot, 1.0f);
   }
@@ -228,9 +242,17 @@ void run_subtile(const Plan& plan, const SpanMasks& masks, int pass_index, const
           case SpanKind::Block: key = span.key_begin + c0 + c; break;
           default: key = plan.gather_keys[size_t(span.key_begin + c0 + c)]; break;
         }
-        s.kp[c] = hv.k + key * hv.ldk;
-        s.vp[c] = hv.v + key * hv.ldv;
-        if (hv.v_bad) bad |= hv.v_bad[key] != 0;
+        if (hv.kv_dtype == DType::F32) {
+          s.kp[c] = static_cast<const float*>(hv.k) + key * hv.ldk;
+          s.vp[c] = static_cast<const float*>(hv.v) + key * hv.ldv;
+          bad |= hv.v_bad[key] != 0;
+        } else {
+          float *kr = s.kbuf + c * Dp, *vr = s.vbuf + c * Dp;
+          load_row(hv.k, hv.kv_dtype, size_t(key * hv.ldk), D, kr);
+          load_row(hv.v, hv.kv_dtype, size_t(key * hv.ldv), D, vr);
+          s.kp[c] = kr, s.vp[c] = vr;
+          bad |= !row_finite(vr, D);
+        }
       }
       // Per 16-lane group, the keys [lo, hi) that any of its lanes attends: partial spans (band
       // edges) skip the fully masked corners; masking below turns what is skipped into -inf.
@@ -273,7 +295,7 @@ void run_subtile(const Plan& plan, const SpanMasks& masks, int pass_index, const
     for (int64_t d = 0; d < Dp; d += 8) _mm256_storeu_ps(o + d, _mm256_mul_ps(_mm256_loadu_ps(o + d), inv));
     if (l == 0.0f) std::fill(o, o + D, 0.0f);  // 0 * NaN would not be zero
     if (hv.o32) {
-      std::memcpy(hv.o32 + i * D, o, size_t(D) * sizeof(float));
+      std::memcpy(hv.o32 + i * hv.ld_o32, o, size_t(D) * sizeof(float));
       hv.lse2[i] = l == 0.0f ? kNegInf : s.m[r] + std::log2(l);
     } else {
       store_row(o, hv.out->dtype, hv.out->data, hv.out->offset(hv.b, hv.h, i), D);

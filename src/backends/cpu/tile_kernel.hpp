@@ -16,15 +16,21 @@ constexpr int kKeyChunk = 64;  // keys per S^T block
 // What a subtile needs to know about the call, fixed for one (batch, head).
 struct HeadView {
   const TensorView* q;
-  const TensorView* out;  // final output (single-pass plans), or nullptr
+  const TensorView* out;
   int64_t b, h;
-  const float* k;  // f32 key rows: key j at k + j * ldk
-  const float* v;
+  // K/V rows of this (batch, kv head): key j at element j * ldk of k. F32 rows are used in place;
+  // F16/BF16 rows are converted per key chunk into the scratch (no per-call copy of K/V).
+  const void* k;
+  const void* v;
+  DType kv_dtype;
   int64_t ldk, ldv;
-  const uint8_t* v_bad;  // per key: V row holds NaN/Inf (nullptr: none in this head)
+  const uint8_t* v_bad;  // F32 only: per key, V row holds NaN/Inf
   float q_scale;         // softmax scale * log2(e)
-  float* o32;            // multi-pass state rows [N][D] of this head (nullptr: single pass)
-  float* lse2;           // multi-pass state: log2-sum-exp per row
+  // Multi-pass state: normalised rows (row i at o32 + i * ld_o32; `out` itself when it is f32) and
+  // log2-sum-exp per row. nullptr: single pass, write `out`.
+  float* o32;
+  int64_t ld_o32;
+  float* lse2;
 };
 
 // Per-thread buffers, 32-byte aligned.
@@ -34,6 +40,7 @@ struct Scratch {
   std::vector<float> storage;
   float *qt, *ot, *st, *m, *l;  // Q^T [Dp][64], O^T [Dp][64], S^T/P^T [64][64], max, sum
   float* rows;                  // row-major staging [64][Dp] for Q in and O out
+  float *kbuf, *vbuf;           // converted K/V rows of a chunk [kKeyChunk][Dp] (F16/BF16)
   const float* kp[kKeyChunk];
   const float* vp[kKeyChunk];
 };
