@@ -38,14 +38,28 @@ def _register():
 
 
 def _device_index(x):
-    """CUDA ordinal (or -1) of where the call will run: the array's device, else JAX's default device."""
+    """(CUDA ordinal or -1, guessed): the array's device, or for tracers JAX's default device (a guess)."""
     try:
         dev = next(iter(x.devices()))  # concrete arrays
-    except Exception:  # tracers: the default device
+        guessed = False
+    except Exception:  # tracers: where jit will run unless the inputs are committed elsewhere
         dev = getattr(jax.config, "jax_default_device", None) or jax.devices()[0]
         if isinstance(dev, str):
             dev = jax.devices(dev)[0]
-    return -1 if dev.platform == "cpu" else int(dev.id)
+        guessed = True
+    return (-1 if dev.platform == "cpu" else int(dev.id)), guessed
+
+
+def _plan_for(plan, pattern, q, layout):
+    dev, guessed = _device_index(q)
+    try:
+        return resolve_plan(plan, pattern, q.shape, layout, dtype_name(q.dtype), dev)
+    except NotImplementedError:
+        if not guessed or dev < 0:
+            raise
+        # The guessed device cannot serve this call (e.g. f32 on the CUDA kernels); the arrays may well be on
+        # the CPU. A host plan serves the CPU; on a GPU the handler reports the same limit when it runs.
+        return resolve_plan(plan, pattern, q.shape, layout, dtype_name(q.dtype), -1)
 
 
 def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd"):
@@ -56,7 +70,7 @@ def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd"):
     q, k, v = jnp.asarray(q), jnp.asarray(k), jnp.asarray(v)
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"splat: q, k, v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    p = resolve_plan(plan, pattern, q.shape, layout, dtype_name(q.dtype), _device_index(q))
+    p = _plan_for(plan, pattern, q, layout)
     return _call(q, k, v, p._register(), 0 if layout == "bhnd" else 1, 0.0 if scale is None else float(scale))
 
 

@@ -169,6 +169,12 @@ NB_MODULE(_core, m) {
   m.def("cuda_status", &cuda_status, "(usable, why not) for the CUDA backend");
   m.def("_bench_launch", &bench_launch, "plan"_a, "q"_a, "k"_a, "v"_a, "out"_a, "iters"_a = 1000, "stream"_a = 0);
 #if SPLAT_WITH_CUDA
+  m.def("_codegen", [](const std::string& spec, int64_t n, int head_dim) {
+    CudaPlanOptions o;
+    o.head_dim = head_dim;
+    o.arch = "sm_90";
+    return codegen_cuda(analyse(parse_pattern(spec), n), o, false).specs;
+  }, "pattern"_a, "n"_a, "head_dim"_a = 64, "Generated kernel specs (no GPU needed): a self-check of the JIT");
   m.attr("built_with_cuda") = true;
 #else
   m.attr("built_with_cuda") = false;

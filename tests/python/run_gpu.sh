@@ -31,6 +31,12 @@ fi
 
 cd "$root/tests/python"
 "$py" -c "import splat; print('splat CUDA build:', splat.built_with_cuda, '| usable:', splat.cuda_available())"
+# Smoke test with torch and jax loaded first (their libraries once broke plan_cuda): stop early if it fails.
+if ! "$py" -X faulthandler -c "import torch, jax, splat; print('smoke:', splat.plan('window:w=16', 256, 64, 'bf16', 'cuda'))"; then
+  so=$("$py" -c "import splat._core as c; print(c.__file__)")
+  readelf -d "$so" | grep NEEDED; c++ --version | head -1; echo "CXXFLAGS=${CXXFLAGS:-} LDFLAGS=${LDFLAGS:-}"
+  exit 1
+fi
 xdist=()
 "$py" -c "import xdist" 2>/dev/null && xdist=(-n 4)
 "$py" -c "import pytest_timeout" 2>/dev/null && xdist+=(--timeout=300)
