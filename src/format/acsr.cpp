@@ -124,7 +124,10 @@ int64_t acsr_bytes(const Acsr& a) {
                  a.columns.row_ptr.size() * 8 + a.columns.cols.size() * 4);
 }
 
-int64_t csr_bytes(int64_t n, int64_t nnz) { return (n + 1) * 8 + nnz * 4; }
+int64_t csr_bytes(int64_t n, int64_t nnz) {  // saturates: dense masks at huge n exceed int64
+  const __int128 b = __int128(n + 1) * 8 + __int128(nnz) * 4;
+  return b > __int128(INT64_MAX) ? INT64_MAX : int64_t(b);
+}
 
 namespace {
 std::string describe_segment(const Segment& s, int64_t n) {
