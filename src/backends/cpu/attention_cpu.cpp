@@ -1,12 +1,21 @@
-// Fast CPU attention over a plan: validates, brings K/V into float32 rows once per call, then
-// runs every pass's tile tasks over (task, batch, head) on OpenMP threads, longest tasks first.
+// Fast CPU attention over a plan: validates, prepares mask words and V finiteness flags, then runs
+// every pass's tile tasks over (task, batch, head) on OpenMP threads, longest tasks first.
+//
+// Scheduling: one parallel region and no OpenMP barrier inside it. Items (pass, task, batch*head)
+// come off one atomic counter in pass order; an item of pass p > 0 waits only until pass p-1 of its
+// own (batch, head) is complete (a per-(pass, head) counter), so passes overlap across heads. Waits
+// spin briefly and then yield: libgomp's default barriers spin far longer, which costs 2-4x on a
+// machine shared with other work.
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "simd.hpp"
@@ -18,6 +27,15 @@
 namespace splat {
 
 namespace {
+
+void wait_until(const std::atomic<int64_t>& counter, int64_t target) {
+  for (int spin = 0; counter.load(std::memory_order_acquire) < target; ++spin) {
+    if (spin < 2000)
+      _mm_pause();
+    else
+      std::this_thread::yield();
+  }
+}
 
 // Checks the plan against itself and N, so a corrupt plan is an Error and never a wild read.
 void check_plan(const Plan& plan, int64_t n) {
@@ -94,60 +112,74 @@ void attention_cpu(const Plan& plan, const TensorView& q, const TensorView& k, c
     return static_cast<const void*>(static_cast<const char*>(t.data) + t.offset(b, h, 0) * esize);
   };
 
-  // One parallel region and as few barriers as the data flow allows: with the default OpenMP wait
-  // policy each barrier spins, which costs dearly on an oversubscribed machine.
+  // Work items in pass order; within a pass, task-major (longest tasks first) over batch*head.
+  const int64_t BH = B * H, P = int64_t(plan.passes.size());
+  std::vector<int64_t> first(size_t(P + 1), 0);
+  for (int64_t p = 0; p < P; ++p)
+    first[size_t(p + 1)] = first[size_t(p)] + int64_t(plan.passes[size_t(p)].tasks.size()) * BH;
+  std::atomic<int64_t> next{0}, prep_done{0};
+  const int64_t prep_total = (f32 ? B * Hkv : 0) + int64_t(masks.jobs.size());
+  const std::unique_ptr<std::atomic<int64_t>[]> done(new std::atomic<int64_t>[size_t(P * BH)]);
+  for (int64_t e = 0; e < P * BH; ++e) done[e].store(0, std::memory_order_relaxed);
+
 #pragma omp parallel num_threads(threads)
   {
+    int64_t prepared = 0;
     if (f32) {
-#pragma omp for collapse(2) schedule(static) nowait
-      for (int64_t bh = 0; bh < B * Hkv; ++bh)
+#pragma omp for schedule(static) nowait
+      for (int64_t bh = 0; bh < B * Hkv; ++bh) {
         for (int64_t j = 0; j < N; ++j) {
           const float* r = static_cast<const float*>(v.data) + v.offset(bh / Hkv, bh % Hkv, j);
           bool ok = true;
           for (int64_t d = 0; d < D; ++d) ok &= std::isfinite(r[d]);
           v_bad[size_t(bh * N + j)] = !ok;
         }
+        ++prepared;
+      }
     }
 #pragma omp for schedule(dynamic, 4) nowait
-    for (size_t j = 0; j < masks.jobs.size(); ++j) cpu::fill_span_masks(plan, masks, j);
-#pragma omp barrier
+    for (size_t j = 0; j < masks.jobs.size(); ++j) {
+      cpu::fill_span_masks(plan, masks, j);
+      ++prepared;
+    }
+    prep_done.fetch_add(prepared, std::memory_order_release);
+    wait_until(prep_done, prep_total);
 
     cpu::Scratch& s = *scratch[size_t(omp_get_thread_num())];
-    for (size_t p = 0; p < plan.passes.size(); ++p) {
-      const Pass& pass = plan.passes[p];
-      const int64_t T = int64_t(pass.tasks.size());
-#pragma omp for collapse(3) schedule(dynamic, 1)
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t h = 0; h < H; ++h) {
-            const int64_t hk = h / (H / Hkv);
-            cpu::HeadView hv;
-            hv.q = &q;
-            hv.out = &out;
-            hv.b = b, hv.h = h;
-            hv.k = at(k, b, hk), hv.ldk = k.stride[2];
-            hv.v = at(v, b, hk), hv.ldv = v.stride[2];
-            hv.kv_dtype = k.dtype;
-            hv.v_bad = f32 ? v_bad.data() + (b * Hkv + hk) * N : nullptr;
-            hv.q_scale = q_scale;
-            hv.o32 = nullptr, hv.ld_o32 = 0, hv.lse2 = nullptr;
-            if (multi) {
-              hv.lse2 = lse2.data() + (b * H + h) * N;
-              if (f32)
-                hv.o32 = static_cast<float*>(out.data) + out.offset(b, h, 0), hv.ld_o32 = out.stride[2];
-              else
-                hv.o32 = o32.data() + (b * H + h) * N * D, hv.ld_o32 = D;
-            }
-            const TileTask& task = pass.tasks[size_t(t)];
-            for (int sub = 0; sub * cpu::kLanes < task.row_count; ++sub)
-              cpu::run_subtile(plan, masks, int(p), task, sub, p == 0, hv, s);
-          }
+    for (int64_t idx; (idx = next.fetch_add(1, std::memory_order_relaxed)) < first[size_t(P)];) {
+      const int64_t p = std::upper_bound(first.begin(), first.end(), idx) - first.begin() - 1;
+      const int64_t t = (idx - first[size_t(p)]) / BH, bh = (idx - first[size_t(p)]) % BH;
+      const int64_t b = bh / H, h = bh % H, hk = h / (H / Hkv);
+      if (p > 0) wait_until(done[(p - 1) * BH + bh], int64_t(plan.passes[size_t(p - 1)].tasks.size()));
+      cpu::HeadView hv;
+      hv.q = &q;
+      hv.out = &out;
+      hv.b = b, hv.h = h;
+      hv.k = at(k, b, hk), hv.ldk = k.stride[2];
+      hv.v = at(v, b, hk), hv.ldv = v.stride[2];
+      hv.kv_dtype = k.dtype;
+      hv.v_bad = f32 ? v_bad.data() + (b * Hkv + hk) * N : nullptr;
+      hv.q_scale = q_scale;
+      hv.o32 = nullptr, hv.ld_o32 = 0, hv.lse2 = nullptr;
+      if (multi) {
+        hv.lse2 = lse2.data() + bh * N;
+        if (f32)
+          hv.o32 = static_cast<float*>(out.data) + out.offset(b, h, 0), hv.ld_o32 = out.stride[2];
+        else
+          hv.o32 = o32.data() + bh * N * D, hv.ld_o32 = D;
+      }
+      const TileTask& task = plan.passes[size_t(p)].tasks[size_t(t)];
+      for (int sub = 0; sub * cpu::kLanes < task.row_count; ++sub)
+        cpu::run_subtile(plan, masks, int(p), task, sub, p == 0, hv, s);
+      done[p * BH + bh].fetch_add(1, std::memory_order_release);
     }
-    if (multi && !f32) {
+
+    if (multi && !f32) {  // f32 state -> f16/bf16 out, once every pass of every head is complete
+#pragma omp barrier
 #pragma omp for collapse(2) schedule(static) nowait
-      for (int64_t bh = 0; bh < B * H; ++bh)
+      for (int64_t e = 0; e < B * H; ++e)
         for (int64_t i = 0; i < N; ++i)
-          cpu::store_row(o32.data() + (bh * N + i) * D, out.dtype, out.data, out.offset(bh / H, bh % H, i), D);
+          cpu::store_row(o32.data() + (e * N + i) * D, out.dtype, out.data, out.offset(e / H, e % H, i), D);
     }
   }
 }
