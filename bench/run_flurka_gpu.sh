@@ -1,7 +1,7 @@
 #!/bin/bash
 # One device call for FLuRKA: GPU tests, the C++ timing harness and the PyTorch comparison, logs under $OUT.
 # Binaries come from .carry/flurka (staged on the dev machine: `bash bench/run_flurka_gpu.sh --stage`).
-#   bash bench/run_flurka_gpu.sh [tests] [profile] [harness] [bench] [--no-compile]
+#   bash bench/run_flurka_gpu.sh [tests] [profile] [ncu] [harness] [bench] [--no-compile]
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ "${1:-}" = "--stage" ]; then
@@ -24,7 +24,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 for s in "${STEPS[@]}"; do
   case "$s" in
     tests)
-      "$BIN/test_flurka_cuda" 2>&1 | tee "$OUT/flurka_tests.log" | grep -E "FAILED|Failure|err|PASSED|SKIPPED" | head -60 ;;
+      "$BIN/test_flurka_cuda" >"$OUT/flurka_tests.log" 2>&1
+      grep -E "FAILED|Failure|Expected|PASSED|SKIPPED" "$OUT/flurka_tests.log" | head -40 ;;
     profile)
       for cfg in "4 16 4096 64" "1 16 16384 64" "4 16 4096 128"; do
         set -- $cfg
@@ -33,6 +34,16 @@ for s in "${STEPS[@]}"; do
         [ $4 = 64 ] && SPLAT_FLURKA_MT=1 SPLAT_FLURKA_PROFILE=1 "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 256 \
           --m 256 --repeats 2 --methods flurka-favor,linformer 2>&1 | awk '/profile/ {p=$0} /^\{/ {print "MT=1 " p}'
       done 2>&1 | tee "$OUT/flurka_profile.log" ;;
+    ncu)
+      NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+      for kn in query_kernel project_kernel state_kernel; do
+        meth=flurka-favor; [ $kn = state_kernel ] && meth=performer-favor
+        timeout 120 "$NCU" --kernel-name regex:$kn --launch-skip 3 --launch-count 1 --section SpeedOfLight \
+          --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis "$BIN/flurka_bench" --B 4 \
+          --H 16 --N 4096 --D 64 --k 256 --m 256 --repeats 1 --methods $meth >"$OUT/flurka_ncu_$kn.txt" 2>&1
+        grep -E "Duration|Throughput|Achieved Occupancy|Registers Per|Theoretical Occupancy|Stall|Warp Cycles Per Issued|Bank" \
+          "$OUT/flurka_ncu_$kn.txt" | head -24 | sed "s/^/$kn: /"
+      done ;;
     harness)
       for cfg in "4 16 4096 64" "1 16 16384 64" "4 16 4096 128"; do
         set -- $cfg
@@ -46,3 +57,4 @@ for s in "${STEPS[@]}"; do
         tee "$OUT/flurka_bench.log" ;;
   esac
 done
+[ -f "$OUT/flurka_tests.log" ] && echo "GPU tests: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/flurka_tests.log" | tr '\n' ' ')"

@@ -129,9 +129,10 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
   if (uses_projection(method)) {
     check(cudaMemsetAsync(ws + l.kp, 0, size_t(BH * k * D * 4), st), "memset");
     check(cudaMemsetAsync(ws + l.vp, 0, size_t(BH * k * D * 4), st), "memset");
-    // Two 16-row tiles per warp (256 rows per block) read K, V once when k > 128 and D <= 64.
-    static const char* mt_env = std::getenv("SPLAT_FLURKA_MT");  // benchmarking override: 1 or 2
-    const int mtile = D <= 64 && k > 128 && !(mt_env && mt_env[0] == '1') ? 2 : 1;
+    // SPLAT_FLURKA_MT=2: two 16-row tiles per warp (reads K, V once for k <= 256). Measured slower on the H100
+    // (register spills at 2 blocks/SM: 0.21 vs 0.185 ms at B,H,N,D = 4,16,4096,64, k = 256), so off by default.
+    static const char* mt_env = std::getenv("SPLAT_FLURKA_MT");
+    const int mtile = D <= 64 && k > 128 && mt_env && mt_env[0] == '2' ? 2 : 1;
     const int64_t kt = (k + 128 * mtile - 1) / (128 * mtile);
     const int64_t chunk = split_chunk(s.N, kt * BH * 2);
     dim3 grid(unsigned(kt), unsigned((s.N + chunk - 1) / chunk), unsigned(BH * 2));
