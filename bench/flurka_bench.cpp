@@ -48,14 +48,22 @@ int main(int argc, char** argv) {
       continue;
     }
     const std::string v = argv[++i];
-    if (a == "--B") B = std::stoll(v);
-    else if (a == "--H") H = std::stoll(v);
-    else if (a == "--N") N = std::stoll(v);
-    else if (a == "--D") D = std::stoll(v);
-    else if (a == "--k") k = std::stoll(v);
-    else if (a == "--m") m = std::stoll(v);
-    else if (a == "--repeats") repeats = std::stoi(v);
-    else if (a == "--methods") methods = v;
+    if (a == "--B")
+      B = std::stoll(v);
+    else if (a == "--H")
+      H = std::stoll(v);
+    else if (a == "--N")
+      N = std::stoll(v);
+    else if (a == "--D")
+      D = std::stoll(v);
+    else if (a == "--k")
+      k = std::stoll(v);
+    else if (a == "--m")
+      m = std::stoll(v);
+    else if (a == "--repeats")
+      repeats = std::stoi(v);
+    else if (a == "--methods")
+      methods = v;
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -115,8 +123,8 @@ int main(int argc, char** argv) {
         "{\"method\": \"%s\", \"B\": %lld, \"H\": %lld, \"N\": %lld, \"D\": %lld, \"k\": %lld, \"m\": %lld, "
         "\"ms\": %.4f, \"min_ms\": %.4f, \"flops\": %.4g, \"bytes\": %.4g, \"predicted_ms\": %.4f, \"nonfinite\": "
         "%lld}\n",
-        flurka_method_name(meth), (long long)B, (long long)H, (long long)N, (long long)D, (long long)k,
-        (long long)m, t[t.size() / 2], t[0], c.flops, c.bytes, c.predicted_s * 1e3, (long long)bad);
+        flurka_method_name(meth), (long long)B, (long long)H, (long long)N, (long long)D, (long long)k, (long long)m,
+        t[t.size() / 2], t[0], c.flops, c.bytes, c.predicted_s * 1e3, (long long)bad);
     std::fflush(stdout);
     cudaFree(ws);
   }

@@ -16,7 +16,15 @@
 
 namespace splat {
 
-enum class FlurkaMethod : uint8_t { FlurkaFavor, FlurkaElu, FlurkaRelu, Linformer, PerformerFavor, PerformerRelu, Linear };
+enum class FlurkaMethod : uint8_t {
+  FlurkaFavor,
+  FlurkaElu,
+  FlurkaRelu,
+  Linformer,
+  PerformerFavor,
+  PerformerRelu,
+  Linear
+};
 enum class FeatureMap : uint8_t { None, Favor, Elu, Relu };  // None: softmax (linformer)
 
 const char* flurka_method_name(FlurkaMethod m);  // "flurka-favor", ..., "performer-favor", "performer-relu", "linear"
@@ -24,7 +32,7 @@ const char* flurka_method_name(FlurkaMethod m);  // "flurka-favor", ..., "perfor
 FlurkaMethod parse_flurka_method(const std::string& s);
 std::vector<FlurkaMethod> all_flurka_methods();
 FeatureMap feature_map_of(FlurkaMethod m);
-bool uses_projection(FlurkaMethod m);  // E, F needed (flurka-*, linformer)
+bool uses_projection(FlurkaMethod m);       // E, F needed (flurka-*, linformer)
 bool uses_random_features(FlurkaMethod m);  // W needed (favor, relu maps)
 
 // A stack of row-major contiguous matrices [heads, rows, cols]. heads == 1 means shared by all heads.
@@ -76,10 +84,10 @@ void flurka_causal_cpu(FlurkaMethod m, const FlurkaInputs& in, const TensorView&
 struct FlurkaDecodeState {
   FlurkaMethod method = FlurkaMethod::FlurkaFavor;
   int64_t B = 0, H = 0, D = 0, m = 0, r = 0, C = 0;
-  int64_t pos = 0;                   // tokens consumed
-  std::vector<double> S, z;          // [B,H,m,D], [B,H,m]
-  std::vector<double> ck, cv;        // current chunk keys/values [B,H,C,D]
-  std::vector<double> E, F, W;       // copies: [He,r,C], [He,r,C], [Hw,D,m]
+  int64_t pos = 0;              // tokens consumed
+  std::vector<double> S, z;     // [B,H,m,D], [B,H,m]
+  std::vector<double> ck, cv;   // current chunk keys/values [B,H,C,D]
+  std::vector<double> E, F, W;  // copies: [He,r,C], [He,r,C], [Hw,D,m]
   int64_t He = 1, Hw = 1;
 };
 FlurkaDecodeState flurka_decode_init(FlurkaMethod m, int64_t B, int64_t H, int64_t D, int64_t chunk,
@@ -100,8 +108,7 @@ void flurka_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, 
                  void* stream = nullptr);
 // Host convenience: copies host inputs to the device, runs warmup + repeats times, copies out back.
 // Returns the median time in ms (CUDA events), measured around each whole call.
-double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int warmup = 0,
-                        int repeats = 1);
+double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int warmup = 0, int repeats = 1);
 
 // ---- Cost model ----
 struct DeviceCeilings {
@@ -117,8 +124,8 @@ struct FlurkaCost {
   double predicted_s = 0;       // floor plus launch and efficiency terms
 };
 // Cost of one call for B x H heads. elem = bytes per stored element; shared_proj: E, F, W shared by heads.
-FlurkaCost flurka_cost(FlurkaMethod m, int64_t B, int64_t H, int64_t N, int64_t D, int64_t k, int64_t mfeat,
-                       int elem, bool shared_proj, const DeviceCeilings& dev = {});
+FlurkaCost flurka_cost(FlurkaMethod m, int64_t B, int64_t H, int64_t N, int64_t D, int64_t k, int64_t mfeat, int elem,
+                       bool shared_proj, const DeviceCeilings& dev = {});
 FlurkaCost dense_attention_cost(int64_t B, int64_t H, int64_t N, int64_t D, int elem, const DeviceCeilings& dev = {});
 
 }  // namespace splat

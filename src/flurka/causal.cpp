@@ -26,14 +26,16 @@ void flurka_causal_cpu(FlurkaMethod method, const FlurkaInputs& in, const Tensor
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
   for (int64_t bh = 0; bh < BH; ++bh) {
     const int64_t b = bh / s.H, h = bh % s.H;
-    std::vector<float> Q, K, V, E, F, W, c(static_cast<size_t>(m), fm == FeatureMap::Favor ? -INFINITY : 0.0f), Kp(static_cast<size_t>(r * D)), Vp(static_cast<size_t>(r * D));
+    std::vector<float> Q, K, V, E, F, W, c(static_cast<size_t>(m), fm == FeatureMap::Favor ? -INFINITY : 0.0f),
+        Kp(static_cast<size_t>(r * D)), Vp(static_cast<size_t>(r * D));
     load_head(in.q, b, h, Q);
     load_head(in.k, b, h, K);
     load_head(in.v, b, h, V);
     load_matrix(in.e, h, E);
     load_matrix(in.f, h, F);
     if (fm != FeatureMap::Elu) load_matrix(in.w, h, W);
-    std::vector<float> S(static_cast<size_t>(m * D), 0.0f), z(static_cast<size_t>(m), 0.0f), Sc, zc, phi(static_cast<size_t>(m)), w(static_cast<size_t>(m));
+    std::vector<float> S(static_cast<size_t>(m * D), 0.0f), z(static_cast<size_t>(m), 0.0f), Sc, zc,
+        phi(static_cast<size_t>(m)), w(static_cast<size_t>(m));
     std::vector<float> sc(static_cast<size_t>(C)), row(static_cast<size_t>(D)), kv(static_cast<size_t>(D));
     HeadSlots hs;
     hs.map = fm, hs.L = m, hs.a = fm == FeatureMap::Elu ? 1.0f : sfeat, hs.keys = W;
@@ -177,7 +179,8 @@ void flurka_decode_step(FlurkaDecodeState& st, const TensorView& q, const Tensor
       double* S = &st.S[static_cast<size_t>(bh * m * D)];
       double* z = &st.z[static_cast<size_t>(bh * m)];
       const double* W = st.W.empty() ? nullptr : &st.W[static_cast<size_t>((st.Hw == 1 ? 0 : h) * D * m)];
-      std::vector<double> qd(static_cast<size_t>(D)), phi(static_cast<size_t>(std::max(m, r))), row(static_cast<size_t>(D), 0.0);
+      std::vector<double> qd(static_cast<size_t>(D)), phi(static_cast<size_t>(std::max(m, r))),
+          row(static_cast<size_t>(D), 0.0);
       for (int64_t d = 0; d < D; ++d) {
         qd[d] = load_element(q.data, q.dtype, q.offset(b, h, 0) + d);
         ck[slot * D + d] = load_element(k.data, k.dtype, k.offset(b, h, 0) + d);

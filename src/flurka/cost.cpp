@@ -11,8 +11,8 @@ namespace splat {
 namespace {
 // Fitted to the per-kernel times (SPLAT_FLURKA_PROFILE) on the H100, 2026-11-24: projection, state and query
 // kernels reach about 1/3 of the copy bandwidth and 13% of the cuBLAS bf16 rate (latency-bound mma.sync).
-constexpr double kEffBw = 0.33;   // achieved / copy bandwidth for streaming kernels
-constexpr double kEffMma = 0.13;  // achieved / cuBLAS bf16 rate for mma.sync (no wgmma) kernels
+constexpr double kEffBw = 0.33;     // achieved / copy bandwidth for streaming kernels
+constexpr double kEffMma = 0.13;    // achieved / cuBLAS bf16 rate for mma.sync (no wgmma) kernels
 constexpr double kEffDense = 0.55;  // cuDNN flash attention vs the GEMM rate
 
 struct Acc {
@@ -25,8 +25,8 @@ struct Acc {
 };
 }  // namespace
 
-FlurkaCost flurka_cost(FlurkaMethod m, int64_t B, int64_t H, int64_t N, int64_t D, int64_t k, int64_t mfeat,
-                       int elem, bool shared_proj, const DeviceCeilings& dev) {
+FlurkaCost flurka_cost(FlurkaMethod m, int64_t B, int64_t H, int64_t N, int64_t D, int64_t k, int64_t mfeat, int elem,
+                       bool shared_proj, const DeviceCeilings& dev) {
   const double BH = double(B * H), n = double(N), d = double(D), e = elem;
   const FeatureMap fm = feature_map_of(m);
   const double mm = fm == FeatureMap::Elu ? d : double(mfeat);
@@ -39,7 +39,8 @@ FlurkaCost flurka_cost(FlurkaMethod m, int64_t B, int64_t H, int64_t N, int64_t 
     L = kk;
   }
   const double state_bytes = fm == FeatureMap::None ? 0 : BH * (mm * d + mm) * 4;
-  if (fm != FeatureMap::None) a.kernel(BH * 4 * L * mm * d, (uses_projection(m) ? BH * 2 * L * d * 2 : BH * 2 * L * d * e) + state_bytes);
+  if (fm != FeatureMap::None)
+    a.kernel(BH * 4 * L * mm * d, (uses_projection(m) ? BH * 2 * L * d * 2 : BH * 2 * L * d * e) + state_bytes);
   // query kernel: Q in, out out, small per-head slot tensors from L2
   const double slots = fm == FeatureMap::None ? L : mm;
   a.kernel(BH * 4 * n * slots * d, BH * 2 * n * d * e + BH * slots * d * 2 * 2);

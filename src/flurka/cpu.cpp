@@ -6,14 +6,13 @@
 // softmax slots (favor, linformer): p_il = exp(a q_i.key_l + bias_l - max); weighted slots (relu, elu):
 // p_il = g(q_i . key_l) zw_l. For kernel maps U_l = S_l / z_l (S = phi(K)^T V, z = phi(K)^T 1) and
 // bias_l = c_l + log z_l, so values stay bounded and constants of phi(q) cancel in the ratio.
-#include "flurka/cpu_state.hpp"
-
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 
 #include "flurka/common.hpp"
+#include "flurka/cpu_state.hpp"
 #include "splat/error.hpp"
 
 namespace splat {
@@ -108,7 +107,9 @@ void slot_weights(const HeadSlots& hs, const float* q, int64_t D, float* w) {
   }
 }
 
-bool softmax_slots(FeatureMap fm) { return fm == FeatureMap::None || fm == FeatureMap::Favor; }
+bool softmax_slots(FeatureMap fm) {
+  return fm == FeatureMap::None || fm == FeatureMap::Favor;
+}
 
 void finalize_kernel_state(HeadSlots& hs, std::vector<float>& S, std::vector<float>& z, const std::vector<float>& c,
                            int64_t D) {
@@ -167,7 +168,8 @@ void flurka_cpu(FlurkaMethod method, const FlurkaInputs& in, const TensorView& o
       load_matrix(in.w, h, W);
       hs.keys = W;
     }
-    std::vector<float> S(static_cast<size_t>(m * D), 0.0f), z(static_cast<size_t>(m), 0.0f), phi(static_cast<size_t>(m));
+    std::vector<float> S(static_cast<size_t>(m * D), 0.0f), z(static_cast<size_t>(m), 0.0f),
+        phi(static_cast<size_t>(m));
     for (int64_t j = 0; j < L; ++j) {
       key_features(fm, X + j * D, D, W.data(), m, phi.data());
       add_state(fm, phi.data(), Y + j * D, m, D, S.data(), z.data(), c.data());

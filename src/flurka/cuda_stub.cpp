@@ -17,8 +17,14 @@ bool flurka_cuda_supports(FlurkaMethod, const FlurkaShape&, std::string* why) {
   if (why) *why = "built without CUDA FLuRKA kernels";
   return false;
 }
-size_t flurka_cuda_workspace_bytes(FlurkaMethod, const FlurkaShape&) { return 0; }
-void flurka_cuda(FlurkaMethod, const FlurkaInputs&, const TensorView&, void*, void*) { no_cuda(); }
-double flurka_cuda_host(FlurkaMethod, const FlurkaInputs&, const TensorView&, int, int) { no_cuda(); }
+size_t flurka_cuda_workspace_bytes(FlurkaMethod, const FlurkaShape&) {
+  return 0;
+}
+void flurka_cuda(FlurkaMethod, const FlurkaInputs&, const TensorView&, void*, void*) {
+  no_cuda();
+}
+double flurka_cuda_host(FlurkaMethod, const FlurkaInputs&, const TensorView&, int, int) {
+  no_cuda();
+}
 }  // namespace splat
 #endif

@@ -13,9 +13,12 @@ struct Name {
   const char* name;
 };
 constexpr Name kNames[] = {
-    {FlurkaMethod::FlurkaFavor, "flurka-favor"},       {FlurkaMethod::FlurkaElu, "flurka-elu"},
-    {FlurkaMethod::FlurkaRelu, "flurka-relu"},         {FlurkaMethod::Linformer, "linformer"},
-    {FlurkaMethod::PerformerFavor, "performer-favor"}, {FlurkaMethod::PerformerRelu, "performer-relu"},
+    {FlurkaMethod::FlurkaFavor, "flurka-favor"},
+    {FlurkaMethod::FlurkaElu, "flurka-elu"},
+    {FlurkaMethod::FlurkaRelu, "flurka-relu"},
+    {FlurkaMethod::Linformer, "linformer"},
+    {FlurkaMethod::PerformerFavor, "performer-favor"},
+    {FlurkaMethod::PerformerRelu, "performer-relu"},
     {FlurkaMethod::Linear, "linear"},
 };
 
@@ -98,8 +101,8 @@ FlurkaShape check_flurka_args(FlurkaMethod m, const FlurkaInputs& in, const Tens
   check_tensor(out, "out");
   // out may also be f32 (the references write float outputs for any storage dtype).
   require(k.dtype == q.dtype && v.dtype == q.dtype && (out.dtype == q.dtype || out.dtype == DType::F32),
-          std::string("q, k, v and out must have one dtype (out may be f32), got ") + dtype_name(q.dtype) + ", " + dtype_name(k.dtype) +
-              ", " + dtype_name(v.dtype) + ", " + dtype_name(out.dtype));
+          std::string("q, k, v and out must have one dtype (out may be f32), got ") + dtype_name(q.dtype) + ", " +
+              dtype_name(k.dtype) + ", " + dtype_name(v.dtype) + ", " + dtype_name(out.dtype));
   require(k.device == q.device && v.device == q.device && out.device == q.device,
           "q, k, v and out must live on the same device");
   require(k.shape[0] == q.shape[0] && v.shape[0] == q.shape[0] && out.shape[0] == q.shape[0],

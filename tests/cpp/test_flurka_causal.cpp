@@ -16,7 +16,9 @@ std::vector<double> direct_row(const Problem& p, FlurkaMethod method, int64_t b,
   const int64_t D = c.D, C = c.chunk, r = c.k, He = c.shared ? 0 : h;
   const FeatureMap fm = feature_map_of(method);
   const int64_t m = fm == FeatureMap::Elu ? D : c.m;
-  auto at = [&](const Buf& t, int64_t n, int64_t d) { return double(t.get(size_t(((b * c.H + h) * c.N + n) * D + d))); };
+  auto at = [&](const Buf& t, int64_t n, int64_t d) {
+    return double(t.get(size_t(((b * c.H + h) * c.N + n) * D + d)));
+  };
   auto phi = [&](const std::vector<double>& x) {
     std::vector<double> f(static_cast<size_t>(m));
     const double s = std::pow(double(D), -0.25);

@@ -20,7 +20,9 @@ void expect_invalid(const std::function<void()>& f, const std::string& needle) {
   }
 }
 
-Problem base() { return make_problem(Case{1, 2, 10, 12, 8, 4, 6}, 17); }
+Problem base() {
+  return make_problem(Case{1, 2, 10, 12, 8, 4, 6}, 17);
+}
 
 TEST(FlurkaErrors, KGreaterThanN) {
   Case c{1, 2, 10, 12, 8, 13, 6};

@@ -49,7 +49,8 @@ void fill(Host& h, DType t, size_t n, float sd, std::mt19937& g) {
 
 MatrixView matrix_from_npy(NpyArray& a, const std::string& name) {
   const DType t = tensor_dtype(a, name);
-  require(a.shape.size() == 2 || a.shape.size() == 3, name + ": expected a 2-D [rows, cols] or 3-D [H, rows, cols] array");
+  require(a.shape.size() == 2 || a.shape.size() == 3,
+          name + ": expected a 2-D [rows, cols] or 3-D [H, rows, cols] array");
   MatrixView m;
   m.data = a.data.data();
   m.dtype = t;
@@ -70,11 +71,11 @@ double rel_err(const TensorView& a, const std::vector<float>& ref) {
 }
 
 int run_flurka(const std::vector<std::string>& argv) {
-  Args args("flurka", argv,
-            {{"method", true}, {"seq-len", true}, {"heads", true}, {"head-dim", true}, {"k", true}, {"m", true},
-             {"batch", true}, {"dtype", true}, {"backend", true}, {"check", false}, {"causal", true}, {"shared", false},
-             {"seed", true}, {"repeats", true}, {"q", true}, {"k-in", true}, {"v", true}, {"e", true}, {"f", true},
-             {"w", true}, {"out", true}},
+  Args args("flurka", argv, {{"method", true}, {"seq-len", true}, {"heads", true}, {"head-dim", true}, {"k", true},
+                             {"m", true},      {"batch", true},   {"dtype", true}, {"backend", true},  {"check", false},
+                             {"causal", true}, {"shared", false}, {"seed", true},  {"repeats", true},  {"q", true},
+                             {"k-in", true},   {"v", true},       {"e", true},     {"f", true},        {"w", true},
+                             {"out", true}},
             0);
   if (args.help()) {
     std::fputs(kUsage, stdout);
@@ -144,8 +145,10 @@ int run_flurka(const std::vector<std::string>& argv) {
     std::vector<double> ts;
     for (int i = 0; i < repeats; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
-      if (causal > 0) flurka_causal_cpu(method, in, out, causal);
-      else flurka_cpu(method, in, out);
+      if (causal > 0)
+        flurka_causal_cpu(method, in, out, causal);
+      else
+        flurka_cpu(method, in, out);
       ts.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     }
     std::sort(ts.begin(), ts.end());
@@ -159,8 +162,10 @@ int run_flurka(const std::vector<std::string>& argv) {
   if (args.has("check")) {
     std::vector<float> ref(size_t(B * H * Nq * D));
     TensorView rv = contiguous_view(ref.data(), DType::F32, B, H, Nq, D);
-    if (causal > 0) flurka_causal_reference(method, in, rv, causal);
-    else flurka_reference(method, in, rv);
+    if (causal > 0)
+      flurka_causal_reference(method, in, rv, causal);
+    else
+      flurka_reference(method, in, rv);
     std::vector<float> rounded(ref);
     double naive = 0, den = 0;  // error of storing the exact result in bf16 (cuda) or the storage dtype (cpu)
     const DType floor_t = backend == "cuda" ? DType::BF16 : t;
@@ -185,8 +190,16 @@ int run_flurka(const std::vector<std::string>& argv) {
 
 int run_flurka_plan(const std::vector<std::string>& argv) {
   Args args("flurka-plan", argv,
-            {{"seq-len", true}, {"head-dim", true}, {"k", true}, {"m", true}, {"batch", true}, {"heads", true},
-             {"dtype", true}, {"shared", false}, {"bandwidth", true}, {"gemm", true}},
+            {{"seq-len", true},
+             {"head-dim", true},
+             {"k", true},
+             {"m", true},
+             {"batch", true},
+             {"heads", true},
+             {"dtype", true},
+             {"shared", false},
+             {"bandwidth", true},
+             {"gemm", true}},
             0);
   if (args.help()) {
     std::fputs(kPlanUsage, stdout);
@@ -219,13 +232,13 @@ int run_flurka_plan(const std::vector<std::string>& argv) {
     std::printf("recommendation: dense attention (exact; within 1.5x of the fastest approximation, %s at %.4f ms)\n",
                 flurka_method_name(best), best_t * 1e3);
   } else {
-    std::printf("recommendation: %s (predicted %.4f ms, %.1fx faster than dense); for accuracy prefer flurka-favor or "
-                "linformer at the same k (docs/FLURKA.md quality table)\n",
-                flurka_method_name(best), best_t * 1e3, d.predicted_s / best_t);
+    std::printf(
+        "recommendation: %s (predicted %.4f ms, %.1fx faster than dense); for accuracy prefer flurka-favor or "
+        "linformer at the same k (docs/FLURKA.md quality table)\n",
+        flurka_method_name(best), best_t * 1e3, d.predicted_s / best_t);
   }
   return 0;
 }
-
 
 // ---- `splat flurka-quality`: relative error of each method vs exact softmax attention ----
 
@@ -330,8 +343,8 @@ int run_flurka_quality(const std::vector<std::string>& argv) {
   }
   std::vector<std::vector<float>> exact(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) exact_attention(inputs[i].q, inputs[i].k, inputs[i].v, H, N, D, exact[i]);
-  std::printf("relative error vs exact softmax attention, N=%lld D=%lld H=%lld (E, F: %s, W ~ N(0,1))\n",
-              (long long)N, (long long)D, (long long)H, pool ? "mean-pooling of N/k tokens" : "N(0, 1/N)");
+  std::printf("relative error vs exact softmax attention, N=%lld D=%lld H=%lld (E, F: %s, W ~ N(0,1))\n", (long long)N,
+              (long long)D, (long long)H, pool ? "mean-pooling of N/k tokens" : "N(0, 1/N)");
   std::printf("| method | k | m |");
   for (const Input& x : inputs) std::printf(" %s |", x.name);
   std::printf("\n|---|---|---|");

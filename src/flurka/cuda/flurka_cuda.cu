@@ -23,7 +23,9 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) fail(ErrorCode::Cuda, std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
 }
 
-size_t align_up(size_t x) { return (x + 255) & ~size_t(255); }
+size_t align_up(size_t x) {
+  return (x + 255) & ~size_t(255);
+}
 
 // Byte offsets of the workspace regions.
 struct Layout {
@@ -98,22 +100,27 @@ struct Profile {
   }
 };
 
-Rows rows_of(const TensorView& t) { return Rows{t.data, t.stride[0], t.stride[1], t.stride[2]}; }
-Rows rows_of(const MatrixView& x) { return Rows{x.data, 0, x.heads == 1 ? 0 : x.rows * x.cols, x.cols}; }
+Rows rows_of(const TensorView& t) {
+  return Rows{t.data, t.stride[0], t.stride[1], t.stride[2]};
+}
+Rows rows_of(const MatrixView& x) {
+  return Rows{x.data, 0, x.heads == 1 ? 0 : x.rows * x.cols, x.cols};
+}
 
 template <class T, int D>
-void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& in, const TensorView& out,
-                char* ws, cudaStream_t st) {
+void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& in, const TensorView& out, char* ws,
+                cudaStream_t st) {
   const Layout l = layout(method, s);
   const int64_t BH = s.B * s.H, k = s.k, m = s.m;
   const FeatureMap fm = feature_map_of(method);
-  const int map = fm == FeatureMap::Favor ? kFavor : fm == FeatureMap::Relu ? kRelu : fm == FeatureMap::Elu ? kElu
-                                                                                                           : kSoftmax;
+  const int map = fm == FeatureMap::Favor  ? kFavor
+                  : fm == FeatureMap::Relu ? kRelu
+                  : fm == FeatureMap::Elu  ? kElu
+                                           : kSoftmax;
   const size_t smem = size_t((128 + 64) * (D + 8) * 2 + D * (64 + 8) * 2 + 64 * 4);  // state and query
   static bool attrs = [&] {
     check(cudaFuncSetAttribute(state_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), "attr");
-    check(cudaFuncSetAttribute(state_kernel<bf16, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
-          "attr");
+    check(cudaFuncSetAttribute(state_kernel<bf16, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), "attr");
     check(cudaFuncSetAttribute(query_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), "attr");
     return true;
   }();
@@ -184,23 +191,22 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
     } else {
       const int64_t chunk = split_chunk(s.N, mt * BH);
       dim3 grid(unsigned(mt), unsigned((s.N + chunk - 1) / chunk), unsigned(BH));
-      state_kernel<T, D><<<grid, 256, smem, st>>>(rows_of(in.k), rows_of(in.v), wt, Hw, shift, s.H, s.N, m, chunk,
-                                                  map, sc, S, z);
+      state_kernel<T, D>
+          <<<grid, 256, smem, st>>>(rows_of(in.k), rows_of(in.v), wt, Hw, shift, s.H, s.N, m, chunk, map, sc, S, z);
     }
     check(cudaGetLastError(), "state_kernel");
     prof.mark("state");
     bf16* utw = reinterpret_cast<bf16*>(ws + l.ut);
     float* slotw = reinterpret_cast<float*>(ws + l.slot);
-    finalize_state<<<std::min<int64_t>(4096, (BH * m + 127) / 128), 128, 0, st>>>(S, z, shift, Hw, s.H, BH, m, D,
-                                                                                 map, utw, slotw);
+    finalize_state<<<std::min<int64_t>(4096, (BH * m + 127) / 128), 128, 0, st>>>(S, z, shift, Hw, s.H, BH, m, D, map,
+                                                                                  utw, slotw);
     check(cudaGetLastError(), "finalize_state");
     prof.mark("finalize");
     keys = wt, keys_bh = 0, Hk = Hw, L = m, ut = utw, slot = slotw, a = sc;
   }
   dim3 grid(unsigned((s.Nq + 127) / 128), unsigned(BH));
   query_kernel<T, D><<<grid, 256, smem, st>>>(rows_of(in.q), keys, keys_bh, Hk, ut, slot, s.H, s.Nq, L, map, a,
-                                              static_cast<T*>(out.data), out.stride[0], out.stride[1],
-                                              out.stride[2]);
+                                              static_cast<T*>(out.data), out.stride[0], out.stride[1], out.stride[2]);
   check(cudaGetLastError(), "query_kernel");
   prof.mark("query");
 }
@@ -221,7 +227,8 @@ bool flurka_cuda_available(std::string* why) {
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess || n == 0) {
-    if (why) *why = e != cudaSuccess ? std::string("no usable CUDA device: ") + cudaGetErrorString(e) : "no CUDA device";
+    if (why)
+      *why = e != cudaSuccess ? std::string("no usable CUDA device: ") + cudaGetErrorString(e) : "no CUDA device";
     cudaGetLastError();
     return false;
   }
@@ -240,12 +247,15 @@ bool flurka_cuda_supports(FlurkaMethod m, const FlurkaShape& s, std::string* why
   return w.empty();
 }
 
-size_t flurka_cuda_workspace_bytes(FlurkaMethod m, const FlurkaShape& s) { return layout(m, s).total; }
+size_t flurka_cuda_workspace_bytes(FlurkaMethod m, const FlurkaShape& s) {
+  return layout(m, s).total;
+}
 
 void flurka_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, void* workspace, void* stream) {
   const FlurkaShape s = check_flurka_args(m, in, out);
-  require(in.q.device >= 0, "flurka_cuda needs device tensors (views with device >= 0); use flurka_cuda_host for "
-                            "host tensors");
+  require(in.q.device >= 0,
+          "flurka_cuda needs device tensors (views with device >= 0); use flurka_cuda_host for "
+          "host tensors");
   require(out.dtype == in.q.dtype, "flurka_cuda: out must have q's dtype");
   if (uses_projection(m))
     require(in.e.dtype == in.q.dtype && in.f.dtype == in.q.dtype, "flurka_cuda: E and F must have q's dtype");
@@ -288,7 +298,9 @@ size_t tensor_bytes(const TensorView& t) {  // extent of a strided view, in byte
   for (int a = 0; a < 4; ++a) span += size_t(t.shape[a] - 1) * size_t(t.stride[a]);
   return span * dtype_size(t.dtype);
 }
-size_t matrix_bytes(const MatrixView& x) { return size_t(x.heads * x.rows * x.cols) * dtype_size(x.dtype); }
+size_t matrix_bytes(const MatrixView& x) {
+  return size_t(x.heads * x.rows * x.cols) * dtype_size(x.dtype);
+}
 }  // namespace
 
 double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int warmup, int repeats) {

@@ -25,22 +25,38 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<uint32_t*>(&v);
 }
-__device__ __forceinline__ uint32_t lds32(const bf16* p) { return *reinterpret_cast<const uint32_t*>(p); }
+__device__ __forceinline__ uint32_t lds32(const bf16* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
 
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f(float x) {
+  return x;
+}
+__device__ __forceinline__ float to_f(__half x) {
+  return __half2float(x);
+}
+__device__ __forceinline__ float to_f(bf16 x) {
+  return __bfloat162float(x);
+}
 template <class T>
 __device__ __forceinline__ T from_f(float x);
 template <>
-__device__ __forceinline__ float from_f<float>(float x) { return x; }
+__device__ __forceinline__ float from_f<float>(float x) {
+  return x;
+}
 template <>
-__device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
+__device__ __forceinline__ __half from_f<__half>(float x) {
+  return __float2half_rn(x);
+}
 template <>
-__device__ __forceinline__ bf16 from_f<bf16>(float x) { return __float2bfloat16_rn(x); }
+__device__ __forceinline__ bf16 from_f<bf16>(float x) {
+  return __float2bfloat16_rn(x);
+}
 
 // Two adjacent outputs in one store (c is even and rows are 8-element aligned).
-__device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
+__device__ __forceinline__ void store2(float* p, float a, float b) {
+  *reinterpret_cast<float2*>(p) = make_float2(a, b);
+}
 __device__ __forceinline__ void store2(bf16* p, float a, float b) {
   *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
 }
@@ -108,8 +124,10 @@ struct Tile {
   static constexpr int V = C / 8, PER = (R * V + NT - 1) / NT, W = sizeof(T) / 2;
   uint4 raw[PER][W];  // 8 elements of T per entry
   __device__ __forceinline__ void index(int i, int& r, int& c) const {
-    if (TRANS) r = i % R, c = (i / R) * 8;  // consecutive threads: consecutive rows -> distinct smem columns
-    else r = i / V, c = (i % V) * 8;
+    if (TRANS)
+      r = i % R, c = (i / R) * 8;  // consecutive threads: consecutive rows -> distinct smem columns
+    else
+      r = i / V, c = (i % V) * 8;
   }
   __device__ __forceinline__ void load(const T* g, int64_t ld, int64_t r0, int64_t nrows, int64_t c0, int64_t ncols) {
 #pragma unroll
@@ -164,8 +182,9 @@ struct Rows {
 // ---- 1. Projection: P X for P [k, N] (E or F), X [N, D] (K or V), split over N, fp32 atomics into out ----
 // grid (ceil(k / (128 MT)), splits, B*H*2); block 256 = 8 warps x 16 MT rows of P; a warp computes 16 MT x D.
 template <class T, int D, int MT>
-__global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1)) project_kernel(Rows e, Rows f, Rows k, Rows v, int64_t Bn, int64_t H, int64_t kk,
-                                                      int64_t N, int64_t chunk, float* kp, float* vp) {
+__global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
+    project_kernel(Rows e, Rows f, Rows k, Rows v, int64_t Bn, int64_t H, int64_t kk, int64_t N, int64_t chunk,
+                   float* kp, float* vp) {
   constexpr int BR = 128 * MT, BN = 64, NT = 256;
   __shared__ __align__(16) bf16 Ps[BR * (BN + 8)];
   __shared__ __align__(16) bf16 Xt[D * (BN + 8)];
@@ -255,14 +274,14 @@ enum Map : int { kFavor = 0, kRelu = 1, kElu = 2, kSoftmax = 3 };
 // grid (ceil(m / 128), splits, B*H); block 256 = 8 warps x 16 features. Per 64-row chunk: logits^T (16 x 64 per
 // warp) = Wt X^T on tensor cores, phi in registers, reused directly as the A operand of S += phi^T Y.
 template <class T, int D>
-__global__ void __launch_bounds__(256) state_kernel(Rows x, Rows y, const bf16* wt, int64_t Hw, float* shift,
-                                                    int64_t H, int64_t L, int64_t m, int64_t chunk, int map, float s,
-                                                    float* S, float* z) {
+__global__ void __launch_bounds__(256)
+    state_kernel(Rows x, Rows y, const bf16* wt, int64_t Hw, float* shift, int64_t H, int64_t L, int64_t m,
+                 int64_t chunk, int map, float s, float* S, float* z) {
   constexpr int BM = 128, BN = 64, NT = 256;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* Ws = reinterpret_cast<bf16*>(smem_raw);  // [BM][D + 8]
-  bf16* Xs = Ws + BM * (D + 8);                   // [BN][D + 8]
-  bf16* Yt = Xs + BN * (D + 8);                   // [D][BN + 8]
+  bf16* Ws = reinterpret_cast<bf16*>(smem_raw);             // [BM][D + 8]
+  bf16* Xs = Ws + BM * (D + 8);                             // [BN][D + 8]
+  bf16* Yt = Xs + BN * (D + 8);                             // [D][BN + 8]
   float* xn = reinterpret_cast<float*>(Yt + D * (BN + 8));  // [BN] ||x||^2
   const int64_t bh = blockIdx.z, b = bh / H, h = bh % H;
   const T* X = reinterpret_cast<const T*>(x.base(b, h, sizeof(T)));
@@ -378,8 +397,8 @@ __global__ void __launch_bounds__(256) state_kernel(Rows x, Rows y, const bf16* 
 
 // ---- 5. Finalise the state into query-side slots: Ut [D, m] = (S / z)^T in bf16, and per slot either the
 // softmax bias c_l + log z_l (favor) or the weight z_l (relu, elu); empty slots get -inf / 0. ----
-__global__ void finalize_state(const float* S, const float* z, const float* shift, int64_t Hw, int64_t H,
-                               int64_t BH, int64_t m, int D, int map, bf16* ut, float* slot) {
+__global__ void finalize_state(const float* S, const float* z, const float* shift, int64_t Hw, int64_t H, int64_t BH,
+                               int64_t m, int D, int map, bf16* ut, float* slot) {
   const int64_t n = BH * m;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t bh = i / m, l = i % m, hw = Hw == 1 ? 0 : bh % H;
@@ -395,15 +414,14 @@ __global__ void finalize_state(const float* S, const float* z, const float* shif
 // p = f(a q.key_l) * weight_l. grid (ceil(Nq / 128), B*H); block 256 = 8 warps x 16 query rows. phi(q) lives
 // only in registers: the score accumulators become the A operand of the P U product.
 template <class T, int D>
-__global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1)) query_kernel(Rows q, const bf16* keys, int64_t keys_bh_stride, int64_t Hk,
-                                                    const bf16* ut, const float* slot, int64_t H, int64_t Nq,
-                                                    int64_t L, int map, float a, T* out, int64_t ob, int64_t oh,
-                                                    int64_t on) {
+__global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
+    query_kernel(Rows q, const bf16* keys, int64_t keys_bh_stride, int64_t Hk, const bf16* ut, const float* slot,
+                 int64_t H, int64_t Nq, int64_t L, int map, float a, T* out, int64_t ob, int64_t oh, int64_t on) {
   constexpr int BQ = 128, BL = 64, NT = 256;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);  // [BQ][D + 8]
-  bf16* Ks = Qs + BQ * (D + 8);                   // [BL][D + 8]
-  bf16* Us = Ks + BL * (D + 8);                   // [D][BL + 8]
+  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);             // [BQ][D + 8]
+  bf16* Ks = Qs + BQ * (D + 8);                             // [BL][D + 8]
+  bf16* Us = Ks + BL * (D + 8);                             // [D][BL + 8]
   float* sl = reinterpret_cast<float*>(Us + D * (BL + 8));  // [BL]
   const int64_t bh = blockIdx.y, b = bh / H, h = bh % H, i0 = int64_t(blockIdx.x) * BQ;
   const bf16* K = keys + (Hk == 1 ? 0 : (keys_bh_stride ? bh : h)) * L * D;
@@ -453,7 +471,10 @@ __global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1)) query_kernel(Rows q, c
           const int col = nt * 8 + 2 * t + (i & 1);
           float v = c0 + col < L ? a * sc[nt][i] + sl[col] : -INFINITY;
           sc[nt][i] = v;
-          if (i < 2) ma = fmaxf(ma, v); else mb = fmaxf(mb, v);
+          if (i < 2)
+            ma = fmaxf(ma, v);
+          else
+            mb = fmaxf(mb, v);
         }
       ma = fmaxf(ma, __shfl_xor_sync(0xffffffff, ma, 1));
       ma = fmaxf(ma, __shfl_xor_sync(0xffffffff, ma, 2));
