@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -276,5 +277,63 @@ TEST(CpuAttention, VectorConversionsMatchScalar) {
         ASSERT_EQ(std::memcmp(&back[i], &w, 4), 0);
       }
     }
+  }
+}
+
+// Random patterns (families, unions, intersections), sizes, dtypes, layouts and plan options.
+// SPLAT_SOAK_ITERS / SPLAT_SOAK_SEED override the count and seed for longer local runs.
+TEST(CpuAttention, RandomisedAgainstOracle) {
+  const char* iters_env = std::getenv("SPLAT_SOAK_ITERS");
+  const char* seed_env = std::getenv("SPLAT_SOAK_SEED");
+  const int iters = iters_env ? std::atoi(iters_env) : 40;
+  std::mt19937 rng(seed_env ? uint32_t(std::atoll(seed_env)) : 20261124u);
+  auto pick = [&](int64_t lo, int64_t hi) { return lo + int64_t(rng() % uint64_t(hi - lo + 1)); };
+  auto family = [&](int64_t n) -> std::string {
+    const auto u = [](int64_t x) { return std::to_string(x); };
+    switch (rng() % 12) {
+      case 0: return "window:w=" + u(pick(0, n / 4 + 1));
+      case 1: return "causal_window:w=" + u(pick(0, n / 3 + 1));
+      case 2: return "dilated:w=" + u(pick(0, 12)) + ",d=" + u(pick(1, 7));
+      case 3: return "causal_dilated:w=" + u(pick(0, 12)) + ",d=" + u(pick(1, 7));
+      case 4: return "strided:s=" + u(pick(1, 24));
+      case 5: {
+        const int64_t l = pick(1, 32);
+        return "fixed:l=" + u(l) + ",c=" + u(pick(0, std::min<int64_t>(l, 4)));
+      }
+      case 6: return "blocked:b=" + u(pick(1, 64));
+      case 7: return "global:g=" + u(pick(0, 9));
+      case 8: return "sink:g=" + u(pick(0, 9));
+      case 9: return "longformer:w=" + u(pick(0, 20)) + ",g=" + u(pick(0, 9));
+      case 10:
+        return "bigbird:b=" + u(pick(1, 32)) + ",w=" + u(pick(0, 2)) + ",g=" + u(pick(0, 2)) + ",r=" + u(pick(0, 3)) +
+               ",seed=" + u(pick(0, 99));
+      default: return rng() % 2 ? "causal" : "dense";
+    }
+  };
+  for (int it = 0; it < iters; ++it) {
+    Case c;
+    c.s.N = rng() % 8 == 0 ? pick(1, 5) : pick(6, 260);
+    c.spec = family(c.s.N);
+    if (rng() % 3 == 0) c.spec += (rng() % 2 ? "+" : "&") + family(c.s.N);
+    if (rng() % 4 == 0) c.spec += "&causal";
+    c.s.Hkv = pick(1, 2);
+    c.s.H = c.s.Hkv * pick(1, 3);
+    c.s.B = pick(1, 2);
+    c.s.D = std::vector<int64_t>{1, 8, 13, 32, 64, 72}[rng() % 6];
+    c.dt = std::vector<DType>{DType::F32, DType::F32, DType::F16, DType::BF16}[rng() % 4];
+    c.bnhd = rng() % 3 == 0;
+    c.popt.block_m = int32_t(std::vector<int>{1, 7, 16, 64, 100}[rng() % 5]);
+    c.popt.block_n = int32_t(std::vector<int>{4, 32, 64, 200}[rng() % 4]);
+    c.popt.permute_residues = rng() % 4 != 0;
+    if (rng() % 5 == 0) {  // an explicit mask: the pattern's, with random edits (gather/block remainders)
+      std::vector<uint8_t> mask = dense_mask(parse_pattern(c.spec), c.s.N);
+      const int64_t flips = pick(0, c.s.N * 2);
+      for (int64_t f = 0; f < flips; ++f) mask[size_t(pick(0, c.s.N * c.s.N - 1))] ^= 1;
+      c.spec = "mask from " + c.spec;
+      check_plan_on(make_plan(analyse_mask(mask.data(), c.s.N), c.popt), mask, c);
+    } else {
+      check_case(c);
+    }
+    if (HasFatalFailure()) return;
   }
 }
