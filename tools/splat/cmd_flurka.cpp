@@ -131,8 +131,11 @@ int run_flurka(const std::vector<std::string>& argv) {
   TensorView out = contiguous_view(o.data(), t, B, H, Nq, D);
   const FlurkaShape s = check_flurka_args(method, in, out, causal);
   std::string why;
-  if (backend == "auto")
-    backend = causal == 0 && flurka_cuda_available() && flurka_cuda_supports(method, s) ? "cuda" : "cpu";
+  if (backend == "auto") {  // CUDA when it can serve this call exactly as given, else the CPU
+    const bool same_dtype = (!uses_projection(method) || (in.e.dtype == t && in.f.dtype == t)) &&
+                            (!uses_random_features(method) || in.w.dtype == t);
+    backend = causal == 0 && same_dtype && flurka_cuda_available() && flurka_cuda_supports(method, s) ? "cuda" : "cpu";
+  }
   if (backend == "cuda") {
     require(causal == 0, "the causal variant runs on the CPU backend only (--backend cpu)");
     if (!flurka_cuda_available(&why)) fail(ErrorCode::Unsupported, "--backend cuda: " + why);
