@@ -13,6 +13,11 @@ struct Param {
   bool shared;
 };
 
+// Readable (and deterministic: no padding bytes) parameter names in test listings.
+void PrintTo(const Param& p, std::ostream* os) {
+  *os << flurka_method_name(p.m) << " " << dtype_name(p.t) << (p.shared ? " shared" : " per-head");
+}
+
 class FlurkaCpu : public ::testing::TestWithParam<Param> {};
 
 TEST_P(FlurkaCpu, MatchesReference) {

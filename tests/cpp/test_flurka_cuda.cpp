@@ -23,6 +23,11 @@ struct Param {
   int64_t D;
 };
 
+// Readable (and deterministic: no padding bytes) parameter names in test listings.
+void PrintTo(const Param& p, std::ostream* os) {
+  *os << flurka_method_name(p.m) << " " << dtype_name(p.t) << " D=" << p.D;
+}
+
 class FlurkaCuda : public ::testing::TestWithParam<Param> {};
 
 TEST_P(FlurkaCuda, MatchesReference) {
