@@ -337,3 +337,15 @@ TEST(CpuAttention, RandomisedAgainstOracle) {
     if (HasFatalFailure()) return;
   }
 }
+
+// A plan whose middle pass is empty still orders the passes around it (the backend waits on every
+// earlier pass of a head, not just the previous one).
+TEST(CpuAttention, EmptyMiddlePass) {
+  const int64_t n = 256;
+  const Pattern p = parse_pattern("strided:s=16");
+  Plan plan = make_plan(analyse(p, n));
+  ASSERT_GE(plan.passes.size(), 2u);
+  plan.passes.insert(plan.passes.begin() + 1, Pass{});
+  for (int rep = 0; rep < 5; ++rep)
+    check_plan_on(plan, dense_mask(p, n), {"strided:s=16 (empty middle pass)", {2, 4, 2, n, 32}});
+}

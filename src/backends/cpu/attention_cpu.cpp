@@ -150,7 +150,8 @@ void attention_cpu(const Plan& plan, const TensorView& q, const TensorView& k, c
       const int64_t p = std::upper_bound(first.begin(), first.end(), idx) - first.begin() - 1;
       const int64_t t = (idx - first[size_t(p)]) / BH, bh = (idx - first[size_t(p)]) % BH;
       const int64_t b = bh / H, h = bh % H, hk = h / (H / Hkv);
-      if (p > 0) wait_until(done[(p - 1) * BH + bh], int64_t(plan.passes[size_t(p - 1)].tasks.size()));
+      for (int64_t e = 0; e < p; ++e)  // every earlier pass of this head (an empty one orders nothing)
+        wait_until(done[e * BH + bh], int64_t(plan.passes[size_t(e)].tasks.size()));
       cpu::HeadView hv;
       hv.q = &q;
       hv.out = &out;
