@@ -243,6 +243,8 @@ bool flurka_cuda_supports(FlurkaMethod m, const FlurkaShape& s, std::string* why
     w = "the CUDA path supports k <= 512, got " + std::to_string(s.k);
   else if (feature_map_of(m) != FeatureMap::None && s.m > 512)
     w = "the CUDA path supports m <= 512, got " + std::to_string(s.m);
+  else if (s.B * s.H > 32767)  // grid dimensions y, z <= 65535 (2 B H projection blocks)
+    w = "the CUDA path supports B * H <= 32767, got " + std::to_string(s.B * s.H);
   if (why) *why = w;
   return w.empty();
 }
