@@ -349,3 +349,19 @@ TEST(CpuAttention, EmptyMiddlePass) {
   for (int rep = 0; rep < 5; ++rep)
     check_plan_on(plan, dense_mask(p, n), {"strided:s=16 (empty middle pass)", {2, 4, 2, n, 32}});
 }
+
+TEST(CpuAttention, BrokenPlanIsAnError) {
+  const int64_t n = 64;
+  Tensor q(DType::F32, 1, 1, n, 8, false), k = q, v = q, o = q;
+  k.view.data = k.bytes.data(), v.view.data = v.bytes.data(), o.view.data = o.bytes.data();
+  Plan plan = make_plan(analyse(parse_pattern("window:w=3"), n));
+  Plan missing = plan;
+  missing.passes[0].tasks.pop_back();  // some rows never computed
+  EXPECT_THROW(attention_cpu(missing, q.view, k.view, v.view, o.view), Error);
+  Plan twice = plan;
+  twice.passes[0].tasks.push_back(twice.passes[0].tasks[0]);  // two tasks write the same rows
+  EXPECT_THROW(attention_cpu(twice, q.view, k.view, v.view, o.view), Error);
+  Plan wild = plan;
+  wild.passes[0].spans[0].key_begin = n;  // keys out of range
+  EXPECT_THROW(attention_cpu(wild, q.view, k.view, v.view, o.view), Error);
+}

@@ -42,14 +42,32 @@ void check_plan(const Plan& plan, int64_t n) {
   require(plan.acsr.n == n,
           "plan was made for N=" + std::to_string(plan.acsr.n) + " but the tensors have N=" + std::to_string(n));
   require(!plan.passes.empty(), "plan has no passes");
+  // Rows: pass 0 covers each exactly once, a later pass at most once (its tasks run concurrently).
+  std::vector<uint8_t> seen(static_cast<size_t>(n));
+  for (size_t p = 0; p < plan.passes.size(); ++p) {
+    std::fill(seen.begin(), seen.end(), uint8_t(0));
+    for (const TileTask& t : plan.passes[p].tasks) {
+      if (t.row_count <= 0) continue;
+      const int64_t last = t.row_begin + t.row_stride * (t.row_count - 1);
+      require(t.row_begin >= 0 && t.row_begin < n && last >= 0 && last < n, "plan: task rows out of range");
+      for (int64_t r = 0; r < t.row_count; ++r) {
+        uint8_t& s = seen[size_t(t.row_begin + t.row_stride * r)];
+        if (s)
+          fail(ErrorCode::Internal, "plan: pass " + std::to_string(p) + " covers row " +
+                                        std::to_string(t.row_begin + t.row_stride * r) + " twice");
+        s = 1;
+      }
+    }
+    if (p == 0)
+      for (int64_t i = 0; i < n; ++i)
+        if (!seen[size_t(i)]) fail(ErrorCode::Internal, "plan: pass 0 does not cover row " + std::to_string(i));
+  }
   for (const Pass& pass : plan.passes) {
     for (const TileTask& t : pass.tasks) {
       require(t.row_count >= 0 && t.span_begin >= 0 && t.span_begin <= t.span_end &&
                   size_t(t.span_end) <= pass.spans.size(),
               "plan: task span range out of bounds");
       if (t.row_count == 0) continue;
-      const int64_t last = t.row_begin + t.row_stride * (t.row_count - 1);
-      require(t.row_begin >= 0 && t.row_begin < n && last >= 0 && last < n, "plan: task rows out of range");
       for (int32_t s = t.span_begin; s < t.span_end; ++s) {
         const KeySpan& sp = pass.spans[size_t(s)];
         if (sp.key_count <= 0) continue;
