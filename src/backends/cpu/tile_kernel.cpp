@@ -15,8 +15,10 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // st[u][0..16) = sum_d k_u[d] * qt[d][0..16) for NK keys: 2*NK accumulators, 2 loads + NK
 // broadcasts per 2*NK FMAs.
-template <int NK>
-inline void qk_tile(const float* const* kp, const float* qt, int64_t D, float* st) {
+// DC > 0: the head dim as a compile-time constant (fully unrolled d loop), else runtime D.
+template <int NK, int DC = 0>
+inline void qk_tile(const float* const* kp, const float* qt, int64_t D_runtime, float* st) {
+  const int64_t D = DC > 0 ? DC : D_runtime;
   __m256 a0[NK], a1[NK];
   const float* k[NK];
 #pragma GCC unroll 8
@@ -56,16 +58,26 @@ inline void pv_tile(const float* const* vp, int nc, int64_t d0, const float* pt,
 
 constexpr int kBlk = 6;  // keys (QK) or head-dim columns (PV) per micro tile: 12 accumulators
 
-void qk_block(const float* const* kp, int nc, const float* qt, int64_t D, float* st) {
+template <int DC>
+void qk_block_d(const float* const* kp, int nc, const float* qt, int64_t D, float* st) {
   int c = 0;
-  for (; c + kBlk <= nc; c += kBlk) qk_tile<kBlk>(kp + c, qt, D, st + c * kLanes);
+  for (; c + kBlk <= nc; c += kBlk) qk_tile<kBlk, DC>(kp + c, qt, D, st + c * kLanes);
   switch (nc - c) {
-    case 1: qk_tile<1>(kp + c, qt, D, st + c * kLanes); break;
-    case 2: qk_tile<2>(kp + c, qt, D, st + c * kLanes); break;
-    case 3: qk_tile<3>(kp + c, qt, D, st + c * kLanes); break;
-    case 4: qk_tile<4>(kp + c, qt, D, st + c * kLanes); break;
-    case 5: qk_tile<5>(kp + c, qt, D, st + c * kLanes); break;
+    case 1: qk_tile<1, DC>(kp + c, qt, D, st + c * kLanes); break;
+    case 2: qk_tile<2, DC>(kp + c, qt, D, st + c * kLanes); break;
+    case 3: qk_tile<3, DC>(kp + c, qt, D, st + c * kLanes); break;
+    case 4: qk_tile<4, DC>(kp + c, qt, D, st + c * kLanes); break;
+    case 5: qk_tile<5, DC>(kp + c, qt, D, st + c * kLanes); break;
     default: break;
+  }
+}
+
+void qk_block(const float* const* kp, int nc, const float* qt, int64_t D, float* st) {
+  switch (D) {  // common head dims get a compile-time d loop
+    case 64: qk_block_d<64>(kp, nc, qt, D, st); break;
+    case 128: qk_block_d<128>(kp, nc, qt, D, st); break;
+    case 32: qk_block_d<32>(kp, nc, qt, D, st); break;
+    default: qk_block_d<0>(kp, nc, qt, D, st); break;
   }
 }
 
