@@ -51,8 +51,10 @@ ffi::Error run(int device, void* stream, const ffi::AnyBuffer& q, const ffi::Any
              buffer_view(out, l, device, "out"), opt, stream);
     return ffi::Error::Success();
   } catch (const Error& e) {
-    if (e.code() == ErrorCode::InvalidArgument) return ffi::Error::InvalidArgument(std::string("splat: ") + e.what());
-    return ffi::Error::Internal(std::string("splat: ") + e.what());
+    const std::string msg = std::string("splat: ") + e.what();
+    if (e.code() == ErrorCode::InvalidArgument) return ffi::Error::InvalidArgument(msg);
+    if (e.code() == ErrorCode::Unsupported) return ffi::Error(ffi::ErrorCode::kUnimplemented, msg);
+    return ffi::Error::Internal(msg);
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("splat: ") + e.what());
   }

@@ -75,5 +75,6 @@ def test_jax_callback(rng):
     jax = pytest.importorskip("jax")
     import splat.jax as sj
     q, k, v, E, F, W = inputs(rng, "flurka-relu")
-    out = jax.jit(lambda q, k, v: sj.flurka(q, k, v, E, F, W, method="flurka-relu"))(q, k, v)
+    with jax.default_device(jax.devices("cpu")[0]):
+        out = jax.jit(lambda q, k, v: sj.flurka(q, k, v, E, F, W, method="flurka-relu"))(q, k, v)
     assert_close(np.asarray(out), flurka("flurka-relu", q, k, v, E, F, W))
