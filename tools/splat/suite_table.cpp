@@ -21,7 +21,7 @@ void print_suite_table(FILE* to, const std::vector<CaseResult>& results) {
                                     human_bytes(double(r.acsr_bytes)),
                                     human_bytes(double(r.csr_bytes)),
                                     fmt("%.3f", r.waste),
-                                    fmt("%.2f", r.ms),
+                                    fmt(r.ms < 1 ? "%.4f" : "%.2f", r.ms),
                                     fmt("%.1f", r.gflops)};
     if (checked) {
       row.push_back(r.checked ? fmt("%.2e", r.max_rel_err) : "-");
