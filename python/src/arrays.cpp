@@ -12,8 +12,8 @@ DType array_dtype(const nb::dlpack::dtype& t, const std::string& dtype_override,
   require(t.lanes == 1, who + ": vector dtypes are not supported");
   if (!dtype_override.empty()) {
     const DType d = parse_dtype(dtype_override);
-    require(t.bits == dtype_size(d) * 8, who + ": element size " + std::to_string(t.bits) + " bits does not match " +
-                                             dtype_name(d));
+    require(t.bits == dtype_size(d) * 8,
+            who + ": element size " + std::to_string(t.bits) + " bits does not match " + dtype_name(d));
     return d;
   }
   if (t.code == uint8_t(nb::dlpack::dtype_code::Float) && t.bits == 32) return DType::F32;

@@ -100,14 +100,19 @@ void splat::py::bind_flurka(nb::module_& m) {
     for (FlurkaMethod x : all_flurka_methods()) names.push_back(flurka_method_name(x));
     return names;
   });
-  m.def("flurka_uses", [](const std::string& method) {
-    const FlurkaMethod x = parse_flurka_method(method);
-    return std::pair<bool, bool>(uses_projection(x), uses_random_features(x));
-  }, "method"_a, "(needs E/F, needs W)");
+  m.def(
+      "flurka_uses",
+      [](const std::string& method) {
+        const FlurkaMethod x = parse_flurka_method(method);
+        return std::pair<bool, bool>(uses_projection(x), uses_random_features(x));
+      },
+      "method"_a, "(needs E/F, needs W)");
 }
 
 #else
 
-void splat::py::bind_flurka(nanobind::module_& m) { m.attr("has_flurka") = false; }
+void splat::py::bind_flurka(nanobind::module_& m) {
+  m.attr("has_flurka") = false;
+}
 
 #endif

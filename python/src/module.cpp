@@ -126,55 +126,70 @@ NB_MODULE(_core, m) {
       .def_prop_ro("seq_len", [](const PlanHandle& p) { return p.seq_len; })
       .def_prop_ro("head_dim", [](const PlanHandle& p) { return p.head_dim; })
       .def_prop_ro("dtype", [](const PlanHandle& p) { return std::string(dtype_name(p.dtype)); })
-      .def_prop_ro("device", [](const PlanHandle& p) { return p.device; }, "-1 for CPU, else the CUDA ordinal")
+      .def_prop_ro(
+          "device", [](const PlanHandle& p) { return p.device; }, "-1 for CPU, else the CUDA ordinal")
       .def_prop_ro("nnz", [](const PlanHandle& p) { return nnz(p.acsr); })
-      .def_prop_ro("density", [](const PlanHandle& p) { return double(nnz(p.acsr)) / double(p.seq_len) / double(p.seq_len); })
-      .def_prop_ro("waste", [](PlanHandle& p) -> nb::object {
-        std::lock_guard<std::mutex> lock(p.mu);
-        return p.cpu ? nb::cast(p.cpu->waste()) : nb::none();
-      }, "computed / useful entries of the CPU plan (None for a CUDA plan)")
-      .def("describe", [](PlanHandle& p) {
-        std::vector<std::string> lines;
-        for (const Region& r : regions(p.acsr))
-          lines.push_back("rows [" + std::to_string(r.row_begin) + ", " + std::to_string(r.row_end) + "): " + r.describe);
-        std::lock_guard<std::mutex> lock(p.mu);
+      .def_prop_ro("density",
+                   [](const PlanHandle& p) { return double(nnz(p.acsr)) / double(p.seq_len) / double(p.seq_len); })
+      .def_prop_ro(
+          "waste",
+          [](PlanHandle& p) -> nb::object {
+            std::lock_guard<std::mutex> lock(p.mu);
+            return p.cpu ? nb::cast(p.cpu->waste()) : nb::none();
+          },
+          "computed / useful entries of the CPU plan (None for a CUDA plan)")
+      .def(
+          "describe",
+          [](PlanHandle& p) {
+            std::vector<std::string> lines;
+            for (const Region& r : regions(p.acsr))
+              lines.push_back("rows [" + std::to_string(r.row_begin) + ", " + std::to_string(r.row_end) +
+                              "): " + r.describe);
+            std::lock_guard<std::mutex> lock(p.mu);
 #if SPLAT_WITH_CUDA
-        if (p.cuda)
-          for (auto& s : describe_cuda_plan(*p.cuda)) lines.push_back(s);
+            if (p.cuda)
+              for (auto& s : describe_cuda_plan(*p.cuda)) lines.push_back(s);
 #endif
-        return lines;
-      }, "Regions of the analysed pattern and, for CUDA plans, the generated kernels")
-      .def("_register", [](const std::shared_ptr<PlanHandle>& p) { return register_plan(p); },
-           "Registers the plan for XLA FFI calls; returns its id (the plan then lives until exit)")
+            return lines;
+          },
+          "Regions of the analysed pattern and, for CUDA plans, the generated kernels")
+      .def(
+          "_register", [](const std::shared_ptr<PlanHandle>& p) { return register_plan(p); },
+          "Registers the plan for XLA FFI calls; returns its id (the plan then lives until exit)")
       .def("__repr__", [](const PlanHandle& p) {
-        return "splat.Plan('" + p.spec + "', seq_len=" + std::to_string(p.seq_len) + ", head_dim=" +
-               std::to_string(p.head_dim) + ", dtype=" + dtype_name(p.dtype) + ", device=" +
-               (p.device < 0 ? std::string("cpu") : "cuda:" + std::to_string(p.device)) + ")";
+        return "splat.Plan('" + p.spec + "', seq_len=" + std::to_string(p.seq_len) +
+               ", head_dim=" + std::to_string(p.head_dim) + ", dtype=" + dtype_name(p.dtype) +
+               ", device=" + (p.device < 0 ? std::string("cpu") : "cuda:" + std::to_string(p.device)) + ")";
       });
 
-  m.def("make_plan",
-        [](const std::string& spec, int64_t seq_len, int32_t head_dim, const std::string& dtype, int device) {
-          const DType dt = parse_dtype(dtype);
-          nb::gil_scoped_release release;  // analysis and NVRTC compilation can take a while
-          return build_plan(spec, seq_len, head_dim, dt, device);
-        },
-        "pattern"_a, "seq_len"_a, "head_dim"_a, "dtype"_a = "f32", "device"_a = -1);
+  m.def(
+      "make_plan",
+      [](const std::string& spec, int64_t seq_len, int32_t head_dim, const std::string& dtype, int device) {
+        const DType dt = parse_dtype(dtype);
+        nb::gil_scoped_release release;  // analysis and NVRTC compilation can take a while
+        return build_plan(spec, seq_len, head_dim, dt, device);
+      },
+      "pattern"_a, "seq_len"_a, "head_dim"_a, "dtype"_a = "f32", "device"_a = -1);
   m.def("attention", &attention, "plan"_a, "q"_a, "k"_a, "v"_a, "out"_a, "scale"_a = 0.0f, "layout"_a = "bhnd",
         "dtype"_a = "", "stream"_a = 0, "threads"_a = 0,
         "Sparse attention into `out` (no copies). stream: a cudaStream_t as int for CUDA arrays.");
   m.def("reference", &reference, "pattern"_a, "q"_a, "k"_a, "v"_a, "out"_a, "scale"_a = 0.0f, "layout"_a = "bhnd",
         "dtype"_a = "", "Dense masked reference with float64 accumulation (host arrays)");
   m.def("dense_mask", &mask_array, "pattern"_a, "n"_a, "The pattern as an n x n uint8 mask (the oracle)");
-  m.def("canonical_pattern", [](const std::string& spec) { return to_string(parse_pattern(spec)); }, "pattern"_a);
+  m.def(
+      "canonical_pattern", [](const std::string& spec) { return to_string(parse_pattern(spec)); }, "pattern"_a);
   m.def("cuda_status", &cuda_status, "(usable, why not) for the CUDA backend");
   m.def("_bench_launch", &bench_launch, "plan"_a, "q"_a, "k"_a, "v"_a, "out"_a, "iters"_a = 1000, "stream"_a = 0);
 #if SPLAT_WITH_CUDA
-  m.def("_codegen", [](const std::string& spec, int64_t n, int head_dim) {
-    CudaPlanOptions o;
-    o.head_dim = head_dim;
-    o.arch = "sm_90";
-    return codegen_cuda(analyse(parse_pattern(spec), n), o, false).specs;
-  }, "pattern"_a, "n"_a, "head_dim"_a = 64, "Generated kernel specs (no GPU needed): a self-check of the JIT");
+  m.def(
+      "_codegen",
+      [](const std::string& spec, int64_t n, int head_dim) {
+        CudaPlanOptions o;
+        o.head_dim = head_dim;
+        o.arch = "sm_90";
+        return codegen_cuda(analyse(parse_pattern(spec), n), o, false).specs;
+      },
+      "pattern"_a, "n"_a, "head_dim"_a = 64, "Generated kernel specs (no GPU needed): a self-check of the JIT");
   m.attr("built_with_cuda") = true;
 #else
   m.attr("built_with_cuda") = false;

@@ -40,10 +40,10 @@ std::shared_ptr<PlanHandle> build_plan(const std::string& spec, int64_t seq_len,
 
 namespace {
 void check_against_plan(const PlanHandle& plan, const TensorView& q) {
-  require(q.N() == plan.seq_len, "sequence length N=" + std::to_string(q.N()) + " differs from the plan's seq_len=" +
-                                     std::to_string(plan.seq_len));
-  require(q.D() == plan.head_dim, "head dim D=" + std::to_string(q.D()) + " differs from the plan's head_dim=" +
-                                      std::to_string(plan.head_dim));
+  require(q.N() == plan.seq_len, "sequence length N=" + std::to_string(q.N()) +
+                                     " differs from the plan's seq_len=" + std::to_string(plan.seq_len));
+  require(q.D() == plan.head_dim,
+          "head dim D=" + std::to_string(q.D()) + " differs from the plan's head_dim=" + std::to_string(plan.head_dim));
 }
 }  // namespace
 
@@ -110,8 +110,8 @@ PlanHandle* find_plan(int64_t id) {
 TensorView make_view(void* data, DType dtype, int ndim, const int64_t* shape, const int64_t* strides, int layout,
                      int device, const char* name) {
   const std::string who(name);
-  require(ndim >= 3, who + ": expected an array of rank >= 3 ([B, H, N, D] or [H, N, D]), got rank " +
-                         std::to_string(ndim));
+  require(ndim >= 3,
+          who + ": expected an array of rank >= 3 ([B, H, N, D] or [H, N, D]), got rank " + std::to_string(ndim));
   require(layout == 0 || layout == 1, "layout must be 'bhnd' or 'bnhd'");
   TensorView t;
   t.data = data;

@@ -40,8 +40,8 @@ std::shared_ptr<PlanHandle> build_plan(const std::string& spec, int64_t seq_len,
 
 // Checks q/k/v/out against the plan and launches on the backend of q's device. CUDA launches go on
 // `stream` (a cudaStream_t, nullptr = default stream) and do not synchronise.
-void run_plan(PlanHandle& plan, const TensorView& q, const TensorView& k, const TensorView& v,
-              const TensorView& out, const AttentionOptions& opt, void* stream);
+void run_plan(PlanHandle& plan, const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+              const AttentionOptions& opt, void* stream);
 
 // Registry for XLA FFI: plans registered here live until the process exits.
 int64_t register_plan(const std::shared_ptr<PlanHandle>& plan);

@@ -110,6 +110,8 @@ void splat::py::bind_xla(nanobind::module_& m) {
 
 #else
 
-void splat::py::bind_xla(nanobind::module_& m) { m.attr("has_xla_ffi") = false; }
+void splat::py::bind_xla(nanobind::module_& m) {
+  m.attr("has_xla_ffi") = false;
+}
 
 #endif
