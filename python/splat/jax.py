@@ -17,7 +17,7 @@ import numpy as np
 from . import _core
 from ._api import resolve_plan
 from ._dispatch import causal_pattern, dtype_name, sizes
-from ._flurka import check_matrices
+from ._flurka import check_matrices, workspace_bytes
 
 __all__ = ["attention", "dot_product_attention", "flurka"]
 
@@ -126,12 +126,62 @@ def dot_product_attention(query, key, value, bias=None, mask=None, *, scale=None
     return attention(query, key, value, pattern=pat if pat is not None else "dense", scale=scale, layout="bnhd")
 
 
+_FLURKA_TARGET = "splat_flurka"
+_flurka_registered = False
+
+
+def _register_flurka():
+    global _flurka_registered
+    if not _flurka_registered:
+        for platform, capsule in _core.xla_flurka_targets.items():
+            jax.ffi.register_ffi_target(_FLURKA_TARGET, capsule, platform=platform)
+        _flurka_registered = True
+
+
 def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False, *, layout="bhnd"):
-    """FLuRKA through a host callback (jax.pure_callback): works under jit/vmap; CPU arrays stay zero-copy,
-    device arrays travel through host memory (no XLA FFI handler for FLuRKA yet)."""
-    from ._flurka import flurka as host_flurka
+    """FLuRKA as an XLA FFI call (CPU and CUDA): q [..., H, Nq, D], k, v [..., H, N, D] (layout 'bhnd') or
+    [..., N, H, D] ('bnhd'); E, F [k, N] or [H, k, N]; W [D, m] or [H, D, m]. Works under jit; vmap runs
+    the batch sequentially (E, F, W may differ per mapped element). causal=True: CPU only.
+    """
     check_matrices(method, E, F, W)
     q, k, v = jnp.asarray(q), jnp.asarray(k), jnp.asarray(v)
+    if not getattr(_core, "xla_flurka_targets", None):  # built without JAX's FFI headers
+        return _flurka_callback(q, k, v, E, F, W, method, causal, layout)
+    _register_flurka()
+    mats = [jnp.zeros((0,), q.dtype) if m is None else jnp.asarray(m, q.dtype) for m in (E, F, W)]
+    present = sum(1 << i for i, m in enumerate((E, F, W)) if m is not None)
+    dev, _ = _device_index(q)
+    nbytes = 1
+    if dev >= 0 and not causal:
+        nbytes = workspace_bytes(method, q, k, E, W, layout)
+    return _flurka_call(q, k, v, *mats, method, 0 if layout == "bhnd" else 1, bool(causal), present, nbytes)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9, 10))
+def _flurka_call(q, k, v, e, f, w, method, layout, causal, present, nbytes):
+    call = jax.ffi.ffi_call(_FLURKA_TARGET, (jax.ShapeDtypeStruct(q.shape, q.dtype),
+                                             jax.ShapeDtypeStruct((nbytes,), jnp.uint8)),
+                            vmap_method="sequential")
+    out, _ = call(q, k, v, e, f, w, method=method, layout=np.int64(layout), causal=np.bool_(causal),
+                  mats=np.int64(present))
+    return out
+
+
+def _flurka_fwd(q, k, v, e, f, w, method, layout, causal, present, nbytes):
+    return _flurka_call(q, k, v, e, f, w, method, layout, causal, present, nbytes), None
+
+
+def _flurka_bwd(method, layout, causal, present, nbytes, residuals, grad):
+    raise NotImplementedError("splat: splat.jax.flurka has no backward yet (the backward kernels are a separate "
+                              "issue); gradients are never approximated.")
+
+
+_flurka_call.defvjp(_flurka_fwd, _flurka_bwd)
+
+
+def _flurka_callback(q, k, v, E, F, W, method, causal, layout):
+    """Fallback without FFI handlers: a host callback (device arrays travel through host memory)."""
+    from ._flurka import flurka as host_flurka
     mats = [None if m is None else jnp.asarray(m, q.dtype) for m in (E, F, W)]
 
     def host(q, k, v, *m):

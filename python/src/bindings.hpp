@@ -3,6 +3,7 @@
 #include <nanobind/nanobind.h>
 
 namespace splat::py {
-void bind_xla(nanobind::module_& m);     // XLA FFI handler capsules (when built against jax's headers)
-void bind_flurka(nanobind::module_& m);  // FLuRKA (when include/splat/flurka.hpp exists)
+void bind_xla(nanobind::module_& m);         // XLA FFI handler capsules (when built against jax's headers)
+void bind_flurka(nanobind::module_& m);      // FLuRKA (when include/splat/flurka.hpp exists)
+void bind_xla_flurka(nanobind::module_& m);  // FLuRKA XLA FFI handlers (both of the above)
 }  // namespace splat::py

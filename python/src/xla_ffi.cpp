@@ -8,56 +8,24 @@
 #include "splat/error.hpp"
 
 #if SPLAT_WITH_XLA_FFI
-#include <optional>
-#include <vector>
-
-#include "xla/ffi/api/ffi.h"
+#include "xla_common.hpp"
 
 namespace ffi = xla::ffi;
 
 namespace splat::py {
 namespace {
 
-std::optional<DType> to_dtype(ffi::DataType t) {
-  switch (t) {
-    case ffi::DataType::F32: return DType::F32;
-    case ffi::DataType::F16: return DType::F16;
-    case ffi::DataType::BF16: return DType::BF16;
-    default: return std::nullopt;
-  }
-}
-
-// XLA buffers are dense row-major.
-TensorView buffer_view(const ffi::AnyBuffer& b, int layout, int device, const char* name) {
-  const auto dims = b.dimensions();
-  const auto dt = to_dtype(b.element_type());
-  require(dt.has_value(), std::string(name) + ": unsupported dtype (expected float32, float16 or bfloat16)");
-  const int nd = int(dims.size());
-  std::vector<int64_t> shape(dims.begin(), dims.end()), strides(static_cast<size_t>(nd));
-  int64_t s = 1;
-  for (int i = nd - 1; i >= 0; --i) strides[size_t(i)] = s, s *= shape[size_t(i)];
-  return make_view(b.untyped_data(), *dt, nd, shape.data(), strides.data(), layout, device, name);
-}
-
 ffi::Error run(int device, void* stream, const ffi::AnyBuffer& q, const ffi::AnyBuffer& k, const ffi::AnyBuffer& v,
                ffi::AnyBuffer& out, int64_t plan_id, int64_t layout, float scale) {
-  try {
-    PlanHandle* plan = find_plan(plan_id);
-    if (!plan) return ffi::Error::InvalidArgument("splat: unknown plan id " + std::to_string(plan_id));
+  PlanHandle* plan = find_plan(plan_id);
+  if (!plan) return ffi::Error::InvalidArgument("splat: unknown plan id " + std::to_string(plan_id));
+  return xla::guarded([&] {
     const int l = int(layout);
     AttentionOptions opt;
     opt.scale = scale;
-    run_plan(*plan, buffer_view(q, l, device, "q"), buffer_view(k, l, device, "k"), buffer_view(v, l, device, "v"),
-             buffer_view(out, l, device, "out"), opt, stream);
-    return ffi::Error::Success();
-  } catch (const Error& e) {
-    const std::string msg = std::string("splat: ") + e.what();
-    if (e.code() == ErrorCode::InvalidArgument) return ffi::Error::InvalidArgument(msg);
-    if (e.code() == ErrorCode::Unsupported) return ffi::Error(ffi::ErrorCode::kUnimplemented, msg);
-    return ffi::Error::Internal(msg);
-  } catch (const std::exception& e) {
-    return ffi::Error::Internal(std::string("splat: ") + e.what());
-  }
+    run_plan(*plan, xla::buffer_view(q, l, device, "q"), xla::buffer_view(k, l, device, "k"),
+             xla::buffer_view(v, l, device, "v"), xla::buffer_view(out, l, device, "out"), opt, stream);
+  });
 }
 
 ffi::Error attention_host(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::Result<ffi::AnyBuffer> out,
@@ -106,6 +74,7 @@ void splat::py::bind_xla(nanobind::module_& m) {
   targets["CUDA"] = nb::capsule(reinterpret_cast<void*>(&SplatAttentionDevice));
 #endif
   m.attr("xla_attention_targets") = targets;  // FFI handler capsules by platform (jax.ffi.register_ffi_target)
+  bind_xla_flurka(m);
 }
 
 #else

@@ -71,10 +71,51 @@ def test_errors(rng):
         splat.flurka(q, k, v, E[:, :5], F, W)  # E columns != N
 
 
-def test_jax_callback(rng):
+def _jax_devices():
+    try:
+        import jax
+    except ImportError:
+        return []
+    devs = ["cpu"]
+    try:
+        if jax.devices("gpu") and splat.cuda_available()[0]:
+            devs.append("gpu")
+    except RuntimeError:
+        pass
+    return devs
+
+
+@pytest.mark.parametrize("device", _jax_devices())
+@pytest.mark.parametrize("method", ["flurka-favor", "flurka-relu", "linformer", "performer-favor", "linear"])
+def test_jax_ffi(rng, device, method):
+    import jax
+    import jax.numpy as jnp
+    import splat.jax as sj
+    d = 16 if device == "cpu" else 64
+    q, k, v, E, F, W = inputs(rng, method, d=d, n=64, nq=64)
+    dt = jnp.float32 if device == "cpu" else jnp.bfloat16
+    dev = jax.devices(device)[0]
+    put = (lambda x: None if x is None else jax.device_put(jnp.asarray(x, dt), dev))
+    with jax.default_device(dev):
+        out = jax.jit(lambda q, k, v: sj.flurka(q, k, v, put(E), put(F), put(W), method=method))(
+            put(q), put(k), put(v))
+    host = [None if x is None else np.asarray(put(x).astype(jnp.float32)) for x in (q, k, v, E, F, W)]
+    ref = flurka(method, *host)
+    if device == "cpu":
+        assert_close(np.asarray(out), ref)
+    else:
+        err = np.abs(np.asarray(out.astype(jnp.float32)) - ref).max()
+        assert err <= 3e-2 * max(1.0, np.abs(ref).max()), err
+
+
+def test_jax_ffi_causal_vmap_and_grad(rng):
     jax = pytest.importorskip("jax")
     import splat.jax as sj
-    q, k, v, E, F, W = inputs(rng, "flurka-relu")
+    q, k, v, _, _, W = inputs(rng, "flurka-favor", nq=36, n=36)
+    E = (rng.standard_normal((4, 8)) / 3).astype(np.float32)
+    F = (rng.standard_normal((4, 8)) / 3).astype(np.float32)
     with jax.default_device(jax.devices("cpu")[0]):
-        out = jax.jit(lambda q, k, v: sj.flurka(q, k, v, E, F, W, method="flurka-relu"))(q, k, v)
-    assert_close(np.asarray(out), flurka("flurka-relu", q, k, v, E, F, W))
+        out = jax.vmap(lambda q: sj.flurka(q, k, v, E, F, W, causal=True))(np.stack([q, 2 * q]))
+        assert_close(np.asarray(out[1]), flurka_causal("flurka-favor", 2 * q, k, v, E, F, W), rtol=1e-3, atol=1e-3)
+        with pytest.raises(NotImplementedError, match="backward"):
+            jax.grad(lambda q: sj.flurka(q, k, v, E, F, W, causal=True).sum())(q)
