@@ -3,6 +3,7 @@
 # Python test (CUDA, PyTorch, JAX-GPU, CuPy, transformers included), then measure the wrappers' per-call
 # overhead. That machine has torch, jax (CUDA), cupy, transformers, nanobind, scikit-build-core and no
 # network, so nothing is installed. Results go to $OUT (or build-python-gpu/out). Exit status: pytest's.
+# Arguments go to pytest (e.g. -k jax); SPLAT_PY_BENCH=0 skips the overhead benchmark.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -46,6 +47,7 @@ rc=${PIPESTATUS[0]}
 echo "pytest: rc=$rc in $((SECONDS - start))s"
 
 cd "$root"
+[ "${SPLAT_PY_BENCH:-1}" = 0 ] && exit $rc
 "$py" python/bench/overhead.py --device cuda --markdown "$out/overhead_cuda.md" --json "$out/overhead_cuda.json" 2>&1 | tail -20
 "$py" python/bench/overhead.py --device cpu --shape 1,1,32,16 --iters 500 --markdown "$out/overhead_cpu.md" 2>&1 | tail -14
 exit $rc
