@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import torch
 import torch.nn.functional as F
@@ -46,12 +45,25 @@ def mask_mod_for(spec, n, mask_dir):
     if name == "longformer":
         w, g = p["w"], p["g"]
         return lambda b, h, q, kv: ((q - kv).abs() <= w) | (q < g) | (kv < g)
-    if name == "bigbird":
-        import numpy as np
+    if name == "bigbird":  # block band, global blocks and splitmix64 random blocks (splat's semantics)
+        bb, w, g, r, seed = p["b"], p["w"], p["g"], p["r"], p.get("seed", 0)
+        nb = (n + bb - 1) // bb
+        M64 = (1 << 64) - 1
 
-        m = np.fromfile(os.path.join(mask_dir, f"mask_{n}_bigbird.u8"), dtype=np.uint8).reshape(n, n)
-        M = torch.from_numpy(m).to("cuda").bool()
-        return lambda b, h, q, kv: M[q, kv]
+        def splitmix64(x):
+            z = (x + 0x9E3779B97F4A7C15) & M64
+            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+            return z ^ (z >> 31)
+
+        blocks = torch.zeros(nb, nb, dtype=torch.bool)
+        for qb in range(nb):
+            for kb in range(nb):
+                blocks[qb, kb] = abs(qb - kb) <= w or qb < g or kb < g
+            for t in range(r):
+                blocks[qb, splitmix64(((seed << 32) + qb * r + t) & M64) % nb] = True
+        Bm = blocks.to("cuda")
+        return lambda b, h, q, kv: Bm[q // bb, kv // bb]
     raise ValueError(spec)
 
 
@@ -81,21 +93,29 @@ def time_ms(fn, warmup=10, reps=50):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--harness", required=True)
+    ap.add_argument("--harness", default="")
+    ap.add_argument("--harness-jsonl", default="", help="reuse splat rows measured earlier by the harness")
     ap.add_argument("--sizes", default="4096,16384")
     ap.add_argument("--dims", default="64,128")
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--out", default="")
     ap.add_argument("--no-flex", action="store_true")
     args = ap.parse_args()
-    mask_dir = tempfile.mkdtemp(prefix="splat-masks-")
-    cmd = [args.harness, "--sizes", args.sizes, "--dims", args.dims, "--reps", str(args.reps), "--mask-dir", mask_dir]
-    print("$", " ".join(cmd), file=sys.stderr, flush=True)
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    sys.stderr.write(res.stderr)
-    rows = [json.loads(l) for l in res.stdout.splitlines() if l.startswith("{")]
-    if res.returncode != 0:
-        print(f"harness failed with {res.returncode}", file=sys.stderr)
+    mask_dir = ""
+    if args.harness_jsonl:
+        rows = [json.loads(l) for l in open(args.harness_jsonl) if l.startswith("{")]
+    else:
+        cmd = [args.harness, "--sizes", args.sizes, "--dims", args.dims, "--reps", str(args.reps)]
+        print("$", " ".join(cmd), file=sys.stderr, flush=True)
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        sys.stderr.write(res.stderr)
+        rows = [json.loads(l) for l in res.stdout.splitlines() if l.startswith("{")]
+        if res.returncode != 0:
+            print(f"harness failed with {res.returncode}", file=sys.stderr)
+    sizes = {int(x) for x in args.sizes.split(",")}
+    dims = {int(x) for x in args.dims.split(",")}
+    rows = [r for r in rows if r["n"] in sizes and r["D"] in dims]
+    partial = open(os.path.splitext(args.out)[0] + ".partial.jsonl", "w") if args.out else None
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -139,6 +159,9 @@ def main():
         r["speedup_vs_flex"] = r["flex_ms"] / r["splat_ms"]
         r["speedup_vs_cudnn"] = r["cudnn_ms"] / r["splat_ms"]
         print(json.dumps(r), file=sys.stderr, flush=True)
+        if partial:
+            partial.write(json.dumps(r) + "\n")
+            partial.flush()
 
     dev = torch.cuda.get_device_name()
     lines = [

@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
         TensorView tv[4];
         for (int i = 0; i < 4; ++i) tv[i] = contiguous_view(d[i], DType::BF16, B, H, n, D, 0);
         for (const SuiteEntry& e : suite(n)) {
-          if (!only.empty() && e.name != only) continue;
+          if (!only.empty() && ("," + only + ",").find("," + e.name + ",") == std::string::npos) continue;
           const Pattern pat = parse_pattern(e.spec);
           CudaPlanOptions o;
           o.dtype = DType::BF16, o.head_dim = int(D);

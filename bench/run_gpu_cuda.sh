@@ -3,6 +3,8 @@
 # pattern at small N) and the benchmark, logs under $OUT. Binaries: .carry/cuda (built on the dev machine
 # by `bench/run_gpu_cuda.sh --stage`) or, when absent, built here with cmake + ninja.
 #   bash bench/run_gpu_cuda.sh [tests] [sanitize] [harness] [bench] [--sizes 4096,16384] [--dims 64,128]
+# Tuning knobs (JIT: each variant is generated and compiled on the fly): SPLAT_CUDA_TILE=BMxBN,
+# SPLAT_CUDA_STAGES, SPLAT_CUDA_MINBLOCKS; bench/sweep_cuda_tiles.sh sweeps them.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ "${1:-}" = "--stage" ]; then  # on the dev machine: build and stage the binaries to carry
@@ -62,7 +64,9 @@ import json,sys
 for l in open('$OUT/harness_$TAG.jsonl'):
     r=json.loads(l); print('%-14s N=%-6d D=%-4d %8.4f ms %6.1f TF/s waste %.2f plan %.3f ms cold %.0f ms warm %.2f ms err %.4f'%(r['pattern'],r['n'],r['D'],r['splat_ms'],r['tflops'],r['waste'],r['plan_total_ms'],r['cold_jit_ms'],r['warm_load_ms'],r['max_err']))" ;;
     bench)
-      timeout 540 python3 "$ROOT/bench/bench_cuda.py" --harness "$BIN/splat_cuda_bench" --sizes "$SIZES" --dims "$DIMS" \
+      # HARNESS_JSONL: splat rows measured by an earlier `harness` step (flex compiles take most of a call)
+      timeout ${BENCH_TIMEOUT:-540} python3 "$ROOT/bench/bench_cuda.py" --harness "$BIN/splat_cuda_bench" \
+        ${HARNESS_JSONL:+--harness-jsonl "$HARNESS_JSONL"} --sizes "$SIZES" --dims "$DIMS" \
         --out "$OUT/bench_cuda.md" 2>"$OUT/bench_cuda.err"
       echo "bench rc=$?"; tail -5 "$OUT/bench_cuda.err" ;;
   esac

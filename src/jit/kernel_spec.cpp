@@ -1,5 +1,6 @@
 #include "jit/kernel_spec.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <set>
@@ -25,8 +26,12 @@ KernelSpec base_spec(DType dtype, int head_dim, const std::string& arch) {
   s.head_dim = head_dim;
   s.arch = arch.empty() ? "sm_90" : arch;
   s.warps = 4;
-  s.mt = 2;
+  // Measured on H100 (bench/NOTES-cuda.md, v3): 64x64 tiles, 2 stages; at D=64 capping registers for
+  // 3 CTAs per SM helps a little.
+  s.mt = 1;
   s.block_n = 64;
+  s.stages = 2;
+  s.min_blocks = head_dim == 64 ? 3 : 0;
   // Tuning override for benchmarks: SPLAT_CUDA_TILE=BMxBN with BM in {64, 128}, BN in {32, 64, 128}.
   if (const char* t = std::getenv("SPLAT_CUDA_TILE"); t && *t) {
     int bm = 0, bn = 0;
@@ -36,6 +41,7 @@ KernelSpec base_spec(DType dtype, int head_dim, const std::string& arch) {
     s.block_n = bn;
   }
   if (const char* m = std::getenv("SPLAT_CUDA_MINBLOCKS"); m && *m) s.min_blocks = std::atoi(m);
+  if (const char* m = std::getenv("SPLAT_CUDA_STAGES"); m && *m) s.stages = std::max(2, std::min(4, std::atoi(m)));
   s.block_m = 16 * s.mt * s.warps;
   return s;
 }
@@ -58,6 +64,7 @@ std::string KernelSpec::name() const {
   o << "splat_attn_fwd_" << dtype_name(dtype) << "_d" << head_dim << "_m" << block_m << "n" << block_n << "w" << warps
     << (mask_affine ? "_ma" : "") << (has_block ? "_bl" : "") << (has_gather ? "_ga" : "") << (write_lse ? "_lse" : "")
     << (continuation ? "_cont" : "");
+  o << "_s" << stages;
   if (min_blocks > 0) o << "_mb" << min_blocks;
   return o.str();
 }
@@ -65,14 +72,14 @@ std::string KernelSpec::name() const {
 std::string KernelSpec::describe() const {
   std::ostringstream o;
   o << "attention_fwd dtype=" << dtype_name(dtype) << " D=" << head_dim << " tile=" << block_m << "x" << block_n
-    << " warps=" << warps << " arch=" << arch << " spans=affine" << (has_block ? "+block" : "")
+    << " warps=" << warps << " stages=" << stages << " arch=" << arch << " spans=affine" << (has_block ? "+block" : "")
     << (has_gather ? "+gather" : "") << " masks=" << (mask_affine ? "affine" : "none")
     << (continuation ? " continues-pass" : "") << (write_lse ? " writes-lse" : "") << " smem=" << smem_bytes();
   return o.str();
 }
 
 size_t KernelSpec::smem_bytes() const {
-  return size_t(block_m + 2 * 2 * block_n) * size_t(head_dim) * dtype_size(dtype);
+  return size_t(block_m + 2 * stages * block_n) * size_t(head_dim) * dtype_size(dtype);
 }
 
 std::string generate_source(const std::vector<KernelSpec>& specs) {
@@ -86,7 +93,7 @@ std::string generate_source(const std::vector<KernelSpec>& specs) {
     o << "\n// " << s.describe() << "\n"
       << "struct " << n << "_cfg {\n"
       << "  static constexpr int D = " << s.head_dim << ", BM = " << s.block_m << ", BN = " << s.block_n
-      << ", MT = " << s.mt << ", WARPS = " << s.warps << ";\n"
+      << ", MT = " << s.mt << ", WARPS = " << s.warps << ", STAGES = " << s.stages << ";\n"
       << "  static constexpr bool BF16 = " << (s.dtype == DType::BF16 ? "true" : "false")
       << ", WRITE_LSE = " << (s.write_lse ? "true" : "false") << ", CONTINUE = " << (s.continuation ? "true" : "false")
       << ";\n"

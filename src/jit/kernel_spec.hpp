@@ -20,6 +20,7 @@ struct KernelSpec {
   int block_n = 64;  // keys per step
   int warps = 4;
   int mt = 1;  // 16-row m-tiles per warp
+  int stages = 2;      // K/V shared-memory buffers (cp.async pipeline depth + 1)
   int min_blocks = 0;  // __launch_bounds__ min blocks per SM (0: not set; caps registers when set)
   std::string arch = "sm_90";
   // Which span kinds / masks occur (code for the others is compiled out).

@@ -90,19 +90,37 @@ __device__ __forceinline__ int swz(int row, int ch) {
   return row * D + ((ch ^ (row & 7)) << 3);
 }
 
-// Loads rows c = kt*BN + r (r < BN) of a span's keys from base into a swizzled smem tile (zero past the end).
+// Loads K and V rows c = kt*BN + r (r < BN) of a span's keys into swizzled smem tiles (zero past the end).
+// Thread t copies chunk t % CH of rows t / CH + RPI*it: RPI is a multiple of 8, so every row it copies has
+// the same swizzle and the addresses advance by constant strides.
 template <class C>
-__device__ __forceinline__ void load_tile(const AttnParams& p, const DevSpan& sp, int kt, const u16* base, i64 sn,
-                                          u16* dst) {
-  constexpr int D = C::D, BN = C::BN, CH = D / 8, THREADS = C::WARPS * 32;
+__device__ __forceinline__ void load_kv(const AttnParams& p, const DevSpan& sp, int kt, const u16* kbase,
+                                        const u16* vbase, u16* sK, u16* sV) {
+  constexpr int D = C::D, BN = C::BN, CH = D / 8, THREADS = C::WARPS * 32, RPI = THREADS / CH;
+  static_assert(RPI % 8 == 0, "rows per iteration keep the swizzle");
+  const int r0 = threadIdx.x / CH, ch = threadIdx.x % CH;
+  const int c0 = kt * BN + r0;
+  const u32 dk = smem_addr(sK + swz<D>(r0, ch)), dv = smem_addr(sV + swz<D>(r0, ch));
+  if (C::HAS_GATHER && sp.kind == kGather) {
 #pragma unroll
-  for (int it = 0; it < (BN * CH) / THREADS; ++it) {
-    const int id = threadIdx.x + it * THREADS;
-    const int r = id / CH, ch = id % CH;
-    const int c = kt * BN + r;
-    const bool ok = c < sp.key_count;
-    const i64 key = ok ? span_key<C>(p, sp, c) : 0;
-    cp_async16(smem_addr(dst + swz<D>(r, ch)), base + key * sn + ch * 8, ok ? 16 : 0);
+    for (int it = 0; it < BN / RPI; ++it) {
+      const int c = c0 + it * RPI;
+      const bool ok = c < sp.key_count;
+      const i64 key = ok ? p.gather_keys[sp.key_begin + c] : 0;
+      cp_async16(dk + it * RPI * D * 2, kbase + key * p.k_sn + ch * 8, ok ? 16 : 0);
+      cp_async16(dv + it * RPI * D * 2, vbase + key * p.v_sn + ch * 8, ok ? 16 : 0);
+    }
+    return;
+  }
+  const i64 key0 = i64(sp.key_begin) + i64(sp.key_stride) * c0;
+  const u16* ks = kbase + key0 * p.k_sn + ch * 8;
+  const u16* vs = vbase + key0 * p.v_sn + ch * 8;
+  const i64 kstep = i64(sp.key_stride) * RPI * p.k_sn, vstep = i64(sp.key_stride) * RPI * p.v_sn;
+#pragma unroll
+  for (int it = 0; it < BN / RPI; ++it) {
+    const bool ok = c0 + it * RPI < sp.key_count;
+    cp_async16(dk + it * RPI * D * 2, ok ? ks + it * kstep : kbase, ok ? 16 : 0);
+    cp_async16(dv + it * RPI * D * 2, ok ? vs + it * vstep : vbase, ok ? 16 : 0);
   }
 }
 
@@ -133,6 +151,18 @@ __device__ __noinline__ u64 slow_mask_bits(const AttnParams& p, const DevSpan sp
   return bits;
 }
 
+struct StepCursor {
+  int si, kt;
+  DevSpan sp;
+};
+template <class C>
+__device__ __forceinline__ void advance(const AttnParams& p, const DevTask& task, StepCursor& c) {
+  if (++c.kt * C::BN >= c.sp.key_count) {
+    c.kt = 0;
+    if (++c.si < task.span_end) c.sp = p.spans[c.si];
+  }
+}
+
 template <class C>
 __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* smem) {
   constexpr int D = C::D, BM = C::BM, BN = C::BN, MT = C::MT, THREADS = C::WARPS * 32;
@@ -158,8 +188,8 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
   u16* obase = static_cast<u16*>(p.o) + b * p.o_sb + h * p.o_sh;
 
   u16* sQ = reinterpret_cast<u16*>(smem);
-  u16* sK = sQ + BM * D;       // [2][BN][D]
-  u16* sV = sK + 2 * BN * D;   // [2][BN][D]
+  u16* sK = sQ + BM * D;              // [STAGES][BN][D]
+  u16* sV = sK + C::STAGES * BN * D;  // [STAGES][BN][D]
 
   // Q tile: rows row_begin + row_stride*r (gathered), zero past row_count.
 #pragma unroll
@@ -170,16 +200,21 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
     const i64 i = ok ? i64(task.row_begin) + i64(task.row_stride) * r : 0;
     cp_async16(smem_addr(sQ + swz<D>(r, ch)), qbase + i * p.q_sn + ch * 8, ok ? 16 : 0);
   }
-  // Steps = (span, key tile) pairs in order. Groups in flight: K(step), V(step), K(step+1), V(step+1).
-  int si = task.span_begin, kt = 0;
-  DevSpan sp;
-  if (si < task.span_end) {
-    sp = p.spans[si];
-    load_tile<C>(p, sp, 0, kbase, p.k_sn, sK);
+  // Steps = (span, key tile) pairs in order. A load cursor runs STAGES-1 steps ahead of the compute
+  // cursor; one barrier per step frees the buffer the next load overwrites.
+  constexpr int S = C::STAGES;
+  StepCursor ld;
+  ld.si = task.span_begin, ld.kt = 0;
+  if (ld.si < task.span_end) ld.sp = p.spans[ld.si];
+  StepCursor cu = ld;
+#pragma unroll
+  for (int st = 0; st < S - 1; ++st) {
+    if (ld.si < task.span_end) {
+      load_kv<C>(p, ld.sp, ld.kt, kbase, vbase, sK + st * BN * D, sV + st * BN * D);
+      advance<C>(p, task, ld);
+    }
+    cp_async_commit();  // group st (group 0 also holds Q)
   }
-  cp_async_commit();  // Q + K(0)
-  if (si < task.span_end) load_tile<C>(p, sp, 0, vbase, p.v_sn, sV);
-  cp_async_commit();  // V(0)
 
   // Online-softmax state. Thread holds rows g and g+8 of each m-tile; l is a partial sum over its columns.
   // m is kept in the scaled log2 domain (scores * scale * log2 e).
@@ -227,7 +262,7 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
   constexpr bool QREG = D * MT <= 128;
   u32 qreg[QREG ? MT : 1][QREG ? KQ : 1][4];
   if (QREG) {
-    cp_async_wait<1>();
+    cp_async_wait<S - 2>();
     __syncthreads();
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -239,10 +274,11 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
 
   // Per-span, per-row key ranges (closed form), computed when a span starts.
   RowRange rr[MT * 2];
-  bool span_new = true;
-  int stage = 0;
-  while (si < task.span_end) {
-    if (span_new) {
+  int prev_si = -1, cbuf = 0, lbuf = S - 1;
+  while (cu.si < task.span_end) {
+    const DevSpan& sp = cu.sp;
+    const int kt = cu.kt;
+    if (cu.si != prev_si) {
 #pragma unroll
       for (int x = 0; x < MT * 2; ++x) {
         const int r = wr0 + (x >> 1) * 16 + g + 8 * (x & 1);
@@ -256,26 +292,19 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
         }
         rr[x] = y;
       }
-      span_new = false;
+      prev_si = cu.si;
     }
-    // Next step, its span, and the prefetch of its K/V into the other stage.
-    int nsi = si, nkt = kt + 1;
-    DevSpan nsp = sp;
-    if (nkt * BN >= sp.key_count) {
-      nkt = 0;
-      ++nsi;
-      if (nsi < task.span_end) nsp = p.spans[nsi];
+    cp_async_wait<S - 2>();  // this step's K and V have landed (later steps may be in flight)
+    __syncthreads();         // ... for every thread; and everyone is done with the buffer loaded next
+    if (ld.si < task.span_end) {
+      load_kv<C>(p, ld.sp, ld.kt, kbase, vbase, sK + lbuf * BN * D, sV + lbuf * BN * D);
+      advance<C>(p, task, ld);
     }
-    cp_async_wait<1>();  // K(step) has landed (V(step) may be in flight)
-    __syncthreads();     // ... for every thread; and everyone is done with the other stage
-    const bool has_next = nsi < task.span_end;
-    if (has_next) load_tile<C>(p, nsp, nkt, kbase, p.k_sn, sK + (stage ^ 1) * BN * D);
     cp_async_commit();
-    if (has_next) load_tile<C>(p, nsp, nkt, vbase, p.v_sn, sV + (stage ^ 1) * BN * D);
-    cp_async_commit();
+    lbuf = lbuf + 1 == S ? 0 : lbuf + 1;
 
-    const u16* cK = sK + stage * BN * D;
-    const u16* cV = sV + stage * BN * D;
+    const u16* cK = sK + cbuf * BN * D;
+    const u16* cV = sV + cbuf * BN * D;
     const bool warp_active = wr0 < task.row_count && wr0 < sp.row_hi && wr0 + 16 * MT > sp.row_lo;
     float s[MT][NT][4];
     if (warp_active) {
@@ -365,15 +394,15 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
             sum += s[mt][j][2 * hf] + s[mt][j][2 * hf + 1];
           }
           l[mt][hf] = l[mt][hf] * alpha + sum;
+          if (__any_sync(0xffffffffu, alpha != 1.f)) {  // the running max moved for some row of the warp
 #pragma unroll
-          for (int dn = 0; dn < CH; ++dn) {
-            acc[mt][dn][2 * hf] *= alpha;
-            acc[mt][dn][2 * hf + 1] *= alpha;
+            for (int dn = 0; dn < CH; ++dn) {
+              acc[mt][dn][2 * hf] *= alpha;
+              acc[mt][dn][2 * hf + 1] *= alpha;
+            }
           }
         }
     }
-    cp_async_wait<2>();  // V(step) has landed (K, V of the next step may be in flight)
-    __syncthreads();
     if (warp_active) {
       // O += P V (P from the S accumulators: the C layout of two n8 tiles is the A layout of one k16).
 #pragma unroll
@@ -398,11 +427,8 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
         }
       }
     }
-    span_new = nsi != si;
-    si = nsi;
-    kt = nkt;
-    sp = nsp;
-    stage ^= 1;
+    advance<C>(p, task, cu);
+    cbuf = cbuf + 1 == S ? 0 : cbuf + 1;
   }
   cp_async_wait<0>();
 
