@@ -72,6 +72,15 @@ def sizes(shape, layout):
     raise ValueError(f"splat: layout must be 'bhnd' or 'bnhd', got {layout!r}")
 
 
+def layout_code(layout):
+    """0 for 'bhnd', 1 for 'bnhd' (the C++ side's layout numbers)."""
+    if layout == "bhnd":
+        return 0
+    if layout == "bnhd":
+        return 1
+    raise ValueError(f"splat: layout must be 'bhnd' or 'bnhd', got {layout!r}")
+
+
 def causal_pattern(pattern):
     """pattern & causal, distributed over '+' (which binds looser than '&' in the spec language)."""
     if pattern is None:

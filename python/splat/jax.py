@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _core
 from ._api import resolve_plan
-from ._dispatch import causal_pattern, dtype_name, sizes
+from ._dispatch import causal_pattern, dtype_name, layout_code
 from ._flurka import check_matrices, workspace_bytes
 
 __all__ = ["attention", "dot_product_attention", "flurka"]
@@ -71,7 +71,7 @@ def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd"):
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"splat: q, k, v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     p = _plan_for(plan, pattern, q, layout)
-    return _call(q, k, v, p._register(), 0 if layout == "bhnd" else 1, 0.0 if scale is None else float(scale))
+    return _call(q, k, v, p._register(), layout_code(layout), 0.0 if scale is None else float(scale))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
@@ -144,6 +144,7 @@ def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False,
     the batch sequentially (E, F, W may differ per mapped element). causal=True: CPU only.
     """
     check_matrices(method, E, F, W)
+    lc = layout_code(layout)
     q, k, v = jnp.asarray(q), jnp.asarray(k), jnp.asarray(v)
     if not getattr(_core, "xla_flurka_targets", None):  # built without JAX's FFI headers
         return _flurka_callback(q, k, v, E, F, W, method, causal, layout)
@@ -154,7 +155,7 @@ def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False,
     nbytes = 1
     if dev >= 0 and not causal:
         nbytes = workspace_bytes(method, q, k, E, W, layout)
-    return _flurka_call(q, k, v, *mats, method, 0 if layout == "bhnd" else 1, bool(causal), present, nbytes)
+    return _flurka_call(q, k, v, *mats, method, lc, bool(causal), present, nbytes)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9, 10))
