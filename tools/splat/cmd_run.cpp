@@ -116,6 +116,7 @@ int run(const std::vector<std::string>& argv) {
               (long long)k.H(), (long long)q.N(), (long long)q.D(), dtype_name(q.dtype), backend.name.c_str());
   std::printf("nnz       %lld (density %.4f%%), plan waste %.3f\n", (long long)a.nnz,
               100.0 * double(a.nnz) / (double(a.n) * double(a.n)), a.plan.waste());
+  for (const auto& line : t.kernels) std::printf("kernel    %s\n", line.c_str());
   std::printf("time      %.3f ms (median of %d)\n", t.median_ms, t.reps);
   std::printf("GFLOP/s   %.2f (4*nnz*D*B*H / time)\n", gflops(a.nnz, q.B(), q.H(), q.D(), t.median_ms));
   if (args.has("out")) {

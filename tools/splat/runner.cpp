@@ -129,6 +129,7 @@ Timing time_attention(const Analysis& a, const BackendChoice& backend, const Ten
     co.head_dim = int32_t(q.D());
     auto plan = plan_cuda(a.plan.acsr, co);
     t.median_ms = attention_cuda_host(*plan, q, k, v, out, opt, warmup, reps);
+    t.kernels = describe_cuda_plan(*plan);
     return t;
 #else
     fail(ErrorCode::Unsupported, "this splat was built without CUDA support");

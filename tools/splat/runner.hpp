@@ -45,6 +45,7 @@ void check_fits_in_memory(double bytes, const std::string& what);
 struct Timing {
   double median_ms = 0;
   int reps = 0;
+  std::vector<std::string> kernels;  // CUDA: one line per generated kernel
 };
 // Runs warmup + reps times on the backend (CUDA: compiles the plan's kernels first, not timed).
 Timing time_attention(const Analysis& a, const BackendChoice& backend, const TensorView& q, const TensorView& k,
