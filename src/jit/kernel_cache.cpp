@@ -81,10 +81,16 @@ std::string cache_key(const std::string& source, const std::string& arch) {
   h.field(arch);
   for (const auto& o : nvrtc_options(arch)) h.field(o);
   h.field(source);
-  for (int i = 0; i < kEmbeddedHeaderCount; ++i) {  // the source includes them: they are part of its content
-    h.field(kEmbeddedHeaders[i].name);
-    h.field(kEmbeddedHeaders[i].text);
-  }
+  // The source includes the embedded headers: they are part of its content (hashed once per process).
+  static const std::string headers = [] {
+    Hasher hh;
+    for (int i = 0; i < kEmbeddedHeaderCount; ++i) {
+      hh.field(kEmbeddedHeaders[i].name);
+      hh.field(kEmbeddedHeaders[i].text);
+    }
+    return hh.hex();
+  }();
+  h.field(headers);
   return h.hex();
 }
 

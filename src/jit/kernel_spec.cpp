@@ -40,6 +40,10 @@ KernelSpec base_spec(DType dtype, int head_dim, const std::string& arch) {
     s.mt = bm / 64;
     s.block_n = bn;
   }
+  // Hopper: wgmma when compiling for sm_90a (plan_cuda picks sm_90a on sm_90 devices); SPLAT_CUDA_WGMMA=0 opts out.
+  const char* wg = std::getenv("SPLAT_CUDA_WGMMA");
+  s.wgmma = s.arch == "sm_90a" && s.mt == 1 && s.block_n == 64 && !(wg && std::string(wg) == "0");
+  if (s.wgmma) s.min_blocks = 0;
   if (const char* m = std::getenv("SPLAT_CUDA_MINBLOCKS"); m && *m) s.min_blocks = std::atoi(m);
   if (const char* m = std::getenv("SPLAT_CUDA_STAGES"); m && *m) s.stages = std::max(2, std::min(4, std::atoi(m)));
   s.block_m = 16 * s.mt * s.warps;
@@ -64,7 +68,7 @@ std::string KernelSpec::name() const {
   o << "splat_attn_fwd_" << dtype_name(dtype) << "_d" << head_dim << "_m" << block_m << "n" << block_n << "w" << warps
     << (mask_affine ? "_ma" : "") << (has_block ? "_bl" : "") << (has_gather ? "_ga" : "") << (write_lse ? "_lse" : "")
     << (continuation ? "_cont" : "");
-  o << "_s" << stages;
+  o << "_s" << stages << (wgmma ? "_wg" : "");
   if (min_blocks > 0) o << "_mb" << min_blocks;
   return o.str();
 }
@@ -72,14 +76,15 @@ std::string KernelSpec::name() const {
 std::string KernelSpec::describe() const {
   std::ostringstream o;
   o << "attention_fwd dtype=" << dtype_name(dtype) << " D=" << head_dim << " tile=" << block_m << "x" << block_n
-    << " warps=" << warps << " stages=" << stages << " arch=" << arch << " spans=affine" << (has_block ? "+block" : "")
+    << " warps=" << warps << " stages=" << stages << (wgmma ? " mma=wgmma" : " mma=mma.sync") << " arch=" << arch << " spans=affine" << (has_block ? "+block" : "")
     << (has_gather ? "+gather" : "") << " masks=" << (mask_affine ? "affine" : "none")
     << (continuation ? " continues-pass" : "") << (write_lse ? " writes-lse" : "") << " smem=" << smem_bytes();
   return o.str();
 }
 
 size_t KernelSpec::smem_bytes() const {
-  return size_t(block_m + 2 * stages * block_n) * size_t(head_dim) * dtype_size(dtype);
+  // + 1 KB so the kernel can align its tiles to 1024 bytes (the 128-byte swizzle atoms).
+  return size_t(block_m + 2 * stages * block_n) * size_t(head_dim) * dtype_size(dtype) + 1024;
 }
 
 std::string generate_source(const std::vector<KernelSpec>& specs) {
@@ -94,6 +99,7 @@ std::string generate_source(const std::vector<KernelSpec>& specs) {
       << "struct " << n << "_cfg {\n"
       << "  static constexpr int D = " << s.head_dim << ", BM = " << s.block_m << ", BN = " << s.block_n
       << ", MT = " << s.mt << ", WARPS = " << s.warps << ", STAGES = " << s.stages << ";\n"
+      << "  static constexpr bool WGMMA = " << (s.wgmma ? "true" : "false") << ";\n"
       << "  static constexpr bool BF16 = " << (s.dtype == DType::BF16 ? "true" : "false")
       << ", WRITE_LSE = " << (s.write_lse ? "true" : "false") << ", CONTINUE = " << (s.continuation ? "true" : "false")
       << ";\n"

@@ -98,7 +98,7 @@ TEST(CudaCodegen, EverySuitePatternCompilesToTensorCoreSass) {
     for (const SuiteEntry& e : suite(n))
       for (int d : {64, 128})
         for (DType t : {DType::BF16, DType::F16})
-          for (const char* arch : {"sm_80", "sm_90"}) {
+          for (const char* arch : {"sm_80", "sm_90", "sm_90a"}) {
             SCOPED_TRACE(e.spec + " n=" + std::to_string(n) + " D=" + std::to_string(d) + " " + dtype_name(t) + " " +
                          arch);
             CudaPlanOptions o;
@@ -111,9 +111,11 @@ TEST(CudaCodegen, EverySuitePatternCompilesToTensorCoreSass) {
             EXPECT_LT(r.source.size(), 4000u) << "generated source should be small";
             if (!checked.insert(r.source + arch).second) continue;
             const std::string sass = sass_of(r.cubin, bindir);
-            EXPECT_NE(sass.find("HMMA"), std::string::npos) << sass.substr(0, 2000);
+            // mma.sync (HMMA) on sm_80/sm_90; warpgroup MMA (HGMMA) on sm_90a.
+            EXPECT_NE(sass.find(std::string(arch) == "sm_90a" ? "HGMMA" : "HMMA"), std::string::npos)
+                << sass.substr(0, 2000);
           }
-  EXPECT_GE(checked.size(), 8u);
+  EXPECT_GE(checked.size(), 12u);
 }
 
 TEST(CudaCodegen, SpecNamesAndSourceAreDeterministic) {

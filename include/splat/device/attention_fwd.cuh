@@ -14,8 +14,9 @@ namespace splat {
 namespace dev {
 
 // Config contract (generated per kernel spec):
-//   D, BM, BN, MT (16-row m-tiles per warp), WARPS, BF16, WRITE_LSE, CONTINUE,
-//   HAS_AFFINE_MASK, HAS_BLOCK, HAS_GATHER (which span kinds / masks can occur).
+//   D, BM, BN, MT (16-row m-tiles per warp), WARPS, STAGES, BF16, WRITE_LSE, CONTINUE,
+//   HAS_AFFINE_MASK, HAS_BLOCK, HAS_GATHER (which span kinds / masks can occur),
+//   WGMMA (sm_90a: S = Q K^T and O += P V as warpgroup MMAs reading K/V straight from shared memory).
 
 __device__ __forceinline__ bool segment_contains_dev(const DevSegment& s, int i, int j) {
   if (i < s.row_begin || i >= s.row_end || j < s.key_begin || j >= s.key_end) return false;
@@ -84,10 +85,12 @@ __device__ __forceinline__ RowRange segment_span_range(const DevSegment& s, int 
   return e;
 }
 
-// Element offset of 16-byte chunk `ch` of row `row` in a swizzled [rows][D] tile (conflict-free ldmatrix).
-template <int D>
+// Element offset of 16-byte chunk `ch` of row `row` in a swizzled tile of ROWS rows: 64-column blocks
+// [D/64][ROWS][64], each row's 8 chunks XOR-swizzled by row % 8. Conflict-free for ldmatrix, and exactly the
+// 128-byte-swizzle layout (8-row groups of 1024 bytes) the sm_90 wgmma descriptors describe.
+template <int D, int ROWS>
 __device__ __forceinline__ int swz(int row, int ch) {
-  return row * D + ((ch ^ (row & 7)) << 3);
+  return (ch >> 3) * (ROWS * 64) + row * 64 + (((ch & 7) ^ (row & 7)) << 3);
 }
 
 // Loads K and V rows c = kt*BN + r (r < BN) of a span's keys into swizzled smem tiles (zero past the end).
@@ -100,15 +103,15 @@ __device__ __forceinline__ void load_kv(const AttnParams& p, const DevSpan& sp, 
   static_assert(RPI % 8 == 0, "rows per iteration keep the swizzle");
   const int r0 = threadIdx.x / CH, ch = threadIdx.x % CH;
   const int c0 = kt * BN + r0;
-  const u32 dk = smem_addr(sK + swz<D>(r0, ch)), dv = smem_addr(sV + swz<D>(r0, ch));
+  const u32 dk = smem_addr(sK + swz<D, BN>(r0, ch)), dv = smem_addr(sV + swz<D, BN>(r0, ch));
   if (C::HAS_GATHER && sp.kind == kGather) {
 #pragma unroll
     for (int it = 0; it < BN / RPI; ++it) {
       const int c = c0 + it * RPI;
       const bool ok = c < sp.key_count;
       const i64 key = ok ? p.gather_keys[sp.key_begin + c] : 0;
-      cp_async16(dk + it * RPI * D * 2, kbase + key * p.k_sn + ch * 8, ok ? 16 : 0);
-      cp_async16(dv + it * RPI * D * 2, vbase + key * p.v_sn + ch * 8, ok ? 16 : 0);
+      cp_async16(dk + it * RPI * 64 * 2, kbase + key * p.k_sn + ch * 8, ok ? 16 : 0);
+      cp_async16(dv + it * RPI * 64 * 2, vbase + key * p.v_sn + ch * 8, ok ? 16 : 0);
     }
     return;
   }
@@ -119,8 +122,8 @@ __device__ __forceinline__ void load_kv(const AttnParams& p, const DevSpan& sp, 
 #pragma unroll
   for (int it = 0; it < BN / RPI; ++it) {
     const bool ok = c0 + it * RPI < sp.key_count;
-    cp_async16(dk + it * RPI * D * 2, ok ? ks + it * kstep : kbase, ok ? 16 : 0);
-    cp_async16(dv + it * RPI * D * 2, ok ? vs + it * vstep : vbase, ok ? 16 : 0);
+    cp_async16(dk + it * RPI * 64 * 2, ok ? ks + it * kstep : kbase, ok ? 16 : 0);
+    cp_async16(dv + it * RPI * 64 * 2, ok ? vs + it * vstep : vbase, ok ? 16 : 0);
   }
 }
 
@@ -187,7 +190,8 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
   const u16* vbase = static_cast<const u16*>(p.v) + b * p.v_sb + hk * p.v_sh;
   u16* obase = static_cast<u16*>(p.o) + b * p.o_sb + h * p.o_sh;
 
-  u16* sQ = reinterpret_cast<u16*>(smem);
+  // Tiles start 1024-byte aligned (the host allocates 1 KB extra): wgmma's swizzle atoms need it.
+  u16* sQ = reinterpret_cast<u16*>(smem + ((1024 - (smem_addr(smem) & 1023)) & 1023));
   u16* sK = sQ + BM * D;              // [STAGES][BN][D]
   u16* sV = sK + C::STAGES * BN * D;  // [STAGES][BN][D]
 
@@ -198,7 +202,7 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
     const int r = id / CH, ch = id % CH;
     const bool ok = r < task.row_count;
     const i64 i = ok ? i64(task.row_begin) + i64(task.row_stride) * r : 0;
-    cp_async16(smem_addr(sQ + swz<D>(r, ch)), qbase + i * p.q_sn + ch * 8, ok ? 16 : 0);
+    cp_async16(smem_addr(sQ + swz<D, BM>(r, ch)), qbase + i * p.q_sn + ch * 8, ok ? 16 : 0);
   }
   // Steps = (span, key tile) pairs in order. A load cursor runs STAGES-1 steps ahead of the compute
   // cursor; one barrier per step frees the buffer the next load overwrites.
@@ -259,7 +263,7 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
 
   const int mi = lane >> 3, lr = lane & 7;
   // Q fragments stay in registers when they are few; otherwise they are re-read from smem per step.
-  constexpr bool QREG = D * MT <= 128;
+  constexpr bool QREG = D * MT <= 128 && !C::WGMMA;
   u32 qreg[QREG ? MT : 1][QREG ? KQ : 1][4];
   if (QREG) {
     cp_async_wait<S - 2>();
@@ -269,7 +273,7 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
 #pragma unroll
       for (int kk = 0; kk < KQ; ++kk)
         ldmatrix_x4(qreg[mt][kk][0], qreg[mt][kk][1], qreg[mt][kk][2], qreg[mt][kk][3],
-                    smem_addr(sQ + swz<D>(wr0 + mt * 16 + (mi & 1) * 8 + lr, 2 * kk + (mi >> 1))));
+                    smem_addr(sQ + swz<D, BM>(wr0 + mt * 16 + (mi & 1) * 8 + lr, 2 * kk + (mi >> 1))));
   }
 
   // Per-span, per-row key ranges (closed form), computed when a span starts.
@@ -295,6 +299,7 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
       prev_si = cu.si;
     }
     cp_async_wait<S - 2>();  // this step's K and V have landed (later steps may be in flight)
+    if constexpr (C::WGMMA) fence_proxy_async();  // cp.async wrote them (generic proxy); wgmma reads (async)
     __syncthreads();         // ... for every thread; and everyone is done with the buffer loaded next
     if (ld.si < task.span_end) {
       load_kv<C>(p, ld.sp, ld.kt, kbase, vbase, sK + lbuf * BN * D, sV + lbuf * BN * D);
@@ -305,9 +310,28 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
 
     const u16* cK = sK + cbuf * BN * D;
     const u16* cV = sV + cbuf * BN * D;
-    const bool warp_active = wr0 < task.row_count && wr0 < sp.row_hi && wr0 + 16 * MT > sp.row_lo;
+    // wgmma is warpgroup-collective: every warp takes part (rows outside the span are masked).
+    const bool warp_active =
+        C::WGMMA || (wr0 < task.row_count && wr0 < sp.row_hi && wr0 + 16 * MT > sp.row_lo);
     float s[MT][NT][4];
     if (warp_active) {
+      if constexpr (C::WGMMA) {
+        static_assert(MT == 1 && BN == 64 && C::WARPS == 4, "wgmma: one warpgroup, 64x64 tiles");
+        // Q fragments are re-read from shared memory every step: kept live across the loop, their registers
+        // were reused by ptxas around the asynchronous MMAs (seen at D=64), which corrupted later steps.
+        u32 qa[KQ][4];
+#pragma unroll
+        for (int kk = 0; kk < KQ; ++kk)
+          ldmatrix_x4(qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3],
+                      smem_addr(sQ + swz<D, BM>(wr0 + (mi & 1) * 8 + lr, 2 * kk + (mi >> 1))));
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < KQ; ++kk)
+          wgmma_m64n64k16<BF16, 0>(&s[0][0][0], qa[kk],
+                                   wgmma_desc_sw128(smem_addr(cK + (kk >> 2) * (BN * 64) + (kk & 3) * 16)), kk > 0);
+        wgmma_commit();
+        wgmma_wait0();
+      } else {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -324,19 +348,20 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
             for (int e = 0; e < 4; ++e) qa[mt][e] = qreg[QREG ? mt : 0][QREG ? kk : 0][e];
           } else {
             ldmatrix_x4(qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3],
-                        smem_addr(sQ + swz<D>(wr0 + mt * 16 + (mi & 1) * 8 + lr, 2 * kk + (mi >> 1))));
+                        smem_addr(sQ + swz<D, BM>(wr0 + mt * 16 + (mi & 1) * 8 + lr, 2 * kk + (mi >> 1))));
           }
         }
 #pragma unroll
         for (int j = 0; j < NT; j += 2) {
           u32 b0, b1, b2, b3;
-          ldmatrix_x4(b0, b1, b2, b3, smem_addr(cK + swz<D>(j * 8 + (mi >> 1) * 8 + lr, 2 * kk + (mi & 1))));
+          ldmatrix_x4(b0, b1, b2, b3, smem_addr(cK + swz<D, BN>(j * 8 + (mi >> 1) * 8 + lr, 2 * kk + (mi & 1))));
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
             mma16816<BF16>(s[mt][j], qa[mt], b0, b1);
             mma16816<BF16>(s[mt][j + 1], qa[mt], b2, b3);
           }
         }
+      }
       }
       // Mask only where some row's key range does not cover the whole tile (edges of bands, ragged ends,
       // row sub-ranges); entries without a closed form go through slow_mask_bits.
@@ -405,24 +430,46 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
     }
     if (warp_active) {
       // O += P V (P from the S accumulators: the C layout of two n8 tiles is the A layout of one k16).
+      if constexpr (C::WGMMA) {
+        u32 pa[KP][4];
 #pragma unroll
-      for (int kk = 0; kk < KP; ++kk) {
-        u32 pa[MT][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          pa[mt][0] = pack2<BF16>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-          pa[mt][1] = pack2<BF16>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-          pa[mt][2] = pack2<BF16>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-          pa[mt][3] = pack2<BF16>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        for (int kk = 0; kk < KP; ++kk) {
+          pa[kk][0] = pack2<BF16>(s[0][2 * kk][0], s[0][2 * kk][1]);
+          pa[kk][1] = pack2<BF16>(s[0][2 * kk][2], s[0][2 * kk][3]);
+          pa[kk][2] = pack2<BF16>(s[0][2 * kk + 1][0], s[0][2 * kk + 1][1]);
+          pa[kk][3] = pack2<BF16>(s[0][2 * kk + 1][2], s[0][2 * kk + 1][3]);
         }
+        wgmma_fence();
+        // B = V rows kk*16.. (keys) x one 64-column block: N-major, 8-key groups 1024 bytes apart.
 #pragma unroll
-        for (int dn = 0; dn < CH; dn += 2) {
-          u32 b0, b1, b2, b3;
-          ldmatrix_x4_trans(b0, b1, b2, b3, smem_addr(cV + swz<D>(kk * 16 + (mi & 1) * 8 + lr, dn + (mi >> 1))));
+        for (int kk = 0; kk < KP; ++kk)
+#pragma unroll
+          for (int hb = 0; hb < D / 64; ++hb)
+            wgmma_m64n64k16<BF16, 1>(&acc[0][hb * 8][0], pa[kk],
+                                     wgmma_desc_sw128(smem_addr(cV + hb * (BN * 64) + kk * 16 * 64)), 1);
+        wgmma_commit();
+        wgmma_wait0();
+      } else {
+#pragma unroll
+        for (int kk = 0; kk < KP; ++kk) {
+          u32 pa[MT][4];
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
-            mma16816<BF16>(acc[mt][dn], pa[mt], b0, b1);
-            mma16816<BF16>(acc[mt][dn + 1], pa[mt], b2, b3);
+            pa[mt][0] = pack2<BF16>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+            pa[mt][1] = pack2<BF16>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+            pa[mt][2] = pack2<BF16>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+            pa[mt][3] = pack2<BF16>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+          }
+#pragma unroll
+          for (int dn = 0; dn < CH; dn += 2) {
+            u32 b0, b1, b2, b3;
+            ldmatrix_x4_trans(b0, b1, b2, b3,
+                              smem_addr(cV + swz<D, BN>(kk * 16 + (mi & 1) * 8 + lr, dn + (mi >> 1))));
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+              mma16816<BF16>(acc[mt][dn], pa[mt], b0, b1);
+              mma16816<BF16>(acc[mt][dn + 1], pa[mt], b2, b3);
+            }
           }
         }
       }

@@ -47,7 +47,8 @@ void forget_loaded_kernels() {
 std::shared_ptr<CudaPlan> plan_cuda(const Acsr& acsr, const CudaPlanOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
   cuda::require_device(options.device);
-  const std::string arch = options.arch.empty() ? cuda::device_arch(options.device) : options.arch;
+  std::string arch = options.arch.empty() ? cuda::device_arch(options.device) : options.arch;
+  if (options.arch.empty() && arch == "sm_90") arch = "sm_90a";  // Hopper: the wgmma kernels
   jit::check_arch(arch);
   auto cp = std::make_shared<CudaPlan>();
   cp->options = options;
