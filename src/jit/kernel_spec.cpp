@@ -43,7 +43,8 @@ KernelSpec base_spec(DType dtype, int head_dim, const std::string& arch) {
   // Hopper: wgmma when compiling for sm_90a (plan_cuda picks sm_90a on sm_90 devices); SPLAT_CUDA_WGMMA=0 opts out.
   const char* wg = std::getenv("SPLAT_CUDA_WGMMA");
   s.wgmma = s.arch == "sm_90a" && s.mt == 1 && s.block_n == 64 && !(wg && std::string(wg) == "0");
-  if (s.wgmma) s.min_blocks = 0;
+  // wgmma at D=64: 4 CTAs per SM (registers capped at 128) measured 7-10% faster than 3 (bench/NOTES-cuda.md).
+  if (s.wgmma) s.min_blocks = head_dim == 64 ? 4 : 0;
   if (const char* m = std::getenv("SPLAT_CUDA_MINBLOCKS"); m && *m) s.min_blocks = std::atoi(m);
   if (const char* m = std::getenv("SPLAT_CUDA_STAGES"); m && *m) s.stages = std::max(2, std::min(4, std::atoi(m)));
   s.block_m = 16 * s.mt * s.warps;
