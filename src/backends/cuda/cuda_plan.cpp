@@ -157,6 +157,9 @@ void attention_cuda(const CudaPlan& plan, const TensorView& q, const TensorView&
   p.v_sb = v.stride[0], p.v_sh = v.stride[1], p.v_sn = v.stride[2];
   p.o_sb = out.stride[0], p.o_sh = out.stride[1], p.o_sn = out.stride[2];
   p.B = int(q.B()), p.H = int(q.H()), p.Hkv = int(k.H()), p.N = int(q.N());
+  // The kernels track the running max of raw scores and scale afterwards: the scale must be positive.
+  if (!(opt.scale >= 0.0f) || std::isinf(opt.scale))
+    fail(ErrorCode::InvalidArgument, "CUDA backend: softmax scale must be positive and finite (0 = 1/sqrt(D))");
   const float scale = opt.scale != 0.0f ? opt.scale : 1.0f / std::sqrt(float(q.D()));
   p.scale_log2 = scale * 1.4426950408889634f;
   p.spans = static_cast<const dev::DevSpan*>(plan.spans.ptr);
