@@ -79,11 +79,16 @@ int main(int argc, char** argv) {
   std::string only, mask_dir;
   for (int a = 1; a + 1 < argc; a += 2) {
     const std::string f = argv[a], val = argv[a + 1];
-    if (f == "--sizes") sizes = parse_list(val);
-    else if (f == "--dims") dims = parse_list(val);
-    else if (f == "--reps") reps = std::stoi(val);
-    else if (f == "--only") only = val;
-    else if (f == "--mask-dir") mask_dir = val;
+    if (f == "--sizes")
+      sizes = parse_list(val);
+    else if (f == "--dims")
+      dims = parse_list(val);
+    else if (f == "--reps")
+      reps = std::stoi(val);
+    else if (f == "--only")
+      only = val;
+    else if (f == "--mask-dir")
+      mask_dir = val;
   }
   std::string why;
   if (!cuda_available(&why)) {

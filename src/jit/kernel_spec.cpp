@@ -36,7 +36,8 @@ KernelSpec base_spec(DType dtype, int head_dim, const std::string& arch) {
   if (const char* t = std::getenv("SPLAT_CUDA_TILE"); t && *t) {
     int bm = 0, bn = 0;
     if (std::sscanf(t, "%dx%d", &bm, &bn) != 2 || (bm != 64 && bm != 128) || (bn != 32 && bn != 64 && bn != 128))
-      fail(ErrorCode::InvalidArgument, std::string("SPLAT_CUDA_TILE must be BMxBN (BM 64|128, BN 32|64|128), got ") + t);
+      fail(ErrorCode::InvalidArgument,
+           std::string("SPLAT_CUDA_TILE must be BMxBN (BM 64|128, BN 32|64|128), got ") + t);
     s.mt = bm / 64;
     s.block_n = bn;
   }
@@ -77,9 +78,10 @@ std::string KernelSpec::name() const {
 std::string KernelSpec::describe() const {
   std::ostringstream o;
   o << "attention_fwd dtype=" << dtype_name(dtype) << " D=" << head_dim << " tile=" << block_m << "x" << block_n
-    << " warps=" << warps << " stages=" << stages << (wgmma ? " mma=wgmma" : " mma=mma.sync") << " arch=" << arch << " spans=affine" << (has_block ? "+block" : "")
-    << (has_gather ? "+gather" : "") << " masks=" << (mask_affine ? "affine" : "none")
-    << (continuation ? " continues-pass" : "") << (write_lse ? " writes-lse" : "") << " smem=" << smem_bytes();
+    << " warps=" << warps << " stages=" << stages << (wgmma ? " mma=wgmma" : " mma=mma.sync") << " arch=" << arch
+    << " spans=affine" << (has_block ? "+block" : "") << (has_gather ? "+gather" : "")
+    << " masks=" << (mask_affine ? "affine" : "none") << (continuation ? " continues-pass" : "")
+    << (write_lse ? " writes-lse" : "") << " smem=" << smem_bytes();
   return o.str();
 }
 

@@ -19,7 +19,7 @@ struct KernelSpec {
   int block_m = 64;  // query rows per CTA = 16 * mt * warps
   int block_n = 64;  // keys per step
   int warps = 4;
-  int mt = 1;  // 16-row m-tiles per warp
+  int mt = 1;          // 16-row m-tiles per warp
   bool wgmma = false;  // sm_90a warpgroup MMA (one warpgroup, 64x64 tiles)
   int stages = 2;      // K/V shared-memory buffers (cp.async pipeline depth + 1)
   int min_blocks = 0;  // __launch_bounds__ min blocks per SM (0: not set; caps registers when set)

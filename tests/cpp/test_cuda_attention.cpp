@@ -5,7 +5,9 @@
 // Skipped with a message where no GPU is usable.
 #include <gtest/gtest.h>
 #ifndef SPLAT_WITH_CUDA
-TEST(CudaAttention, BuiltWithoutCuda) { GTEST_SKIP() << "splat was built without the CUDA backend (SPLAT_WITH_CUDA=OFF)"; }
+TEST(CudaAttention, BuiltWithoutCuda) {
+  GTEST_SKIP() << "splat was built without the CUDA backend (SPLAT_WITH_CUDA=OFF)";
+}
 #else
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
@@ -26,10 +28,10 @@ using cputest::Tensor;
 
 namespace {
 
-#define REQUIRE_GPU()                                                \
-  do {                                                               \
-    std::string why_;                                                \
-    if (!cuda_available(&why_)) GTEST_SKIP() << "no GPU: " << why_;  \
+#define REQUIRE_GPU()                                               \
+  do {                                                              \
+    std::string why_;                                               \
+    if (!cuda_available(&why_)) GTEST_SKIP() << "no GPU: " << why_; \
   } while (0)
 
 struct Case {
@@ -65,7 +67,8 @@ void check_acsr(const Acsr& a, const std::vector<uint8_t>& mask, const Case& c) 
   const double e_ours = cputest::max_abs_err(out, ref), e_naive = cputest::max_abs_err(naive, ref);
   // P is rounded to the input dtype for the tensor cores (as in FlashAttention) and multi-pass plans
   // round the first pass's output once more: a few naive errors.
-  EXPECT_LE(e_ours, 6.0 * e_naive + 2e-3) << "naive error " << e_naive << "; plan: " << describe_cuda_plan(*plan).back();
+  EXPECT_LE(e_ours, 6.0 * e_naive + 2e-3)
+      << "naive error " << e_naive << "; plan: " << describe_cuda_plan(*plan).back();
 }
 
 void check_spec(const Case& c) {
@@ -91,10 +94,10 @@ TEST(CudaAttention, SuiteDtypesAndHeadDims) {
 
 TEST(CudaAttention, MorePatternsAndCompositions) {
   REQUIRE_GPU();
-  for (const char* s : {"dense", "causal", "global:g=5", "sink:g=3", "fixed:l=32,c=4", "causal_dilated:w=20,d=3",
-                        "dilated:w=9,d=7", "strided:s=13", "blocked:b=50", "longformer:w=7,g=3",
-                        "causal_window:w=100+sink:g=4", "strided:s=16&causal", "window:w=40&blocked:b=64",
-                        "sink:g=8&blocked:b=16", "bigbird:b=32,w=1,g=1,r=2,seed=7"})
+  for (const char* s :
+       {"dense", "causal", "global:g=5", "sink:g=3", "fixed:l=32,c=4", "causal_dilated:w=20,d=3", "dilated:w=9,d=7",
+        "strided:s=13", "blocked:b=50", "longformer:w=7,g=3", "causal_window:w=100+sink:g=4", "strided:s=16&causal",
+        "window:w=40&blocked:b=64", "sink:g=8&blocked:b=16", "bigbird:b=32,w=1,g=1,r=2,seed=7"})
     check_spec({s, 1, 2, 1, 211, 64});
   check_spec({"window:w=3", 1, 1, 1, 1, 64});  // N = 1
   check_spec({"strided:s=9", 1, 1, 1, 65, 128, DType::F16});
@@ -118,7 +121,8 @@ TEST(CudaAttention, ExplicitMaskWithEmptyRows) {
       const bool band = std::abs(i - j) <= 5;
       mask[size_t(i * n + j)] = (i % 17 == 3) ? 0 : (band || rng() % 9 == 0);  // rows 3, 20, ... empty
     }
-  for (int64_t d : {64, 128}) check_acsr(analyse_mask(mask.data(), n), mask, {"mask(random, empty rows)", 2, 2, 1, n, d});
+  for (int64_t d : {64, 128})
+    check_acsr(analyse_mask(mask.data(), n), mask, {"mask(random, empty rows)", 2, 2, 1, n, d});
 }
 
 TEST(CudaAttention, GraphCaptureAndDeviceErrors) {

@@ -4,7 +4,9 @@
 // atomically, also under concurrent writers.
 #include <gtest/gtest.h>
 #ifndef SPLAT_WITH_CUDA
-TEST(CudaCodegen, BuiltWithoutCuda) { GTEST_SKIP() << "splat was built without the CUDA backend (SPLAT_WITH_CUDA=OFF)"; }
+TEST(CudaCodegen, BuiltWithoutCuda) {
+  GTEST_SKIP() << "splat was built without the CUDA backend (SPLAT_WITH_CUDA=OFF)";
+}
 #else
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -63,7 +65,8 @@ std::string find_cuobjdump() {
   if (const char* e = std::getenv("SPLAT_CUOBJDUMP_DIR")) dirs.push_back(e);
   dirs.push_back("/usr/local/cuda/bin");
   const std::string py = run_capture(
-      "python3 -c 'import nvidia, os; print(\"\\n\".join(os.path.join(p, \"cu13\", \"bin\") for p in nvidia.__path__))' "
+      "python3 -c 'import nvidia, os; print(\"\\n\".join(os.path.join(p, \"cu13\", \"bin\") for p in "
+      "nvidia.__path__))' "
       "2>/dev/null");
   size_t s = 0;
   while (s < py.size()) {
@@ -91,8 +94,9 @@ std::string sass_of(const std::vector<char>& cubin, const std::string& bindir) {
 
 TEST(CudaCodegen, EverySuitePatternCompilesToTensorCoreSass) {
   const std::string bindir = find_cuobjdump();
-  ASSERT_FALSE(bindir.empty()) << "cuobjdump/nvdisasm not found: pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm "
-                                  "(scripts/pip-requirements.txt) or set SPLAT_CUOBJDUMP_DIR";
+  ASSERT_FALSE(bindir.empty())
+      << "cuobjdump/nvdisasm not found: pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm "
+         "(scripts/pip-requirements.txt) or set SPLAT_CUOBJDUMP_DIR";
   std::set<std::string> checked;  // distinct generated sources (patterns often share kernels)
   for (int64_t n : suite_sizes())
     for (const SuiteEntry& e : suite(n))

@@ -55,7 +55,9 @@ __device__ __forceinline__ int floor_div_dev(int a, int b) {  // b > 0
   const int q = a / b;
   return (a % b != 0 && a < 0) ? q - 1 : q;
 }
-__device__ __forceinline__ int ceil_div_dev(int a, int b) { return -floor_div_dev(-a, b); }
+__device__ __forceinline__ int ceil_div_dev(int a, int b) {
+  return -floor_div_dev(-a, b);
+}
 
 // The keys of segment s in row i, expressed in span indices c (key = kb + ks*c) of a span: c is attended
 // iff lo <= c < hi and (c - lo) % mod == 0. mod == 0: no closed form, test each entry (never for plans
@@ -130,8 +132,7 @@ __device__ __forceinline__ void load_kv(const AttnParams& p, const DevSpan& sp, 
 // Entry-by-entry mask for what has no per-row closed form (Block/Gather spans that are not full, affine
 // rows with a residue condition): bit (mt*NT + j)*4 + e set = attended. Out of line: rare, and large.
 template <class C>
-__device__ __noinline__ u64 slow_mask_bits(const AttnParams& p, const DevSpan sp, const DevTask task, int kt,
-                                           int wr0) {
+__device__ __noinline__ u64 slow_mask_bits(const AttnParams& p, const DevSpan sp, const DevTask task, int kt, int wr0) {
   constexpr int NT = C::BN / 8, MT = C::MT;
   const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
   u64 bits = 0;
@@ -298,9 +299,9 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
       }
       prev_si = cu.si;
     }
-    cp_async_wait<S - 2>();  // this step's K and V have landed (later steps may be in flight)
+    cp_async_wait<S - 2>();                       // this step's K and V have landed (later steps may be in flight)
     if constexpr (C::WGMMA) fence_proxy_async();  // cp.async wrote them (generic proxy); wgmma reads (async)
-    __syncthreads();         // ... for every thread; and everyone is done with the buffer loaded next
+    __syncthreads();  // ... for every thread; and everyone is done with the buffer loaded next
     if (ld.si < task.span_end) {
       load_kv<C>(p, ld.sp, ld.kt, kbase, vbase, sK + lbuf * BN * D, sV + lbuf * BN * D);
       advance<C>(p, task, ld);
@@ -311,8 +312,7 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
     const u16* cK = sK + cbuf * BN * D;
     const u16* cV = sV + cbuf * BN * D;
     // wgmma is warpgroup-collective: every warp takes part (rows outside the span are masked).
-    const bool warp_active =
-        C::WGMMA || (wr0 < task.row_count && wr0 < sp.row_hi && wr0 + 16 * MT > sp.row_lo);
+    const bool warp_active = C::WGMMA || (wr0 < task.row_count && wr0 < sp.row_hi && wr0 + 16 * MT > sp.row_lo);
     float s[MT][NT][4];
     if (warp_active) {
       if constexpr (C::WGMMA) {
@@ -333,35 +333,35 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
         wgmma_wait0();
       } else {
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
+        for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int j = 0; j < NT; ++j)
+          for (int j = 0; j < NT; ++j)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) s[mt][j][e] = 0.f;
+            for (int e = 0; e < 4; ++e) s[mt][j][e] = 0.f;
 #pragma unroll
-      for (int kk = 0; kk < KQ; ++kk) {
-        u32 qa[MT][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          if (QREG) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) qa[mt][e] = qreg[QREG ? mt : 0][QREG ? kk : 0][e];
-          } else {
-            ldmatrix_x4(qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3],
-                        smem_addr(sQ + swz<D, BM>(wr0 + mt * 16 + (mi & 1) * 8 + lr, 2 * kk + (mi >> 1))));
-          }
-        }
-#pragma unroll
-        for (int j = 0; j < NT; j += 2) {
-          u32 b0, b1, b2, b3;
-          ldmatrix_x4(b0, b1, b2, b3, smem_addr(cK + swz<D, BN>(j * 8 + (mi >> 1) * 8 + lr, 2 * kk + (mi & 1))));
+        for (int kk = 0; kk < KQ; ++kk) {
+          u32 qa[MT][4];
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
-            mma16816<BF16>(s[mt][j], qa[mt], b0, b1);
-            mma16816<BF16>(s[mt][j + 1], qa[mt], b2, b3);
+            if (QREG) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) qa[mt][e] = qreg[QREG ? mt : 0][QREG ? kk : 0][e];
+            } else {
+              ldmatrix_x4(qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3],
+                          smem_addr(sQ + swz<D, BM>(wr0 + mt * 16 + (mi & 1) * 8 + lr, 2 * kk + (mi >> 1))));
+            }
+          }
+#pragma unroll
+          for (int j = 0; j < NT; j += 2) {
+            u32 b0, b1, b2, b3;
+            ldmatrix_x4(b0, b1, b2, b3, smem_addr(cK + swz<D, BN>(j * 8 + (mi >> 1) * 8 + lr, 2 * kk + (mi & 1))));
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+              mma16816<BF16>(s[mt][j], qa[mt], b0, b1);
+              mma16816<BF16>(s[mt][j + 1], qa[mt], b2, b3);
+            }
           }
         }
-      }
       }
       // Mask only where some row's key range does not cover the whole tile (edges of bands, ragged ends,
       // row sub-ranges); entries without a closed form go through slow_mask_bits.
@@ -463,8 +463,7 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
 #pragma unroll
           for (int dn = 0; dn < CH; dn += 2) {
             u32 b0, b1, b2, b3;
-            ldmatrix_x4_trans(b0, b1, b2, b3,
-                              smem_addr(cV + swz<D, BN>(kk * 16 + (mi & 1) * 8 + lr, dn + (mi >> 1))));
+            ldmatrix_x4_trans(b0, b1, b2, b3, smem_addr(cV + swz<D, BN>(kk * 16 + (mi & 1) * 8 + lr, dn + (mi >> 1))));
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
               mma16816<BF16>(acc[mt][dn], pa[mt], b0, b1);

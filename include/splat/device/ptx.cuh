@@ -100,25 +100,33 @@ __device__ __forceinline__ unsigned long long wgmma_desc_sw128(u32 saddr) {
   return (unsigned long long)((saddr & 0x3FFFF) >> 4) | (1ull << 16) | ((unsigned long long)(1024 >> 4) << 32) |
          (1ull << 62);
 }
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_wait0() {
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+}
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
 
 // D(64x64, f32) (+)= A(64x16, registers, the mma.m16n8k16 A layout per warp) * B(16x64, smem descriptor).
 // TRANS_B = 0: B stored K-major (rows of n, k contiguous); 1: N-major (rows of k, n contiguous).
 template <bool BF16, int TRANS_B>
 __device__ __forceinline__ void wgmma_m64n64k16(float* d, const u32* a, unsigned long long desc, int accumulate) {
-#define SPLAT_WGMMA_OPERANDS                                                                                      \
+#define SPLAT_WGMMA_OPERANDS                                                                                    \
   : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),   \
     "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),         \
     "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),        \
     "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])                      \
   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "n"(TRANS_B), "r"(accumulate)
-#define SPLAT_WGMMA_BODY(T)                                                                                        \
-  "{\n.reg .pred p;\nsetp.ne.b32 p, %38, 0;\n"                                                                     \
-  "wgmma.mma_async.sync.aligned.m64n64k16.f32." T "." T                                                           \
-  " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,"  \
+#define SPLAT_WGMMA_BODY(T)                                                                                      \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, %38, 0;\n"                                                                   \
+  "wgmma.mma_async.sync.aligned.m64n64k16.f32." T "." T                                                          \
+  " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28," \
   "%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, %37;\n}\n"
   if (BF16)
     asm volatile(SPLAT_WGMMA_BODY("bf16") SPLAT_WGMMA_OPERANDS);
