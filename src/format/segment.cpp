@@ -11,6 +11,10 @@ namespace splat {
 SegmentRow segment_row(const Segment& s, int64_t i) {
   if (i < s.row_begin || i >= s.row_end || s.key_begin >= s.key_end || s.t_begin >= s.t_end) return {};
   const int64_t base = s.slope * i + s.offset;
+  if (s.stride == 1) {  // the common case needs no division
+    const int64_t t0 = std::max(s.t_begin, s.key_begin - base), t1 = std::min(s.t_end, s.key_end - base);
+    return {base + t0, std::max<int64_t>(0, t1 - t0)};
+  }
   const int64_t t0 = std::max(s.t_begin, ceil_div(s.key_begin - base, s.stride));
   const int64_t t1 = std::min(s.t_end, floor_div(s.key_end - 1 - base, s.stride) + 1);
   if (t1 <= t0) return {base + s.stride * t0, 0};

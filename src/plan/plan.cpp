@@ -27,12 +27,20 @@ struct Builder {
     const bool band = s.slope != 0 && s.stride == task.row_stride * s.slope;  // keys move with the rows
     const int64_t step = s.slope == 0 || band ? s.stride : 1;
     int64_t lo = INT64_MAX, hi = INT64_MIN, full_lo = INT64_MIN, full_hi = INT64_MAX;
-    for (int32_t r = r_lo; r < r_hi; ++r) {
-      const SegmentRow sr = row(r);
-      const int64_t end = sr.first + step * sr.count;
-      if (sr.count > 0) lo = std::min(lo, sr.first), hi = std::max(hi, sr.first + (sr.count - 1) * s.stride + 1);
-      full_lo = std::max(full_lo, sr.first);
-      full_hi = sr.count > 0 ? std::min(full_hi, end) : INT64_MIN;
+    const SegmentRow top = row(r_lo), bottom = row(r_hi - 1);
+    if ((band || s.slope == 0) && top.count > 0 && bottom.count > 0) {
+      // Rows with keys form one interval and first/end move monotonically with the row: the end rows
+      // give the hull and the fully covered range in O(1).
+      lo = top.first, hi = bottom.first + (bottom.count - 1) * s.stride + 1;
+      full_lo = bottom.first, full_hi = top.first + step * top.count;
+    } else {
+      for (int32_t r = r_lo; r < r_hi; ++r) {
+        const SegmentRow sr = row(r);
+        const int64_t end = sr.first + step * sr.count;
+        if (sr.count > 0) lo = std::min(lo, sr.first), hi = std::max(hi, sr.first + (sr.count - 1) * s.stride + 1);
+        full_lo = std::max(full_lo, sr.first);
+        full_hi = sr.count > 0 ? std::min(full_hi, end) : INT64_MIN;
+      }
     }
     if (lo >= hi) return;
     if (!band && s.slope == 0) {  // same keys for every row: one full span
