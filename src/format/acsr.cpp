@@ -40,19 +40,23 @@ int64_t row_nnz(const Acsr& a, int64_t i) {
 
 int64_t nnz(const Acsr& a) {
   int64_t total = 0;
-  for (const Segment& s : a.segments)
-    for (int64_t i = s.row_begin; i < s.row_end; ++i) total += segment_row(s, i).count;
+  for (const Segment& s : a.segments) total += segment_nnz(s, s.row_begin, s.row_end);
   if (!a.blocks.empty()) {
-    const int64_t nbr = int64_t(a.blocks.row_ptr.size()) - 1;
+    const int64_t nbr = int64_t(a.blocks.row_ptr.size()) - 1, br = a.blocks.block_rows;
+    // Segments bucketed by the block rows they touch, so each block looks only at its neighbours.
+    std::vector<std::vector<const Segment*>> bucket(static_cast<size_t>(nbr));
+    for (const Segment& s : a.segments)
+      if (!segment_empty(s))
+        for (int64_t qb = s.row_begin / br; qb < nbr && qb * br < s.row_end; ++qb) bucket[size_t(qb)].push_back(&s);
     std::vector<const Segment*> near;
     for (int64_t qb = 0; qb < nbr; ++qb) {
-      const int64_t r0 = qb * a.blocks.block_rows, r1 = std::min(a.n, r0 + a.blocks.block_rows);
+      const int64_t r0 = qb * br, r1 = std::min(a.n, r0 + br);
       for (int64_t e = a.blocks.row_ptr[size_t(qb)]; e < a.blocks.row_ptr[size_t(qb + 1)]; ++e) {
         const int64_t k0 = a.blocks.col_block[size_t(e)] * a.blocks.block_cols;
         const int64_t k1 = std::min(a.n, k0 + a.blocks.block_cols);
         near.clear();  // only segments that can touch this block cost anything per row
-        for (const Segment& s : a.segments)
-          if (s.row_begin < r1 && s.row_end > r0 && s.key_begin < k1 && s.key_end > k0) near.push_back(&s);
+        for (const Segment* s : bucket[size_t(qb)])
+          if (s->key_begin < k1 && s->key_end > k0) near.push_back(s);
         total += (r1 - r0) * (k1 - k0);
         for (const Segment* s : near) {
           const int64_t i0 = std::max(r0, s->row_begin), i1 = std::min(r1, s->row_end);

@@ -36,6 +36,58 @@ int64_t segment_row_count_in(const Segment& s, int64_t i, int64_t k0, int64_t k1
   return segment_row(c, i).count;
 }
 
+namespace {
+// sum over i in [x, y) of max(0, alpha + beta*i), beta in {-1, 0, 1}.
+__int128 sum_positive_linear(int64_t x, int64_t y, int64_t alpha, int64_t beta) {
+  if (x >= y) return 0;
+  if (beta == 0) return __int128(std::max<int64_t>(0, alpha)) * (y - x);
+  if (beta == 1) {
+    const int64_t start = std::max(x, 1 - alpha);
+    if (start >= y) return 0;
+    return __int128(y - start) * alpha + __int128(start + y - 1) * (y - start) / 2;
+  }
+  const int64_t end = std::min(y, alpha);
+  if (end <= x) return 0;
+  return __int128(end - x) * alpha - __int128(x + end - 1) * (end - x) / 2;
+}
+}  // namespace
+
+// sum over u in [u0, u1) of max(0, min(te, hi - u) - max(tb, lo - u)): a clipped band, linear between
+// two breakpoints.
+__int128 band_sum(int64_t u0, int64_t u1, int64_t tb, int64_t te, int64_t hi, int64_t lo) {
+  const int64_t p1 = hi - te, p2 = lo - tb;  // regimes change after these rows
+  int64_t cuts[4] = {u0, std::clamp(p1 + 1, u0, u1), std::clamp(p2 + 1, u0, u1), u1};
+  std::sort(cuts + 1, cuts + 3);
+  __int128 total = 0;
+  for (int k = 0; k < 3; ++k) {
+    const int64_t x = cuts[k], y = cuts[k + 1];
+    if (x >= y) continue;
+    const int64_t ua = x <= p1 ? te : hi, ub = x <= p1 ? 0 : -1;
+    const int64_t la = x <= p2 ? lo : tb, lb = x <= p2 ? -1 : 0;
+    total += sum_positive_linear(x, y, ua - la, ub - lb);
+  }
+  return total;
+}
+
+int64_t segment_nnz(const Segment& s, int64_t r0, int64_t r1) {
+  r0 = std::max(r0, s.row_begin), r1 = std::min(r1, s.row_end);
+  if (r0 >= r1 || segment_empty(s)) return 0;
+  if (s.slope == 0) return segment_row(s, r0).count * (r1 - r0);  // the same keys on every row
+  if (s.slope != 1 || s.stride > r1 - r0) {
+    int64_t total = 0;
+    for (int64_t i = r0; i < r1; ++i) total += segment_row(s, i).count;
+    return total;
+  }
+  // Rows r0 + c + stride*u share a residue class; within it count(u) is a clipped band in u.
+  __int128 total = 0;
+  for (int64_t c = 0; c < s.stride; ++c) {
+    const int64_t first = r0 + c, rows = ceil_div(r1 - first, s.stride), base = first + s.offset;
+    const int64_t lo = ceil_div(s.key_begin - base, s.stride), hi = floor_div(s.key_end - 1 - base, s.stride) + 1;
+    total += band_sum(0, rows, s.t_begin, s.t_end, hi, lo);
+  }
+  return int64_t(total);
+}
+
 bool segment_empty(const Segment& s) {
   return s.row_begin >= s.row_end || s.key_begin >= s.key_end || s.t_begin >= s.t_end;
 }

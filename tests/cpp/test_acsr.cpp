@@ -142,3 +142,22 @@ TEST(Acsr, RegionsPartitionRows) {
   const Acsr d = analyse(parse_pattern("dilated:w=4,d=4"), 100);
   EXPECT_EQ(regions(d).at(0).residue_stride, 4);
 }
+
+#include "format/segment_algebra.hpp"
+
+TEST(Acsr, SegmentNnzClosedFormMatchesRowLoop) {
+  std::mt19937 rng(99);
+  auto u = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  for (int iter = 0; iter < 20000; ++iter) {
+    const int64_t n = u(1, 80);
+    Segment s;
+    s.row_begin = u(0, n), s.row_end = u(s.row_begin, n);
+    s.slope = u(0, 1), s.offset = u(-n, n), s.stride = u(1, 9);
+    s.t_begin = u(-n - 2, n), s.t_end = u(s.t_begin, n + 2);
+    s.key_begin = u(0, n), s.key_end = u(s.key_begin, n);
+    const int64_t r0 = u(-2, n), r1 = u(r0, n + 2);
+    int64_t want = 0;
+    for (int64_t i = std::max<int64_t>(r0, 0); i < std::min(r1, n); ++i) want += segment_row(s, i).count;
+    ASSERT_EQ(segment_nnz(s, r0, r1), want) << "iter " << iter;
+  }
+}
