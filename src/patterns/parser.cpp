@@ -74,8 +74,9 @@ class Parser {
   }
   bool eat(char c) {
     skip_ws();
-    if (pos_ < s_.size() && s_[pos_] == c) return ++pos_, true;
-    return false;
+    if (pos_ >= s_.size() || s_[pos_] != c) return false;
+    ++pos_;
+    return true;
   }
 
   Pattern combine(PatternKind kind, Pattern a, Pattern b) {
