@@ -43,12 +43,40 @@ KernelSpec base_spec(DType dtype, int head_dim, const std::string& arch) {
   }
   // Hopper: wgmma when compiling for sm_90a (plan_cuda picks sm_90a on sm_90 devices); SPLAT_CUDA_WGMMA=0 opts out.
   const char* wg = std::getenv("SPLAT_CUDA_WGMMA");
-  s.wgmma = s.arch == "sm_90a" && s.mt == 1 && s.block_n == 64 && !(wg && std::string(wg) == "0");
-  // wgmma at D=64: 4 CTAs per SM (registers capped at 128) measured 7-10% faster than 3 (bench/NOTES-cuda.md).
-  if (s.wgmma) s.min_blocks = head_dim == 64 ? 4 : 0;
+  s.wgmma = s.arch == "sm_90a" && s.block_n == 64 && !(wg && std::string(wg) == "0");
+  // wgmma: a 128-row tile is two warpgroups of 64 rows sharing each K/V tile (half the K/V fills per row).
+  if (s.wgmma && s.mt == 2) s.mt = 1, s.warps = 8;
+  // wgmma at D=64: 128 registers per thread (4 CTAs of 4 warps, 2 of 8) measured 7-10% faster than 3 CTAs of 4.
+  if (s.wgmma) s.min_blocks = head_dim == 64 ? 16 / s.warps : 0;
   if (const char* m = std::getenv("SPLAT_CUDA_MINBLOCKS"); m && *m) s.min_blocks = std::atoi(m);
   if (const char* m = std::getenv("SPLAT_CUDA_STAGES"); m && *m) s.stages = std::max(2, std::min(4, std::atoi(m)));
   s.block_m = 16 * s.mt * s.warps;
+  return s;
+}
+
+bool two_warpgroups_pay(const KernelSpec& base, const Plan& plan) {
+  if (!base.wgmma || base.warps != 4 || std::getenv("SPLAT_CUDA_TILE")) return false;
+  if (plan.passes.size() != 1 || plan.passes[0].tasks.empty()) return false;
+  const Pass& pass = plan.passes[0];
+  int64_t total = 0, most = 0;
+  for (const TileTask& t : pass.tasks) {
+    int64_t steps = 0;
+    for (int32_t i = t.span_begin; i < t.span_end; ++i) {
+      if (pass.spans[size_t(i)].kind == SpanKind::Gather) return false;
+      steps += (pass.spans[size_t(i)].key_count + base.block_n - 1) / base.block_n;
+    }
+    total += steps;
+    most = std::max(most, steps);
+  }
+  const int64_t mean = total / int64_t(pass.tasks.size());
+  return mean >= 16 && most <= 2 * mean;
+}
+
+KernelSpec two_warpgroup_spec(const KernelSpec& base) {
+  KernelSpec s = base;
+  s.warps = 8;
+  s.block_m = 16 * s.mt * s.warps;
+  if (s.head_dim == 64 && !std::getenv("SPLAT_CUDA_MINBLOCKS")) s.min_blocks = 2;  // 128 registers, as for 4 warps
   return s;
 }
 

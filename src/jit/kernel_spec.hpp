@@ -20,7 +20,7 @@ struct KernelSpec {
   int block_n = 64;  // keys per step
   int warps = 4;
   int mt = 1;          // 16-row m-tiles per warp
-  bool wgmma = false;  // sm_90a warpgroup MMA (one warpgroup, 64x64 tiles)
+  bool wgmma = false;  // sm_90a warpgroup MMA (warpgroups of 64 rows, 64-key steps)
   int stages = 2;      // K/V shared-memory buffers (cp.async pipeline depth + 1)
   int min_blocks = 0;  // __launch_bounds__ min blocks per SM (0: not set; caps registers when set)
   std::string arch = "sm_90";
@@ -40,6 +40,12 @@ struct KernelSpec {
 
 // Tile shape the kernel uses for this dtype / head dim (the plan is built with the same block_m/block_n).
 KernelSpec base_spec(DType dtype, int head_dim, const std::string& arch);
+// sm_90a: whether a plan built with base's 64-row tiles runs faster as 128-row tiles of two warpgroups sharing
+// each K/V tile (measured, bench/NOTES-cuda.md v5: long, even tasks of one pass gain 1-11%; short or uneven
+// tasks, gathered spans and multi-pass plans lose 4-30%). Never when SPLAT_CUDA_TILE fixes the tile.
+bool two_warpgroups_pay(const KernelSpec& base, const Plan& plan);
+// base with 8 warps (two warpgroups of 64 rows): block_m 128.
+KernelSpec two_warpgroup_spec(const KernelSpec& base);
 // Spec of pass `pass_index` of a plan built with base's tile shape.
 KernelSpec pass_spec(const KernelSpec& base, const Plan& plan, size_t pass_index);
 // Throws Error(Unsupported) for head dims / dtypes the kernels do not cover.

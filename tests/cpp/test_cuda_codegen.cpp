@@ -122,6 +122,25 @@ TEST(CudaCodegen, EverySuitePatternCompilesToTensorCoreSass) {
   EXPECT_GE(checked.size(), 12u);
 }
 
+// sm_90a picks 128-row tiles (two warpgroups) only where they measured faster (bench/NOTES-cuda.md v5):
+// long even band tasks; never for the short residue tasks of strided, uneven longformer or gathered bigbird.
+TEST(CudaCodegen, TwoWarpgroupTilesOnlyForLongEvenTasks) {
+  if (std::getenv("SPLAT_CUDA_TILE")) GTEST_SKIP() << "SPLAT_CUDA_TILE fixes the tile";
+  const std::set<std::string> wide = {"window", "causal_window", "blocked", "dilated"};
+  for (const SuiteEntry& e : suite(16384))
+    for (int d : {64, 128}) {
+      CudaPlanOptions o;
+      o.head_dim = d, o.arch = "sm_90a";
+      const CodegenResult r = codegen_cuda(analyse(parse_pattern(e.spec), 16384), o, false);
+      ASSERT_FALSE(r.specs.empty());
+      const bool two = r.specs[0].find("tile=128x64 warps=8") != std::string::npos;
+      EXPECT_EQ(two, wide.count(e.name) > 0) << e.spec << " D=" << d << ": " << r.specs[0];
+      o.arch = "sm_80";  // mma.sync keeps its 64-row default
+      EXPECT_NE(codegen_cuda(analyse(parse_pattern(e.spec), 16384), o, false).specs[0].find("tile=64x64 warps=4"),
+                std::string::npos);
+    }
+}
+
 TEST(CudaCodegen, SpecNamesAndSourceAreDeterministic) {
   const Acsr a = analyse(parse_pattern("strided:s=64"), 4096);
   CudaPlanOptions o;

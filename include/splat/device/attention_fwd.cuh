@@ -6,6 +6,8 @@
 // the softmax is online, in registers. Masks are evaluated only on partial tiles, from the affine
 // segment constants (no mask in memory) or, for gathered spans, from the plan's bitset.
 // A continuation pass (CONTINUE) starts from the (out, lse) an earlier pass left: exact merge.
+// On sm_90a (WGMMA) both MMAs are warpgroup MMAs: each warpgroup of 4 warps owns 64 query rows (WARPS = 8:
+// two warpgroups share every K/V tile), S reads Q and K from shared memory, O += P V takes P from registers.
 #pragma once
 #include "splat/device/plan_layout.cuh"
 #include "splat/device/ptx.cuh"
@@ -316,18 +318,14 @@ __device__ __forceinline__ void attn_fwd(const AttnParams& p, unsigned char* sme
     float s[MT][NT][4];
     if (warp_active) {
       if constexpr (C::WGMMA) {
-        static_assert(MT == 1 && BN == 64 && C::WARPS == 4, "wgmma: one warpgroup, 64x64 tiles");
-        // Q fragments are re-read from shared memory every step: kept live across the loop, their registers
-        // were reused by ptxas around the asynchronous MMAs (seen at D=64), which corrupted later steps.
-        u32 qa[KQ][4];
-#pragma unroll
-        for (int kk = 0; kk < KQ; ++kk)
-          ldmatrix_x4(qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3],
-                      smem_addr(sQ + swz<D, BM>(wr0 + (mi & 1) * 8 + lr, 2 * kk + (mi >> 1))));
+        static_assert(MT == 1 && BN == 64 && C::WARPS % 4 == 0, "wgmma: warpgroups of 64 rows, 64-key steps");
+        // A = this warpgroup's 64 Q rows straight from shared memory (same 128B-swizzled K-major layout as K):
+        // no Q fragments in registers (ptxas once reused such registers across the async MMAs, v4 notes).
+        const u16* wq = sQ + (warp >> 2) * 64 * 64;
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < KQ; ++kk)
-          wgmma_m64n64k16<BF16, 0>(&s[0][0][0], qa[kk],
+          wgmma_m64n64k16_ss<BF16>(&s[0][0][0], wgmma_desc_sw128(smem_addr(wq + (kk >> 2) * (BM * 64) + (kk & 3) * 16)),
                                    wgmma_desc_sw128(smem_addr(cK + (kk >> 2) * (BN * 64) + (kk & 3) * 16)), kk > 0);
         wgmma_commit();
         wgmma_wait0();

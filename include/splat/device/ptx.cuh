@@ -136,5 +136,29 @@ __device__ __forceinline__ void wgmma_m64n64k16(float* d, const u32* a, unsigned
 #undef SPLAT_WGMMA_OPERANDS
 }
 
+// D(64x64, f32) (+)= A(64x16) * B(16x64), both from shared-memory descriptors, both K-major (the Q and K
+// tiles): no A fragments in registers, and no ldmatrix of Q per step.
+template <bool BF16>
+__device__ __forceinline__ void wgmma_m64n64k16_ss(float* d, unsigned long long adesc, unsigned long long bdesc,
+                                                   int accumulate) {
+#define SPLAT_WGMMA_OPERANDS                                                                                    \
+  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),   \
+    "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),         \
+    "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),        \
+    "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])                      \
+  : "l"(adesc), "l"(bdesc), "r"(accumulate)
+#define SPLAT_WGMMA_BODY(T)                                                                                      \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                                                   \
+  "wgmma.mma_async.sync.aligned.m64n64k16.f32." T "." T                                                          \
+  " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28," \
+  "%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+  if (BF16)
+    asm volatile(SPLAT_WGMMA_BODY("bf16") SPLAT_WGMMA_OPERANDS);
+  else
+    asm volatile(SPLAT_WGMMA_BODY("f16") SPLAT_WGMMA_OPERANDS);
+#undef SPLAT_WGMMA_BODY
+#undef SPLAT_WGMMA_OPERANDS
+}
+
 }  // namespace dev
 }  // namespace splat

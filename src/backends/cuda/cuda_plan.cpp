@@ -26,11 +26,16 @@ std::map<std::string, cudaLibrary_t>& loaded() {  // cache key + device -> modul
 
 PlanKernels plan_kernels(const Acsr& acsr, DType dtype, int head_dim, const std::string& arch) {
   PlanKernels pk;
-  const jit::KernelSpec base = jit::base_spec(dtype, head_dim, arch);
+  jit::KernelSpec base = jit::base_spec(dtype, head_dim, arch);
   PlanOptions po;
   po.block_m = base.block_m;
   po.block_n = base.block_n;
   pk.plan = make_plan(acsr, po);
+  if (jit::two_warpgroups_pay(base, pk.plan)) {  // long even bands: 128-row tiles, one plan more (~0.1 ms)
+    base = jit::two_warpgroup_spec(base);
+    po.block_m = base.block_m;
+    pk.plan = make_plan(acsr, po);
+  }
   for (size_t p = 0; p < pk.plan.passes.size(); ++p) pk.specs.push_back(jit::pass_spec(base, pk.plan, p));
   pk.source = jit::generate_source(pk.specs);
   return pk;
