@@ -7,6 +7,12 @@
 
 namespace splat::py {
 
+int parse_layout(const std::string& s) {
+  if (s == "bhnd") return 0;
+  if (s == "bnhd") return 1;
+  fail(ErrorCode::InvalidArgument, "layout must be 'bhnd' ([B, H, N, D]) or 'bnhd' ([B, N, H, D]), got '" + s + "'");
+}
+
 DType array_dtype(const nb::dlpack::dtype& t, const std::string& dtype_override, const char* name) {
   const std::string who(name);
   require(t.lanes == 1, who + ": vector dtypes are not supported");

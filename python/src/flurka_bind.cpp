@@ -20,12 +20,6 @@ using namespace nb::literals;
 namespace splat::py {
 namespace {
 
-int parse_layout(const std::string& s) {
-  if (s == "bhnd") return 0;
-  if (s == "bnhd") return 1;
-  fail(ErrorCode::InvalidArgument, "layout must be 'bhnd' or 'bnhd', got '" + s + "'");
-}
-
 // E, F [k, N] or [H, k, N]; W [D, m] or [H, D, m]; row-major contiguous.
 MatrixView matrix_view(const std::optional<InArray>& a, const std::string& dtype, const char* name) {
   MatrixView m;

@@ -22,12 +22,6 @@ using namespace nb::literals;
 namespace splat::py {
 namespace {
 
-int parse_layout(const std::string& s) {
-  if (s == "bhnd") return 0;
-  if (s == "bnhd") return 1;
-  fail(ErrorCode::InvalidArgument, "layout must be 'bhnd' ([B, H, N, D]) or 'bnhd' ([B, N, H, D]), got '" + s + "'");
-}
-
 void translate(const std::exception_ptr& p, void*) {
   try {
     std::rethrow_exception(p);
