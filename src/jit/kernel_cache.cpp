@@ -3,7 +3,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -12,13 +11,13 @@
 #include <fstream>
 #include <map>
 #include <mutex>
-#include <random>
 
 #include "jit/embedded.hpp"
 #include "jit/hash.hpp"
 #include "jit/nvrtc_compile.hpp"
 #include "splat/cuda.hpp"
 #include "splat/error.hpp"
+#include "splat/npy.hpp"  // write_file_atomic
 
 namespace splat::jit {
 
@@ -115,27 +114,6 @@ bool decode_entry(const std::vector<char>& file, std::vector<char>& payload) {
   return true;
 }
 
-void write_file_atomic(const std::string& path, const std::vector<char>& bytes) {
-  static std::atomic<unsigned> counter{0};
-  std::random_device rd;
-  const std::string tmp =
-      path + ".tmp-" + std::to_string(getpid()) + "-" + std::to_string(counter++) + "-" + std::to_string(rd());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f.write(bytes.data(), std::streamsize(bytes.size()));
-    f.flush();
-    if (!f) {
-      std::remove(tmp.c_str());
-      fail(ErrorCode::Io, "cannot write kernel cache file " + tmp);
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string err = std::strerror(errno);
-    std::remove(tmp.c_str());
-    fail(ErrorCode::Io, "cannot rename " + tmp + " to " + path + ": " + err);
-  }
-}
-
 void clear_memory_cache() {
   std::lock_guard<std::mutex> lock(g_mutex);
   memory_cache().clear();
@@ -177,7 +155,8 @@ CachedCubin cached_cubin(const std::string& source, const std::string& arch, con
     jit_log("compiled " + std::to_string(r.cubin.size()) + " bytes in " + std::to_string(r.ms) + " ms -> " + path);
     try {  // a read-only or full cache directory only costs the next process a compile
       ensure_directory(cache_directory());
-      write_file_atomic(path, encode_entry(r.cubin));
+      const std::vector<char> entry = encode_entry(r.cubin);
+      splat::write_file_atomic(path, entry.data(), entry.size());  // mkstemp + rename: safe across processes
     } catch (const Error& e) {
       jit_log(std::string("could not store cache entry: ") + e.what());
     }

@@ -28,7 +28,6 @@ std::string entry_path(const std::string& key);
 // Entry file encoding (exposed for tests): magic, payload length, checksum, payload.
 std::vector<char> encode_entry(const std::vector<char>& payload);
 bool decode_entry(const std::vector<char>& file, std::vector<char>& payload);
-void write_file_atomic(const std::string& path, const std::vector<char>& bytes);  // throws Error(Io)
 void clear_memory_cache();
 
 bool jit_verbose();

@@ -27,6 +27,7 @@ TEST(CudaCodegen, BuiltWithoutCuda) {
 #include "splat/acsr.hpp"
 #include "splat/cuda.hpp"
 #include "splat/error.hpp"
+#include "splat/npy.hpp"
 #include "splat/pattern.hpp"
 #include "splat/suite.hpp"
 
@@ -265,7 +266,10 @@ TEST(CudaCache, ConcurrentWritersNeverLeaveAPartialEntry) {
   for (int t = 0; t < 8; ++t)
     threads.emplace_back([&, t] {
       std::vector<char> payload(size_t(200000 + 1000 * t), char('a' + t));
-      for (int r = 0; r < 10; ++r) jit::write_file_atomic(path, jit::encode_entry(payload));
+      for (int r = 0; r < 10; ++r) {
+        const std::vector<char> entry = jit::encode_entry(payload);
+        write_file_atomic(path, entry.data(), entry.size());
+      }
     });
   // Meanwhile a reader only ever sees complete, valid entries.
   for (int r = 0; r < 200; ++r) {
