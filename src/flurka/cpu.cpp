@@ -13,6 +13,7 @@
 
 #include "flurka/common.hpp"
 #include "flurka/cpu_state.hpp"
+#include "splat/cpu_features.hpp"
 #include "splat/error.hpp"
 
 namespace splat {
@@ -127,6 +128,7 @@ void finalize_kernel_state(HeadSlots& hs, std::vector<float>& S, std::vector<flo
 }  // namespace flurka_detail
 
 void flurka_cpu(FlurkaMethod method, const FlurkaInputs& in, const TensorView& out, const FlurkaOptions& opt) {
+  require_x86_64_v3("flurka_cpu");  // the fast path is built for x86-64-v3
   const FlurkaShape s = check_flurka_args(method, in, out);
   require(out.device < 0, "flurka_cpu needs host tensors (device = -1)");
   const FeatureMap fm = feature_map_of(method);

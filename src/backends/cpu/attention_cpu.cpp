@@ -21,6 +21,7 @@
 #include "simd.hpp"
 #include "span_masks.hpp"
 #include "splat/attention.hpp"
+#include "splat/cpu_features.hpp"
 #include "splat/error.hpp"
 #include "tile_kernel.hpp"
 
@@ -100,6 +101,7 @@ void check_plan(const Plan& plan, int64_t n) {
 
 void attention_cpu(const Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
                    const TensorView& out, const AttentionOptions& opt) {
+  require_x86_64_v3("attention_cpu");  // before any AVX2 code path runs
   check_attention_args(q, k, v, out);
   require(q.device < 0, "attention_cpu needs host tensors (device = -1)");
   require(opt.threads >= 0, "threads must be >= 0");
