@@ -113,15 +113,19 @@ __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
+// The 32 fp32 accumulators of an m64n64 wgmma (one warpgroup), shared by the wrappers below.
+#define SPLAT_WGMMA_ACC                                                                                         \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),     \
+      "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),     \
+      "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),    \
+      "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+
 // D(64x64, f32) (+)= A(64x16, registers, the mma.m16n8k16 A layout per warp) * B(16x64, smem descriptor).
 // TRANS_B = 0: B stored K-major (rows of n, k contiguous); 1: N-major (rows of k, n contiguous).
 template <bool BF16, int TRANS_B>
 __device__ __forceinline__ void wgmma_m64n64k16(float* d, const u32* a, unsigned long long desc, int accumulate) {
 #define SPLAT_WGMMA_OPERANDS                                                                                    \
-  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),   \
-    "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),         \
-    "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),        \
-    "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])                      \
+  : SPLAT_WGMMA_ACC                                                                                            \
   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "n"(TRANS_B), "r"(accumulate)
 #define SPLAT_WGMMA_BODY(T)                                                                                      \
   "{\n.reg .pred p;\nsetp.ne.b32 p, %38, 0;\n"                                                                   \
@@ -142,10 +146,7 @@ template <bool BF16>
 __device__ __forceinline__ void wgmma_m64n64k16_ss(float* d, unsigned long long adesc, unsigned long long bdesc,
                                                    int accumulate) {
 #define SPLAT_WGMMA_OPERANDS                                                                                    \
-  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),   \
-    "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),         \
-    "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),        \
-    "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])                      \
+  : SPLAT_WGMMA_ACC                                                                                            \
   : "l"(adesc), "l"(bdesc), "r"(accumulate)
 #define SPLAT_WGMMA_BODY(T)                                                                                      \
   "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                                                   \
@@ -159,6 +160,7 @@ __device__ __forceinline__ void wgmma_m64n64k16_ss(float* d, unsigned long long 
 #undef SPLAT_WGMMA_BODY
 #undef SPLAT_WGMMA_OPERANDS
 }
+#undef SPLAT_WGMMA_ACC
 
 }  // namespace dev
 }  // namespace splat
