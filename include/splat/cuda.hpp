@@ -27,15 +27,22 @@ struct CudaPlanOptions {
 class CudaPlan;  // opaque; defined in src/backends/cuda
 std::shared_ptr<CudaPlan> plan_cuda(const Acsr& acsr, const CudaPlanOptions& options);
 // Launch on device tensors (views with device >= 0). stream: a cudaStream_t (nullptr = default stream).
+// workspace: device memory of at least cuda_workspace_bytes(plan, B, H) bytes, 4-byte aligned, owned by the
+// caller for the duration of the launch (e.g. from the framework's stream-ordered allocator); nullptr uses the
+// plan's own buffer (see cuda_workspace_reserve), which two streams must not use at the same time.
 void attention_cuda(const CudaPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
-                    const TensorView& out, const AttentionOptions& opt = {}, void* stream = nullptr);
+                    const TensorView& out, const AttentionOptions& opt = {}, void* stream = nullptr,
+                    void* workspace = nullptr);
 // Host convenience for the CLI and tests: copies host tensors to the device, runs `repeats` times after
 // `warmup` runs, copies the output back. Returns the median kernel time in milliseconds (CUDA events).
 double attention_cuda_host(const CudaPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
                            const TensorView& out, const AttentionOptions& opt = {}, int warmup = 0, int repeats = 1);
-// Multi-pass plans (e.g. strided) keep a log-sum-exp workspace of B*H*N floats in the plan. attention_cuda
-// grows it on first use at a larger B*H (that one call allocates and synchronises); reserve it first, or
-// run once, before capturing attention_cuda in a CUDA graph. A no-op for single-pass plans.
+// Multi-pass plans (e.g. strided) merge their passes through a log-sum-exp workspace of B*H*N floats;
+// single-pass plans need none (0 bytes).
+size_t cuda_workspace_bytes(const CudaPlan& plan, int64_t batch, int64_t heads);
+// Without a caller's workspace, attention_cuda uses one kept in the plan and grows it on first use at a larger
+// B*H (that one call allocates and synchronises; during CUDA-graph capture it fails with an Error instead).
+// Reserve it first, or run once, before capturing. A no-op for single-pass plans.
 void cuda_workspace_reserve(const CudaPlan& plan, int64_t batch, int64_t heads);
 // Where plan_cuda spent its time, and where the kernels came from ("memory", "disk" or "compiled").
 struct CudaPlanTimes {

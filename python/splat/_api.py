@@ -64,7 +64,11 @@ def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd", ou
     p = resolve_plan(plan, pattern, q.shape, layout, dtype_name(q.dtype), int(q.device.id))
     if out is None:
         out = cupy.empty_like(q)
-    _core.attention(p, q, k, v, out, s, layout, "", cupy.cuda.get_current_stream().ptr, 0)
+    n, d = sizes(q.shape, layout)
+    nbytes = _core.workspace_bytes(p, q.size // (n * d), 1, int(q.device.id))
+    ws = cupy.empty(nbytes, dtype=cupy.uint8) if nbytes else None  # multi-pass plans: stream-ordered pool
+    _core.attention(p, q, k, v, out, s, layout, "", cupy.cuda.get_current_stream().ptr, 0,
+                    ws.data.ptr if ws is not None else 0)
     return out
 
 

@@ -19,7 +19,7 @@ from torch.utils.dlpack import to_dlpack as _to_dlpack
 
 from . import _core
 from ._api import resolve_plan
-from ._dispatch import causal_pattern
+from ._dispatch import causal_pattern, sizes
 from ._flurka import check_matrices, workspace_bytes
 
 __all__ = ["attention", "flurka", "scaled_dot_product_attention", "SparseAttention", "FLuRKAAttention"]
@@ -51,7 +51,14 @@ def _dl(t):
 
 def _launch(q, k, v, out, plan, pattern, scale, layout):
     p = resolve_plan(plan, pattern, q.shape, layout, _dtype(q), q.get_device())
-    _core.attention(p, _dl(q), _dl(k), _dl(v), _dl(out), scale, layout, "", _stream(q), 0)
+    ws = None
+    if q.is_cuda:  # multi-pass plans merge through a workspace: from torch's stream-ordered allocator
+        n, d = sizes(q.shape, layout)
+        nbytes = _core.workspace_bytes(p, q.numel() // (n * d), 1, q.get_device())
+        if nbytes:
+            ws = torch.empty(nbytes, dtype=torch.uint8, device=q.device)
+    _core.attention(p, _dl(q), _dl(k), _dl(v), _dl(out), scale, layout, "", _stream(q), 0,
+                    ws.data_ptr() if ws is not None else 0)
 
 
 def _needs_op(*ts):

@@ -47,13 +47,14 @@ Views views(const InArray& q, const InArray& k, const InArray& v, const OutArray
 }
 
 void attention(PlanHandle& plan, const InArray& q, const InArray& k, const InArray& v, const OutArray& out, float scale,
-               const std::string& layout, const std::string& dtype, uintptr_t stream, int threads) {
+               const std::string& layout, const std::string& dtype, uintptr_t stream, int threads,
+               uintptr_t workspace) {
   const Views w = views(q, k, v, out, layout, dtype);
   AttentionOptions opt;
   opt.scale = scale;
   opt.threads = threads;
   nb::gil_scoped_release release;
-  run_plan(plan, w.q, w.k, w.v, w.out, opt, reinterpret_cast<void*>(stream));
+  run_plan(plan, w.q, w.k, w.v, w.out, opt, reinterpret_cast<void*>(stream), reinterpret_cast<void*>(workspace));
 }
 
 // The baseline of the overhead benchmark: the same launch looped in C++ (no Python in between).
@@ -165,8 +166,17 @@ NB_MODULE(_core, m) {
       },
       "pattern"_a, "seq_len"_a, "head_dim"_a, "dtype"_a = "f32", "device"_a = -1);
   m.def("attention", &attention, "plan"_a, "q"_a, "k"_a, "v"_a, "out"_a, "scale"_a = 0.0f, "layout"_a = "bhnd",
-        "dtype"_a = "", "stream"_a = 0, "threads"_a = 0,
-        "Sparse attention into `out` (no copies). stream: a cudaStream_t as int for CUDA arrays.");
+        "dtype"_a = "", "stream"_a = 0, "threads"_a = 0, "workspace"_a = 0,
+        "Sparse attention into `out` (no copies). stream: a cudaStream_t as int for CUDA arrays; workspace: "
+        "device memory of workspace_bytes(plan, B, H, device) bytes (0 = the plan's own buffer).");
+  m.def(
+      "workspace_bytes",
+      [](PlanHandle& plan, int64_t batch, int64_t heads, int device) {
+        nb::gil_scoped_release release;
+        return attention_workspace_bytes(plan, batch, heads, device);
+      },
+      "plan"_a, "batch"_a, "heads"_a, "device"_a,
+      "Bytes of device workspace a CUDA launch needs (0 for CPU and single-pass plans)");
   m.def("reference", &reference, "pattern"_a, "q"_a, "k"_a, "v"_a, "out"_a, "scale"_a = 0.0f, "layout"_a = "bhnd",
         "dtype"_a = "", "Dense masked reference with float64 accumulation (host arrays)");
   m.def("dense_mask", &mask_array, "pattern"_a, "n"_a, "The pattern as an n x n uint8 mask (the oracle)");

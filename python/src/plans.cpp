@@ -47,8 +47,36 @@ void check_against_plan(const PlanHandle& plan, const TensorView& q) {
 }
 }  // namespace
 
+#if SPLAT_WITH_CUDA
+namespace {
+// The plan's CUDA plan for `device`, compiled there once if the plan was made for another device.
+std::shared_ptr<CudaPlan> cuda_plan_for(PlanHandle& plan, int device) {
+  std::lock_guard<std::mutex> lock(plan.mu);
+  if (!plan.cuda || plan.cuda_device != device) {
+    CudaPlanOptions o;
+    o.dtype = plan.dtype;
+    o.head_dim = plan.head_dim;
+    o.device = device;
+    plan.cuda = plan_cuda(plan.acsr, o);
+    plan.cuda_device = device;
+  }
+  return plan.cuda;
+}
+}  // namespace
+#endif
+
+size_t attention_workspace_bytes(PlanHandle& plan, int64_t batch, int64_t heads, int device) {
+  if (device < 0) return 0;
+#if SPLAT_WITH_CUDA
+  return cuda_workspace_bytes(*cuda_plan_for(plan, device), batch, heads);
+#else
+  (void)plan, (void)batch, (void)heads;
+  fail(ErrorCode::Unsupported, "splat was built without CUDA (SPLAT_WITH_CUDA=OFF): no CUDA workspace");
+#endif
+}
+
 void run_plan(PlanHandle& plan, const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-              const AttentionOptions& opt, void* stream) {
+              const AttentionOptions& opt, void* stream, void* workspace) {
   check_attention_args(q, k, v, out);
   check_against_plan(plan, q);
   if (q.device < 0) {
@@ -64,23 +92,9 @@ void run_plan(PlanHandle& plan, const TensorView& q, const TensorView& k, const 
 #if SPLAT_WITH_CUDA
   require(q.dtype == plan.dtype, std::string("the plan was compiled for ") + dtype_name(plan.dtype) +
                                      " but the tensors are " + dtype_name(q.dtype));
-  std::shared_ptr<CudaPlan> cp;
-  {
-    std::lock_guard<std::mutex> lock(plan.mu);
-    if (!plan.cuda || plan.cuda_device != q.device) {
-      // Only when a plan made for one device is used on another: compile for that one (once).
-      CudaPlanOptions o;
-      o.dtype = plan.dtype;
-      o.head_dim = plan.head_dim;
-      o.device = q.device;
-      plan.cuda = plan_cuda(plan.acsr, o);
-      plan.cuda_device = q.device;
-    }
-    cp = plan.cuda;
-  }
-  attention_cuda(*cp, q, k, v, out, opt, stream);
+  attention_cuda(*cuda_plan_for(plan, q.device), q, k, v, out, opt, stream, workspace);
 #else
-  (void)stream;
+  (void)stream, (void)workspace;
   fail(ErrorCode::Unsupported, "splat was built without CUDA (SPLAT_WITH_CUDA=OFF): cannot run on a CUDA device");
 #endif
 }

@@ -3,6 +3,8 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
+#include <optional>
+
 #include "bindings.hpp"
 #include "plans.hpp"
 #include "splat/error.hpp"
@@ -15,16 +17,27 @@ namespace ffi = xla::ffi;
 namespace splat::py {
 namespace {
 
+// scratch (device calls only): XLA's per-call scratch memory holds the workspace of multi-pass plans, so
+// concurrent executions never share the plan's own buffer.
 ffi::Error run(int device, void* stream, const ffi::AnyBuffer& q, const ffi::AnyBuffer& k, const ffi::AnyBuffer& v,
-               ffi::AnyBuffer& out, int64_t plan_id, int64_t layout, float scale) {
+               ffi::AnyBuffer& out, int64_t plan_id, int64_t layout, float scale,
+               ffi::ScratchAllocator* scratch = nullptr) {
   PlanHandle* plan = find_plan(plan_id);
   if (!plan) return ffi::Error::InvalidArgument("splat: unknown plan id " + std::to_string(plan_id));
   return xla::guarded([&] {
     const int l = int(layout);
     AttentionOptions opt;
     opt.scale = scale;
-    run_plan(*plan, xla::buffer_view(q, l, device, "q"), xla::buffer_view(k, l, device, "k"),
-             xla::buffer_view(v, l, device, "v"), xla::buffer_view(out, l, device, "out"), opt, stream);
+    const TensorView qv = xla::buffer_view(q, l, device, "q");
+    void* workspace = nullptr;
+    const size_t bytes = scratch ? attention_workspace_bytes(*plan, qv.B(), qv.H(), device) : 0;
+    if (bytes > 0) {
+      const std::optional<void*> p = scratch->Allocate(bytes, 256);
+      require(p.has_value(), "splat: XLA could not allocate " + std::to_string(bytes) + " bytes of scratch");
+      workspace = *p;
+    }
+    run_plan(*plan, qv, xla::buffer_view(k, l, device, "k"), xla::buffer_view(v, l, device, "v"),
+             xla::buffer_view(out, l, device, "out"), opt, stream, workspace);
   });
 }
 
@@ -33,9 +46,10 @@ ffi::Error attention_host(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, 
   return run(-1, nullptr, q, k, v, *out, plan_id, layout, scale);
 }
 
-ffi::Error attention_device(void* stream, int32_t device, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
-                            ffi::Result<ffi::AnyBuffer> out, int64_t plan_id, int64_t layout, float scale) {
-  return run(device, stream, q, k, v, *out, plan_id, layout, scale);
+ffi::Error attention_device(void* stream, int32_t device, ffi::ScratchAllocator scratch, ffi::AnyBuffer q,
+                            ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::Result<ffi::AnyBuffer> out, int64_t plan_id,
+                            int64_t layout, float scale) {
+  return run(device, stream, q, k, v, *out, plan_id, layout, scale, &scratch);
 }
 
 }  // namespace
@@ -51,12 +65,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionHost, splat::py::attention_host,
                                   .Attr<int64_t>("layout")
                                   .Attr<float>("scale"));
 
-// Not marked command-buffer compatible: a plan's first launch at a new B*H may grow its workspace, which
-// synchronises (see cuda.hpp), and must not happen inside a CUDA graph capture.
+// Not marked command-buffer compatible: the first call of a plan on a device may compile its kernels.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionDevice, splat::py::attention_device,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<void*>>()
                                   .Ctx<ffi::DeviceOrdinal>()
+                                  .Ctx<ffi::ScratchAllocator>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()

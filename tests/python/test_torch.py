@@ -193,6 +193,33 @@ def test_cuda_side_stream(gen):
     check_close(out.float().cpu().numpy(), *host(q, k, v), mask_of("window:w=9", 128), "f16")
 
 
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device and splat built with CUDA")
+def test_multi_pass_plan_on_two_streams_and_in_a_graph(gen):
+    # strided runs in two passes merged through a workspace: each call takes its own from torch's allocator,
+    # so one plan on two streams at once, and inside a CUDA graph (first call included), stays exact.
+    pattern, n = "strided:s=16", 256
+    ins = [[rand(gen, (2, 3, n, 64), "cuda", torch.bfloat16) for _ in range(3)] for _ in range(2)]
+    streams = [torch.cuda.Stream(), torch.cuda.Stream()]
+    torch.cuda.synchronize()
+    outs = [None, None]
+    with torch.no_grad():
+        for _ in range(10):
+            for i, s in enumerate(streams):
+                with torch.cuda.stream(s):
+                    outs[i] = st.attention(*ins[i], pattern=pattern)
+    torch.cuda.synchronize()
+    for i in range(2):
+        check_close(outs[i].float().cpu().numpy(), *host(*ins[i]), mask_of(pattern, n), "bf16")
+    q, k, v = (rand(gen, (1, 5, n, 64), "cuda", torch.bfloat16) for _ in range(3))  # a new B*H: no warm-up
+    with torch.no_grad():
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = st.attention(q, k, v, pattern=pattern)
+        graph.replay()
+    torch.cuda.synchronize()
+    check_close(out.float().cpu().numpy(), *host(q, k, v), mask_of(pattern, n), "bf16")
+
+
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 def test_cupy_interop(rng):
     cupy = pytest.importorskip("cupy")

@@ -106,9 +106,13 @@ std::shared_ptr<CudaPlan> plan_cuda(const Acsr& acsr, const CudaPlanOptions& opt
   return cp;
 }
 
+size_t cuda_workspace_bytes(const CudaPlan& plan, int64_t batch, int64_t heads) {
+  if (batch < 0 || heads < 0) fail(ErrorCode::InvalidArgument, "cuda_workspace_bytes: negative batch or heads");
+  return plan.plan.passes.size() < 2 ? 0 : size_t(batch * heads * plan.plan.acsr.n) * sizeof(float);
+}
+
 void cuda_workspace_reserve(const CudaPlan& plan, int64_t batch, int64_t heads) {
-  if (plan.plan.passes.size() < 2) return;
-  const size_t need = size_t(batch * heads * plan.plan.acsr.n) * sizeof(float);
+  const size_t need = cuda_workspace_bytes(plan, batch, heads);
   if (plan.lse.bytes >= need) return;
   cuda::check(cudaSetDevice(plan.options.device), "cudaSetDevice");
   cuda::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (before growing the lse workspace)");
@@ -134,7 +138,7 @@ void check_device_view(const TensorView& t, const char* name, int device, bool o
 }  // namespace
 
 void attention_cuda(const CudaPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
-                    const TensorView& out, const AttentionOptions& opt, void* stream) {
+                    const TensorView& out, const AttentionOptions& opt, void* stream, void* workspace) {
   check_attention_args(q, k, v, out);
   const int dev = plan.options.device;
   check_device_view(q, "q", dev, false);
@@ -151,12 +155,26 @@ void attention_cuda(const CudaPlan& plan, const TensorView& q, const TensorView&
     fail(ErrorCode::InvalidArgument,
          "sequence length " + std::to_string(q.N()) + " differs from the plan's " + std::to_string(plan.plan.acsr.n));
   const int64_t bh = q.B() * q.H();
-  if (plan.plan.passes.size() > 1 && plan.lse.bytes < size_t(bh * q.N()) * sizeof(float))
-    cuda_workspace_reserve(plan, q.B(), q.H());  // first call at this size only; see cuda.hpp
+  auto s = static_cast<cudaStream_t>(stream);
+  float* lse = static_cast<float*>(workspace);
+  if (lse && reinterpret_cast<uintptr_t>(lse) % 4 != 0)
+    fail(ErrorCode::InvalidArgument, "attention_cuda: workspace must be 4-byte aligned");
+  if (!lse && plan.lse.bytes < cuda_workspace_bytes(plan, q.B(), q.H())) {
+    // First call at this size only (see cuda.hpp). Growing synchronises, which a capture cannot contain.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    cuda::check(cudaStreamIsCapturing(s, &capture), "cudaStreamIsCapturing");
+    if (capture != cudaStreamCaptureStatusNone)
+      fail(ErrorCode::InvalidArgument,
+           "attention_cuda: this multi-pass plan needs a workspace of " +
+               std::to_string(cuda_workspace_bytes(plan, q.B(), q.H())) +
+               " bytes; pass one, or call cuda_workspace_reserve(plan, B, H) before capturing a CUDA graph");
+    cuda_workspace_reserve(plan, q.B(), q.H());
+  }
+  if (!lse) lse = static_cast<float*>(plan.lse.ptr);
 
   dev::AttnParams p{};
   p.q = q.data, p.k = k.data, p.v = v.data, p.o = out.data;
-  p.lse = static_cast<float*>(plan.lse.ptr);
+  p.lse = lse;
   p.q_sb = q.stride[0], p.q_sh = q.stride[1], p.q_sn = q.stride[2];
   p.k_sb = k.stride[0], p.k_sh = k.stride[1], p.k_sn = k.stride[2];
   p.v_sb = v.stride[0], p.v_sh = v.stride[1], p.v_sn = v.stride[2];
@@ -172,7 +190,6 @@ void attention_cuda(const CudaPlan& plan, const TensorView& q, const TensorView&
   p.num_segments = int(plan.packed.segments.size());
   p.gather_keys = static_cast<const int*>(plan.gather_keys.ptr);
   p.gather_mask = static_cast<const dev::u64*>(plan.gather_mask.ptr);
-  auto s = static_cast<cudaStream_t>(stream);
   int current = -1;
   cuda::check(cudaGetDevice(&current), "cudaGetDevice");
   if (current != dev) cuda::check(cudaSetDevice(dev), "cudaSetDevice");
