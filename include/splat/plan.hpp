@@ -15,7 +15,8 @@
 namespace splat {
 
 enum class SpanKind : uint8_t {
-  Affine,  // keys key_begin + key_stride*c; mask (if !full) = segment_contains(acsr.segments[segment], i, j)
+  Affine,  // keys key_begin + key_stride*c; mask (if !full) = segment_contains(acsr.segments[segment], i, j),
+           // or'ed with segment2's where segment2 >= 0 (two segments of one row set, see PlanOptions)
   Block,   // keys key_begin + c (one remainder block); mask (if !full) = not in any segment
   Gather,  // keys gather_keys[key_begin + c]; mask (if !full) = bit (r, c) of gather_mask at mask_offset
 };
@@ -29,10 +30,13 @@ struct KeySpan {
   int32_t segment = -1;            // Affine: the one segment this span computes
   bool full = false;               // every (row in [row_lo,row_hi), key) is attended: no mask at all
   int64_t mask_offset = 0;         // Gather: bit offset; bit index = mask_offset + r*key_count + c
+  // Affine, !full: a second segment over the same keys. In every row of the span the two segments' key
+  // indices c form [lo, hi) with at most one c missing (e.g. strided's residue class around the diagonal).
+  int32_t segment2 = -1;
 };
 
 struct TileTask {
-  int64_t row_begin = 0;   // query rows row_begin + row_stride*r, r in [0, row_count)
+  int64_t row_begin = 0;  // query rows row_begin + row_stride*r, r in [0, row_count)
   int64_t row_stride = 1;
   int32_t row_count = 0;
   int32_t span_begin = 0, span_end = 0;  // spans [span_begin, span_end) of the pass
@@ -42,13 +46,17 @@ struct TileTask {
 struct Pass {
   std::vector<TileTask> tasks;  // longest first
   std::vector<KeySpan> spans;
-  std::string describe;         // e.g. "natural order", "residue order stride 64"
+  std::string describe;  // e.g. "natural order", "residue order stride 64"
 };
 
 struct PlanOptions {
-  int32_t block_m = 64;   // query rows per tile
-  int32_t block_n = 64;   // key granularity for full/partial splitting of band spans
+  int32_t block_m = 64;          // query rows per tile
+  int32_t block_n = 64;          // key granularity for full/partial splitting of band spans
   bool permute_residues = true;  // compute stride>1 segments in residue-permuted order
+  // Merge two partial Affine spans over the same keys into one (segment2) where their rows' key ranges meet
+  // with at most a one-key gap: strided's residue class around the diagonal is computed once, not as two
+  // triangles over the same box.
+  bool merge_split_segments = true;
 };
 
 struct Plan {
@@ -57,8 +65,8 @@ struct Plan {
   std::vector<Pass> passes;
   std::vector<int32_t> gather_keys;
   std::vector<uint64_t> gather_mask;  // bitset
-  int64_t useful = 0;    // nnz
-  int64_t computed = 0;  // sum over spans of rows x keys
+  int64_t useful = 0;                 // nnz
+  int64_t computed = 0;               // sum over spans of rows x keys
   double waste() const { return useful ? double(computed) / double(useful) : 1.0; }
   int64_t tile_count() const;
 };

@@ -78,7 +78,8 @@ struct Builder {
       for (int64_t e = br.row_ptr[size_t(qb)]; e < br.row_ptr[size_t(qb + 1)]; ++e) {
         const int64_t k0 = br.col_block[size_t(e)] * br.block_cols, k1 = std::min(a.n, k0 + br.block_cols);
         bool full = true;
-        for (const std::vector<int32_t>* list : std::initializer_list<const std::vector<int32_t>*>{&segs, &residue_segments})  // blocks exclude every segment
+        for (const std::vector<int32_t>* list : std::initializer_list<const std::vector<int32_t>*>{
+                 &segs, &residue_segments})  // blocks exclude every segment
           for (int32_t k : *list) {
             const Segment& s = a.segments[size_t(k)];
             if (!full || s.row_end <= r0 || s.row_begin >= r1 || s.key_end <= k0 || s.key_begin >= k1) continue;
@@ -111,7 +112,81 @@ struct Builder {
     add(pass, KeySpan{SpanKind::Gather, key_begin, 1, count, 0, task.row_count, -1, false, mask_offset});
   }
 
+  // Key-index range [lo, hi) of segment k's keys in span sp for row i (band spans: unit steps in c).
+  std::pair<int64_t, int64_t> span_range(int32_t k, const KeySpan& sp, int64_t i) const {
+    const SegmentRow sr = segment_row(a.segments[size_t(k)], i);
+    if (sr.count <= 0 || pos_mod(sr.first - sp.key_begin, sp.key_stride) != 0) return {0, 0};
+    const int64_t c0 = floor_div(sr.first - sp.key_begin, sp.key_stride);
+    const int64_t lo = std::max<int64_t>(0, c0), hi = std::min<int64_t>(sp.key_count, c0 + sr.count);
+    return lo < hi ? std::make_pair(lo, hi) : std::make_pair<int64_t, int64_t>(0, 0);
+  }
+
+  // A band segment (slope 1, stride = the task's row stride = the span's key stride) seen from span m: row r
+  // has key indices [max(C + tb + r, L), min(C + te + r, U)), non-empty for r in [r_lo, r_hi). Every range
+  // end is linear in r except at the two breaks (r = L - C - tb, r = U - C - te).
+  struct BandRows {
+    int64_t r_lo, r_hi, break_lo, break_hi;
+  };
+  bool band_rows(int32_t k, const TileTask& task, const KeySpan& m, BandRows& b) const {
+    const Segment& s = a.segments[size_t(k)];
+    const int64_t d = m.key_stride, i0 = task.row_begin;
+    if (s.slope != 1 || s.stride != d || task.row_stride != d || pos_mod(i0 + s.offset - m.key_begin, d) != 0)
+      return false;
+    const int64_t C = floor_div(i0 + s.offset - m.key_begin, d);
+    const int64_t L = std::max<int64_t>(0, ceil_div(s.key_begin - m.key_begin, d));
+    const int64_t U = std::min<int64_t>(m.key_count, ceil_div(s.key_end - m.key_begin, d));
+    b.r_lo = std::max({int64_t(m.row_lo), ceil_div(s.row_begin - i0, d), L - C - s.t_end + 1});
+    b.r_hi = std::min({int64_t(m.row_hi), ceil_div(s.row_end - i0, d), U - C - s.t_begin});
+    if (L >= U || s.t_begin >= s.t_end) b.r_hi = b.r_lo;
+    b.break_lo = L - C - s.t_begin, b.break_hi = U - C - s.t_end;
+    return true;
+  }
+
+  // x and y become one span m (their key hull, segment2 = y's) if both are partial band spans of the same
+  // rows on one key progression, the hull is no longer than both together, and in each row their ranges are
+  // disjoint and leave at most one key between them. The gap between the ranges is piecewise linear in the
+  // row, so checking it where both are non-empty at the ends and around each break covers every row: O(1).
+  bool merge(const TileTask& task, const KeySpan& x, const KeySpan& y, KeySpan& m) const {
+    if (x.kind != SpanKind::Affine || y.kind != SpanKind::Affine || x.full || y.full || x.segment == y.segment ||
+        x.segment2 >= 0 || y.segment2 >= 0 || x.key_stride != y.key_stride || x.row_lo != y.row_lo ||
+        x.row_hi != y.row_hi || pos_mod(y.key_begin - x.key_begin, x.key_stride) != 0)
+      return false;
+    m = x;
+    m.key_begin = std::min(x.key_begin, y.key_begin);
+    const int64_t end = std::max(x.key_begin + x.key_stride * x.key_count, y.key_begin + y.key_stride * y.key_count);
+    m.key_count = (end - m.key_begin) / x.key_stride;
+    m.segment2 = y.segment;
+    BandRows bx, by;
+    if (m.key_count > x.key_count + y.key_count || !band_rows(x.segment, task, m, bx) ||
+        !band_rows(y.segment, task, m, by))
+      return false;
+    const int64_t lo = std::max(bx.r_lo, by.r_lo), hi = std::min(bx.r_hi, by.r_hi);
+    for (int64_t r0 : {lo, hi - 1, bx.break_lo, bx.break_hi, by.break_lo, by.break_hi})
+      for (int64_t r = r0 - 1; r <= r0 + 1; ++r) {
+        if (r < lo || r >= hi) continue;
+        const int64_t i = task.row_begin + task.row_stride * r;
+        auto [a0, a1] = span_range(x.segment, m, i);
+        auto [b0, b1] = span_range(y.segment, m, i);
+        if (a0 == a1 || b0 == b1) return false;  // the closed form said both are non-empty: be safe
+        if (b0 < a0) std::swap(a0, b0), std::swap(a1, b1);
+        if (b0 < a1 || b0 > a1 + 1) return false;
+      }
+    return true;
+  }
+
+  void merge_spans(Pass& pass, const TileTask& task) {
+    KeySpan m;
+    for (size_t u = size_t(task.span_begin); u < pass.spans.size(); ++u)
+      for (size_t w = u + 1; w < pass.spans.size(); ++w)
+        if (merge(task, pass.spans[u], pass.spans[w], m)) {
+          pass.spans[u] = m;
+          pass.spans.erase(pass.spans.begin() + std::ptrdiff_t(w));
+          break;
+        }
+  }
+
   void finish_task(Pass& pass, TileTask task, bool keep_empty) {
+    if (plan.options.merge_split_segments) merge_spans(pass, task);
     task.span_end = int32_t(pass.spans.size());
     for (int32_t s = task.span_begin; s < task.span_end; ++s) {
       const KeySpan& sp = pass.spans[size_t(s)];
@@ -198,7 +273,8 @@ Plan make_plan(Acsr acsr, const PlanOptions& options) {
     b.residue_pass(plan.passes.back(), d, segs, first);
   }
   for (Pass& p : plan.passes)
-    std::stable_sort(p.tasks.begin(), p.tasks.end(), [](const TileTask& x, const TileTask& y) { return x.cost > y.cost; });
+    std::stable_sort(p.tasks.begin(), p.tasks.end(),
+                     [](const TileTask& x, const TileTask& y) { return x.cost > y.cost; });
   plan.useful = nnz(a);
   return plan;
 }
@@ -219,7 +295,9 @@ bool span_entry_attended(const Plan& plan, const TileTask& task, const KeySpan& 
   if (span.full) return true;
   const int64_t i = task.row_begin + task.row_stride * r, j = span_key(plan, span, c);
   switch (span.kind) {
-    case SpanKind::Affine: return segment_contains(plan.acsr.segments[size_t(span.segment)], i, j);
+    case SpanKind::Affine:
+      return segment_contains(plan.acsr.segments[size_t(span.segment)], i, j) ||
+             (span.segment2 >= 0 && segment_contains(plan.acsr.segments[size_t(span.segment2)], i, j));
     case SpanKind::Block:
       for (const Segment& s : plan.acsr.segments)
         if (segment_contains(s, i, j)) return false;

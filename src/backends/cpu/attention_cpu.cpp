@@ -89,7 +89,8 @@ void check_plan(const Plan& plan, int64_t n) {
           require(sp.key_begin >= 0 && sp.key_begin < n && last_key >= 0 && last_key < n,
                   "plan: span keys out of range");
           if (sp.kind == SpanKind::Affine && !sp.full)
-            require(sp.segment >= 0 && size_t(sp.segment) < plan.acsr.segments.size(),
+            require(sp.segment >= 0 && size_t(sp.segment) < plan.acsr.segments.size() &&
+                        sp.segment2 < int64_t(plan.acsr.segments.size()),
                     "plan: span segment out of range");
         }
       }

@@ -62,7 +62,10 @@ void fill_span_words(const Plan& plan, const TileTask& task, const KeySpan& span
     const int64_t i = task.row_begin + task.row_stride * r;
     const uint64_t bit = uint64_t(1) << (r - base);
     switch (span.kind) {
-      case SpanKind::Affine: affine_row(plan.acsr.segments[size_t(span.segment)], span, i, bit, w); break;
+      case SpanKind::Affine:
+        affine_row(plan.acsr.segments[size_t(span.segment)], span, i, bit, w);
+        if (span.segment2 >= 0) affine_row(plan.acsr.segments[size_t(span.segment2)], span, i, bit, w);
+        break;
       case SpanKind::Block: {
         for (int64_t c = 0; c < kc; ++c) w[c] |= bit;
         for (const Segment* s : near) {

@@ -30,6 +30,7 @@ PlanKernels plan_kernels(const Acsr& acsr, DType dtype, int head_dim, const std:
   PlanOptions po;
   po.block_m = base.block_m;
   po.block_n = base.block_n;
+  po.merge_split_segments = false;  // the kernels mask one segment per span (see plan_pack)
   pk.plan = make_plan(acsr, po);
   if (jit::two_warpgroups_pay(base, pk.plan)) {  // long even bands: 128-row tiles, one plan more (~0.1 ms)
     base = jit::two_warpgroup_spec(base);

@@ -51,6 +51,8 @@ PackedPlan pack_plan(const Plan& plan) {
       pk.tasks.push_back(d);
     }
     for (const KeySpan& s : pass.spans) {
+      // The kernels mask one segment per span: plan_kernels plans with merge_split_segments off.
+      require(s.segment2 < 0, "CUDA backend: two-segment spans are not supported by the kernels");
       dev::DevSpan d{};
       d.kind = s.kind == SpanKind::Affine ? dev::kAffine : s.kind == SpanKind::Block ? dev::kBlock : dev::kGather;
       d.key_begin = fit(s.key_begin, "span key");
