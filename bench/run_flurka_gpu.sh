@@ -31,13 +31,11 @@ for s in "${STEPS[@]}"; do
         set -- $cfg
         SPLAT_FLURKA_PROFILE=1 "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 256 --m 256 --repeats 2 2>&1 |
           awk '/profile/ {p=$0} /^\{/ {print p; print $0}' | sed 's/"flops.*//'
-        [ $4 = 64 ] && SPLAT_FLURKA_MT=1 SPLAT_FLURKA_PROFILE=1 "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 256 \
-          --m 256 --repeats 2 --methods flurka-favor,linformer 2>&1 | awk '/profile/ {p=$0} /^\{/ {print "MT=1 " p}'
       done 2>&1 | tee "$OUT/flurka_profile.log" ;;
     ncu)
       NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
-      for kn in query_kernel project_kernel state_kernel; do
-        meth=flurka-favor; [ $kn = state_kernel ] && meth=performer-favor
+      for kn in query_kernel project_ state_; do
+        meth=flurka-favor; [ $kn = state_ ] && meth=performer-favor
         timeout 120 "$NCU" --kernel-name regex:$kn --launch-skip 3 --launch-count 1 --section SpeedOfLight \
           --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis "$BIN/flurka_bench" --B 4 \
           --H 16 --N 4096 --D 64 --k 256 --m 256 --repeats 1 --methods $meth >"$OUT/flurka_ncu_$kn.txt" 2>&1

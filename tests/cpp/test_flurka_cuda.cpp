@@ -66,6 +66,73 @@ INSTANTIATE_TEST_SUITE_P(All, FlurkaCuda, ::testing::ValuesIn(params()), [](cons
   return n;
 });
 
+// Edges of the pipelined kernels: a single projection split (plain stores, N <= 256), partial column tiles
+// (B D not a multiple of 128), two 256-row projection tiles and eight 64-slot query chunks (k = m = 512), odd N
+// (E rows not 16-byte aligned: the element-wise copy path), and N, Nq off the 32-column stages and 128-row tiles.
+TEST(FlurkaCudaEdges, PipelineEdges) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const std::vector<std::pair<Case, std::vector<FlurkaMethod>>> cases = {
+      {Case{3, 4, 70, 200, 64, 96, 64}, all_flurka_methods()},
+      {Case{3, 2, 130, 250, 32, 40, 48}, {FlurkaMethod::FlurkaElu, FlurkaMethod::Linformer}},
+      {Case{1, 2, 300, 1030, 64, 512, 512}, {FlurkaMethod::FlurkaFavor, FlurkaMethod::Linformer}},
+      {Case{2, 2, 129, 333, 128, 260, 96}, {FlurkaMethod::FlurkaRelu, FlurkaMethod::Linformer}},
+  };
+  uint32_t seed = 77;
+  for (const auto& [base, methods] : cases)
+    for (DType t : {DType::BF16, DType::F16})
+      for (FlurkaMethod m : methods) {
+        Case c = base;
+        c.dtype = t, c.shared = (seed % 3) == 0;
+        Problem p = make_problem(c, seed++);
+        flurka_reference(m, p.in, p.ref_view);
+        flurka_cuda_host(m, p.in, p.out_view);
+        const double err = rel_err(p.out, p.ref), tol = 6 * storage_err(p.ref, DType::BF16) + 2e-3;
+        EXPECT_LE(err, tol) << flurka_method_name(m) << " " << dtype_name(t) << " B=" << c.B << " H=" << c.H
+                            << " D=" << c.D << " N=" << c.N << " Nq=" << c.Nq << " k=" << c.k << " m=" << c.m;
+      }
+}
+
+// [B, N, H, D] storage (the layout of a fused QKV projection): strided views for q, k, v and out.
+TEST(FlurkaCudaEdges, StridedBNHDViews) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  uint32_t seed = 500;
+  for (FlurkaMethod m : {FlurkaMethod::FlurkaFavor, FlurkaMethod::Linformer, FlurkaMethod::PerformerRelu}) {
+    const Case c{2, 3, 150, 300, 64, 64, 64, DType::BF16, false};
+    Problem p = make_problem(c, seed++);
+    flurka_reference(m, p.in, p.ref_view);
+    // Permute q, k, v into [B, N, H, D] buffers and view them with strides.
+    auto bnhd = [&](const Buf& src, int64_t n) {
+      Buf dst(c.dtype, src.size());
+      for (int64_t b = 0; b < c.B; ++b)
+        for (int64_t h = 0; h < c.H; ++h)
+          for (int64_t i = 0; i < n; ++i)
+            for (int64_t d = 0; d < c.D; ++d)
+              store_element(dst.data(), c.dtype, size_t(((b * n + i) * c.H + h) * c.D + d),
+                            src.get(size_t(((b * c.H + h) * n + i) * c.D + d)));
+      return dst;
+    };
+    auto view = [&](Buf& b, int64_t n) {
+      TensorView v = contiguous_view(b.data(), c.dtype, c.B, c.H, n, c.D);
+      v.stride[0] = n * c.H * c.D, v.stride[1] = c.D, v.stride[2] = c.H * c.D;
+      return v;
+    };
+    Buf q = bnhd(p.q, c.Nq), k = bnhd(p.k, c.N), v = bnhd(p.v, c.N), out(c.dtype, p.out.size());
+    out.poison();
+    FlurkaInputs in = p.in;
+    in.q = view(q, c.Nq), in.k = view(k, c.N), in.v = view(v, c.N);
+    flurka_cuda_host(m, in, view(out, c.Nq));
+    Buf back(c.dtype, out.size());  // out back to [B, H, N, D]
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t h = 0; h < c.H; ++h)
+        for (int64_t i = 0; i < c.Nq; ++i)
+          for (int64_t d = 0; d < c.D; ++d)
+            store_element(back.data(), c.dtype, size_t(((b * c.H + h) * c.Nq + i) * c.D + d),
+                          out.get(size_t(((b * c.Nq + i) * c.H + h) * c.D + d)));
+    const double err = rel_err(back, p.ref), tol = 6 * storage_err(p.ref, DType::BF16) + 2e-3;
+    EXPECT_LE(err, tol) << flurka_method_name(m) << " [B, N, H, D] views";
+  }
+}
+
 TEST(FlurkaCudaErrors, UnsupportedSizesSayWhy) {
   FlurkaShape s;
   s.B = 1, s.H = 1, s.N = 100, s.Nq = 100, s.D = 48, s.k = 8, s.m = 8;

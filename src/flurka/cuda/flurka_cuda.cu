@@ -1,6 +1,7 @@
 // Host side of the CUDA FLuRKA path: argument checks, workspace layout, launch sequence, host convenience.
-// Sequence per call: [prepare W^T] -> [project E K, F V (split over N) -> bf16] -> [state phi(X)^T Y, z
-// (split over rows) -> slots] -> queries. Only O(B H (k + m) D) intermediates touch device memory.
+// Sequence per call: [prepare W^T, zero the fp32 accumulators] -> [project E K, F V (split over N); bf16 copy
+// for linformer] -> [state phi(X)^T Y, z (split over rows; reads fp32 K', V') -> slots] -> queries. Only
+// O(B H (k + m) D) intermediates touch device memory.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -8,9 +9,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "flurka/cuda/kernels.cuh"
+#include "flurka/cuda/project.cuh"
+#include "flurka/cuda/query.cuh"
+#include "flurka/cuda/state.cuh"
 #include "splat/error.hpp"
 #include "splat/flurka.hpp"
 
@@ -29,7 +34,7 @@ size_t align_up(size_t x) {
 
 // Byte offsets of the workspace regions.
 struct Layout {
-  size_t kp, vp, kp16, vp16, vpt16, wt, shift, S, z, ut, slot, total;
+  size_t kp, vp, kp16, vp16, wt, shift, S, z, ut, slot, total;
 };
 Layout layout(FlurkaMethod m, const FlurkaShape& s) {
   const size_t BH = size_t(s.B * s.H), D = size_t(s.D), k = size_t(s.k), mm = size_t(std::max<int64_t>(s.m, 1));
@@ -44,9 +49,8 @@ Layout layout(FlurkaMethod m, const FlurkaShape& s) {
   const bool proj = uses_projection(m), kern = feature_map_of(m) != FeatureMap::None;
   l.kp = take(proj ? BH * k * D * 4 : 0);
   l.vp = take(proj ? BH * k * D * 4 : 0);
-  l.kp16 = take(proj ? BH * k * D * 2 : 0);
-  l.vp16 = take(proj && kern ? BH * k * D * 2 : 0);
-  l.vpt16 = take(proj && !kern ? BH * k * D * 2 : 0);
+  l.kp16 = take(proj && !kern ? BH * k * D * 2 : 0);
+  l.vp16 = take(proj && !kern ? BH * k * D * 2 : 0);
   l.wt = take(kern ? H * mm * D * 2 : 0);
   l.shift = take(kern ? H * mm * 4 : 0);
   l.S = take(kern ? BH * mm * D * 4 : 0);
@@ -107,106 +111,141 @@ Rows rows_of(const MatrixView& x) {
   return Rows{x.data, 0, x.heads == 1 ? 0 : x.rows * x.cols, x.cols};
 }
 
+// Grid of the pipelined projection: row tiles x column tiles x splits x (H, E|F), splits chosen for about one
+// wave of (one-per-SM) blocks, each chunk a multiple of the 32-column stage.
+struct ProjGrid {
+  int64_t rt, ct, splits, chunk;
+};
+ProjGrid proj_grid(const FlurkaShape& s) {
+  ProjGrid g{};
+  g.rt = (s.k + ProjPipe::BM - 1) / ProjPipe::BM;
+  g.ct = (s.B * s.D + ProjPipe::BC - 1) / ProjPipe::BC;
+  const int64_t tiles = g.rt * g.ct * s.H * 2;
+  int64_t splits = std::max<int64_t>(1, (sm_count() + tiles / 2) / tiles);
+  splits = std::min(splits, (s.N + 255) / 256);
+  g.chunk = ((s.N + splits - 1) / splits + ProjPipe::BK - 1) / ProjPipe::BK * ProjPipe::BK;
+  g.splits = (s.N + g.chunk - 1) / g.chunk;
+  return g;
+}
+
 template <class T, int D>
 void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& in, const TensorView& out, char* ws,
                 cudaStream_t st) {
   const Layout l = layout(method, s);
   const int64_t BH = s.B * s.H, k = s.k, m = s.m;
   const FeatureMap fm = feature_map_of(method);
+  const bool proj = uses_projection(method), kern = fm != FeatureMap::None;
   const int map = fm == FeatureMap::Favor  ? kFavor
                   : fm == FeatureMap::Relu ? kRelu
                   : fm == FeatureMap::Elu  ? kElu
                                            : kSoftmax;
-  const size_t smem = size_t((128 + 64) * (D + 8) * 2 + D * (64 + 8) * 2 + 64 * 4);  // state and query
+  constexpr bool pipe = sizeof(T) == 2;  // cp.async projection reads the storage type directly
+  const size_t smem = size_t((128 + 64) * (D + 8) * 2 + D * (64 + 8) * 2 + 64 * 4);  // state kernel
   static bool attrs = [&] {
     check(cudaFuncSetAttribute(state_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), "attr");
-    check(cudaFuncSetAttribute(state_kernel<bf16, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), "attr");
-    check(cudaFuncSetAttribute(query_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), "attr");
+    check(cudaFuncSetAttribute(state_kernel<float, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+          "attr");
+    check(cudaFuncSetAttribute(query_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(QueryPipe<D>::smem_bytes)),
+          "attr");
+    check(cudaFuncSetAttribute(state_pipe_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(StatePipe<D>::smem_bytes)),
+          "attr");
+    if constexpr (pipe)
+      check(cudaFuncSetAttribute(project_pipe_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 int(ProjPipe::smem_bytes)),
+            "attr");
     return true;
   }();
   (void)attrs;
   Profile prof;
   prof.st = st;
   prof.mark("start");
+  const ProjGrid pg = proj ? proj_grid(s) : ProjGrid{};
+  const bool proj_atomic = proj && (!pipe || pg.splits > 1);
+  // One launch zeroes the fp32 accumulators (K', V' when split; S, z) and prepares W^T.
+  float4* za = proj_atomic ? reinterpret_cast<float4*>(ws + l.kp) : nullptr;
+  const int64_t nza = proj_atomic ? int64_t((l.vp - l.kp) / 16) + (BH * k * D * 4 + 15) / 16 : 0;
+  float4* zb = kern ? reinterpret_cast<float4*>(ws + l.S) : nullptr;
+  const int64_t nzb = kern ? int64_t((l.z - l.S) / 16) + (BH * m * 4 + 15) / 16 : 0;
+  const int64_t Hw = !kern ? 0 : fm == FeatureMap::Elu ? 1 : in.w.heads;
+  bf16* wt = reinterpret_cast<bf16*>(ws + l.wt);
+  if (kern || proj_atomic) {
+    const int64_t work = std::max<int64_t>({Hw * m * D, nza, nzb});
+    prepare_features<T><<<unsigned(std::min<int64_t>(2048, (work + 255) / 256)), 256, 0, st>>>(
+        static_cast<const T*>(in.w.data), Hw, D, m, fm == FeatureMap::Elu, wt, za, nza, zb, nzb);
+    check(cudaGetLastError(), "prepare_features");
+    prof.mark("prepare");
+  }
   const bf16 *keys = nullptr, *ut = nullptr;
   const float* slot = nullptr;
   int64_t keys_bh = 0, Hk = 1, L = 0;
   float a = 1.0f;
   const float sfeat = std::pow(float(D), -0.25f);
-  if (uses_projection(method)) {
-    check(cudaMemsetAsync(ws + l.kp, 0, size_t(BH * k * D * 4), st), "memset");
-    check(cudaMemsetAsync(ws + l.vp, 0, size_t(BH * k * D * 4), st), "memset");
-    // SPLAT_FLURKA_MT=2: two 16-row tiles per warp (reads K, V once for k <= 256). Measured slower on the H100
-    // (register spills at 2 blocks/SM: 0.21 vs 0.185 ms at B,H,N,D = 4,16,4096,64, k = 256), so off by default.
-    static const char* mt_env = std::getenv("SPLAT_FLURKA_MT");
-    const int mtile = D <= 64 && k > 128 && mt_env && mt_env[0] == '2' ? 2 : 1;
-    const int64_t kt = (k + 128 * mtile - 1) / (128 * mtile);
-    const int64_t chunk = split_chunk(s.N, kt * BH * 2);
-    dim3 grid(unsigned(kt), unsigned((s.N + chunk - 1) / chunk), unsigned(BH * 2));
-    if constexpr (D <= 64) {
-      if (mtile == 2)
-        project_kernel<T, D, 2><<<grid, 256, 0, st>>>(rows_of(in.e), rows_of(in.f), rows_of(in.k), rows_of(in.v), s.B,
-                                                      s.H, k, s.N, chunk, reinterpret_cast<float*>(ws + l.kp),
-                                                      reinterpret_cast<float*>(ws + l.vp));
-    }
-    if (mtile == 1)
+  float* kp = reinterpret_cast<float*>(ws + l.kp);
+  float* vp = reinterpret_cast<float*>(ws + l.vp);
+  if (proj) {
+    if constexpr (pipe) {
+      dim3 grid(unsigned(pg.rt * pg.ct), unsigned(pg.splits), unsigned(s.H * 2));
+      project_pipe_kernel<T, D><<<grid, ProjPipe::NT, ProjPipe::smem_bytes, st>>>(
+          rows_of(in.e), rows_of(in.f), rows_of(in.k), rows_of(in.v), s.B, s.H, k, s.N, pg.chunk, int(pg.ct),
+          pg.splits > 1, kp, vp);
+    } else {
+      const int64_t kt = (k + 127) / 128;
+      const int64_t chunk = split_chunk(s.N, kt * BH * 2);
+      dim3 grid(unsigned(kt), unsigned((s.N + chunk - 1) / chunk), unsigned(BH * 2));
       project_kernel<T, D, 1><<<grid, 256, 0, st>>>(rows_of(in.e), rows_of(in.f), rows_of(in.k), rows_of(in.v), s.B,
-                                                    s.H, k, s.N, chunk, reinterpret_cast<float*>(ws + l.kp),
-                                                    reinterpret_cast<float*>(ws + l.vp));
+                                                    s.H, k, s.N, chunk, kp, vp);
+    }
     check(cudaGetLastError(), "project_kernel");
     prof.mark("project");
-    const bool kern = fm != FeatureMap::None;
-    convert_projection<<<std::min<int64_t>(4096, (BH * k * D + 255) / 256), 256, 0, st>>>(
-        reinterpret_cast<float*>(ws + l.kp), reinterpret_cast<float*>(ws + l.vp), BH, k, D,
-        reinterpret_cast<bf16*>(ws + l.kp16), kern ? reinterpret_cast<bf16*>(ws + l.vp16) : nullptr,
-        kern ? nullptr : reinterpret_cast<bf16*>(ws + l.vpt16));
+  }
+  if (!kern) {
+    bf16* kp16 = reinterpret_cast<bf16*>(ws + l.kp16);
+    bf16* vp16 = reinterpret_cast<bf16*>(ws + l.vp16);
+    convert_projection<<<unsigned(std::min<int64_t>(4096, (BH * k * D + 255) / 256)), 256, 0, st>>>(kp, vp, BH * k * D,
+                                                                                                    kp16, vp16);
     check(cudaGetLastError(), "convert_projection");
     prof.mark("convert");
-  }
-  if (fm == FeatureMap::None) {
-    keys = reinterpret_cast<bf16*>(ws + l.kp16), keys_bh = 1, Hk = BH, L = k;
-    ut = reinterpret_cast<bf16*>(ws + l.vpt16);
+    keys = kp16, keys_bh = 1, Hk = BH, L = k, ut = vp16;
     a = 1.0f / std::sqrt(float(D));
   } else {
-    const int64_t Hw = fm == FeatureMap::Elu ? 1 : in.w.heads;
-    bf16* wt = reinterpret_cast<bf16*>(ws + l.wt);
     float* shift = reinterpret_cast<float*>(ws + l.shift);
-    prepare_features<T><<<std::min<int64_t>(4096, (Hw * m * D + 255) / 256), 256, 0, st>>>(
-        static_cast<const T*>(in.w.data), Hw, D, m, fm == FeatureMap::Elu, wt);
-    check(cudaGetLastError(), "prepare_features");
-    prof.mark("prepare_w");
     float* S = reinterpret_cast<float*>(ws + l.S);
     float* z = reinterpret_cast<float*>(ws + l.z);
-    check(cudaMemsetAsync(S, 0, size_t(BH * m * D * 4), st), "memset");
-    check(cudaMemsetAsync(z, 0, size_t(BH * m * 4), st), "memset");
     const int64_t mt = (m + 127) / 128;
     const float sc = fm == FeatureMap::Elu ? 1.0f : sfeat;
-    if (uses_projection(method)) {
+    if (proj) {  // reads the fp32 K', V' of the projection directly (no conversion launch)
       const int64_t chunk = split_chunk(k, mt * BH);
-      const Rows xr{ws + l.kp16, 0, k * D, D}, yr{ws + l.vp16, 0, k * D, D};
       // bh = b * H + h, so a per-(b, h) stride of k D is sb = H k D, sh = k D.
-      const Rows x2{xr.p, s.H * k * D, k * D, D}, y2{yr.p, s.H * k * D, k * D, D};
+      const Rows x2{kp, s.H * k * D, k * D, D}, y2{vp, s.H * k * D, k * D, D};
       dim3 grid(unsigned(mt), unsigned((k + chunk - 1) / chunk), unsigned(BH));
-      state_kernel<bf16, D><<<grid, 256, smem, st>>>(x2, y2, wt, Hw, shift, s.H, k, m, chunk, map, sc, S, z);
+      state_kernel<float, D><<<grid, 256, smem, st>>>(x2, y2, wt, Hw, shift, s.H, k, m, chunk, map, sc, S, z);
     } else {
       const int64_t chunk = split_chunk(s.N, mt * BH);
       dim3 grid(unsigned(mt), unsigned((s.N + chunk - 1) / chunk), unsigned(BH));
-      state_kernel<T, D>
-          <<<grid, 256, smem, st>>>(rows_of(in.k), rows_of(in.v), wt, Hw, shift, s.H, s.N, m, chunk, map, sc, S, z);
+      if constexpr (std::is_same_v<T, bf16>)  // cp.async straight into the MMA operand type
+        state_pipe_kernel<D><<<grid, 256, StatePipe<D>::smem_bytes, st>>>(rows_of(in.k), rows_of(in.v), wt, Hw, shift,
+                                                                          s.H, s.N, m, chunk, map, sc, S, z);
+      else
+        state_kernel<T, D><<<grid, 256, smem, st>>>(rows_of(in.k), rows_of(in.v), wt, Hw, shift, s.H, s.N, m, chunk,
+                                                    map, sc, S, z);
     }
     check(cudaGetLastError(), "state_kernel");
     prof.mark("state");
     bf16* utw = reinterpret_cast<bf16*>(ws + l.ut);
     float* slotw = reinterpret_cast<float*>(ws + l.slot);
-    finalize_state<<<std::min<int64_t>(4096, (BH * m + 127) / 128), 128, 0, st>>>(S, z, shift, Hw, s.H, BH, m, D, map,
-                                                                                  utw, slotw);
+    finalize_state<<<unsigned(std::min<int64_t>(4096, (BH * m * D + 255) / 256)), 256, 0, st>>>(S, z, shift, Hw, s.H,
+                                                                                                BH, m, D, map, utw,
+                                                                                                slotw);
     check(cudaGetLastError(), "finalize_state");
     prof.mark("finalize");
     keys = wt, keys_bh = 0, Hk = Hw, L = m, ut = utw, slot = slotw, a = sc;
   }
   dim3 grid(unsigned((s.Nq + 127) / 128), unsigned(BH));
-  query_kernel<T, D><<<grid, 256, smem, st>>>(rows_of(in.q), keys, keys_bh, Hk, ut, slot, s.H, s.Nq, L, map, a,
-                                              static_cast<T*>(out.data), out.stride[0], out.stride[1], out.stride[2]);
+  query_kernel<T, D><<<grid, 256, QueryPipe<D>::smem_bytes, st>>>(rows_of(in.q), keys, keys_bh, Hk, ut, slot, s.H,
+                                                                  s.Nq, L, map, a, static_cast<T*>(out.data),
+                                                                  out.stride[0], out.stride[1], out.stride[2]);
   check(cudaGetLastError(), "query_kernel");
   prof.mark("query");
 }

@@ -242,27 +242,25 @@ __global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
       }
 }
 
-// ---- 2. Conversion of the projected fp32 K', V' to bf16 (V' also transposed for the softmax path) ----
-__global__ void convert_projection(const float* kp, const float* vp, int64_t BH, int64_t kk, int D, bf16* kp16,
-                                   bf16* vp16, bf16* vpt16) {
-  const int64_t n = BH * kk * D;
+// ---- 2. Conversion of the projected fp32 K', V' to bf16 for the softmax path (keys K', values U = V') ----
+__global__ void convert_projection(const float* kp, const float* vp, int64_t n, bf16* kp16, bf16* vp16) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     kp16[i] = __float2bfloat16_rn(kp[i]);
-    const bf16 v = __float2bfloat16_rn(vp[i]);
-    if (vp16) vp16[i] = v;
-    if (vpt16) {
-      const int64_t bh = i / (kk * D), r = (i / D) % kk, d = i % D;
-      vpt16[(bh * D + d) * kk + r] = v;
-    }
+    vp16[i] = __float2bfloat16_rn(vp[i]);
   }
 }
 
-// ---- 3. Prepare the feature keys: Wt [Hw, m, D] = W^T in bf16 (reads coalesced along m). For the elu map Wt
-// is the D x D identity, making phi's argument the plain coordinates. ----
+// ---- 3. Prepare: zero the two fp32 accumulation regions (nz4a, nz4b float4s; replaces memset launches) and
+// write the feature keys Wt [Hw, m, D] = W^T in bf16 (reads coalesced along m). For the elu map Wt is the
+// D x D identity, making phi's argument the plain coordinates. ----
 template <class T>
-__global__ void prepare_features(const T* w, int64_t Hw, int64_t D, int64_t m, bool identity, bf16* wt) {
+__global__ void prepare_features(const T* w, int64_t Hw, int64_t D, int64_t m, bool identity, bf16* wt, float4* za,
+                                 int64_t nz4a, float4* zb, int64_t nz4b) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x, i0 = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  for (int64_t i = i0; i < nz4a; i += stride) za[i] = make_float4(0, 0, 0, 0);
+  for (int64_t i = i0; i < nz4b; i += stride) zb[i] = make_float4(0, 0, 0, 0);
   const int64_t n = Hw * m * D;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = i0; i < n; i += stride) {
     const int64_t l = i % m, d = (i / m) % D, h = i / (m * D);
     wt[(h * m + l) * D + d] = __float2bfloat16_rn(identity ? (d == l ? 1.0f : 0.0f) : to_f(w[i]));
   }
@@ -395,140 +393,16 @@ __global__ void __launch_bounds__(256)
     }
 }
 
-// ---- 5. Finalise the state into query-side slots: Ut [D, m] = (S / z)^T in bf16, and per slot either the
-// softmax bias c_l + log z_l (favor) or the weight z_l (relu, elu); empty slots get -inf / 0. ----
+// ---- 5. Finalise the state into query-side slots: U [BH, m, D] = S / z in bf16 (row-major, coalesced), and
+// per slot either the softmax bias c_l + log z_l (favor) or the weight z_l (relu, elu); empty slots get -inf / 0.
 __global__ void finalize_state(const float* S, const float* z, const float* shift, int64_t Hw, int64_t H, int64_t BH,
-                               int64_t m, int D, int map, bf16* ut, float* slot) {
-  const int64_t n = BH * m;
+                               int64_t m, int D, int map, bf16* u, float* slot) {
+  const int64_t n = BH * m * D;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t bh = i / m, l = i % m, hw = Hw == 1 ? 0 : bh % H;
-    const float zz = z[i];
-    const float inv = zz > 0 ? 1.0f / zz : 0.0f;
-    for (int d = 0; d < D; ++d) ut[(bh * D + d) * m + l] = __float2bfloat16_rn(S[i * D + d] * inv);
-    slot[i] = map == kFavor ? (zz > 0 ? shift[hw * m + l] + __logf(zz) : -INFINITY) : zz;
-  }
-}
-
-// ---- 6. Queries: out_i = sum_l p_il U_l / sum_l p_il over L slots (features or projected keys) ----
-// softmax maps: p = exp(a q.key_l + bias_l - running max) (flash-style online rescaling); weighted maps:
-// p = f(a q.key_l) * weight_l. grid (ceil(Nq / 128), B*H); block 256 = 8 warps x 16 query rows. phi(q) lives
-// only in registers: the score accumulators become the A operand of the P U product.
-template <class T, int D>
-__global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
-    query_kernel(Rows q, const bf16* keys, int64_t keys_bh_stride, int64_t Hk, const bf16* ut, const float* slot,
-                 int64_t H, int64_t Nq, int64_t L, int map, float a, T* out, int64_t ob, int64_t oh, int64_t on) {
-  constexpr int BQ = 128, BL = 64, NT = 256;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);             // [BQ][D + 8]
-  bf16* Ks = Qs + BQ * (D + 8);                             // [BL][D + 8]
-  bf16* Us = Ks + BL * (D + 8);                             // [D][BL + 8]
-  float* sl = reinterpret_cast<float*>(Us + D * (BL + 8));  // [BL]
-  const int64_t bh = blockIdx.y, b = bh / H, h = bh % H, i0 = int64_t(blockIdx.x) * BQ;
-  const bf16* K = keys + (Hk == 1 ? 0 : (keys_bh_stride ? bh : h)) * L * D;
-  const bf16* U = ut + bh * D * L;
-  const float* SL = slot ? slot + bh * L : nullptr;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  Tile<bf16, BL, D, NT, false> ktile;
-  Tile<bf16, D, BL, NT, false> utile;
-  ktile.load(K, D, 0, L, 0, D);  // in flight together with the Q tile
-  utile.load(U, L, 0, D, 0, L);
-  tile_to_smem<T, BQ, D, NT>(reinterpret_cast<const T*>(q.base(b, h, sizeof(T))), q.ld, i0, Nq, 0, D, Qs);
-  __syncthreads();
-  uint32_t qf[D / 16][4];
-#pragma unroll
-  for (int kc = 0; kc < D / 16; ++kc) {
-    const bf16* p = Qs + (warp * 16 + g) * (D + 8) + kc * 16 + 2 * t;
-    qf[kc][0] = lds32(p), qf[kc][1] = lds32(p + 8 * (D + 8)), qf[kc][2] = lds32(p + 8),
-    qf[kc][3] = lds32(p + 8 * (D + 8) + 8);
-  }
-  const bool softmax = map == kFavor || map == kSoftmax;
-  float acc[D / 8][4] = {};
-  float mxa = -1e30f, mxb = -1e30f, suma = 0, sumb = 0;  // finite start: exp(-inf - max) stays 0, never NaN
-  for (int64_t c0 = 0; c0 < L; c0 += BL) {
-    __syncthreads();
-    ktile.store(Ks);
-    utile.store(Us);
-    if (threadIdx.x < BL) sl[threadIdx.x] = SL && c0 + threadIdx.x < L ? SL[c0 + threadIdx.x] : 0.0f;
-    __syncthreads();
-    if (c0 + BL < L) {
-      ktile.load(K, D, c0 + BL, L, 0, D);
-      utile.load(U, L, 0, D, c0 + BL, L);
-    }
-    float sc[BL / 8][4] = {};
-#pragma unroll
-    for (int kc = 0; kc < D / 16; ++kc)
-#pragma unroll
-      for (int nt = 0; nt < BL / 8; ++nt) {
-        const bf16* bp = Ks + (nt * 8 + g) * (D + 8) + kc * 16 + 2 * t;
-        mma_bf16(sc[nt], qf[kc], lds32(bp), lds32(bp + 8));
-      }
-    if (softmax) {
-      float ma = mxa, mb = mxb;
-#pragma unroll
-      for (int nt = 0; nt < BL / 8; ++nt)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int col = nt * 8 + 2 * t + (i & 1);
-          float v = c0 + col < L ? a * sc[nt][i] + sl[col] : -INFINITY;
-          sc[nt][i] = v;
-          if (i < 2)
-            ma = fmaxf(ma, v);
-          else
-            mb = fmaxf(mb, v);
-        }
-      ma = fmaxf(ma, __shfl_xor_sync(0xffffffff, ma, 1));
-      ma = fmaxf(ma, __shfl_xor_sync(0xffffffff, ma, 2));
-      mb = fmaxf(mb, __shfl_xor_sync(0xffffffff, mb, 1));
-      mb = fmaxf(mb, __shfl_xor_sync(0xffffffff, mb, 2));
-      const float ra = __expf(mxa - ma), rb = __expf(mxb - mb);
-      mxa = ma, mxb = mb, suma *= ra, sumb *= rb;
-#pragma unroll
-      for (int nt = 0; nt < D / 8; ++nt) acc[nt][0] *= ra, acc[nt][1] *= ra, acc[nt][2] *= rb, acc[nt][3] *= rb;
-#pragma unroll
-      for (int nt = 0; nt < BL / 8; ++nt)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const float p = __expf(sc[nt][i] - (i < 2 ? ma : mb));
-          sc[nt][i] = p;
-          (i < 2 ? suma : sumb) += p;
-        }
-    } else {
-#pragma unroll
-      for (int nt = 0; nt < BL / 8; ++nt)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int col = nt * 8 + 2 * t + (i & 1);
-          const float v = a * sc[nt][i];
-          const float f = map == kRelu ? fmaxf(v, 0.0f) : (v > 0 ? v + 1.0f : __expf(v));
-          const float p = c0 + col < L ? f * sl[col] : 0.0f;
-          sc[nt][i] = p;
-          (i < 2 ? suma : sumb) += p;
-        }
-    }
-#pragma unroll
-    for (int kc = 0; kc < BL / 16; ++kc) {
-      const uint32_t af[4] = {pack_bf16(sc[2 * kc][0], sc[2 * kc][1]), pack_bf16(sc[2 * kc][2], sc[2 * kc][3]),
-                              pack_bf16(sc[2 * kc + 1][0], sc[2 * kc + 1][1]),
-                              pack_bf16(sc[2 * kc + 1][2], sc[2 * kc + 1][3])};
-#pragma unroll
-      for (int nt = 0; nt < D / 8; ++nt) {
-        const bf16* bp = Us + (nt * 8 + g) * (BL + 8) + kc * 16 + 2 * t;
-        mma_bf16(acc[nt], af, lds32(bp), lds32(bp + 8));
-      }
-    }
-  }
-  suma += __shfl_xor_sync(0xffffffff, suma, 1);
-  suma += __shfl_xor_sync(0xffffffff, suma, 2);
-  sumb += __shfl_xor_sync(0xffffffff, sumb, 1);
-  sumb += __shfl_xor_sync(0xffffffff, sumb, 2);
-  const float ia = suma > 0 ? 1.0f / suma : 0.0f, ib = sumb > 0 ? 1.0f / sumb : 0.0f;
-  const int64_t ra = i0 + warp * 16 + g, rb = ra + 8;
-  T* ob_ = out + b * ob + h * oh;
-#pragma unroll
-  for (int nt = 0; nt < D / 8; ++nt) {
-    const int c = nt * 8 + 2 * t;
-    if (ra < Nq) store2(ob_ + ra * on + c, acc[nt][0] * ia, acc[nt][1] * ia);
-    if (rb < Nq) store2(ob_ + rb * on + c, acc[nt][2] * ib, acc[nt][3] * ib);
+    const int64_t r = i / D, bh = r / m, l = r % m, hw = Hw == 1 ? 0 : bh % H;
+    const float zz = z[r];
+    u[i] = __float2bfloat16_rn(zz > 0 ? S[i] / zz : 0.0f);
+    if (i % D == 0) slot[r] = map == kFavor ? (zz > 0 ? shift[hw * m + l] + __logf(zz) : -INFINITY) : zz;
   }
 }
 
