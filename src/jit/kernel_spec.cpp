@@ -19,6 +19,25 @@ void check_supported(DType dtype, int head_dim) {
          "CUDA backend: head dim " + std::to_string(head_dim) + " is not supported (use 64 or 128)");
 }
 
+namespace {
+// Overlap, register cap and ring depth of a wgmma spec, from its head dim, warps and key step (measured on H100,
+// bench/NOTES-cuda.md v5, v6); SPLAT_CUDA_OVERLAP=0|1 and SPLAT_CUDA_MINBLOCKS override.
+void apply_wgmma_rules(KernelSpec& s) {
+  s.block_m = 16 * s.mt * s.warps;
+  const char* mb = std::getenv("SPLAT_CUDA_MINBLOCKS");
+  if (mb && *mb) s.min_blocks = std::atoi(mb);
+  if (!s.wgmma) return;
+  // The next step's S on the tensor cores during the softmax: 4-10% faster, except for 64-row tiles at D=64,
+  // where its 3-buffer ring allows 3 CTAs per SM instead of 4 (strided +25%, longformer +3%).
+  s.overlap = !(s.head_dim == 64 && s.warps == 4);
+  if (const char* o = std::getenv("SPLAT_CUDA_OVERLAP"); o && *o) s.overlap = std::string(o) != "0";
+  if (s.overlap) s.stages = std::max(s.stages, 3);
+  // D=64 with 64-key steps: 128 registers per thread (16 warps per SM) measured 7-10% faster than fewer CTAs.
+  // 128-key steps hold 64 score + 32 P registers: uncapped.
+  s.min_blocks = mb && *mb ? std::atoi(mb) : s.head_dim == 64 && s.block_n == 64 ? 16 / s.warps : 0;
+}
+}  // namespace
+
 KernelSpec base_spec(DType dtype, int head_dim, const std::string& arch) {
   check_supported(dtype, head_dim);
   KernelSpec s;
@@ -43,14 +62,11 @@ KernelSpec base_spec(DType dtype, int head_dim, const std::string& arch) {
   }
   // Hopper: wgmma when compiling for sm_90a (plan_cuda picks sm_90a on sm_90 devices); SPLAT_CUDA_WGMMA=0 opts out.
   const char* wg = std::getenv("SPLAT_CUDA_WGMMA");
-  s.wgmma = s.arch == "sm_90a" && s.block_n == 64 && !(wg && std::string(wg) == "0");
+  s.wgmma = s.arch == "sm_90a" && s.block_n >= 64 && !(wg && std::string(wg) == "0");
   // wgmma: a 128-row tile is two warpgroups of 64 rows sharing each K/V tile (half the K/V fills per row).
   if (s.wgmma && s.mt == 2) s.mt = 1, s.warps = 8;
-  // wgmma at D=64: 128 registers per thread (4 CTAs of 4 warps, 2 of 8) measured 7-10% faster than 3 CTAs of 4.
-  if (s.wgmma) s.min_blocks = head_dim == 64 ? 16 / s.warps : 0;
-  if (const char* m = std::getenv("SPLAT_CUDA_MINBLOCKS"); m && *m) s.min_blocks = std::atoi(m);
   if (const char* m = std::getenv("SPLAT_CUDA_STAGES"); m && *m) s.stages = std::max(2, std::min(4, std::atoi(m)));
-  s.block_m = 16 * s.mt * s.warps;
+  apply_wgmma_rules(s);
   return s;
 }
 
@@ -75,8 +91,10 @@ bool two_warpgroups_pay(const KernelSpec& base, const Plan& plan) {
 KernelSpec two_warpgroup_spec(const KernelSpec& base) {
   KernelSpec s = base;
   s.warps = 8;
-  s.block_m = 16 * s.mt * s.warps;
-  if (s.head_dim == 64 && !std::getenv("SPLAT_CUDA_MINBLOCKS")) s.min_blocks = 2;  // 128 registers, as for 4 warps
+  // D=128: 128-key steps (one CTA per SM either way; half the barriers and rescales per key): window 0.836 ->
+  // 0.768 ms at N=16384 (v6). D=64 keeps 64 keys: 128 would need 216 registers, one CTA per SM (0.545 ms).
+  if (s.head_dim == 128) s.block_n = 128;
+  apply_wgmma_rules(s);
   return s;
 }
 
@@ -98,7 +116,7 @@ std::string KernelSpec::name() const {
   o << "splat_attn_fwd_" << dtype_name(dtype) << "_d" << head_dim << "_m" << block_m << "n" << block_n << "w" << warps
     << (mask_affine ? "_ma" : "") << (has_block ? "_bl" : "") << (has_gather ? "_ga" : "") << (write_lse ? "_lse" : "")
     << (continuation ? "_cont" : "");
-  o << "_s" << stages << (wgmma ? "_wg" : "");
+  o << "_s" << stages << (wgmma ? "_wg" : "") << (overlap ? "_ov" : "");
   if (min_blocks > 0) o << "_mb" << min_blocks;
   return o.str();
 }
@@ -106,10 +124,10 @@ std::string KernelSpec::name() const {
 std::string KernelSpec::describe() const {
   std::ostringstream o;
   o << "attention_fwd dtype=" << dtype_name(dtype) << " D=" << head_dim << " tile=" << block_m << "x" << block_n
-    << " warps=" << warps << " stages=" << stages << (wgmma ? " mma=wgmma" : " mma=mma.sync") << " arch=" << arch
-    << " spans=affine" << (has_block ? "+block" : "") << (has_gather ? "+gather" : "")
-    << " masks=" << (mask_affine ? "affine" : "none") << (continuation ? " continues-pass" : "")
-    << (write_lse ? " writes-lse" : "") << " smem=" << smem_bytes();
+    << " warps=" << warps << " stages=" << stages << (wgmma ? " mma=wgmma" : " mma=mma.sync")
+    << (overlap ? " overlap" : "") << " arch=" << arch << " spans=affine" << (has_block ? "+block" : "")
+    << (has_gather ? "+gather" : "") << " masks=" << (mask_affine ? "affine" : "none")
+    << (continuation ? " continues-pass" : "") << (write_lse ? " writes-lse" : "") << " smem=" << smem_bytes();
   return o.str();
 }
 
@@ -130,7 +148,8 @@ std::string generate_source(const std::vector<KernelSpec>& specs) {
       << "struct " << n << "_cfg {\n"
       << "  static constexpr int D = " << s.head_dim << ", BM = " << s.block_m << ", BN = " << s.block_n
       << ", MT = " << s.mt << ", WARPS = " << s.warps << ", STAGES = " << s.stages << ";\n"
-      << "  static constexpr bool WGMMA = " << (s.wgmma ? "true" : "false") << ";\n"
+      << "  static constexpr bool WGMMA = " << (s.wgmma ? "true" : "false")
+      << ", OVERLAP = " << (s.overlap ? "true" : "false") << ";\n"
       << "  static constexpr bool BF16 = " << (s.dtype == DType::BF16 ? "true" : "false")
       << ", WRITE_LSE = " << (s.write_lse ? "true" : "false") << ", CONTINUE = " << (s.continuation ? "true" : "false")
       << ";\n"

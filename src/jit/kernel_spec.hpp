@@ -19,10 +19,11 @@ struct KernelSpec {
   int block_m = 64;  // query rows per CTA = 16 * mt * warps
   int block_n = 64;  // keys per step
   int warps = 4;
-  int mt = 1;          // 16-row m-tiles per warp
-  bool wgmma = false;  // sm_90a warpgroup MMA (warpgroups of 64 rows, 64-key steps)
-  int stages = 2;      // K/V shared-memory buffers (cp.async pipeline depth + 1)
-  int min_blocks = 0;  // __launch_bounds__ min blocks per SM (0: not set; caps registers when set)
+  int mt = 1;            // 16-row m-tiles per warp
+  bool wgmma = false;    // sm_90a warpgroup MMA (warpgroups of 64 rows, 64- or 128-key steps)
+  bool overlap = false;  // wgmma only: S of the next step runs during the softmax (needs stages >= 3)
+  int stages = 2;        // K/V shared-memory buffers (cp.async pipeline depth + 1)
+  int min_blocks = 0;    // __launch_bounds__ min blocks per SM (0: not set; caps registers when set)
   std::string arch = "sm_90";
   // Which span kinds / masks occur (code for the others is compiled out).
   bool mask_affine = false;
@@ -44,7 +45,7 @@ KernelSpec base_spec(DType dtype, int head_dim, const std::string& arch);
 // each K/V tile (measured, bench/NOTES-cuda.md v5: long, even tasks of one pass gain 1-11%; short or uneven
 // tasks, gathered spans and multi-pass plans lose 4-30%). Never when SPLAT_CUDA_TILE fixes the tile.
 bool two_warpgroups_pay(const KernelSpec& base, const Plan& plan);
-// base with 8 warps (two warpgroups of 64 rows): block_m 128.
+// base with 8 warps (two warpgroups of 64 rows): block_m 128; at D=128 also 128-key steps (block_n 128).
 KernelSpec two_warpgroup_spec(const KernelSpec& base);
 // Spec of pass `pass_index` of a plan built with base's tile shape.
 KernelSpec pass_spec(const KernelSpec& base, const Plan& plan, size_t pass_index);

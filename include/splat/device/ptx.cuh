@@ -9,9 +9,10 @@ namespace dev {
 typedef unsigned short u16;
 typedef unsigned int u32;
 
+// Pure (not volatile): the compiler may hoist and fold it, e.g. the descriptors of a tile's sub-blocks.
 __device__ __forceinline__ u32 smem_addr(const void* p) {
   u32 a;
-  asm volatile("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
   return a;
 }
 
@@ -109,22 +110,35 @@ __device__ __forceinline__ void wgmma_commit() {
 __device__ __forceinline__ void wgmma_wait0() {
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
+// Waits until at most N committed wgmma groups of this warpgroup are still in flight.
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// wgmma.wait_group 0 that ptxas does not schedule before a and b exist: it sits behind a branch on them (never
+// taken: callers pass values that are never negative), and ptxas schedules within basic blocks. A plain wait was
+// hoisted above the softmax meant to run while the MMA is in flight; a predicated wait serialises every wgmma
+// (C7514). bench/NOTES-cuda.md v6.
+__device__ __forceinline__ void wgmma_wait0_after(float a, float b) {
+  if (__any_sync(0xffffffffu, a < 0.f || b < 0.f)) asm volatile("trap;\n");
+  wgmma_wait0();
+}
 __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
 // The 32 fp32 accumulators of an m64n64 wgmma (one warpgroup), shared by the wrappers below.
-#define SPLAT_WGMMA_ACC                                                                                         \
-  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),     \
-      "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),     \
-      "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),    \
+#define SPLAT_WGMMA_ACC                                                                                       \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), \
+      "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),  \
+      "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), \
       "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
 
 // D(64x64, f32) (+)= A(64x16, registers, the mma.m16n8k16 A layout per warp) * B(16x64, smem descriptor).
 // TRANS_B = 0: B stored K-major (rows of n, k contiguous); 1: N-major (rows of k, n contiguous).
 template <bool BF16, int TRANS_B>
 __device__ __forceinline__ void wgmma_m64n64k16(float* d, const u32* a, unsigned long long desc, int accumulate) {
-#define SPLAT_WGMMA_OPERANDS                                                                                    \
+#define SPLAT_WGMMA_OPERANDS \
   : SPLAT_WGMMA_ACC                                                                                            \
   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "n"(TRANS_B), "r"(accumulate)
 #define SPLAT_WGMMA_BODY(T)                                                                                      \
@@ -140,26 +154,51 @@ __device__ __forceinline__ void wgmma_m64n64k16(float* d, const u32* a, unsigned
 #undef SPLAT_WGMMA_OPERANDS
 }
 
-// D(64x64, f32) (+)= A(64x16) * B(16x64), both from shared-memory descriptors, both K-major (the Q and K
-// tiles): no A fragments in registers, and no ldmatrix of Q per step.
-template <bool BF16>
-__device__ __forceinline__ void wgmma_m64n64k16_ss(float* d, unsigned long long adesc, unsigned long long bdesc,
-                                                   int accumulate) {
-#define SPLAT_WGMMA_OPERANDS                                                                                    \
-  : SPLAT_WGMMA_ACC                                                                                            \
-  : "l"(adesc), "l"(bdesc), "r"(accumulate)
-#define SPLAT_WGMMA_BODY(T)                                                                                      \
-  "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                                                   \
-  "wgmma.mma_async.sync.aligned.m64n64k16.f32." T "." T                                                          \
-  " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28," \
-  "%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-  if (BF16)
-    asm volatile(SPLAT_WGMMA_BODY("bf16") SPLAT_WGMMA_OPERANDS);
-  else
-    asm volatile(SPLAT_WGMMA_BODY("f16") SPLAT_WGMMA_OPERANDS);
+// D(64xN, f32) (+)= A(64x16) * B(16xN), N = 64 or 128, both from shared-memory descriptors, both K-major (the
+// Q and K tiles): no A fragments in registers, and no ldmatrix of Q per step. d holds N/2 accumulators.
+#define SPLAT_WGMMA_ACC_HI                                                                                             \
+  "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), \
+      "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),          \
+      "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),          \
+      "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+template <bool BF16, int N>
+__device__ __forceinline__ void wgmma_ss(float* d, unsigned long long adesc, unsigned long long bdesc, int accumulate) {
+  static_assert(N == 64 || N == 128, "wgmma_ss: n64 or n128");
+#define SPLAT_WGMMA_BODY(T, SHAPE, REGS, A, P) \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, %" P       \
+  ", 0;\n"                                     \
+  "wgmma.mma_async.sync.aligned." SHAPE ".f32." T "." T " {" REGS "}, %" A ", p, 1, 1, 0, 0;\n}\n"
+#define SPLAT_R32                                                                                                      \
+  "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30," \
+  "%31"
+#define SPLAT_R64                                                                                                      \
+  "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30," \
+  "%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%"  \
+  "59,%60,%61,%62,%63"
+  if constexpr (N == 64) {
+    if (BF16)
+      asm volatile(SPLAT_WGMMA_BODY("bf16", "m64n64k16", SPLAT_R32, "32, %33", "34")
+                   : SPLAT_WGMMA_ACC
+                   : "l"(adesc), "l"(bdesc), "r"(accumulate));
+    else
+      asm volatile(SPLAT_WGMMA_BODY("f16", "m64n64k16", SPLAT_R32, "32, %33", "34")
+                   : SPLAT_WGMMA_ACC
+                   : "l"(adesc), "l"(bdesc), "r"(accumulate));
+  } else {
+    if (BF16)
+      asm volatile(SPLAT_WGMMA_BODY("bf16", "m64n128k16", SPLAT_R64, "64, %65", "66")
+                   : SPLAT_WGMMA_ACC, SPLAT_WGMMA_ACC_HI
+                   : "l"(adesc), "l"(bdesc), "r"(accumulate));
+    else
+      asm volatile(SPLAT_WGMMA_BODY("f16", "m64n128k16", SPLAT_R64, "64, %65", "66")
+                   : SPLAT_WGMMA_ACC, SPLAT_WGMMA_ACC_HI
+                   : "l"(adesc), "l"(bdesc), "r"(accumulate));
+  }
+#undef SPLAT_R64
+#undef SPLAT_R32
 #undef SPLAT_WGMMA_BODY
-#undef SPLAT_WGMMA_OPERANDS
 }
+#undef SPLAT_WGMMA_ACC_HI
 #undef SPLAT_WGMMA_ACC
 
 }  // namespace dev

@@ -35,6 +35,7 @@ PlanKernels plan_kernels(const Acsr& acsr, DType dtype, int head_dim, const std:
   if (jit::two_warpgroups_pay(base, pk.plan)) {  // long even bands: 128-row tiles, one plan more (~0.1 ms)
     base = jit::two_warpgroup_spec(base);
     po.block_m = base.block_m;
+    po.block_n = base.block_n;
     pk.plan = make_plan(acsr, po);
   }
   for (size_t p = 0; p < pk.plan.passes.size(); ++p) pk.specs.push_back(jit::pass_spec(base, pk.plan, p));

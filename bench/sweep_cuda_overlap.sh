@@ -1,0 +1,65 @@
+#!/bin/bash
+# One device call for the kernel-v6 overlap work (staged binaries, no build on the device):
+# .carry/base = the previous kernel, .carry/cuda = the new one. GPU tests of the new kernel (default tiles, and
+# each variant given in TESTS), then splat-only harness rows at N=16384 for each variant, alternating with the
+# base so drift shows; a table of median ms per (pattern, D, variant) is printed last. Logs under $OUT.
+#   [SWEEP=sweep1] bash bench/sweep_cuda_overlap.sh      (SWEEP names one of the functions below)
+# Variants are environment settings of the JIT (kernel_spec.cpp): SPLAT_CUDA_OVERLAP, SPLAT_CUDA_TILE, ...
+set -u
+O=${OUT:-/tmp/splat-out}
+mkdir -p "$O"
+export SPLAT_CACHE_DIR=/tmp/splat-cache LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} PYTHONUNBUFFERED=1
+NEW=.carry/cuda BASE=.carry/base ALL=window,causal_window,blocked,dilated,strided,longformer,bigbird
+BANDS=window,causal_window,blocked
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$O/device.txt"
+tests() {  # $1 tag; env decides the variant
+  timeout 150 $NEW/test_cuda_attention >"$O/tests_$1.log" 2>&1
+  echo "tests $1 rc=$? ($(date +%T))"
+  grep -E "^\[  (PASSED|FAILED) |Failure|Which is" "$O/tests_$1.log" | head -8
+}
+harness() {  # $1 tag, $2 binary dir, $3 --only list, $4 dims
+  timeout 150 $2/splat_cuda_bench --sizes 16384 --dims $4 --only $3 --reps 50 2>>"$O/harness.err" |
+    sed "s/^/$1 /" >>"$O/harness.txt"
+  echo "harness $1 $3 D=$4 ($(date +%T))"
+}
+sweep1() {
+  tests default
+  SPLAT_CUDA_TILE=128x128 tests t128x128
+  harness base $BASE $ALL 64,128
+  harness ov $NEW $ALL 64,128
+  SPLAT_CUDA_TILE=128x128 harness ov128x128 $NEW $ALL 64,128
+  SPLAT_CUDA_TILE=64x128 harness ov64x128 $NEW strided,longformer,bigbird 64,128
+  SPLAT_CUDA_MINBLOCKS=1 harness ov_mb1 $NEW $BANDS,longformer 64
+  SPLAT_CUDA_OVERLAP=0 harness serial $NEW $BANDS 64,128
+  SPLAT_CUDA_TILE=128x128 SPLAT_CUDA_OVERLAP=0 harness serial128x128 $NEW $BANDS 64,128
+  harness base2 $BASE $BANDS 64,128
+  harness ov2 $NEW $BANDS 64,128
+}
+sweep2() {  # MMAs issued before the loads (new) vs after (.carry/ov1), same tiles; new defaults; ring depth
+  OV1=.carry/ov1
+  tests default
+  harness new $NEW $ALL 64,128
+  SPLAT_CUDA_TILE=128x128 harness ov1_128x128 $OV1 $BANDS 128
+  SPLAT_CUDA_TILE=128x128 harness new_128x128 $NEW $BANDS 128
+  SPLAT_CUDA_TILE=128x64 harness ov1_128x64 $OV1 $BANDS 64
+  SPLAT_CUDA_TILE=128x64 harness new_128x64 $NEW $BANDS 64
+  harness ov1_64 $OV1 longformer,strided,bigbird 128
+  harness new_64 $NEW longformer,strided,bigbird 128
+  SPLAT_CUDA_TILE=128x64 SPLAT_CUDA_STAGES=4 harness new_128x64s4 $NEW $BANDS 64,128
+  SPLAT_CUDA_OVERLAP=1 SPLAT_CUDA_MINBLOCKS=3 harness new_ov_mb3 $NEW longformer,strided,bigbird 64
+  harness base $BASE $ALL 64,128
+  SPLAT_CUDA_TILE=128x128 harness ov1_128x128b $OV1 $BANDS 128
+  SPLAT_CUDA_TILE=128x128 harness new_128x128b $NEW $BANDS 128
+}
+${SWEEP:-sweep1}
+python3 - "$O/harness.txt" <<'PY'
+import json, sys, collections
+t = collections.defaultdict(dict); tags = []
+for line in open(sys.argv[1]):
+    tag, js = line.split(' ', 1)
+    r = json.loads(js)
+    if tag not in tags: tags.append(tag)
+    t[(r['pattern'], r['D'])][tag] = '%.3f/%.4f' % (r['splat_ms'], r['max_err'])
+print('ms/max_err at N=16384 |', ' | '.join(tags))
+for k, v in t.items(): print('%-14s D=%-4d' % k, ' '.join('%-14s' % v.get(x, '-') for x in tags))
+PY

@@ -1,0 +1,416 @@
+// Building blocks of the attention kernels (attention_fwd.cuh): span/segment geometry, K/V tile loads into
+// swizzled shared memory, masks, the online-softmax update and the warpgroup-MMA issue of both products.
+// Each step helper works on one thread's fragments: rows g and g+8 of each 16-row m-tile, columns 2*tq, 2*tq+1
+// of each n8 tile (the mma.sync C layout, which is also the layout of a wgmma m64nN accumulator per warp).
+#pragma once
+#include "splat/device/plan_layout.cuh"
+#include "splat/device/ptx.cuh"
+
+namespace splat {
+namespace dev {
+
+__device__ __forceinline__ bool segment_contains_dev(const DevSegment& s, int i, int j) {
+  if (i < s.row_begin || i >= s.row_end || j < s.key_begin || j >= s.key_end) return false;
+  int d = j - s.slope * i - s.offset;
+  int t = d;
+  if (s.stride != 1) {
+    if (d % s.stride != 0) return false;
+    t = d / s.stride;
+  }
+  return t >= s.t_begin && t < s.t_end;
+}
+
+template <class C>
+__device__ __forceinline__ int span_key(const AttnParams& p, const DevSpan& sp, int c) {
+  if (C::HAS_GATHER && sp.kind == kGather) return p.gather_keys[sp.key_begin + c];
+  return sp.key_begin + sp.key_stride * c;  // Block spans are packed with key_stride 1
+}
+
+// Whether (local row r of the task, global row i) attends key index c (global key j) of a masked span.
+template <class C>
+__device__ __forceinline__ bool span_attends(const AttnParams& p, const DevSpan& sp, int r, int i, int c, int j) {
+  if (C::HAS_GATHER && sp.kind == kGather) {
+    const i64 bit = sp.mask_offset + i64(r) * sp.key_count + c;
+    return (p.gather_mask[bit >> 6] >> (bit & 63)) & 1ull;
+  }
+  if (C::HAS_BLOCK && sp.kind == kBlock) {
+    for (int s = 0; s < p.num_segments; ++s)
+      if (segment_contains_dev(p.segments[s], i, j)) return false;
+    return true;
+  }
+  if (!C::HAS_AFFINE_MASK) return true;  // every affine span of this kernel is full
+  return segment_contains_dev(p.segments[sp.segment], i, j);
+}
+
+__device__ __forceinline__ int floor_div_dev(int a, int b) {  // b > 0
+  const int q = a / b;
+  return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+__device__ __forceinline__ int ceil_div_dev(int a, int b) {
+  return -floor_div_dev(-a, b);
+}
+
+// The keys of segment s in row i, expressed in span indices c (key = kb + ks*c) of a span: c is attended
+// iff lo <= c < hi and (c - lo) % mod == 0. mod == 0: no closed form, test each entry (never for plans
+// make_plan builds: spans step by 1 or by the segment's stride).
+struct RowRange {
+  int lo, hi, mod;
+};
+__device__ __forceinline__ RowRange segment_span_range(const DevSegment& s, int i, int kb, int ks) {
+  RowRange e = {0, 0, 1};
+  if (i < s.row_begin || i >= s.row_end) return e;
+  const int st = s.stride, base = s.slope * i + s.offset;
+  const int t0 = max(s.t_begin, ceil_div_dev(s.key_begin - base, st));
+  const int t1 = min(s.t_end, floor_div_dev(s.key_end - 1 - base, st) + 1);
+  if (t1 <= t0) return e;
+  const int first = base + st * t0, last = base + st * (t1 - 1);
+  if (st == 1 || ks % st == 0) {
+    const int lo = ceil_div_dev(first - kb, ks), hi = floor_div_dev(last - kb, ks) + 1;
+    if (st != 1 && (kb + ks * lo - first) % st != 0) return e;  // the span's keys miss this row's residue
+    e.lo = lo, e.hi = hi;
+    return e;
+  }
+  if (ks == 1) {
+    e.lo = first - kb, e.hi = last - kb + 1, e.mod = st;
+    return e;
+  }
+  e.lo = -2147483647, e.hi = 2147483647, e.mod = 0;
+  return e;
+}
+
+// Element offset of 16-byte chunk `ch` of row `row` in a swizzled tile of ROWS rows: 64-column blocks
+// [D/64][ROWS][64], each row's 8 chunks XOR-swizzled by row % 8. Conflict-free for ldmatrix, and exactly the
+// 128-byte-swizzle layout (8-row groups of 1024 bytes) the sm_90 wgmma descriptors describe.
+template <int D, int ROWS>
+__device__ __forceinline__ int swz(int row, int ch) {
+  return (ch >> 3) * (ROWS * 64) + row * 64 + (((ch & 7) ^ (row & 7)) << 3);
+}
+
+// Loads K and V rows c = kt*BN + r (r < BN) of a span's keys into swizzled smem tiles (zero past the end).
+// Thread t copies chunk t % CH of rows t / CH + RPI*it: RPI is a multiple of 8, so every row it copies has
+// the same swizzle and the addresses advance by constant strides.
+template <class C>
+__device__ __forceinline__ void load_kv(const AttnParams& p, const DevSpan& sp, int kt, const u16* kbase,
+                                        const u16* vbase, u16* sK, u16* sV) {
+  constexpr int D = C::D, BN = C::BN, CH = D / 8, THREADS = C::WARPS * 32, RPI = THREADS / CH;
+  static_assert(RPI % 8 == 0, "rows per iteration keep the swizzle");
+  const int r0 = threadIdx.x / CH, ch = threadIdx.x % CH;
+  const int c0 = kt * BN + r0;
+  const u32 dk = smem_addr(sK + swz<D, BN>(r0, ch)), dv = smem_addr(sV + swz<D, BN>(r0, ch));
+  if (C::HAS_GATHER && sp.kind == kGather) {
+#pragma unroll
+    for (int it = 0; it < BN / RPI; ++it) {
+      const int c = c0 + it * RPI;
+      const bool ok = c < sp.key_count;
+      const i64 key = ok ? p.gather_keys[sp.key_begin + c] : 0;
+      cp_async16(dk + it * RPI * 64 * 2, kbase + key * p.k_sn + ch * 8, ok ? 16 : 0);
+      cp_async16(dv + it * RPI * 64 * 2, vbase + key * p.v_sn + ch * 8, ok ? 16 : 0);
+    }
+    return;
+  }
+  const i64 key0 = i64(sp.key_begin) + i64(sp.key_stride) * c0;
+  const u16* ks = kbase + key0 * p.k_sn + ch * 8;
+  const u16* vs = vbase + key0 * p.v_sn + ch * 8;
+  const i64 kstep = i64(sp.key_stride) * RPI * p.k_sn, vstep = i64(sp.key_stride) * RPI * p.v_sn;
+#pragma unroll
+  for (int it = 0; it < BN / RPI; ++it) {
+    const bool ok = c0 + it * RPI < sp.key_count;
+    cp_async16(dk + it * RPI * 64 * 2, ok ? ks + it * kstep : kbase, ok ? 16 : 0);
+    cp_async16(dv + it * RPI * 64 * 2, ok ? vs + it * vstep : vbase, ok ? 16 : 0);
+  }
+}
+
+// Entry-by-entry mask for what has no per-row closed form (Block/Gather spans that are not full, affine
+// rows with a residue condition): bit (mt*NT + j)*4 + e set = attended. Out of line: rare, and large.
+template <class C>
+__device__ __noinline__ u64 slow_mask_bits(const AttnParams& p, const DevSpan sp, const DevTask task, int kt, int wr0) {
+  constexpr int NT = C::BN / 8, MT = C::MT;
+  const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  u64 bits = 0;
+  for (int x = 0; x < MT * 2; ++x) {
+    const int r = wr0 + (x >> 1) * 16 + g + 8 * (x & 1);
+    if (r < sp.row_lo || r >= sp.row_hi) continue;
+    const int i = task.row_begin + task.row_stride * r;
+    RowRange y = {0, sp.key_count, 1};
+    if (!sp.full && sp.kind == kAffine) y = segment_span_range(p.segments[sp.segment], i, sp.key_begin, sp.key_stride);
+    for (int j = 0; j < NT; ++j)
+      for (int e1 = 0; e1 < 2; ++e1) {
+        const int c = kt * C::BN + j * 8 + 2 * tq + e1;
+        bool ok = c >= y.lo && c < y.hi && c < sp.key_count;
+        if (ok && y.mod > 1) ok = (c - y.lo) % y.mod == 0;
+        if (ok && (y.mod == 0 || (!sp.full && sp.kind != kAffine)))
+          ok = span_attends<C>(p, sp, r, i, c, span_key<C>(p, sp, c));
+        if (ok) bits |= 1ull << (((x >> 1) * NT + j) * 4 + (x & 1) * 2 + e1);
+      }
+  }
+  return bits;
+}
+
+struct StepCursor {
+  int si, kt;
+  DevSpan sp;
+};
+template <class C>
+__device__ __forceinline__ void advance(const AttnParams& p, const DevTask& task, StepCursor& c) {
+  if (++c.kt * C::BN >= c.sp.key_count) {
+    c.kt = 0;
+    if (++c.si < task.span_end) c.sp = p.spans[c.si];
+  }
+}
+
+// Closed-form key ranges of this thread's rows in span sp (computed once per span).
+template <class C>
+__device__ __forceinline__ void span_row_ranges(const AttnParams& p, const DevTask& task, const DevSpan& sp, int wr0,
+                                                RowRange (&rr)[C::MT * 2]) {
+  const int g = (threadIdx.x & 31) >> 2;
+#pragma unroll
+  for (int x = 0; x < C::MT * 2; ++x) {
+    const int r = wr0 + (x >> 1) * 16 + g + 8 * (x & 1);
+    RowRange y = {0, sp.key_count, 1};
+    if (r < sp.row_lo || r >= sp.row_hi) {
+      y.hi = 0;
+    } else if (!sp.full && sp.kind == kAffine && C::HAS_AFFINE_MASK) {
+      y = segment_span_range(p.segments[sp.segment], task.row_begin + task.row_stride * r, sp.key_begin, sp.key_stride);
+      y.hi = min(y.hi, sp.key_count);
+    }
+    rr[x] = y;
+  }
+}
+
+// Sets the scores of key tile kt that this thread's rows do not attend to -inf. Only where some row's key range
+// does not cover the whole tile (edges of bands, ragged ends, row sub-ranges); entries without a closed form go
+// through slow_mask_bits.
+template <class C>
+__device__ __forceinline__ void mask_scores(const AttnParams& p, const DevTask& task, const DevSpan& sp, int kt,
+                                            int wr0, const RowRange (&rr)[C::MT * 2], float (&s)[C::MT][C::BN / 8][4]) {
+  constexpr int MT = C::MT, NT = C::BN / 8, BN = C::BN;
+  const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  const int c0 = kt * BN;
+  bool covered = true, slow = !sp.full && sp.kind != kAffine;
+#pragma unroll
+  for (int x = 0; x < MT * 2; ++x) {
+    const int r = wr0 + (x >> 1) * 16 + g + 8 * (x & 1);
+    const bool row_used = r < task.row_count;
+    covered &= !row_used || (rr[x].lo <= c0 && rr[x].hi >= c0 + BN && rr[x].mod == 1);
+    slow |= row_used && rr[x].mod != 1 && rr[x].hi > c0 && rr[x].lo < c0 + BN;
+  }
+  if (__all_sync(0xffffffffu, covered && !slow)) return;
+  if (__any_sync(0xffffffffu, slow)) {
+    const u64 bits = slow_mask_bits<C>(p, sp, task, kt, wr0);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int j = 0; j < NT; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          if (!((bits >> ((mt * NT + j) * 4 + e)) & 1ull)) s[mt][j][e] = neg_inf();
+  } else {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int j = 0; j < NT; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const RowRange& x = rr[mt * 2 + (e >> 1)];
+          const int c = c0 + j * 8 + 2 * tq + (e & 1);
+          if (c < x.lo || c >= x.hi) s[mt][j][e] = neg_inf();
+        }
+  }
+}
+
+// Online softmax update: s becomes exp2(s * scale * log2 e - new max), l the running partial row sums; alpha is
+// the factor the output accumulators must be scaled by (1 where the row max did not move). m is kept in the scaled
+// log2 domain; one FMA + one ex2 per score.
+template <class C>
+__device__ __forceinline__ void softmax_update(float sl2, float (&s)[C::MT][C::BN / 8][4], float (&m)[C::MT][2],
+                                               float (&l)[C::MT][2], float (&alpha)[C::MT][2]) {
+  constexpr int NT = C::BN / 8;
+#pragma unroll
+  for (int mt = 0; mt < C::MT; ++mt)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      float mx = neg_inf();
+#pragma unroll
+      for (int j = 0; j < NT; ++j) mx = fmaxf(mx, fmaxf(s[mt][j][2 * hf], s[mt][j][2 * hf + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float mnew = fmaxf(m[mt][hf], mx * sl2);
+      const float base = mnew == neg_inf() ? 0.f : mnew;
+      alpha[mt][hf] = fast_exp2(m[mt][hf] - base);
+      m[mt][hf] = mnew;
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        s[mt][j][2 * hf] = fast_exp2(fmaf(s[mt][j][2 * hf], sl2, -base));
+        s[mt][j][2 * hf + 1] = fast_exp2(fmaf(s[mt][j][2 * hf + 1], sl2, -base));
+        sum += s[mt][j][2 * hf] + s[mt][j][2 * hf + 1];
+      }
+      l[mt][hf] = l[mt][hf] * alpha[mt][hf] + sum;
+    }
+}
+
+// acc *= alpha per row, skipped when no row of the warp moved its max (warp-uniform test).
+template <class C>
+__device__ __forceinline__ void rescale_acc(float (&acc)[C::MT][C::D / 8][4], const float (&alpha)[C::MT][2]) {
+#pragma unroll
+  for (int mt = 0; mt < C::MT; ++mt)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf)
+      if (__any_sync(0xffffffffu, alpha[mt][hf] != 1.f)) {
+#pragma unroll
+        for (int dn = 0; dn < C::D / 8; ++dn) {
+          acc[mt][dn][2 * hf] *= alpha[mt][hf];
+          acc[mt][dn][2 * hf + 1] *= alpha[mt][hf];
+        }
+      }
+}
+
+// P (16-bit) from the exponentiated scores of m-tile 0: the C layout of two n8 tiles is the A layout of one k16.
+template <class C>
+__device__ __forceinline__ void pack_p(const float (&s)[C::MT][C::BN / 8][4], u32 (&pa)[C::BN / 16][4]) {
+#pragma unroll
+  for (int kk = 0; kk < C::BN / 16; ++kk) {
+    pa[kk][0] = pack2<C::BF16>(s[0][2 * kk][0], s[0][2 * kk][1]);
+    pa[kk][1] = pack2<C::BF16>(s[0][2 * kk][2], s[0][2 * kk][3]);
+    pa[kk][2] = pack2<C::BF16>(s[0][2 * kk + 1][0], s[0][2 * kk + 1][1]);
+    pa[kk][3] = pack2<C::BF16>(s[0][2 * kk + 1][2], s[0][2 * kk + 1][3]);
+  }
+}
+
+// sm_90a: issues S = Q K^T for this warpgroup's 64 rows (wq: its Q rows, cK: the K tile), D/16 wgmmas of
+// m64 x BN x k16, A and B from 128B-swizzled shared memory (K-major). The caller fences, commits and waits.
+// Descriptors address in 16-byte units: a sub-block's descriptor is the tile's plus its byte offset / 16.
+template <class C>
+__device__ __forceinline__ void wgmma_scores(float (&s)[C::MT][C::BN / 8][4], const u16* wq, const u16* cK) {
+  const unsigned long long dq = wgmma_desc_sw128(smem_addr(wq)), dk = wgmma_desc_sw128(smem_addr(cK));
+#pragma unroll
+  for (int kk = 0; kk < C::D / 16; ++kk)
+    wgmma_ss<C::BF16, C::BN>(&s[0][0][0], dq + (kk >> 2) * (C::BM * 64 * 2 / 16) + (kk & 3) * 2,
+                             dk + (kk >> 2) * (C::BN * 64 * 2 / 16) + (kk & 3) * 2, kk > 0);
+}
+
+// sm_90a: issues O += P V: per k16 of keys and per 64-column block of D, B = V rows (keys) x 64 columns, N-major,
+// 8-key groups 1024 bytes apart. The caller fences, commits and waits (pa must stay untouched until then).
+template <class C>
+__device__ __forceinline__ void wgmma_pv(float (&acc)[C::MT][C::D / 8][4], const u32 (&pa)[C::BN / 16][4],
+                                         const u16* cV) {
+  const unsigned long long dv = wgmma_desc_sw128(smem_addr(cV));
+#pragma unroll
+  for (int kk = 0; kk < C::BN / 16; ++kk)
+#pragma unroll
+    for (int hb = 0; hb < C::D / 64; ++hb)
+      wgmma_m64n64k16<C::BF16, 1>(&acc[0][hb * 8][0], pa[kk], dv + hb * (C::BN * 64 * 2 / 16) + kk * (16 * 64 * 2 / 16),
+                                  1);
+}
+
+// What one CTA works on: its task, the (batch, head) and the bases of its rows, and the shared-memory tiles.
+struct CtaCtx {
+  DevTask task;
+  int bh;
+  const u16 *qbase, *kbase, *vbase;
+  u16* obase;
+  u16 *sQ, *sK, *sV;  // sQ [BM][D], sK / sV [STAGES][BN][D], all swizzled
+};
+
+template <class C>
+__device__ __forceinline__ CtaCtx cta_ctx(const AttnParams& p, unsigned char* smem) {
+  CtaCtx x;
+  const int BH = p.B * p.H;
+  const int task_id = int(blockIdx.x / unsigned(BH));
+  x.bh = int(blockIdx.x % unsigned(BH));
+  const int b = x.bh / p.H, h = x.bh % p.H, hk = h / (p.H / p.Hkv);
+  x.task = p.tasks[task_id];
+  x.qbase = static_cast<const u16*>(p.q) + b * p.q_sb + h * p.q_sh;
+  x.kbase = static_cast<const u16*>(p.k) + b * p.k_sb + hk * p.k_sh;
+  x.vbase = static_cast<const u16*>(p.v) + b * p.v_sb + hk * p.v_sh;
+  x.obase = static_cast<u16*>(p.o) + b * p.o_sb + h * p.o_sh;
+  // Tiles start 1024-byte aligned (the host allocates 1 KB extra): wgmma's swizzle atoms need it.
+  x.sQ = reinterpret_cast<u16*>(smem + ((1024 - (smem_addr(smem) & 1023)) & 1023));
+  x.sK = x.sQ + C::BM * C::D;
+  x.sV = x.sK + C::STAGES * C::BN * C::D;
+  return x;
+}
+
+// Q tile: rows row_begin + row_stride*r (gathered), zero past row_count. cp.async, not committed.
+template <class C>
+__device__ __forceinline__ void load_q(const AttnParams& p, const CtaCtx& x) {
+  constexpr int CH = C::D / 8, THREADS = C::WARPS * 32;
+#pragma unroll
+  for (int it = 0; it < (C::BM * CH) / THREADS; ++it) {
+    const int id = threadIdx.x + it * THREADS;
+    const int r = id / CH, ch = id % CH;
+    const bool ok = r < x.task.row_count;
+    const i64 i = ok ? i64(x.task.row_begin) + i64(x.task.row_stride) * r : 0;
+    cp_async16(smem_addr(x.sQ + swz<C::D, C::BM>(r, ch)), x.qbase + i * p.q_sn + ch * 8, ok ? 16 : 0);
+  }
+}
+
+// Online-softmax state at the start: empty, or (CONTINUE) the (out, lse) of the earlier pass: m = lse, l = 1,
+// acc = out.
+template <class C>
+__device__ __forceinline__ void init_state(const AttnParams& p, const CtaCtx& x, int wr0,
+                                           float (&acc)[C::MT][C::D / 8][4], float (&m)[C::MT][2],
+                                           float (&l)[C::MT][2]) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < C::MT; ++mt) {
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      m[mt][hf] = neg_inf();
+      l[mt][hf] = 0.f;
+    }
+#pragma unroll
+    for (int dn = 0; dn < C::D / 8; ++dn)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][dn][e] = 0.f;
+  }
+  if (!C::CONTINUE) return;
+  const float* lse = p.lse + i64(x.bh) * p.N;
+#pragma unroll
+  for (int mt = 0; mt < C::MT; ++mt)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int r = wr0 + mt * 16 + g + 8 * hf;
+      if (r < x.task.row_count) {
+        const i64 i = i64(x.task.row_begin) + i64(x.task.row_stride) * r;
+        m[mt][hf] = lse[i] * 1.4426950408889634f;
+        l[mt][hf] = tq == 0 ? 1.f : 0.f;
+        const u32* orow = reinterpret_cast<const u32*>(x.obase + i * p.o_sn);
+#pragma unroll
+        for (int dn = 0; dn < C::D / 8; ++dn) {
+          const u32 w = orow[dn * 4 + tq];
+          acc[mt][dn][2 * hf] = to_float<C::BF16>(u16(w & 0xffffu));
+          acc[mt][dn][2 * hf + 1] = to_float<C::BF16>(u16(w >> 16));
+        }
+      }
+    }
+}
+
+// Epilogue: normalise, scatter rows back (row_stride), write lse for a later pass.
+template <class C>
+__device__ __forceinline__ void write_out(const AttnParams& p, const CtaCtx& x, int wr0,
+                                          const float (&acc)[C::MT][C::D / 8][4], const float (&m)[C::MT][2],
+                                          const float (&l)[C::MT][2]) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < C::MT; ++mt)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      float lt = l[mt][hf];
+      lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+      lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+      const int r = wr0 + mt * 16 + g + 8 * hf;
+      if (r >= x.task.row_count) continue;
+      const i64 i = i64(x.task.row_begin) + i64(x.task.row_stride) * r;
+      const float inv = lt > 0.f ? 1.f / lt : 0.f;
+      u32* orow = reinterpret_cast<u32*>(x.obase + i * p.o_sn);
+#pragma unroll
+      for (int dn = 0; dn < C::D / 8; ++dn)
+        orow[dn * 4 + tq] = pack2<C::BF16>(acc[mt][dn][2 * hf] * inv, acc[mt][dn][2 * hf + 1] * inv);
+      if (C::WRITE_LSE && tq == 0)
+        p.lse[i64(x.bh) * p.N + i] = lt > 0.f ? (m[mt][hf] + fast_log2(lt)) * 0.6931471805599453f : neg_inf();
+    }
+}
+
+}  // namespace dev
+}  // namespace splat
