@@ -51,25 +51,35 @@ sweep2() {  # MMAs issued before the loads (new) vs after (.carry/ov1), same til
   SPLAT_CUDA_TILE=128x128 harness ov1_128x128b $OV1 $BANDS 128
   SPLAT_CUDA_TILE=128x128 harness new_128x128b $NEW $BANDS 128
 }
-final() {  # the default kernels: GPU tests in three configurations, sanitizers on the overlap kernel, table vs Flex
+sanitize() {  # $1 tag; env decides the variant. SuiteSmall (every suite pattern, N=256 and 333, D=64)
+  for tool in ${TOOLS:-memcheck racecheck}; do
+    timeout ${SAN_TIMEOUT:-100} compute-sanitizer --tool $tool --print-limit 20 $NEW/test_cuda_attention \
+      --gtest_filter=CudaAttention.SuiteSmall >"$O/sanitizer_${tool}_$1.log" 2>&1
+    echo "$tool $1 rc=$? ($(date +%T))"
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED" "$O/sanitizer_${tool}_$1.log" | tail -3
+  done
+}
+final() {  # the default kernels: GPU tests in three configurations, sanitizers on the overlap kernel, table vs Flex;
+  # then K one step ahead (SPLAT_CUDA_KAHEAD=1): tests, racecheck, A/B rows against the default
   export PATH=/usr/local/cuda/bin:$PATH
   local t0=$SECONDS
   tests default
   SPLAT_CUDA_TILE=128x64 tests t128x64
   SPLAT_CUDA_WGMMA=0 tests mmasync
-  for tool in memcheck racecheck; do  # 128x128: two warpgroups, 128-key steps, overlap (SuiteSmall is D=64)
-    SPLAT_CUDA_TILE=128x128 timeout ${SAN_TIMEOUT:-120} compute-sanitizer --tool $tool --print-limit 20 \
-      $NEW/test_cuda_attention --gtest_filter=CudaAttention.SuiteSmall >"$O/sanitizer_$tool.log" 2>&1
-    echo "$tool rc=$? ($(date +%T))"
-    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED" "$O/sanitizer_$tool.log" | tail -3
-  done
-  local left=$((${FINAL_LIMIT:-560} - (SECONDS - t0)))
-  echo "bench: ${left}s left"
+  SPLAT_CUDA_TILE=128x128 sanitize t128x128  # two warpgroups, 128-key steps, overlap
+  local left=$((${BENCH_LIMIT:-270}))
+  echo "bench: ${left}s at most"
   timeout $left python3 bench/bench_cuda.py --harness $NEW/splat_cuda_bench --sizes ${SIZES:-16384} --dims 64,128 \
     --out "$O/bench_cuda.md" 2>"$O/bench_cuda.err"
   echo "bench rc=$? ($(date +%T))"
   tail -3 "$O/bench_cuda.err"
-  : >"$O/harness.txt"
+  SPLAT_CUDA_KAHEAD=1 SPLAT_CUDA_TILE=128x128 tests ka_t128x128
+  for r in 1 2; do
+    harness d$r $NEW $BANDS,dilated 64,128
+    SPLAT_CUDA_KAHEAD=1 harness ka$r $NEW $BANDS,dilated 64,128
+  done
+  SPLAT_CUDA_KAHEAD=1 SPLAT_CUDA_TILE=128x128 TOOLS=racecheck sanitize ka_t128x128
+  echo "total $((SECONDS - t0))s"
 }
 ${SWEEP:-sweep1}
 [ -s "$O/harness.txt" ] && python3 - "$O/harness.txt" <<'PY'

@@ -3,8 +3,10 @@
 //   P(n) = bf16(exp scores)  ->  issue S(n+1) = Q K(n+1)^T, issue O += P(n) V(n)  ->  wait S(n+1)
 //   ->  mask + softmax(n+1) on the CUDA cores while O += P(n) V(n) runs  ->  wait PV  ->  O *= alpha(n+1)
 // S(n+1) reuses the registers of S(n) (already packed into P(n)), so only P (BN/4 registers) is extra.
-// K/V ring of STAGES >= 3 buffers: at step n the tiles of n (V), n+1 (K) and the loads ahead are live; the
-// buffer of step n-1 is refilled after the barrier at which every warpgroup has finished O += P(n-1) V(n-1).
+// K/V rings of STAGES >= 3 buffers each, step j in buffer j % STAGES. Iteration n (one barrier) loads V(n+S-1)
+// into the buffer of V(n-1), which every warpgroup finished with before the barrier, and K(n+S-1+K_AHEAD):
+// K_AHEAD = 1 refills the buffer of K(n), free once S(n) completed, so K arrives two iterations ahead of its
+// use instead of one. Commit group G holds V(G) and K(G + K_AHEAD); group 0 also Q and K(0 .. K_AHEAD-1).
 #pragma once
 #include "splat/device/attention_parts.cuh"
 
@@ -13,27 +15,54 @@ namespace dev {
 
 template <class C>
 __device__ __forceinline__ void attn_fwd_overlap(const AttnParams& p, unsigned char* smem) {
-  constexpr int D = C::D, BN = C::BN, S = C::STAGES, NT = BN / 8, KP = BN / 16;
+  constexpr int D = C::D, BN = C::BN, S = C::STAGES, NT = BN / 8, KP = BN / 16, KA = C::K_AHEAD;
   static_assert(C::WGMMA && C::MT == 1 && (BN == 64 || BN == 128) && C::WARPS % 4 == 0 && C::BM == 16 * C::WARPS,
                 "overlap: wgmma warpgroups of 64 rows, 64- or 128-key steps");
-  static_assert(S >= 3, "overlap: K/V ring of at least 3 buffers");
+  static_assert(S >= 3 && (KA == 0 || KA == 1), "overlap: rings of at least 3 buffers; K at most one step ahead");
   static_assert((BN * D / 8) % (C::WARPS * 32) == 0 && (C::BM * D / 8) % (C::WARPS * 32) == 0, "tile");
   const int warp = threadIdx.x >> 5;
   const CtaCtx x = cta_ctx<C>(p, smem);
   const DevTask& task = x.task;
 
   load_q<C>(p, x);
-  StepCursor ld;  // next step to load
-  ld.si = task.span_begin, ld.kt = 0;
-  if (ld.si < task.span_end) ld.sp = p.spans[ld.si];
-  StepCursor cu = ld;  // next step whose scores are computed
-#pragma unroll
-  for (int st = 0; st < S - 1; ++st) {
-    if (ld.si < task.span_end) {
-      load_kv<C>(p, ld.sp, ld.kt, x.kbase, x.vbase, x.sK + st * BN * D, x.sV + st * BN * D);
-      advance<C>(p, task, ld);
+  StepCursor lk, lv;  // next step whose K / V is loaded; kb, vb: its buffer
+  lk.si = task.span_begin, lk.kt = 0;
+  if (lk.si < task.span_end) lk.sp = p.spans[lk.si];
+  lv = lk;
+  StepCursor cu = lk;  // next step whose scores are computed
+  int kb = 0, vb = 0;
+  auto load_kv_step = [&]() {  // K_AHEAD = 0: K and V of the same step, one address stream
+    if (lk.si < task.span_end) {
+      load_kv<C>(p, lk.sp, lk.kt, x.kbase, x.vbase, x.sK + kb * BN * D, x.sV + kb * BN * D);
+      advance<C>(p, task, lk);
     }
-    cp_async_commit();  // group st (group 0 also holds Q)
+    kb = kb + 1 == S ? 0 : kb + 1;
+  };
+  auto load_k = [&]() {
+    if (lk.si < task.span_end) {
+      load_tile<C>(p, lk.sp, lk.kt, x.kbase, p.k_sn, x.sK + kb * BN * D);
+      advance<C>(p, task, lk);
+    }
+    kb = kb + 1 == S ? 0 : kb + 1;
+  };
+  auto load_v = [&]() {
+    if (lv.si < task.span_end) {
+      load_tile<C>(p, lv.sp, lv.kt, x.vbase, p.v_sn, x.sV + vb * BN * D);
+      advance<C>(p, task, lv);
+    }
+    vb = vb + 1 == S ? 0 : vb + 1;
+  };
+#pragma unroll
+  for (int a = 0; a < KA; ++a) load_k();
+#pragma unroll
+  for (int g = 0; g < S - 1; ++g) {  // groups 0 .. S-2
+    if constexpr (KA == 0) {
+      load_kv_step();
+    } else {
+      load_v();
+      load_k();
+    }
+    cp_async_commit();
   }
 
   const int wr0 = warp * 16;
@@ -50,7 +79,7 @@ __device__ __forceinline__ void attn_fwd_overlap(const AttnParams& p, unsigned c
   RowRange rr[2];
 
   // Step 0: scores and softmax, nothing to overlap with yet.
-  cp_async_wait<S - 2>();  // Q and step 0 have landed
+  cp_async_wait<S - 2>();  // group 0: Q and K(0)
   fence_proxy_async();     // cp.async wrote them (generic proxy); wgmma reads (async proxy)
   __syncthreads();
   span_row_ranges<C>(p, task, cu.sp, wr0, rr);
@@ -64,7 +93,7 @@ __device__ __forceinline__ void attn_fwd_overlap(const AttnParams& p, unsigned c
   rescale_acc<C>(acc, alpha);
   advance<C>(p, task, cu);
 
-  int pbuf = 0, lbuf = S - 1;  // buffer of the step whose P V is pending; buffer the next load fills
+  int pbuf = 0;  // buffer of the step n whose P V is pending (n % S)
   while (true) {
     u32 pa[KP][4];
     pack_p<C>(s, pa);
@@ -76,17 +105,19 @@ __device__ __forceinline__ void attn_fwd_overlap(const AttnParams& p, unsigned c
       wgmma_wait0();
       break;
     }
-    const int sbuf = pbuf + 1 == S ? 0 : pbuf + 1;  // buffer of step cu
-    cp_async_wait<S - 3>();                         // step cu has landed (later loads may be in flight)
+    const int sbuf = pbuf + 1 == S ? 0 : pbuf + 1;  // buffer of step n+1 = cu
+    // K(n+1) is in group n+1-KA, V(n) in group n; groups up to n+S-2 are committed.
+    cp_async_wait<S - 3 + KA>();
     fence_proxy_async();
-    __syncthreads();  // ... for every thread; and every warpgroup has finished P V of the step in buffer lbuf
+    __syncthreads();  // ... for every thread; and every warpgroup finished P V(n-1) and S(n), whose buffers refill
     // Loads ahead first: issuing them after the MMAs measured 4-8% slower (their latency shows, v6 notes).
-    if (ld.si < task.span_end) {
-      load_kv<C>(p, ld.sp, ld.kt, x.kbase, x.vbase, x.sK + lbuf * BN * D, x.sV + lbuf * BN * D);
-      advance<C>(p, task, ld);
+    if constexpr (KA == 0) {
+      load_kv_step();
+    } else {
+      load_v();
+      load_k();
     }
     cp_async_commit();
-    lbuf = lbuf + 1 == S ? 0 : lbuf + 1;
 
     wgmma_fence();
     wgmma_scores<C>(s, wq, x.sK + sbuf * BN * D);
