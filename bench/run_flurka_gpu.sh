@@ -32,6 +32,14 @@ for s in "${STEPS[@]}"; do
         SPLAT_FLURKA_PROFILE=1 "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 256 --m 256 --repeats 2 2>&1 |
           awk '/profile/ {p=$0} /^\{/ {print p; print $0}' | sed 's/"flops.*//'
       done 2>&1 | tee "$OUT/flurka_profile.log" ;;
+    sweep)  # per-kernel ms of flurka-favor under SPLAT_FLURKA_<v> settings (tuning experiments)
+      for cfg in "4 16 4096 64" "1 16 16384 64" "4 16 4096 128"; do
+        set -- $cfg
+        for v in "PROFILE=1"; do
+          env $(echo " $v" | sed 's/ / SPLAT_FLURKA_/g') SPLAT_FLURKA_PROFILE=1 "$BIN/flurka_bench" --B $1 --H $2 --N $3 \
+            --D $4 --k 256 --m 256 --repeats 3 --methods flurka-favor 2>&1 | awk -v v="$cfg $v" '/profile/ {p=$0} END {print v ": " p}'
+        done
+      done 2>&1 | tee "$OUT/flurka_sweep.log" ;;
     ncu)
       NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
       for kn in query_kernel project_ state_; do

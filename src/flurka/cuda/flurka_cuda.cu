@@ -143,8 +143,7 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
   const size_t smem = size_t((128 + 64) * (D + 8) * 2 + D * (64 + 8) * 2 + 64 * 4);  // state kernel
   static bool attrs = [&] {
     check(cudaFuncSetAttribute(state_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), "attr");
-    check(cudaFuncSetAttribute(state_kernel<float, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
-          "attr");
+    check(cudaFuncSetAttribute(state_kernel<float, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), "attr");
     check(cudaFuncSetAttribute(query_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                int(QueryPipe<D>::smem_bytes)),
           "attr");
@@ -166,8 +165,14 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
   // One launch zeroes the fp32 accumulators (K', V' when split; S, z) and prepares W^T.
   float4* za = proj_atomic ? reinterpret_cast<float4*>(ws + l.kp) : nullptr;
   const int64_t nza = proj_atomic ? int64_t((l.vp - l.kp) / 16) + (BH * k * D * 4 + 15) / 16 : 0;
-  float4* zb = kern ? reinterpret_cast<float4*>(ws + l.S) : nullptr;
-  const int64_t nzb = kern ? int64_t((l.z - l.S) / 16) + (BH * m * 4 + 15) / 16 : 0;
+  // State grid: split over the rows of K' (k) or K (N). With one split and the non-pipelined kernel, the state
+  // kernel writes the slots itself (no S, z accumulators to zero, no finalize launch).
+  const int64_t mt = (m + 127) / 128, Ls = proj ? k : s.N;
+  const int64_t schunk = kern ? split_chunk(Ls, mt * BH) : 1, ssplits = (Ls + schunk - 1) / schunk;
+  const bool state_pipe = !proj && std::is_same_v<T, bf16>;
+  const bool direct = kern && ssplits == 1 && !state_pipe;
+  float4* zb = kern && !direct ? reinterpret_cast<float4*>(ws + l.S) : nullptr;
+  const int64_t nzb = kern && !direct ? int64_t((l.z - l.S) / 16) + (BH * m * 4 + 15) / 16 : 0;
   const int64_t Hw = !kern ? 0 : fm == FeatureMap::Elu ? 1 : in.w.heads;
   bf16* wt = reinterpret_cast<bf16*>(ws + l.wt);
   if (kern || proj_atomic) {
@@ -213,39 +218,36 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
     float* shift = reinterpret_cast<float*>(ws + l.shift);
     float* S = reinterpret_cast<float*>(ws + l.S);
     float* z = reinterpret_cast<float*>(ws + l.z);
-    const int64_t mt = (m + 127) / 128;
     const float sc = fm == FeatureMap::Elu ? 1.0f : sfeat;
+    bf16* utw = reinterpret_cast<bf16*>(ws + l.ut);
+    float* slotw = reinterpret_cast<float*>(ws + l.slot);
+    const dim3 grid{unsigned(mt), unsigned(ssplits), unsigned(BH)};
     if (proj) {  // reads the fp32 K', V' of the projection directly (no conversion launch)
-      const int64_t chunk = split_chunk(k, mt * BH);
       // bh = b * H + h, so a per-(b, h) stride of k D is sb = H k D, sh = k D.
       const Rows x2{kp, s.H * k * D, k * D, D}, y2{vp, s.H * k * D, k * D, D};
-      dim3 grid(unsigned(mt), unsigned((k + chunk - 1) / chunk), unsigned(BH));
-      state_kernel<float, D><<<grid, 256, smem, st>>>(x2, y2, wt, Hw, shift, s.H, k, m, chunk, map, sc, S, z);
+      state_kernel<float, D><<<grid, 256, smem, st>>>(x2, y2, wt, Hw, shift, s.H, k, m, schunk, map, sc, S, z,
+                                                      direct ? utw : nullptr, slotw);
+    } else if constexpr (std::is_same_v<T, bf16>) {  // cp.async straight into the MMA operand type
+      state_pipe_kernel<D><<<grid, 256, StatePipe<D>::smem_bytes, st>>>(rows_of(in.k), rows_of(in.v), wt, Hw, shift,
+                                                                        s.H, s.N, m, schunk, map, sc, S, z);
     } else {
-      const int64_t chunk = split_chunk(s.N, mt * BH);
-      dim3 grid(unsigned(mt), unsigned((s.N + chunk - 1) / chunk), unsigned(BH));
-      if constexpr (std::is_same_v<T, bf16>)  // cp.async straight into the MMA operand type
-        state_pipe_kernel<D><<<grid, 256, StatePipe<D>::smem_bytes, st>>>(rows_of(in.k), rows_of(in.v), wt, Hw, shift,
-                                                                          s.H, s.N, m, chunk, map, sc, S, z);
-      else
-        state_kernel<T, D><<<grid, 256, smem, st>>>(rows_of(in.k), rows_of(in.v), wt, Hw, shift, s.H, s.N, m, chunk,
-                                                    map, sc, S, z);
+      state_kernel<T, D><<<grid, 256, smem, st>>>(rows_of(in.k), rows_of(in.v), wt, Hw, shift, s.H, s.N, m, schunk, map,
+                                                  sc, S, z, direct ? utw : nullptr, slotw);
     }
     check(cudaGetLastError(), "state_kernel");
     prof.mark("state");
-    bf16* utw = reinterpret_cast<bf16*>(ws + l.ut);
-    float* slotw = reinterpret_cast<float*>(ws + l.slot);
-    finalize_state<<<unsigned(std::min<int64_t>(4096, (BH * m * D + 255) / 256)), 256, 0, st>>>(S, z, shift, Hw, s.H,
-                                                                                                BH, m, D, map, utw,
-                                                                                                slotw);
-    check(cudaGetLastError(), "finalize_state");
-    prof.mark("finalize");
+    if (!direct) {
+      finalize_state<<<unsigned(std::min<int64_t>(8192, (BH * m + 3) / 4)), dim3(D, 4), 0, st>>>(
+          S, z, shift, Hw, s.H, BH, m, D, map, utw, slotw);
+      check(cudaGetLastError(), "finalize_state");
+      prof.mark("finalize");
+    }
     keys = wt, keys_bh = 0, Hk = Hw, L = m, ut = utw, slot = slotw, a = sc;
   }
   dim3 grid(unsigned((s.Nq + 127) / 128), unsigned(BH));
-  query_kernel<T, D><<<grid, 256, QueryPipe<D>::smem_bytes, st>>>(rows_of(in.q), keys, keys_bh, Hk, ut, slot, s.H,
-                                                                  s.Nq, L, map, a, static_cast<T*>(out.data),
-                                                                  out.stride[0], out.stride[1], out.stride[2]);
+  query_kernel<T, D><<<grid, 256, QueryPipe<D>::smem_bytes, st>>>(rows_of(in.q), keys, keys_bh, Hk, ut, slot, s.H, s.Nq,
+                                                                  L, map, a, static_cast<T*>(out.data), out.stride[0],
+                                                                  out.stride[1], out.stride[2]);
   check(cudaGetLastError(), "query_kernel");
   prof.mark("query");
 }

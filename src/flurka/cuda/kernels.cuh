@@ -260,21 +260,29 @@ __global__ void prepare_features(const T* w, int64_t Hw, int64_t D, int64_t m, b
   for (int64_t i = i0; i < nz4a; i += stride) za[i] = make_float4(0, 0, 0, 0);
   for (int64_t i = i0; i < nz4b; i += stride) zb[i] = make_float4(0, 0, 0, 0);
   const int64_t n = Hw * m * D;
+  const bool small = n <= INT32_MAX;  // 32-bit index arithmetic (64-bit division costs ~10x more)
   for (int64_t i = i0; i < n; i += stride) {
-    const int64_t l = i % m, d = (i / m) % D, h = i / (m * D);
+    int64_t l, d, h;
+    if (small) {
+      const uint32_t u = uint32_t(i), q = u / uint32_t(m);
+      l = u - q * uint32_t(m), d = q % uint32_t(D), h = q / uint32_t(D);
+    } else {
+      l = i % m, d = (i / m) % D, h = i / (m * D);
+    }
     wt[(h * m + l) * D + d] = __float2bfloat16_rn(identity ? (d == l ? 1.0f : 0.0f) : to_f(w[i]));
   }
 }
 
 enum Map : int { kFavor = 0, kRelu = 1, kElu = 2, kSoftmax = 3 };
 
-// ---- 4. Kernel state: S = phi(X)^T Y (m x D), z = phi(X)^T 1, split over rows of X, fp32 atomics ----
+// ---- 4. Kernel state: S = phi(X)^T Y (m x D), z = phi(X)^T 1, split over rows of X, fp32 atomics (or, with
+// one split and u != nullptr, the finalised slots U = S / z and bias / weight directly) ----
 // grid (ceil(m / 128), splits, B*H); block 256 = 8 warps x 16 features. Per 64-row chunk: logits^T (16 x 64 per
 // warp) = Wt X^T on tensor cores, phi in registers, reused directly as the A operand of S += phi^T Y.
 template <class T, int D>
 __global__ void __launch_bounds__(256)
     state_kernel(Rows x, Rows y, const bf16* wt, int64_t Hw, float* shift, int64_t H, int64_t L, int64_t m,
-                 int64_t chunk, int map, float s, float* S, float* z) {
+                 int64_t chunk, int map, float s, float* S, float* z, bf16* u, float* slot) {
   constexpr int BM = 128, BN = 64, NT = 256;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* Ws = reinterpret_cast<bf16*>(smem_raw);             // [BM][D + 8]
@@ -379,6 +387,21 @@ __global__ void __launch_bounds__(256)
   za += __shfl_xor_sync(0xffffffff, za, 2);
   zb += __shfl_xor_sync(0xffffffff, zb, 1);
   zb += __shfl_xor_sync(0xffffffff, zb, 2);
+  if (u) {  // a single split (gridDim.y == 1) holds the whole sum: write the query-side slots as finalize_state would
+    const float ia = za > 0 ? 1.0f / za : 0.0f, ib = zb > 0 ? 1.0f / zb : 0.0f;
+    bf16* Ub = u + bh * m * D;
+#pragma unroll
+    for (int nt = 0; nt < D / 8; ++nt) {
+      const int c = nt * 8 + 2 * t;
+      if (la < m) store2(Ub + la * D + c, acc[nt][0] * ia, acc[nt][1] * ia);
+      if (lb < m) store2(Ub + lb * D + c, acc[nt][2] * ib, acc[nt][3] * ib);
+    }
+    if (t == 0) {
+      if (la < m) slot[bh * m + la] = map == kFavor ? (za > 0 ? ca + __logf(za) : -INFINITY) : za;
+      if (lb < m) slot[bh * m + lb] = map == kFavor ? (zb > 0 ? cb + __logf(zb) : -INFINITY) : zb;
+    }
+    return;
+  }
   float* Sb = S + bh * m * D;
   if (t == 0) {
     if (la < m) atomicAdd(z + bh * m + la, za);
@@ -395,14 +418,17 @@ __global__ void __launch_bounds__(256)
 
 // ---- 5. Finalise the state into query-side slots: U [BH, m, D] = S / z in bf16 (row-major, coalesced), and
 // per slot either the softmax bias c_l + log z_l (favor) or the weight z_l (relu, elu); empty slots get -inf / 0.
+// block (D, 4): threadIdx.x = d, one slot row r = bh * m + l per threadIdx.y (no index division per element).
 __global__ void finalize_state(const float* S, const float* z, const float* shift, int64_t Hw, int64_t H, int64_t BH,
                                int64_t m, int D, int map, bf16* u, float* slot) {
-  const int64_t n = BH * m * D;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / D, bh = r / m, l = r % m, hw = Hw == 1 ? 0 : bh % H;
+  const int d = threadIdx.x;
+  for (int64_t r = blockIdx.x * int64_t(blockDim.y) + threadIdx.y; r < BH * m; r += int64_t(gridDim.x) * blockDim.y) {
     const float zz = z[r];
-    u[i] = __float2bfloat16_rn(zz > 0 ? S[i] / zz : 0.0f);
-    if (i % D == 0) slot[r] = map == kFavor ? (zz > 0 ? shift[hw * m + l] + __logf(zz) : -INFINITY) : zz;
+    u[r * D + d] = __float2bfloat16_rn(zz > 0 ? S[r * D + d] / zz : 0.0f);
+    if (d == 0) {
+      const int64_t bh = r / m, l = r - bh * m, hw = Hw == 1 ? 0 : bh % H;
+      slot[r] = map == kFavor ? (zz > 0 ? shift[hw * m + l] + __logf(zz) : -INFINITY) : zz;
+    }
   }
 }
 

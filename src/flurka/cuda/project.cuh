@@ -1,9 +1,10 @@
 // Pipelined projection K' = E K, V' = F V for 2-byte storage (bf16, fp16). It is a bandwidth-bound GEMM per head:
 // [k, N] x [N, B D] (the batches' K side by side share one E). A block computes a 256 x 128 tile of it (256 rows
 // of E, 128 / D batches' columns, D <= 128) over one chunk of N, streaming E and K tiles straight into shared
-// memory with a 3-stage cp.async pipeline of 64-column stages (128-byte E row segments) (no register staging, no conversion: the tensor cores read the
-// storage type). The tile reads each E element once per 128 / D batches and each K element once per 256 rows,
-// so L2 traffic stays near the DRAM bytes. fp32 results: plain stores with one split, else atomics.
+// memory with a 3-stage cp.async pipeline of 64-column stages (128-byte E row segments) (no register staging, no
+// conversion: the tensor cores read the storage type). The tile reads each E element once per 128 / D batches and each
+// K element once per 256 rows, so L2 traffic stays near the DRAM bytes. fp32 results: plain stores with one split, else
+// atomics.
 #pragma once
 #include "flurka/cuda/kernels.cuh"
 #include "flurka/cuda/pipe.cuh"

@@ -27,9 +27,9 @@ __global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
   using C = QueryPipe<D>;
   constexpr int BQ = C::BQ, BL = C::BL, ST = C::ST, NT = C::NT, PK = C::PK;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);          // [BQ][PK]
-  bf16* Ks = Qs + BQ * PK;                               // [ST][BL][PK]
-  bf16* Us = Ks + ST * BL * PK;                          // [ST][BL][PK]
+  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);             // [BQ][PK]
+  bf16* Ks = Qs + BQ * PK;                                  // [ST][BL][PK]
+  bf16* Us = Ks + ST * BL * PK;                             // [ST][BL][PK]
   float* sl = reinterpret_cast<float*>(Us + ST * BL * PK);  // [L] bias (log2 units) or weight per slot
   const int64_t bh = blockIdx.y, b = bh / H, h = bh % H, i0 = int64_t(blockIdx.x) * BQ;
   const bf16* K = keys + (Hk == 1 ? 0 : (keys_bh_stride ? bh : h)) * L * D;

@@ -22,11 +22,11 @@ __global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
   using C = StatePipe<D>;
   constexpr int BM = C::BM, BN = C::BN, ST = C::ST, NT = C::NT, PK = C::PK;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* Ws = reinterpret_cast<bf16*>(smem_raw);        // [BM][PK]
-  bf16* Xs = Ws + BM * PK;                             // [ST][BN][PK]
-  bf16* Ys = Xs + ST * BN * PK;                        // [ST][BN][PK]
+  bf16* Ws = reinterpret_cast<bf16*>(smem_raw);             // [BM][PK]
+  bf16* Xs = Ws + BM * PK;                                  // [ST][BN][PK]
+  bf16* Ys = Xs + ST * BN * PK;                             // [ST][BN][PK]
   float* xn = reinterpret_cast<float*>(Ys + ST * BN * PK);  // [BN] ||s x||^2 / 2
-  float* wn = xn + BN;                                 // [BM]
+  float* wn = xn + BN;                                      // [BM]
   const int64_t bh = blockIdx.z, b = bh / H, h = bh % H;
   const bf16* X = reinterpret_cast<const bf16*>(x.base(b, h, 2));
   const bf16* Y = reinterpret_cast<const bf16*>(y.base(b, h, 2));
