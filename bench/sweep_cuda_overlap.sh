@@ -81,6 +81,19 @@ final() {  # the default kernels: GPU tests in three configurations, sanitizers 
   SPLAT_CUDA_KAHEAD=1 SPLAT_CUDA_TILE=128x128 TOOLS=racecheck sanitize ka_t128x128
   echo "total $((SECONDS - t0))s"
 }
+n4096() {  # N=4096 (B=4): the v6 defaults against v5 (.carry/base), two rounds; the 64x128 candidate for bigbird
+  for r in 1 2; do
+    for b in base:$BASE v6:$NEW; do
+      timeout 150 ${b#*:}/splat_cuda_bench --sizes 4096 --dims 64,128 --only $ALL --reps 50 2>>"$O/harness.err" |
+        sed "s/^/${b%%:*}$r /" >>"$O/harness.txt"
+      echo "harness ${b%%:*}$r N=4096 ($(date +%T))"
+    done
+  done
+  SPLAT_CUDA_TILE=64x128 harness bb64x128 $NEW bigbird 64
+  SPLAT_CUDA_TILE=64x128 timeout 60 $NEW/splat_cuda_bench --sizes 4096 --dims 64 --only bigbird --reps 50 \
+    2>>"$O/harness.err" | sed "s/^/bb64x128 /" >>"$O/harness.txt"
+  harness v6b $NEW bigbird 64
+}
 ${SWEEP:-sweep1}
 [ -s "$O/harness.txt" ] && python3 - "$O/harness.txt" <<'PY'
 import json, sys, collections
@@ -89,7 +102,7 @@ for line in open(sys.argv[1]):
     tag, js = line.split(' ', 1)
     r = json.loads(js)
     if tag not in tags: tags.append(tag)
-    t[(r['pattern'], r['D'])][tag] = '%.3f/%.4f' % (r['splat_ms'], r['max_err'])
-print('ms/max_err at N=16384 |', ' | '.join(tags))
-for k, v in t.items(): print('%-14s D=%-4d' % k, ' '.join('%-14s' % v.get(x, '-') for x in tags))
+    t[(r['pattern'], r['n'], r['D'])][tag] = '%.3f/%.4f' % (r['splat_ms'], r['max_err'])
+print('ms/max_err |', ' | '.join(tags))
+for k, v in t.items(): print('%-14s N=%-6d D=%-4d' % k, ' '.join('%-14s' % v.get(x, '-') for x in tags))
 PY
