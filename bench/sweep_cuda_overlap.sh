@@ -89,6 +89,7 @@ n4096() {  # N=4096 (B=4): the v6 defaults against v5 (.carry/base), two rounds;
       echo "harness ${b%%:*}$r N=4096 ($(date +%T))"
     done
   done
+  SPLAT_CUDA_TILE=64x128 tests t64x128
   SPLAT_CUDA_TILE=64x128 harness bb64x128 $NEW bigbird 64
   SPLAT_CUDA_TILE=64x128 timeout 60 $NEW/splat_cuda_bench --sizes 4096 --dims 64 --only bigbird --reps 50 \
     2>>"$O/harness.err" | sed "s/^/bb64x128 /" >>"$O/harness.txt"
