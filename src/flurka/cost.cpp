@@ -9,11 +9,14 @@
 namespace splat {
 
 namespace {
-// Fitted to the per-kernel times (SPLAT_FLURKA_PROFILE) on the H100, 2026-11-24: projection, state and query
-// kernels reach about 1/3 of the copy bandwidth and 13% of the cuBLAS bf16 rate (latency-bound mma.sync).
-constexpr double kEffBw = 0.33;     // achieved / copy bandwidth for streaming kernels
-constexpr double kEffMma = 0.13;    // achieved / cuBLAS bf16 rate for mma.sync (no wgmma) kernels
-constexpr double kEffDense = 0.55;  // cuDNN flash attention vs the GEMM rate
+// Fitted (least squares on log time) to the 42 rows of docs/BENCHMARKS-flurka.md measured at ad2ed5f on the H100
+// (cp.async + ldmatrix + mma.sync kernels): the projection streams at up to 80% of the copy bandwidth, the
+// GEMM-shaped loops at ~27% of the cuBLAS rate, and each call pays ~56 us of small kernels (prepare W and
+// the accumulators, finalize) and launch gaps. Predicted / measured: median 1.07, range 0.72 - 1.21.
+constexpr double kEffBw = 0.80;          // achieved / copy bandwidth for streaming kernels
+constexpr double kEffMma = 0.27;         // achieved / cuBLAS bf16 rate for mma.sync (no wgmma) kernels
+constexpr double kCallOverhead = 56e-6;  // seconds per call beyond the three main kernels
+constexpr double kEffDense = 0.55;       // cuDNN flash attention vs the GEMM rate
 
 struct Acc {
   FlurkaCost c;
@@ -44,7 +47,7 @@ FlurkaCost flurka_cost(FlurkaMethod m, int64_t B, int64_t H, int64_t N, int64_t 
   // query kernel: Q in, out out, small per-head slot tensors from L2
   const double slots = fm == FeatureMap::None ? L : mm;
   a.kernel(BH * 4 * n * slots * d, BH * 2 * n * d * e + BH * slots * d * 2 * 2);
-  a.c.predicted_s += (uses_projection(m) ? 2 : 1) * dev.launch;  // small prep / finalize kernels
+  a.c.predicted_s += kCallOverhead;  // small prep / finalize kernels, launch gaps
   a.c.floor_s = std::max(a.c.bytes / dev.bandwidth, a.c.flops / dev.gemm_flops);
   return a.c;
 }
