@@ -4,6 +4,8 @@
 #   bash scripts/gpu-verify.sh [--no-python] # GPU machine (carry .carry/verify): C++ GPU tests (the attention
 #                                            # tests with each kernel family), compute-sanitizer, `splat demo`,
 #                                            # then the Python tests built there with CUDA (tests/python/run_gpu.sh)
+# SPLAT_VERIFY_BUILD=DIR stages from an existing build dir; VERIFY_AB="strided,bigbird" also times those
+# patterns with and without two-segment spans (SPLAT_CUDA_MERGE=0), alternating, into $OUT/ab.jsonl.
 # Logs go to $OUT/verify-logs.tgz (the device tool brings back few files) and the summary to $OUT/summary.txt.
 # Exit status: the number of failed steps.
 set -u
@@ -11,12 +13,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="$root/.carry/verify"
 tests=(test_cuda_attention test_cuda_workspace test_cuda_codegen test_flurka_cuda)
 if [ "${1:-}" = "--stage" ]; then
-  build="$root/build-verify"
+  build="${SPLAT_VERIFY_BUILD:-$root/build-verify}"
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DSPLAT_WITH_CUDA=ON >/dev/null &&
-    cmake --build "$build" -j2 --target "${tests[@]}" splat_cli || exit 1
+    cmake --build "$build" -j2 --target "${tests[@]}" splat_cli splat_cuda_bench || exit 1
   mkdir -p "$bin"
   for t in "${tests[@]}"; do cp "$build/tests/cpp/$t" "$bin/"; done
-  cp "$build/bin/splat" "$bin/"
+  cp "$build/bin/splat" "$build/src/jit/splat_cuda_bench" "$bin/"
   cp /lib/x86_64-linux-gnu/libgomp.so.1 "$bin/"
   git -C "$root" log -1 --format=%H >"$bin/commit.txt"
   git -C "$root" status --short --untracked-files=no >>"$bin/commit.txt"
@@ -50,6 +52,15 @@ for tool in memcheck racecheck; do
   summary+=("  $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize_$tool.log" | tail -1)")
 done
 step demo 300 "$bin/splat" demo
+if [ -n "${VERIFY_AB:-}" ]; then
+  for round in 1 2; do
+    for merge in 1 0; do
+      SPLAT_CUDA_MERGE=$merge timeout 200 "$bin/splat_cuda_bench" --sizes 4096,16384 --dims 64,128 --only "$VERIFY_AB" \
+        --reps 50 2>>"$OUT/ab.err" | sed "s/^/merge=$merge round=$round /" >>"$RESULTS/ab.jsonl"
+    done
+  done
+  summary+=("  A/B rows: $(wc -l <"$RESULTS/ab.jsonl")")
+fi
 summary+=("  demo: $(grep -E 'patterns, .* failed' "$OUT/demo.log"); $(grep -m1 -i 'backend' "$OUT/demo.log")")
 if [ "${1:-}" != "--no-python" ]; then
   OUT="$OUT/python" SPLAT_PY_BENCH=0 step python 500 bash "$root/tests/python/run_gpu.sh"

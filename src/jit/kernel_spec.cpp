@@ -106,6 +106,7 @@ KernelSpec pass_spec(const KernelSpec& base, const Plan& plan, size_t pass_index
   const Pass& pass = plan.passes.at(pass_index);
   for (const KeySpan& sp : pass.spans) {
     if (sp.kind == SpanKind::Affine && !sp.full) s.mask_affine = true;
+    if (sp.kind == SpanKind::Affine && !sp.full && sp.segment2 >= 0) s.two_segments = true;
     if (sp.kind == SpanKind::Block) s.has_block = true;
     if (sp.kind == SpanKind::Gather) s.has_gather = true;
   }
@@ -117,8 +118,8 @@ KernelSpec pass_spec(const KernelSpec& base, const Plan& plan, size_t pass_index
 std::string KernelSpec::name() const {
   std::ostringstream o;
   o << "splat_attn_fwd_" << dtype_name(dtype) << "_d" << head_dim << "_m" << block_m << "n" << block_n << "w" << warps
-    << (mask_affine ? "_ma" : "") << (has_block ? "_bl" : "") << (has_gather ? "_ga" : "") << (write_lse ? "_lse" : "")
-    << (continuation ? "_cont" : "");
+    << (mask_affine ? "_ma" : "") << (two_segments ? "_2seg" : "") << (has_block ? "_bl" : "")
+    << (has_gather ? "_ga" : "") << (write_lse ? "_lse" : "") << (continuation ? "_cont" : "");
   o << "_s" << stages << (wgmma ? "_wg" : "") << (overlap ? "_ov" : "") << (k_ahead ? "_ka" : "");
   if (min_blocks > 0) o << "_mb" << min_blocks;
   return o.str();
@@ -130,7 +131,8 @@ std::string KernelSpec::describe() const {
     << " warps=" << warps << " stages=" << stages << (wgmma ? " mma=wgmma" : " mma=mma.sync")
     << (overlap ? " overlap" : "") << (k_ahead ? " k-ahead" : "") << " arch=" << arch << " spans=affine"
     << (has_block ? "+block" : "") << (has_gather ? "+gather" : "") << " masks=" << (mask_affine ? "affine" : "none")
-    << (continuation ? " continues-pass" : "") << (write_lse ? " writes-lse" : "") << " smem=" << smem_bytes();
+    << (two_segments ? "(2 segments)" : "") << (continuation ? " continues-pass" : "")
+    << (write_lse ? " writes-lse" : "") << " smem=" << smem_bytes();
   return o.str();
 }
 
@@ -159,7 +161,7 @@ std::string generate_source(const std::vector<KernelSpec>& specs) {
       << ";\n"
       << "  static constexpr bool HAS_AFFINE_MASK = " << (s.mask_affine ? "true" : "false")
       << ", HAS_BLOCK = " << (s.has_block ? "true" : "false") << ", HAS_GATHER = " << (s.has_gather ? "true" : "false")
-      << ";\n};\n"
+      << ", HAS_SEGMENT2 = " << (s.two_segments ? "true" : "false") << ";\n};\n"
       << "extern \"C\" __global__ void __launch_bounds__(" << s.threads()
       << (s.min_blocks > 0 ? ", " + std::to_string(s.min_blocks) : std::string()) << ") " << n
       << "(const splat::dev::AttnParams p) {\n"

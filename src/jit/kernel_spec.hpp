@@ -30,6 +30,7 @@ struct KernelSpec {
   bool mask_affine = false;
   bool has_block = false;
   bool has_gather = false;
+  bool two_segments = false;  // some affine span masks two segments (KeySpan::segment2)
   // Pass continuation: write_lse (a later pass follows), continuation (start from out + lse).
   bool write_lse = false;
   bool continuation = false;

@@ -103,6 +103,23 @@ TEST(CudaAttention, MorePatternsAndCompositions) {
   check_spec({"strided:s=9", 1, 1, 1, 65, 128, DType::F16});
 }
 
+// Two-segment spans (strided's residue class around the diagonal, merged by make_plan): several tasks per residue
+// class (full + partial spans, the hole inside a step or at a step edge), odd N, both head dims, both dtypes.
+TEST(CudaAttention, TwoSegmentSpans) {
+  REQUIRE_GPU();
+  for (const char* s : {"strided:s=16", "strided:s=24"}) {
+    CudaPlanOptions o;
+    const auto plan = plan_cuda(analyse(parse_pattern(s), 2048), o);
+    bool two = false;
+    for (const std::string& line : describe_cuda_plan(*plan)) two |= line.find("2 segments") != std::string::npos;
+    EXPECT_TRUE(two) << s << ": expected a kernel with two-segment masks";
+  }
+  check_spec({"strided:s=16", 1, 2, 1, 2048, 64});
+  check_spec({"strided:s=24", 1, 2, 1, 1000, 128, DType::F16});
+  check_spec({"strided:s=7&window:w=60", 1, 2, 1, 500, 64});
+  check_spec({"strided:s=13+dilated:w=8,d=13", 1, 2, 1, 777, 128});
+}
+
 TEST(CudaAttention, GqaMqaAndStridedLayouts) {
   REQUIRE_GPU();
   check_spec({"longformer:w=16,g=8", 2, 4, 2, 200, 64, DType::BF16, true});

@@ -19,7 +19,7 @@ namespace dev {
 
 // Config contract (generated per kernel spec):
 //   D, BM, BN, MT (16-row m-tiles per warp), WARPS, STAGES, BF16, WRITE_LSE, CONTINUE,
-//   HAS_AFFINE_MASK, HAS_BLOCK, HAS_GATHER (which span kinds / masks can occur),
+//   HAS_AFFINE_MASK, HAS_BLOCK, HAS_GATHER, HAS_SEGMENT2 (which span kinds / masks can occur),
 //   WGMMA (sm_90a: S = Q K^T and O += P V as warpgroup MMAs reading K/V straight from shared memory),
 //   OVERLAP (WGMMA only: software-pipelined steps, STAGES >= 3).
 

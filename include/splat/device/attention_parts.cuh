@@ -39,7 +39,8 @@ __device__ __forceinline__ bool span_attends(const AttnParams& p, const DevSpan&
     return true;
   }
   if (!C::HAS_AFFINE_MASK) return true;  // every affine span of this kernel is full
-  return segment_contains_dev(p.segments[sp.segment], i, j);
+  return segment_contains_dev(p.segments[sp.segment], i, j) ||
+         (C::HAS_SEGMENT2 && sp.segment2 >= 0 && segment_contains_dev(p.segments[sp.segment2], i, j));
 }
 
 __device__ __forceinline__ int floor_div_dev(int a, int b) {  // b > 0
@@ -51,11 +52,27 @@ __device__ __forceinline__ int ceil_div_dev(int a, int b) {
 }
 
 // The keys of segment s in row i, expressed in span indices c (key = kb + ks*c) of a span: c is attended
-// iff lo <= c < hi and (c - lo) % mod == 0. mod == 0: no closed form, test each entry (never for plans
-// make_plan builds: spans step by 1 or by the segment's stride).
+// iff lo <= c < hi, c != hole and (c - lo) % mod == 0. mod == 0: no closed form, test each entry (never for
+// plans make_plan builds: spans step by 1 or by the segment's stride). hole: the one key between the two
+// segments of a two-segment span (-1: none).
 struct RowRange {
   int lo, hi, mod;
+  int hole = -1;
 };
+
+// Union of the ranges of a two-segment span's segments in one row: make_plan merges two segments only where
+// both are unit-step (mod 1) and meet with at most one key between them, so the union is one range and a hole.
+__device__ __forceinline__ RowRange join_ranges(RowRange a, RowRange b) {
+  if (a.lo >= a.hi) return b;
+  if (b.lo >= b.hi) return a;
+  if (b.lo < a.lo) {
+    const RowRange t = a;
+    a = b, b = t;
+  }
+  RowRange u = {a.lo, b.hi, 1};
+  u.hole = b.lo == a.hi + 1 ? a.hi : -1;
+  return u;
+}
 __device__ __forceinline__ RowRange segment_span_range(const DevSegment& s, int i, int kb, int ks) {
   RowRange e = {0, 0, 1};
   if (i < s.row_begin || i >= s.row_end) return e;
@@ -161,6 +178,8 @@ __device__ __noinline__ u64 slow_mask_bits(const AttnParams& p, const DevSpan sp
     const int i = task.row_begin + task.row_stride * r;
     RowRange y = {0, sp.key_count, 1};
     if (!sp.full && sp.kind == kAffine) y = segment_span_range(p.segments[sp.segment], i, sp.key_begin, sp.key_stride);
+    if (C::HAS_SEGMENT2 && !sp.full && sp.kind == kAffine && sp.segment2 >= 0)
+      y.lo = 0, y.hi = sp.key_count, y.mod = 0;  // test each entry against both segments
     for (int j = 0; j < NT; ++j)
       for (int e1 = 0; e1 < 2; ++e1) {
         const int c = kt * C::BN + j * 8 + 2 * tq + e1;
@@ -198,7 +217,10 @@ __device__ __forceinline__ void span_row_ranges(const AttnParams& p, const DevTa
     if (r < sp.row_lo || r >= sp.row_hi) {
       y.hi = 0;
     } else if (!sp.full && sp.kind == kAffine && C::HAS_AFFINE_MASK) {
-      y = segment_span_range(p.segments[sp.segment], task.row_begin + task.row_stride * r, sp.key_begin, sp.key_stride);
+      const int i = task.row_begin + task.row_stride * r;
+      y = segment_span_range(p.segments[sp.segment], i, sp.key_begin, sp.key_stride);
+      if (C::HAS_SEGMENT2 && sp.segment2 >= 0)
+        y = join_ranges(y, segment_span_range(p.segments[sp.segment2], i, sp.key_begin, sp.key_stride));
       y.hi = min(y.hi, sp.key_count);
     }
     rr[x] = y;
@@ -219,7 +241,8 @@ __device__ __forceinline__ void mask_scores(const AttnParams& p, const DevTask& 
   for (int x = 0; x < MT * 2; ++x) {
     const int r = wr0 + (x >> 1) * 16 + g + 8 * (x & 1);
     const bool row_used = r < task.row_count;
-    covered &= !row_used || (rr[x].lo <= c0 && rr[x].hi >= c0 + BN && rr[x].mod == 1);
+    covered &= !row_used || (rr[x].lo <= c0 && rr[x].hi >= c0 + BN && rr[x].mod == 1 &&
+                             (!C::HAS_SEGMENT2 || rr[x].hole < c0 || rr[x].hole >= c0 + BN));
     slow |= row_used && rr[x].mod != 1 && rr[x].hi > c0 && rr[x].lo < c0 + BN;
   }
   if (__all_sync(0xffffffffu, covered && !slow)) return;
@@ -241,7 +264,7 @@ __device__ __forceinline__ void mask_scores(const AttnParams& p, const DevTask& 
         for (int e = 0; e < 4; ++e) {
           const RowRange& x = rr[mt * 2 + (e >> 1)];
           const int c = c0 + j * 8 + 2 * tq + (e & 1);
-          if (c < x.lo || c >= x.hi) s[mt][j][e] = neg_inf();
+          if (c < x.lo || c >= x.hi || (C::HAS_SEGMENT2 && c == x.hole)) s[mt][j][e] = neg_inf();
         }
   }
 }

@@ -16,10 +16,12 @@ struct DevTask {
 };
 
 // One key span: keys key_begin + key_stride*c (Affine), key_begin + c (Block), gather_keys[key_begin + c]
-// (Gather), for c < key_count, applying to local rows [row_lo, row_hi).
+// (Gather), for c < key_count, applying to local rows [row_lo, row_hi). Affine masks: segment, or'ed with
+// segment2 when >= 0 (then each row's keys are one range with at most one key missing; see splat/plan.hpp).
 struct DevSpan {
   int kind, key_begin, key_stride, key_count;
   int row_lo, row_hi, segment, full;
+  int segment2, pad;
   i64 mask_offset;  // Gather: bit offset of (r=0, c=0)
 };
 

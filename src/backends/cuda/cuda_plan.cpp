@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 
@@ -30,7 +31,8 @@ PlanKernels plan_kernels(const Acsr& acsr, DType dtype, int head_dim, const std:
   PlanOptions po;
   po.block_m = base.block_m;
   po.block_n = base.block_n;
-  po.merge_split_segments = false;  // the kernels mask one segment per span (see plan_pack)
+  // Two-segment spans (strided's residue halves in one span); SPLAT_CUDA_MERGE=0 keeps them apart (A/B runs).
+  if (const char* m = std::getenv("SPLAT_CUDA_MERGE"); m && std::string(m) == "0") po.merge_split_segments = false;
   pk.plan = make_plan(acsr, po);
   if (jit::two_warpgroups_pay(base, pk.plan)) {  // long even bands: 128-row tiles, one plan more (~0.1 ms)
     base = jit::two_warpgroup_spec(base);

@@ -51,8 +51,6 @@ PackedPlan pack_plan(const Plan& plan) {
       pk.tasks.push_back(d);
     }
     for (const KeySpan& s : pass.spans) {
-      // The kernels mask one segment per span: plan_kernels plans with merge_split_segments off.
-      require(s.segment2 < 0, "CUDA backend: two-segment spans are not supported by the kernels");
       dev::DevSpan d{};
       d.kind = s.kind == SpanKind::Affine ? dev::kAffine : s.kind == SpanKind::Block ? dev::kBlock : dev::kGather;
       d.key_begin = fit(s.key_begin, "span key");
@@ -61,6 +59,7 @@ PackedPlan pack_plan(const Plan& plan) {
       d.row_lo = s.row_lo;
       d.row_hi = s.row_hi;
       d.segment = s.segment;
+      d.segment2 = s.segment2;
       d.full = s.full ? 1 : 0;
       d.mask_offset = s.mask_offset;
       pk.spans.push_back(d);
