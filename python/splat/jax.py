@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _core
 from ._api import resolve_plan
-from ._dispatch import causal_pattern, dtype_name, layout_code
+from ._dispatch import causal_pattern, dtype_name, layout_code, sizes
 from ._flurka import check_matrices, workspace_bytes
 
 __all__ = ["attention", "dot_product_attention", "flurka"]
@@ -71,20 +71,33 @@ def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd"):
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"splat: q, k, v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     p = _plan_for(plan, pattern, q, layout)
-    return _call(q, k, v, p._register(), layout_code(layout), 0.0 if scale is None else float(scale))
+    return _call(q, k, v, p._register(), layout_code(layout), 0.0 if scale is None else float(scale),
+                 _workspace_bytes(p, q, layout))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _call(q, k, v, plan_id, layout, scale):
-    call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(q.shape, q.dtype), vmap_method="broadcast_all")
-    return call(q, k, v, plan_id=np.int64(plan_id), layout=np.int64(layout), scale=np.float32(scale))
+def _workspace_bytes(p, q, layout):
+    # Multi-pass plans merge through a workspace: a second (discarded) result of the call, so each execution owns
+    # one; under vmap it gains the mapped axis exactly as q does, so it stays large enough.
+    dev, _ = _device_index(q)
+    if dev < 0:
+        return 1
+    n, d = sizes(q.shape, layout)
+    return max(1, int(_core.workspace_bytes(p, q.size // (n * d), 1, dev)))
 
 
-def _call_fwd(q, k, v, plan_id, layout, scale):
-    return _call(q, k, v, plan_id, layout, scale), None
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _call(q, k, v, plan_id, layout, scale, nbytes):
+    results = (jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((nbytes,), jnp.uint8))
+    call = jax.ffi.ffi_call(_TARGET, results, vmap_method="broadcast_all")
+    out, _ = call(q, k, v, plan_id=np.int64(plan_id), layout=np.int64(layout), scale=np.float32(scale))
+    return out
 
 
-def _call_bwd(plan_id, layout, scale, residuals, grad):
+def _call_fwd(q, k, v, plan_id, layout, scale, nbytes):
+    return _call(q, k, v, plan_id, layout, scale, nbytes), None
+
+
+def _call_bwd(plan_id, layout, scale, nbytes, residuals, grad):
     raise NotImplementedError("splat: splat.jax.attention has no backward yet (the backward kernels are a separate "
                               "issue); gradients are never approximated. Use jax.lax.stop_gradient on its inputs.")
 

@@ -3,8 +3,6 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
-#include <optional>
-
 #include "bindings.hpp"
 #include "plans.hpp"
 #include "splat/error.hpp"
@@ -17,11 +15,10 @@ namespace ffi = xla::ffi;
 namespace splat::py {
 namespace {
 
-// scratch (device calls only): XLA's per-call scratch memory holds the workspace of multi-pass plans, so
-// concurrent executions never share the plan's own buffer.
+// ws: a second result buffer sized at trace time (workspace_bytes; under vmap it grows with the batch like
+// q does), so every execution has its own workspace for multi-pass plans and none shares the plan's buffer.
 ffi::Error run(int device, void* stream, const ffi::AnyBuffer& q, const ffi::AnyBuffer& k, const ffi::AnyBuffer& v,
-               ffi::AnyBuffer& out, int64_t plan_id, int64_t layout, float scale,
-               ffi::ScratchAllocator* scratch = nullptr) {
+               ffi::AnyBuffer& out, ffi::AnyBuffer& ws, int64_t plan_id, int64_t layout, float scale) {
   PlanHandle* plan = find_plan(plan_id);
   if (!plan) return ffi::Error::InvalidArgument("splat: unknown plan id " + std::to_string(plan_id));
   return xla::guarded([&] {
@@ -29,27 +26,23 @@ ffi::Error run(int device, void* stream, const ffi::AnyBuffer& q, const ffi::Any
     AttentionOptions opt;
     opt.scale = scale;
     const TensorView qv = xla::buffer_view(q, l, device, "q");
-    void* workspace = nullptr;
-    const size_t bytes = scratch ? attention_workspace_bytes(*plan, qv.B(), qv.H(), device) : 0;
-    if (bytes > 0) {
-      const std::optional<void*> p = scratch->Allocate(bytes, 256);
-      require(p.has_value(), "splat: XLA could not allocate " + std::to_string(bytes) + " bytes of scratch");
-      workspace = *p;
-    }
+    const size_t need = attention_workspace_bytes(*plan, qv.B(), qv.H(), device);
+    require(ws.size_bytes() >= need, "splat: the attention workspace has " + std::to_string(ws.size_bytes()) +
+                                         " bytes, the plan needs " + std::to_string(need));
     run_plan(*plan, qv, xla::buffer_view(k, l, device, "k"), xla::buffer_view(v, l, device, "v"),
-             xla::buffer_view(out, l, device, "out"), opt, stream, workspace);
+             xla::buffer_view(out, l, device, "out"), opt, stream, need > 0 ? ws.untyped_data() : nullptr);
   });
 }
 
 ffi::Error attention_host(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::Result<ffi::AnyBuffer> out,
-                          int64_t plan_id, int64_t layout, float scale) {
-  return run(-1, nullptr, q, k, v, *out, plan_id, layout, scale);
+                          ffi::Result<ffi::AnyBuffer> ws, int64_t plan_id, int64_t layout, float scale) {
+  return run(-1, nullptr, q, k, v, *out, *ws, plan_id, layout, scale);
 }
 
-ffi::Error attention_device(void* stream, int32_t device, ffi::ScratchAllocator scratch, ffi::AnyBuffer q,
-                            ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::Result<ffi::AnyBuffer> out, int64_t plan_id,
+ffi::Error attention_device(void* stream, int32_t device, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
+                            ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> ws, int64_t plan_id,
                             int64_t layout, float scale) {
-  return run(device, stream, q, k, v, *out, plan_id, layout, scale, &scratch);
+  return run(device, stream, q, k, v, *out, *ws, plan_id, layout, scale);
 }
 
 }  // namespace
@@ -61,6 +54,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionHost, splat::py::attention_host,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("plan_id")
                                   .Attr<int64_t>("layout")
                                   .Attr<float>("scale"));
@@ -70,10 +64,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionDevice, splat::py::attention_device,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<void*>>()
                                   .Ctx<ffi::DeviceOrdinal>()
-                                  .Ctx<ffi::ScratchAllocator>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("plan_id")
                                   .Attr<int64_t>("layout")

@@ -32,9 +32,6 @@ void apply_wgmma_rules(KernelSpec& s) {
   s.overlap = !(s.head_dim == 64 && s.warps == 4);
   if (const char* o = std::getenv("SPLAT_CUDA_OVERLAP"); o && *o) s.overlap = std::string(o) != "0";
   if (s.overlap) s.stages = std::max(s.stages, 3);
-  // K two iterations ahead of its use instead of one, same shared memory (v6 notes). SPLAT_CUDA_KAHEAD=0|1.
-  s.k_ahead = 0;
-  if (const char* k = std::getenv("SPLAT_CUDA_KAHEAD"); k && *k) s.k_ahead = s.overlap && std::string(k) != "0";
   // D=64 with 64-key steps: 128 registers per thread (16 warps per SM) measured 7-10% faster than fewer CTAs.
   // 128-key steps hold 64 score + 32 P registers: uncapped.
   s.min_blocks = mb && *mb ? std::atoi(mb) : s.head_dim == 64 && s.block_n == 64 ? 16 / s.warps : 0;
@@ -120,7 +117,7 @@ std::string KernelSpec::name() const {
   o << "splat_attn_fwd_" << dtype_name(dtype) << "_d" << head_dim << "_m" << block_m << "n" << block_n << "w" << warps
     << (mask_affine ? "_ma" : "") << (two_segments ? "_2seg" : "") << (has_block ? "_bl" : "")
     << (has_gather ? "_ga" : "") << (write_lse ? "_lse" : "") << (continuation ? "_cont" : "");
-  o << "_s" << stages << (wgmma ? "_wg" : "") << (overlap ? "_ov" : "") << (k_ahead ? "_ka" : "");
+  o << "_s" << stages << (wgmma ? "_wg" : "") << (overlap ? "_ov" : "");
   if (min_blocks > 0) o << "_mb" << min_blocks;
   return o.str();
 }
@@ -129,8 +126,8 @@ std::string KernelSpec::describe() const {
   std::ostringstream o;
   o << "attention_fwd dtype=" << dtype_name(dtype) << " D=" << head_dim << " tile=" << block_m << "x" << block_n
     << " warps=" << warps << " stages=" << stages << (wgmma ? " mma=wgmma" : " mma=mma.sync")
-    << (overlap ? " overlap" : "") << (k_ahead ? " k-ahead" : "") << " arch=" << arch << " spans=affine"
-    << (has_block ? "+block" : "") << (has_gather ? "+gather" : "") << " masks=" << (mask_affine ? "affine" : "none")
+    << (overlap ? " overlap" : "") << " arch=" << arch << " spans=affine" << (has_block ? "+block" : "")
+    << (has_gather ? "+gather" : "") << " masks=" << (mask_affine ? "affine" : "none")
     << (two_segments ? "(2 segments)" : "") << (continuation ? " continues-pass" : "")
     << (write_lse ? " writes-lse" : "") << " smem=" << smem_bytes();
   return o.str();
@@ -155,7 +152,6 @@ std::string generate_source(const std::vector<KernelSpec>& specs) {
       << ", MT = " << s.mt << ", WARPS = " << s.warps << ", STAGES = " << s.stages << ";\n"
       << "  static constexpr bool WGMMA = " << (s.wgmma ? "true" : "false")
       << ", OVERLAP = " << (s.overlap ? "true" : "false") << ";\n"
-      << "  static constexpr int K_AHEAD = " << s.k_ahead << ";\n"
       << "  static constexpr bool BF16 = " << (s.dtype == DType::BF16 ? "true" : "false")
       << ", WRITE_LSE = " << (s.write_lse ? "true" : "false") << ", CONTINUE = " << (s.continuation ? "true" : "false")
       << ";\n"

@@ -22,7 +22,6 @@ struct KernelSpec {
   int mt = 1;            // 16-row m-tiles per warp
   bool wgmma = false;    // sm_90a warpgroup MMA (warpgroups of 64 rows, 64- or 128-key steps)
   bool overlap = false;  // wgmma only: S of the next step runs during the softmax (needs stages >= 3)
-  int k_ahead = 0;       // overlap only: K loads run this many steps ahead of V loads (0 or 1)
   int stages = 2;        // K/V shared-memory buffers (cp.async pipeline depth + 1)
   int min_blocks = 0;    // __launch_bounds__ min blocks per SM (0: not set; caps registers when set)
   std::string arch = "sm_90";

@@ -3,10 +3,9 @@
 //   P(n) = bf16(exp scores)  ->  issue S(n+1) = Q K(n+1)^T, issue O += P(n) V(n)  ->  wait S(n+1)
 //   ->  mask + softmax(n+1) on the CUDA cores while O += P(n) V(n) runs  ->  wait PV  ->  O *= alpha(n+1)
 // S(n+1) reuses the registers of S(n) (already packed into P(n)), so only P (BN/4 registers) is extra.
-// K/V rings of STAGES >= 3 buffers each, step j in buffer j % STAGES. Iteration n (one barrier) loads V(n+S-1)
-// into the buffer of V(n-1), which every warpgroup finished with before the barrier, and K(n+S-1+K_AHEAD):
-// K_AHEAD = 1 refills the buffer of K(n), free once S(n) completed, so K arrives two iterations ahead of its
-// use instead of one. Commit group G holds V(G) and K(G + K_AHEAD); group 0 also Q and K(0 .. K_AHEAD-1).
+// K/V rings of STAGES >= 3 buffers each, step j in buffer j % STAGES. Iteration n (one barrier) loads K and V
+// of step n+S-1 into the buffers of step n-1, which every warpgroup finished with before the barrier. Commit
+// group G holds K(G) and V(G); group 0 also Q. (Loading K one step earlier than V measured 8-10% slower, v6.)
 #pragma once
 #include "splat/device/attention_parts.cuh"
 
@@ -15,55 +14,31 @@ namespace dev {
 
 template <class C>
 __device__ __forceinline__ void attn_fwd_overlap(const AttnParams& p, unsigned char* smem) {
-  constexpr int D = C::D, BN = C::BN, S = C::STAGES, NT = BN / 8, KP = BN / 16, KA = C::K_AHEAD;
+  constexpr int D = C::D, BN = C::BN, S = C::STAGES, NT = BN / 8, KP = BN / 16;
   static_assert(C::WGMMA && C::MT == 1 && (BN == 64 || BN == 128) && C::WARPS % 4 == 0 && C::BM == 16 * C::WARPS,
                 "overlap: wgmma warpgroups of 64 rows, 64- or 128-key steps");
-  static_assert(S >= 3 && (KA == 0 || KA == 1), "overlap: rings of at least 3 buffers; K at most one step ahead");
+  static_assert(S >= 3, "overlap: rings of at least 3 buffers");
   static_assert((BN * D / 8) % (C::WARPS * 32) == 0 && (C::BM * D / 8) % (C::WARPS * 32) == 0, "tile");
   const int warp = threadIdx.x >> 5;
   const CtaCtx x = cta_ctx<C>(p, smem);
   const DevTask& task = x.task;
 
   load_q<C>(p, x);
-  StepCursor lk, lv;  // next step whose K / V is loaded; kb, vb: its buffer
+  StepCursor lk;  // next step whose K and V are loaded; kb: its buffer
   lk.si = task.span_begin, lk.kt = 0;
   if (lk.si < task.span_end) lk.sp = p.spans[lk.si];
-  lv = lk;
   StepCursor cu = lk;  // next step whose scores are computed
-  int kb = 0, vb = 0;
-  auto load_kv_step = [&]() {  // K_AHEAD = 0: K and V of the same step, one address stream
+  int kb = 0;
+  auto load_kv_step = [&]() {  // then commit: one group per step
     if (lk.si < task.span_end) {
       load_kv<C>(p, lk.sp, lk.kt, x.kbase, x.vbase, x.sK + kb * BN * D, x.sV + kb * BN * D);
       advance<C>(p, task, lk);
     }
     kb = kb + 1 == S ? 0 : kb + 1;
-  };
-  auto load_k = [&]() {
-    if (lk.si < task.span_end) {
-      load_tile<C>(p, lk.sp, lk.kt, x.kbase, p.k_sn, x.sK + kb * BN * D);
-      advance<C>(p, task, lk);
-    }
-    kb = kb + 1 == S ? 0 : kb + 1;
-  };
-  auto load_v = [&]() {
-    if (lv.si < task.span_end) {
-      load_tile<C>(p, lv.sp, lv.kt, x.vbase, p.v_sn, x.sV + vb * BN * D);
-      advance<C>(p, task, lv);
-    }
-    vb = vb + 1 == S ? 0 : vb + 1;
-  };
-#pragma unroll
-  for (int a = 0; a < KA; ++a) load_k();
-#pragma unroll
-  for (int g = 0; g < S - 1; ++g) {  // groups 0 .. S-2
-    if constexpr (KA == 0) {
-      load_kv_step();
-    } else {
-      load_v();
-      load_k();
-    }
     cp_async_commit();
-  }
+  };
+#pragma unroll
+  for (int g = 0; g < S - 1; ++g) load_kv_step();  // groups 0 .. S-2
 
   const int wr0 = warp * 16;
   float acc[1][D / 8][4];
@@ -106,18 +81,12 @@ __device__ __forceinline__ void attn_fwd_overlap(const AttnParams& p, unsigned c
       break;
     }
     const int sbuf = pbuf + 1 == S ? 0 : pbuf + 1;  // buffer of step n+1 = cu
-    // K(n+1) is in group n+1-KA, V(n) in group n; groups up to n+S-2 are committed.
-    cp_async_wait<S - 3 + KA>();
+    // K(n+1) is in group n+1, V(n) in group n; groups up to n+S-2 are committed.
+    cp_async_wait<S - 3>();
     fence_proxy_async();
     __syncthreads();  // ... for every thread; and every warpgroup finished P V(n-1) and S(n), whose buffers refill
     // Loads ahead first: issuing them after the MMAs measured 4-8% slower (their latency shows, v6 notes).
-    if constexpr (KA == 0) {
-      load_kv_step();
-    } else {
-      load_v();
-      load_k();
-    }
-    cp_async_commit();
+    load_kv_step();
 
     wgmma_fence();
     wgmma_scores<C>(s, wq, x.sK + sbuf * BN * D);
