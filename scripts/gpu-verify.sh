@@ -63,7 +63,8 @@ if [ -n "${VERIFY_AB:-}" ]; then
 fi
 summary+=("  demo: $(grep -E 'patterns, .* failed' "$OUT/demo.log"); $(grep -m1 -i 'backend' "$OUT/demo.log")")
 if [ "${1:-}" != "--no-python" ]; then
-  OUT="$OUT/python" SPLAT_PY_BENCH=0 step python 500 bash "$root/tests/python/run_gpu.sh"
+  mkdir -p "$OUT/python"
+  step python 500 env OUT="$OUT/python" SPLAT_PY_BENCH=0 bash "$root/tests/python/run_gpu.sh"
   summary+=("  $(grep -E 'passed|failed' "$OUT/python.log" | tail -1)")
 fi
 printf '%s\n' "${summary[@]}" | tee "$RESULTS/summary.txt"

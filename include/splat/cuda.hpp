@@ -41,8 +41,9 @@ double attention_cuda_host(const CudaPlan& plan, const TensorView& q, const Tens
 // single-pass plans need none (0 bytes).
 size_t cuda_workspace_bytes(const CudaPlan& plan, int64_t batch, int64_t heads);
 // Without a caller's workspace, attention_cuda uses one kept in the plan and grows it on first use at a larger
-// B*H (that one call allocates and synchronises; during CUDA-graph capture it fails with an Error instead).
-// Reserve it first, or run once, before capturing. A no-op for single-pass plans.
+// B*H (that one call allocates and synchronises the device; if the launch stream is capturing it fails with an
+// Error instead, but a capture on another stream or thread in global mode would be broken by the synchronisation).
+// Reserve it first, or run once, before capturing anything. A no-op for single-pass plans.
 void cuda_workspace_reserve(const CudaPlan& plan, int64_t batch, int64_t heads);
 // Where plan_cuda spent its time, and where the kernels came from ("memory", "disk" or "compiled").
 struct CudaPlanTimes {

@@ -66,9 +66,10 @@ def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd", ou
         out = cupy.empty_like(q)
     n, d = sizes(q.shape, layout)
     nbytes = _core.workspace_bytes(p, q.size // (n * d), 1, int(q.device.id))
-    ws = cupy.empty(nbytes, dtype=cupy.uint8) if nbytes else None  # multi-pass plans: stream-ordered pool
-    _core.attention(p, q, k, v, out, s, layout, "", cupy.cuda.get_current_stream().ptr, 0,
-                    ws.data.ptr if ws is not None else 0)
+    with q.device:  # multi-pass plans: a workspace from CuPy's stream-ordered pool, on q's device
+        ws = cupy.empty(nbytes, dtype=cupy.uint8) if nbytes else None
+        _core.attention(p, q, k, v, out, s, layout, "", cupy.cuda.get_current_stream().ptr, 0,
+                        ws.data.ptr if ws is not None else 0, nbytes)
     return out
 
 

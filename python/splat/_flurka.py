@@ -54,11 +54,12 @@ def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False,
     import cupy  # fw == "cupy"
     if out is None:
         out = cupy.empty_like(q)
-    ws = None
-    if not causal:
-        ws = cupy.empty(workspace_bytes(method, q, k, E, W, layout), dtype=cupy.uint8)
-    _core.flurka(method, q, k, v, out, E, F, W, bool(causal), layout, "", cupy.cuda.get_current_stream().ptr, ws,
-                 0)
+    with q.device:  # the workspace and the stream of q's device
+        ws = None
+        if not causal:
+            ws = cupy.empty(workspace_bytes(method, q, k, E, W, layout), dtype=cupy.uint8)
+        _core.flurka(method, q, k, v, out, E, F, W, bool(causal), layout, "", cupy.cuda.get_current_stream().ptr, ws,
+                     0)
     return out
 
 

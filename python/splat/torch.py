@@ -58,7 +58,7 @@ def _launch(q, k, v, out, plan, pattern, scale, layout):
         if nbytes:
             ws = torch.empty(nbytes, dtype=torch.uint8, device=q.device)
     _core.attention(p, _dl(q), _dl(k), _dl(v), _dl(out), scale, layout, "", _stream(q), 0,
-                    ws.data_ptr() if ws is not None else 0)
+                    ws.data_ptr() if ws is not None else 0, ws.numel() if ws is not None else 0)
 
 
 def _needs_op(*ts):

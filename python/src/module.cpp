@@ -47,13 +47,18 @@ Views views(const InArray& q, const InArray& k, const InArray& v, const OutArray
 }
 
 void attention(PlanHandle& plan, const InArray& q, const InArray& k, const InArray& v, const OutArray& out, float scale,
-               const std::string& layout, const std::string& dtype, uintptr_t stream, int threads,
-               uintptr_t workspace) {
+               const std::string& layout, const std::string& dtype, uintptr_t stream, int threads, uintptr_t workspace,
+               size_t workspace_size) {
   const Views w = views(q, k, v, out, layout, dtype);
   AttentionOptions opt;
   opt.scale = scale;
   opt.threads = threads;
   nb::gil_scoped_release release;
+  if (workspace) {  // a raw pointer from Python: its size must be declared and be enough
+    const size_t need = attention_workspace_bytes(plan, w.q.B(), w.q.H(), w.q.device);
+    require(workspace_size >= need, "workspace of " + std::to_string(workspace_size) +
+                                        " bytes is too small: the plan needs " + std::to_string(need));
+  }
   run_plan(plan, w.q, w.k, w.v, w.out, opt, reinterpret_cast<void*>(stream), reinterpret_cast<void*>(workspace));
 }
 
@@ -166,7 +171,7 @@ NB_MODULE(_core, m) {
       },
       "pattern"_a, "seq_len"_a, "head_dim"_a, "dtype"_a = "f32", "device"_a = -1);
   m.def("attention", &attention, "plan"_a, "q"_a, "k"_a, "v"_a, "out"_a, "scale"_a = 0.0f, "layout"_a = "bhnd",
-        "dtype"_a = "", "stream"_a = 0, "threads"_a = 0, "workspace"_a = 0,
+        "dtype"_a = "", "stream"_a = 0, "threads"_a = 0, "workspace"_a = 0, "workspace_size"_a = 0,
         "Sparse attention into `out` (no copies). stream: a cudaStream_t as int for CUDA arrays; workspace: "
         "device memory of workspace_bytes(plan, B, H, device) bytes (0 = the plan's own buffer).");
   m.def(

@@ -210,6 +210,12 @@ def test_multi_pass_plan_on_two_streams_and_in_a_graph(gen):
     torch.cuda.synchronize()
     for i in range(2):
         check_close(outs[i].float().cpu().numpy(), *host(*ins[i]), mask_of(pattern, n), "bf16")
+    p = splat.plan(pattern, n, 64, "bf16", "cuda")
+    small = torch.empty(4, dtype=torch.uint8, device="cuda")
+    q, k, v = ins[0]
+    with pytest.raises(Exception, match="too small"):  # a raw workspace must declare enough bytes
+        splat._core.attention(p, st._dl(q), st._dl(k), st._dl(v), st._dl(torch.empty_like(q)), 0.0, "bhnd", "",
+                              st._stream(q), 0, small.data_ptr(), small.numel())
     q, k, v = (rand(gen, (1, 5, n, 64), "cuda", torch.bfloat16) for _ in range(3))  # a new B*H: no warm-up
     with torch.no_grad():
         graph = torch.cuda.CUDAGraph()
