@@ -22,17 +22,12 @@ TEST(CudaAttention, BuiltWithoutCuda) {
 #include "splat/pattern.hpp"
 #include "splat/suite.hpp"
 #include "test_cpu_util.hpp"
+#include "test_cuda_util.hpp"
 
 using namespace splat;
 using cputest::Tensor;
 
 namespace {
-
-#define REQUIRE_GPU()                                               \
-  do {                                                              \
-    std::string why_;                                               \
-    if (!cuda_available(&why_)) GTEST_SKIP() << "no GPU: " << why_; \
-  } while (0)
 
 struct Case {
   std::string spec;

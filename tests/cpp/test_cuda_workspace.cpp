@@ -17,26 +17,14 @@ TEST(CudaWorkspace, BuiltWithoutCuda) {
 #include "splat/error.hpp"
 #include "splat/pattern.hpp"
 #include "test_cpu_util.hpp"
+#include "test_cuda_util.hpp"
 
 using namespace splat;
 using cputest::Tensor;
 
 namespace {
 
-#define REQUIRE_GPU()                                               \
-  do {                                                              \
-    std::string why_;                                               \
-    if (!cuda_available(&why_)) GTEST_SKIP() << "no GPU: " << why_; \
-  } while (0)
-
-struct DeviceTensor {
-  void* p = nullptr;
-  size_t bytes = 0;
-  explicit DeviceTensor(size_t n) : bytes(n) { EXPECT_EQ(cudaMalloc(&p, n), cudaSuccess); }
-  ~DeviceTensor() { cudaFree(p); }
-  DeviceTensor(const DeviceTensor&) = delete;
-  DeviceTensor& operator=(const DeviceTensor&) = delete;
-};
+using DeviceTensor = cudatest::DeviceBuffer;
 
 struct Problem {
   int64_t B = 2, H = 3, N = 333, D = 64;
