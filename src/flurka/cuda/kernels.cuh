@@ -101,22 +101,6 @@ __device__ __forceinline__ void tile_to_smem(const T* g, int64_t ld, int64_t r0,
   }
 }
 
-// Same, stored transposed: s[C][R + 8] (s[c][r] = g[r0 + r][c0 + c]).
-template <class T, int R, int C, int NT>
-__device__ __forceinline__ void tile_to_smem_t(const T* g, int64_t ld, int64_t r0, int64_t nrows, int64_t c0,
-                                               int64_t ncols, bf16* s) {
-  constexpr int V = C / 8;
-  for (int i = threadIdx.x; i < R * V; i += NT) {
-    const int r = i % R, c = (i / R) * 8;  // consecutive threads: consecutive rows -> distinct smem columns
-    bf16 tmp[8];
-    const int64_t gr = r0 + r, gc = c0 + c;
-    const int valid = gr < nrows ? int(ncols - gc >= 8 ? 8 : (ncols - gc > 0 ? ncols - gc : 0)) : 0;
-    load8(g + gr * ld + gc, valid, tmp);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) s[(c + j) * (R + 8) + r] = tmp[j];
-  }
-}
-
 // A tile fetched into registers first (global loads in flight while the previous tile is being used) and
 // stored into shared memory later, converted to bf16; TRANS stores it transposed (s[c][r]).
 template <class T, int R, int C, int NT, bool TRANS>
