@@ -78,11 +78,10 @@ def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd"):
 def _workspace_bytes(p, q, layout):
     # Multi-pass plans merge through a workspace: a second (discarded) result of the call, so each execution owns
     # one; under vmap it gains the mapped axis exactly as q does, so it stays large enough.
-    dev, _ = _device_index(q)
-    if dev < 0:
+    if p.device < 0:  # a host plan (the arrays' device may only be a guess under tracing)
         return 1
     n, d = sizes(q.shape, layout)
-    return max(1, int(_core.workspace_bytes(p, q.size // (n * d), 1, dev)))
+    return max(1, int(_core.workspace_bytes(p, q.size // (n * d), 1, p.device)))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
