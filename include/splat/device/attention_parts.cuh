@@ -1,99 +1,15 @@
-// Building blocks of the attention kernels (attention_fwd.cuh): span/segment geometry, K/V tile loads into
-// swizzled shared memory, masks, the online-softmax update and the warpgroup-MMA issue of both products.
+// Building blocks of the attention kernels (attention_fwd.cuh): K/V tile loads into swizzled shared memory, the
+// online-softmax update, the warpgroup-MMA issue of both products, the CTA context and the epilogue (span geometry
+// and masks: span_geometry.cuh).
 // Each step helper works on one thread's fragments: rows g and g+8 of each 16-row m-tile, columns 2*tq, 2*tq+1
 // of each n8 tile (the mma.sync C layout, which is also the layout of a wgmma m64nN accumulator per warp).
 #pragma once
 #include "splat/device/plan_layout.cuh"
 #include "splat/device/ptx.cuh"
+#include "splat/device/span_geometry.cuh"
 
 namespace splat {
 namespace dev {
-
-__device__ __forceinline__ bool segment_contains_dev(const DevSegment& s, int i, int j) {
-  if (i < s.row_begin || i >= s.row_end || j < s.key_begin || j >= s.key_end) return false;
-  int d = j - s.slope * i - s.offset;
-  int t = d;
-  if (s.stride != 1) {
-    if (d % s.stride != 0) return false;
-    t = d / s.stride;
-  }
-  return t >= s.t_begin && t < s.t_end;
-}
-
-template <class C>
-__device__ __forceinline__ int span_key(const AttnParams& p, const DevSpan& sp, int c) {
-  if (C::HAS_GATHER && sp.kind == kGather) return p.gather_keys[sp.key_begin + c];
-  return sp.key_begin + sp.key_stride * c;  // Block spans are packed with key_stride 1
-}
-
-// Whether (local row r of the task, global row i) attends key index c (global key j) of a masked span.
-template <class C>
-__device__ __forceinline__ bool span_attends(const AttnParams& p, const DevSpan& sp, int r, int i, int c, int j) {
-  if (C::HAS_GATHER && sp.kind == kGather) {
-    const i64 bit = sp.mask_offset + i64(r) * sp.key_count + c;
-    return (p.gather_mask[bit >> 6] >> (bit & 63)) & 1ull;
-  }
-  if (C::HAS_BLOCK && sp.kind == kBlock) {
-    for (int s = 0; s < p.num_segments; ++s)
-      if (segment_contains_dev(p.segments[s], i, j)) return false;
-    return true;
-  }
-  if (!C::HAS_AFFINE_MASK) return true;  // every affine span of this kernel is full
-  return segment_contains_dev(p.segments[sp.segment], i, j) ||
-         (C::HAS_SEGMENT2 && sp.segment2 >= 0 && segment_contains_dev(p.segments[sp.segment2], i, j));
-}
-
-__device__ __forceinline__ int floor_div_dev(int a, int b) {  // b > 0
-  const int q = a / b;
-  return (a % b != 0 && a < 0) ? q - 1 : q;
-}
-__device__ __forceinline__ int ceil_div_dev(int a, int b) {
-  return -floor_div_dev(-a, b);
-}
-
-// The keys of segment s in row i, expressed in span indices c (key = kb + ks*c) of a span: c is attended
-// iff lo <= c < hi, c != hole and (c - lo) % mod == 0. mod == 0: no closed form, test each entry (never for
-// plans make_plan builds: spans step by 1 or by the segment's stride). hole: the one key between the two
-// segments of a two-segment span (-1: none).
-struct RowRange {
-  int lo, hi, mod;
-  int hole = -1;
-};
-
-// Union of the ranges of a two-segment span's segments in one row: make_plan merges two segments only where
-// both are unit-step (mod 1) and meet with at most one key between them, so the union is one range and a hole.
-__device__ __forceinline__ RowRange join_ranges(RowRange a, RowRange b) {
-  if (a.lo >= a.hi) return b;
-  if (b.lo >= b.hi) return a;
-  if (b.lo < a.lo) {
-    const RowRange t = a;
-    a = b, b = t;
-  }
-  RowRange u = {a.lo, b.hi, 1};
-  u.hole = b.lo == a.hi + 1 ? a.hi : -1;
-  return u;
-}
-__device__ __forceinline__ RowRange segment_span_range(const DevSegment& s, int i, int kb, int ks) {
-  RowRange e = {0, 0, 1};
-  if (i < s.row_begin || i >= s.row_end) return e;
-  const int st = s.stride, base = s.slope * i + s.offset;
-  const int t0 = max(s.t_begin, ceil_div_dev(s.key_begin - base, st));
-  const int t1 = min(s.t_end, floor_div_dev(s.key_end - 1 - base, st) + 1);
-  if (t1 <= t0) return e;
-  const int first = base + st * t0, last = base + st * (t1 - 1);
-  if (st == 1 || ks % st == 0) {
-    const int lo = ceil_div_dev(first - kb, ks), hi = floor_div_dev(last - kb, ks) + 1;
-    if (st != 1 && (kb + ks * lo - first) % st != 0) return e;  // the span's keys miss this row's residue
-    e.lo = lo, e.hi = hi;
-    return e;
-  }
-  if (ks == 1) {
-    e.lo = first - kb, e.hi = last - kb + 1, e.mod = st;
-    return e;
-  }
-  e.lo = -2147483647, e.hi = 2147483647, e.mod = 0;
-  return e;
-}
 
 // Element offset of 16-byte chunk `ch` of row `row` in a swizzled tile of ROWS rows: 64-column blocks
 // [D/64][ROWS][64], each row's 8 chunks XOR-swizzled by row % 8. Conflict-free for ldmatrix, and exactly the
@@ -162,110 +78,6 @@ __device__ __forceinline__ void load_tile(const AttnParams& p, const DevSpan& sp
   for (int it = 0; it < BN / RPI; ++it) {
     const bool ok = c0 + it * RPI < sp.key_count;
     cp_async16(d + it * RPI * 64 * 2, ok ? src + it * step : base, ok ? 16 : 0);
-  }
-}
-
-// Entry-by-entry mask for what has no per-row closed form (Block/Gather spans that are not full, affine
-// rows with a residue condition): bit (mt*NT + j)*4 + e set = attended. Out of line: rare, and large.
-template <class C>
-__device__ __noinline__ u64 slow_mask_bits(const AttnParams& p, const DevSpan sp, const DevTask task, int kt, int wr0) {
-  constexpr int NT = C::BN / 8, MT = C::MT;
-  const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-  u64 bits = 0;
-  for (int x = 0; x < MT * 2; ++x) {
-    const int r = wr0 + (x >> 1) * 16 + g + 8 * (x & 1);
-    if (r < sp.row_lo || r >= sp.row_hi) continue;
-    const int i = task.row_begin + task.row_stride * r;
-    RowRange y = {0, sp.key_count, 1};
-    if (!sp.full && sp.kind == kAffine) y = segment_span_range(p.segments[sp.segment], i, sp.key_begin, sp.key_stride);
-    if (C::HAS_SEGMENT2 && !sp.full && sp.kind == kAffine && sp.segment2 >= 0)
-      y.lo = 0, y.hi = sp.key_count, y.mod = 0;  // test each entry against both segments
-    for (int j = 0; j < NT; ++j)
-      for (int e1 = 0; e1 < 2; ++e1) {
-        const int c = kt * C::BN + j * 8 + 2 * tq + e1;
-        bool ok = c >= y.lo && c < y.hi && c < sp.key_count;
-        if (ok && y.mod > 1) ok = (c - y.lo) % y.mod == 0;
-        if (ok && (y.mod == 0 || (!sp.full && sp.kind != kAffine)))
-          ok = span_attends<C>(p, sp, r, i, c, span_key<C>(p, sp, c));
-        if (ok) bits |= 1ull << (((x >> 1) * NT + j) * 4 + (x & 1) * 2 + e1);
-      }
-  }
-  return bits;
-}
-
-struct StepCursor {
-  int si, kt;
-  DevSpan sp;
-};
-template <class C>
-__device__ __forceinline__ void advance(const AttnParams& p, const DevTask& task, StepCursor& c) {
-  if (++c.kt * C::BN >= c.sp.key_count) {
-    c.kt = 0;
-    if (++c.si < task.span_end) c.sp = p.spans[c.si];
-  }
-}
-
-// Closed-form key ranges of this thread's rows in span sp (computed once per span).
-template <class C>
-__device__ __forceinline__ void span_row_ranges(const AttnParams& p, const DevTask& task, const DevSpan& sp, int wr0,
-                                                RowRange (&rr)[C::MT * 2]) {
-  const int g = (threadIdx.x & 31) >> 2;
-#pragma unroll
-  for (int x = 0; x < C::MT * 2; ++x) {
-    const int r = wr0 + (x >> 1) * 16 + g + 8 * (x & 1);
-    RowRange y = {0, sp.key_count, 1};
-    if (r < sp.row_lo || r >= sp.row_hi) {
-      y.hi = 0;
-    } else if (!sp.full && sp.kind == kAffine && C::HAS_AFFINE_MASK) {
-      const int i = task.row_begin + task.row_stride * r;
-      y = segment_span_range(p.segments[sp.segment], i, sp.key_begin, sp.key_stride);
-      if (C::HAS_SEGMENT2 && sp.segment2 >= 0)
-        y = join_ranges(y, segment_span_range(p.segments[sp.segment2], i, sp.key_begin, sp.key_stride));
-      y.hi = min(y.hi, sp.key_count);
-    }
-    rr[x] = y;
-  }
-}
-
-// Sets the scores of key tile kt that this thread's rows do not attend to -inf. Only where some row's key range
-// does not cover the whole tile (edges of bands, ragged ends, row sub-ranges); entries without a closed form go
-// through slow_mask_bits.
-template <class C>
-__device__ __forceinline__ void mask_scores(const AttnParams& p, const DevTask& task, const DevSpan& sp, int kt,
-                                            int wr0, const RowRange (&rr)[C::MT * 2], float (&s)[C::MT][C::BN / 8][4]) {
-  constexpr int MT = C::MT, NT = C::BN / 8, BN = C::BN;
-  const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-  const int c0 = kt * BN;
-  bool covered = true, slow = !sp.full && sp.kind != kAffine;
-#pragma unroll
-  for (int x = 0; x < MT * 2; ++x) {
-    const int r = wr0 + (x >> 1) * 16 + g + 8 * (x & 1);
-    const bool row_used = r < task.row_count;
-    covered &= !row_used || (rr[x].lo <= c0 && rr[x].hi >= c0 + BN && rr[x].mod == 1 &&
-                             (!C::HAS_SEGMENT2 || rr[x].hole < c0 || rr[x].hole >= c0 + BN));
-    slow |= row_used && rr[x].mod != 1 && rr[x].hi > c0 && rr[x].lo < c0 + BN;
-  }
-  if (__all_sync(0xffffffffu, covered && !slow)) return;
-  if (__any_sync(0xffffffffu, slow)) {
-    const u64 bits = slow_mask_bits<C>(p, sp, task, kt, wr0);
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int j = 0; j < NT; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          if (!((bits >> ((mt * NT + j) * 4 + e)) & 1ull)) s[mt][j][e] = neg_inf();
-  } else {
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int j = 0; j < NT; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const RowRange& x = rr[mt * 2 + (e >> 1)];
-          const int c = c0 + j * 8 + 2 * tq + (e & 1);
-          if (c < x.lo || c >= x.hi || (C::HAS_SEGMENT2 && c == x.hole)) s[mt][j][e] = neg_inf();
-        }
   }
 }
 
