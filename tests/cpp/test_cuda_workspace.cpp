@@ -89,6 +89,12 @@ TEST(CudaWorkspace, SamePlanOnTwoStreamsWithOwnWorkspaces) {
   for (auto& st : streams) ASSERT_EQ(cudaStreamSynchronize(st), cudaSuccess);
   expect_matches_oracle(a, pat, views[0][3].data);
   expect_matches_oracle(b, pat, views[1][3].data);
+  // The calls above never touched the plan's own buffer: a capture without a workspace still has to refuse.
+  cudaGraph_t unused = nullptr;
+  ASSERT_EQ(cudaStreamBeginCapture(streams[0], cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  EXPECT_THROW(attention_cuda(*plan, views[0][0], views[0][1], views[0][2], views[0][3], {}, streams[0]), Error);
+  ASSERT_EQ(cudaStreamEndCapture(streams[0], &unused), cudaSuccess);
+  if (unused) cudaGraphDestroy(unused);
   EXPECT_THROW(attention_cuda(*plan, views[0][0], views[0][1], views[0][2], views[0][3], {}, streams[0],
                               static_cast<char*>(ws[0]) + 2),
                Error);  // misaligned workspace

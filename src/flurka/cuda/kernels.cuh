@@ -102,6 +102,14 @@ __global__ void prepare_features(const T* w, int64_t Hw, int64_t D, int64_t m, b
 
 enum Map : int { kFavor = 0, kRelu = 1, kElu = 2, kSoftmax = 3 };
 
+// phi of one feature logit v = s (x . w) (the elu map runs with s = 1, v = x): favor exp(v - a - b), a and b its
+// stabilising shifts; relu max(v, 0); elu elu(v) + 1. Shared by the state and query kernels.
+__device__ __forceinline__ float feature_map(int map, float v, float a, float b) {
+  if (map == kFavor) return __expf(v - a - b);
+  if (map == kRelu) return fmaxf(v, 0.0f);
+  return v > 0 ? v + 1.0f : __expf(v);
+}
+
 // ---- 4. Kernel state: S = phi(X)^T Y (m x D), z = phi(X)^T 1, split over rows of X, fp32 atomics (or, with
 // one split and u != nullptr, the finalised slots U = S / z and bias / weight directly) ----
 // grid (ceil(m / 128), splits, B*H); block 256 = 8 warps x 16 features. Per 64-row chunk: logits^T (16 x 64 per
@@ -185,16 +193,7 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int col = nt * 8 + 2 * t + (i & 1);
-        float p;
-        if (j0 + col >= j1) {
-          p = 0.0f;
-        } else if (map == kFavor) {
-          p = __expf(s * lg[nt][i] - xn[col] - (i < 2 ? ca : cb));
-        } else if (map == kRelu) {
-          p = fmaxf(s * lg[nt][i], 0.0f);
-        } else {
-          p = lg[nt][i] > 0 ? lg[nt][i] + 1.0f : __expf(lg[nt][i]);
-        }
+        const float p = j0 + col >= j1 ? 0.0f : feature_map(map, s * lg[nt][i], xn[col], i < 2 ? ca : cb);
         lg[nt][i] = p;
         (i < 2 ? za : zb) += p;
       }

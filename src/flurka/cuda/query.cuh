@@ -132,8 +132,7 @@ __global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int col = nt * 8 + 2 * t + (i & 1);
-          const float v = as * sc[nt][i];
-          const float f = map == kRelu ? fmaxf(v, 0.0f) : (v > 0 ? v + 1.0f : __expf(v));
+          const float f = feature_map(map, as * sc[nt][i], 0.0f, 0.0f);  // relu or elu here
           sc[nt][i] = (FULL || col < lim) ? f * slc[col] : 0.0f;
         }
     }

@@ -104,16 +104,7 @@ __global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int col = nt * 8 + 2 * t + (i & 1);
-        float p;
-        if (j0 + col >= j1)
-          p = 0.0f;
-        else if (map == kFavor)
-          p = __expf(s * lg[nt][i] - xn[col] - (i < 2 ? ca : cb));
-        else if (map == kRelu)
-          p = fmaxf(s * lg[nt][i], 0.0f);
-        else
-          p = lg[nt][i] > 0 ? lg[nt][i] + 1.0f : __expf(lg[nt][i]);
-        lg[nt][i] = p;
+        lg[nt][i] = j0 + col >= j1 ? 0.0f : feature_map(map, s * lg[nt][i], xn[col], i < 2 ? ca : cb);
       }
 #pragma unroll
     for (int kc = 0; kc < BN / 16; ++kc) {
