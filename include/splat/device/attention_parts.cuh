@@ -53,34 +53,6 @@ __device__ __forceinline__ void load_kv(const AttnParams& p, const DevSpan& sp, 
   }
 }
 
-// load_kv for one of the two matrices (base, row stride sn): K and V of different steps (attention_overlap.cuh).
-template <class C>
-__device__ __forceinline__ void load_tile(const AttnParams& p, const DevSpan& sp, int kt, const u16* base, i64 sn,
-                                          u16* dst) {
-  constexpr int D = C::D, BN = C::BN, CH = D / 8, THREADS = C::WARPS * 32, RPI = THREADS / CH;
-  static_assert(RPI % 8 == 0, "rows per iteration keep the swizzle");
-  const int r0 = threadIdx.x / CH, ch = threadIdx.x % CH;
-  const int c0 = kt * BN + r0;
-  const u32 d = smem_addr(dst + swz<D, BN>(r0, ch));
-  if (C::HAS_GATHER && sp.kind == kGather) {
-#pragma unroll
-    for (int it = 0; it < BN / RPI; ++it) {
-      const int c = c0 + it * RPI;
-      const bool ok = c < sp.key_count;
-      const i64 key = ok ? p.gather_keys[sp.key_begin + c] : 0;
-      cp_async16(d + it * RPI * 64 * 2, base + key * sn + ch * 8, ok ? 16 : 0);
-    }
-    return;
-  }
-  const u16* src = base + (i64(sp.key_begin) + i64(sp.key_stride) * c0) * sn + ch * 8;
-  const i64 step = i64(sp.key_stride) * RPI * sn;
-#pragma unroll
-  for (int it = 0; it < BN / RPI; ++it) {
-    const bool ok = c0 + it * RPI < sp.key_count;
-    cp_async16(d + it * RPI * 64 * 2, ok ? src + it * step : base, ok ? 16 : 0);
-  }
-}
-
 // Online softmax update: s becomes exp2(s * scale * log2 e - new max), l the running partial row sums; alpha is
 // the factor the output accumulators must be scaled by (1 where the row max did not move). m is kept in the scaled
 // log2 domain; one FMA + one ex2 per score.

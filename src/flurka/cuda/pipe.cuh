@@ -6,6 +6,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "flurka/cuda/tiles.cuh"
+
 namespace splat::fk {
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -87,6 +89,24 @@ __device__ __forceinline__ void mma16816<__half>(float* c, const uint32_t* a, ui
       "{%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// One k16 slice kc of P (fp32 in the mma C layout: n8 tiles 2 kc, 2 kc + 1) times the bf16 [k][D] tile u (row
+// pitch ld): acc += P U, and rowsum += P 1 (an all-ones B operand sums p per row on the tensor cores).
+template <int D, int NT>
+__device__ __forceinline__ void mma_p_u(const float (&p)[NT][4], int kc, const __nv_bfloat16* u, int ld, int lane,
+                                        float (&acc)[D / 8][4], float (&rowsum)[4]) {
+  constexpr uint32_t kOnes = 0x3F803F80u;  // bf16x2 (1, 1)
+  const uint32_t af[4] = {pack_bf16(p[2 * kc][0], p[2 * kc][1]), pack_bf16(p[2 * kc][2], p[2 * kc][3]),
+                          pack_bf16(p[2 * kc + 1][0], p[2 * kc + 1][1]), pack_bf16(p[2 * kc + 1][2], p[2 * kc + 1][3])};
+  mma16816<__nv_bfloat16>(rowsum, af, kOnes, kOnes);
+#pragma unroll
+  for (int np = 0; np < D / 16; ++np) {
+    uint32_t bu[4];
+    ldsm_x4_t(bu, frag_b_kn(u, ld, np * 16, kc * 16, lane));
+    mma16816<__nv_bfloat16>(acc[2 * np], af, bu[0], bu[1]);
+    mma16816<__nv_bfloat16>(acc[2 * np + 1], af, bu[2], bu[3]);
+  }
 }
 
 // Adds (or stores) two adjacent fp32 outputs; one vector reduction on sm_90.

@@ -83,7 +83,6 @@ __global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
     }
   }
   const float as = softmax ? a * kLog2e : a;
-  constexpr uint32_t kOnes = 0x3F803F80u;  // bf16x2 (1, 1): an all-ones B operand makes the MMA sum p per row
   float acc[D / 8][4] = {}, accs[4] = {};  // accs: row sums of p (rows g, g + 8), from the tensor cores
   float mxa = -1e30f, mxb = -1e30f;        // finite start: exp2(-inf - max) stays 0, never NaN
   // One 64-slot chunk; FULL: no slot past L (all but the last chunk), so no masking.
@@ -137,19 +136,7 @@ __global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
         }
     }
 #pragma unroll
-    for (int kc = 0; kc < BL / 16; ++kc) {
-      const uint32_t af[4] = {pack_bf16(sc[2 * kc][0], sc[2 * kc][1]), pack_bf16(sc[2 * kc][2], sc[2 * kc][3]),
-                              pack_bf16(sc[2 * kc + 1][0], sc[2 * kc + 1][1]),
-                              pack_bf16(sc[2 * kc + 1][2], sc[2 * kc + 1][3])};
-      mma16816<bf16>(accs, af, kOnes, kOnes);
-#pragma unroll
-      for (int np = 0; np < D / 16; ++np) {
-        uint32_t bu[4];
-        ldsm_x4_t(bu, frag_b_kn(us, PK, np * 16, kc * 16, lane));
-        mma16816<bf16>(acc[2 * np], af, bu[0], bu[1]);
-        mma16816<bf16>(acc[2 * np + 1], af, bu[2], bu[3]);
-      }
-    }
+    for (int kc = 0; kc < BL / 16; ++kc) mma_p_u<D>(sc, kc, us, PK, lane, acc, accs);
   };
   for (int c = 0; c < chunks; ++c) {
     cp_async_wait<ST - 2>();

@@ -69,7 +69,6 @@ __global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
   const int64_t la = l0 + warp * 16 + g, lb = la + 8;
   const float ca = map == kFavor ? wn[warp * 16 + g] : 0.0f;
   const float cb = map == kFavor ? wn[warp * 16 + g + 8] : 0.0f;
-  constexpr uint32_t kOnes = 0x3F803F80u;  // bf16x2 (1, 1)
   float acc[D / 8][4] = {}, accz[4] = {};
   for (int it = 0; it < steps; ++it) {
     cp_async_wait<ST - 2>();
@@ -107,19 +106,7 @@ __global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
         lg[nt][i] = j0 + col >= j1 ? 0.0f : feature_map(map, s * lg[nt][i], xn[col], i < 2 ? ca : cb);
       }
 #pragma unroll
-    for (int kc = 0; kc < BN / 16; ++kc) {
-      const uint32_t af[4] = {pack_bf16(lg[2 * kc][0], lg[2 * kc][1]), pack_bf16(lg[2 * kc][2], lg[2 * kc][3]),
-                              pack_bf16(lg[2 * kc + 1][0], lg[2 * kc + 1][1]),
-                              pack_bf16(lg[2 * kc + 1][2], lg[2 * kc + 1][3])};
-      mma16816<bf16>(accz, af, kOnes, kOnes);
-#pragma unroll
-      for (int np = 0; np < D / 16; ++np) {
-        uint32_t bu[4];
-        ldsm_x4_t(bu, frag_b_kn(ys, PK, np * 16, kc * 16, lane));
-        mma16816<bf16>(acc[2 * np], af, bu[0], bu[1]);
-        mma16816<bf16>(acc[2 * np + 1], af, bu[2], bu[3]);
-      }
-    }
+    for (int kc = 0; kc < BN / 16; ++kc) mma_p_u<D>(lg, kc, ys, PK, lane, acc, accz);
   }
   cp_async_wait<0>();
   float* Sb = S + bh * m * D;
