@@ -54,12 +54,8 @@ void attention(PlanHandle& plan, const InArray& q, const InArray& k, const InArr
   opt.scale = scale;
   opt.threads = threads;
   nb::gil_scoped_release release;
-  if (workspace) {  // a raw pointer from Python: its size must be declared and be enough
-    const size_t need = attention_workspace_bytes(plan, w.q.B(), w.q.H(), w.q.device);
-    require(workspace_size >= need, "workspace of " + std::to_string(workspace_size) +
-                                        " bytes is too small: the plan needs " + std::to_string(need));
-  }
-  run_plan(plan, w.q, w.k, w.v, w.out, opt, reinterpret_cast<void*>(stream), reinterpret_cast<void*>(workspace));
+  run_plan(plan, w.q, w.k, w.v, w.out, opt, reinterpret_cast<void*>(stream), reinterpret_cast<void*>(workspace),
+           workspace_size);
 }
 
 // The baseline of the overhead benchmark: the same launch looped in C++ (no Python in between).

@@ -76,7 +76,7 @@ size_t attention_workspace_bytes(PlanHandle& plan, int64_t batch, int64_t heads,
 }
 
 void run_plan(PlanHandle& plan, const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-              const AttentionOptions& opt, void* stream, void* workspace) {
+              const AttentionOptions& opt, void* stream, void* workspace, size_t workspace_size) {
   check_attention_args(q, k, v, out);
   check_against_plan(plan, q);
   if (q.device < 0) {
@@ -92,9 +92,15 @@ void run_plan(PlanHandle& plan, const TensorView& q, const TensorView& k, const 
 #if SPLAT_WITH_CUDA
   require(q.dtype == plan.dtype, std::string("the plan was compiled for ") + dtype_name(plan.dtype) +
                                      " but the tensors are " + dtype_name(q.dtype));
-  attention_cuda(*cuda_plan_for(plan, q.device), q, k, v, out, opt, stream, workspace);
+  const std::shared_ptr<CudaPlan> cp = cuda_plan_for(plan, q.device);
+  if (workspace) {  // a caller's raw pointer: its declared size must be enough
+    const size_t need = cuda_workspace_bytes(*cp, q.B(), q.H());
+    require(workspace_size >= need, "workspace of " + std::to_string(workspace_size) +
+                                        " bytes is too small: the plan needs " + std::to_string(need));
+  }
+  attention_cuda(*cp, q, k, v, out, opt, stream, workspace);
 #else
-  (void)stream, (void)workspace;
+  (void)stream, (void)workspace, (void)workspace_size;
   fail(ErrorCode::Unsupported, "splat was built without CUDA (SPLAT_WITH_CUDA=OFF): cannot run on a CUDA device");
 #endif
 }

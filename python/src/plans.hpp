@@ -40,9 +40,10 @@ std::shared_ptr<PlanHandle> build_plan(const std::string& spec, int64_t seq_len,
 
 // Checks q/k/v/out against the plan and launches on the backend of q's device. CUDA launches go on
 // `stream` (a cudaStream_t, nullptr = default stream) and do not synchronise. workspace: device memory of
-// attention_workspace_bytes(plan, B, H, device) bytes owned by the caller (nullptr = the plan's own; see cuda.hpp).
+// workspace_size >= attention_workspace_bytes(plan, B, H, device) bytes owned by the caller (checked; nullptr =
+// the plan's own buffer, see cuda.hpp).
 void run_plan(PlanHandle& plan, const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-              const AttentionOptions& opt, void* stream, void* workspace = nullptr);
+              const AttentionOptions& opt, void* stream, void* workspace = nullptr, size_t workspace_size = 0);
 // Workspace a CUDA launch of this plan on `device` needs (0 for CPU and single-pass plans).
 size_t attention_workspace_bytes(PlanHandle& plan, int64_t batch, int64_t heads, int device);
 

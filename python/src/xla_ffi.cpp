@@ -25,12 +25,9 @@ ffi::Error run(int device, void* stream, const ffi::AnyBuffer& q, const ffi::Any
     const int l = int(layout);
     AttentionOptions opt;
     opt.scale = scale;
-    const TensorView qv = xla::buffer_view(q, l, device, "q");
-    const size_t need = attention_workspace_bytes(*plan, qv.B(), qv.H(), device);
-    require(ws.size_bytes() >= need, "splat: the attention workspace has " + std::to_string(ws.size_bytes()) +
-                                         " bytes, the plan needs " + std::to_string(need));
-    run_plan(*plan, qv, xla::buffer_view(k, l, device, "k"), xla::buffer_view(v, l, device, "v"),
-             xla::buffer_view(out, l, device, "out"), opt, stream, need > 0 ? ws.untyped_data() : nullptr);
+    run_plan(*plan, xla::buffer_view(q, l, device, "q"), xla::buffer_view(k, l, device, "k"),
+             xla::buffer_view(v, l, device, "v"), xla::buffer_view(out, l, device, "out"), opt, stream,
+             ws.untyped_data(), ws.size_bytes());  // run_plan checks the size
   });
 }
 

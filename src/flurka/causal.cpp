@@ -26,14 +26,11 @@ void flurka_causal_cpu(FlurkaMethod method, const FlurkaInputs& in, const Tensor
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
   for (int64_t bh = 0; bh < BH; ++bh) {
     const int64_t b = bh / s.H, h = bh % s.H;
-    std::vector<float> Q, K, V, E, F, W, c(static_cast<size_t>(m), fm == FeatureMap::Favor ? -INFINITY : 0.0f),
+    HeadInputs<float> x;
+    load_head_inputs(method, in, b, h, x);  // causal methods all project (check_flurka_args)
+    const auto& [Q, K, V, E, F, W] = x;
+    std::vector<float> c(static_cast<size_t>(m), fm == FeatureMap::Favor ? -INFINITY : 0.0f),
         Kp(static_cast<size_t>(r * D)), Vp(static_cast<size_t>(r * D));
-    load_head(in.q, b, h, Q);
-    load_head(in.k, b, h, K);
-    load_head(in.v, b, h, V);
-    load_matrix(in.e, h, E);
-    load_matrix(in.f, h, F);
-    if (fm != FeatureMap::Elu) load_matrix(in.w, h, W);
     std::vector<float> S(static_cast<size_t>(m * D), 0.0f), z(static_cast<size_t>(m), 0.0f), Sc, zc,
         phi(static_cast<size_t>(m)), w(static_cast<size_t>(m));
     std::vector<float> sc(static_cast<size_t>(C)), row(static_cast<size_t>(D)), kv(static_cast<size_t>(D));
@@ -108,23 +105,6 @@ void flurka_causal_cpu(FlurkaMethod method, const FlurkaInputs& in, const Tensor
 
 // ---- Decoding ----
 
-namespace {
-void phi_double(FeatureMap fm, const double* x, int64_t D, const double* W, int64_t m, double* phi) {
-  if (fm == FeatureMap::Elu) {
-    for (int64_t d = 0; d < D; ++d) phi[d] = elu1(x[d]);
-    return;
-  }
-  const double s = std::pow(double(D), -0.25);
-  double nrm = 0;
-  for (int64_t d = 0; d < D; ++d) nrm += s * x[d] * s * x[d];
-  for (int64_t l = 0; l < m; ++l) {
-    double dot = 0;
-    for (int64_t d = 0; d < D; ++d) dot += s * x[d] * W[d * m + l];
-    phi[l] = (fm == FeatureMap::Favor ? std::exp(dot - nrm / 2) : std::max(dot, 0.0)) / std::sqrt(double(m));
-  }
-}
-}  // namespace
-
 FlurkaDecodeState flurka_decode_init(FlurkaMethod method, int64_t B, int64_t H, int64_t D, int64_t C,
                                      const MatrixView& e, const MatrixView& f, const MatrixView& w) {
   require(B >= 1 && H >= 1 && D >= 1, "decode: B, H and D must be positive");
@@ -188,7 +168,7 @@ void flurka_decode_step(FlurkaDecodeState& st, const TensorView& q, const Tensor
       }
       double den = 0;
       if (st.pos >= C) {  // O(m D): phi(q) against the state of the finished chunks
-        phi_double(fm, qd.data(), D, W, m, phi.data());
+        phi_row(fm, qd.data(), D, W, m, phi.data());
         for (int64_t l = 0; l < m; ++l) {
           den += phi[l] * z[l];
           for (int64_t d = 0; d < D; ++d) row[d] += phi[l] * S[l * D + d];
@@ -214,7 +194,7 @@ void flurka_decode_step(FlurkaDecodeState& st, const TensorView& q, const Tensor
               kp[d] += E[i * C + j] * ck[j * D + d];
               vp[d] += F[i * C + j] * cv[j * D + d];
             }
-          phi_double(fm, kp.data(), D, W, m, ph.data());
+          phi_row(fm, kp.data(), D, W, m, ph.data());
           for (int64_t l = 0; l < m; ++l) {
             z[l] += ph[l];
             for (int64_t d = 0; d < D; ++d) S[l * D + d] += ph[l] * vp[d];

@@ -1,5 +1,6 @@
 // Internal helpers shared by the CPU paths: converting views to float/double buffers per head.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -43,6 +44,39 @@ void load_matrix(const MatrixView& x, int64_t h, std::vector<T>& dst) {
 template <class T>
 inline T elu1(T x) {
   return x > 0 ? x + T(1) : std::exp(x);
+}
+
+// The inputs of head (b, h) as dense buffers: Q, K, V always; E, F where the method projects; W where its
+// feature map has random features.
+template <class T>
+struct HeadInputs {
+  std::vector<T> Q, K, V, E, F, W;
+};
+template <class T>
+void load_head_inputs(FlurkaMethod method, const FlurkaInputs& in, int64_t b, int64_t h, HeadInputs<T>& x) {
+  load_head(in.q, b, h, x.Q);
+  load_head(in.k, b, h, x.K);
+  load_head(in.v, b, h, x.V);
+  if (uses_projection(method)) load_matrix(in.e, h, x.E), load_matrix(in.f, h, x.F);
+  if (uses_random_features(method)) load_matrix(in.w, h, x.W);
+}
+
+// phi of one row x (D values) into phi (m values) as the normative formulas say (favor, relu: W is D x m with
+// s = D^(-1/4); elu: m = D), evaluated literally in T (the float64 oracles use T = double).
+template <class T>
+void phi_row(FeatureMap fm, const T* x, int64_t D, const T* W, int64_t m, T* phi) {
+  if (fm == FeatureMap::Elu) {
+    for (int64_t d = 0; d < D; ++d) phi[d] = elu1(x[d]);
+    return;
+  }
+  const T s = std::pow(T(D), T(-0.25));
+  T nrm = 0;
+  for (int64_t d = 0; d < D; ++d) nrm += s * x[d] * s * x[d];
+  for (int64_t l = 0; l < m; ++l) {
+    T dot = 0;
+    for (int64_t d = 0; d < D; ++d) dot += s * x[d] * W[d * m + l];
+    phi[l] = (fm == FeatureMap::Favor ? std::exp(dot - nrm / 2) : std::max(dot, T(0))) / std::sqrt(T(m));
+  }
 }
 
 }  // namespace splat::flurka_detail

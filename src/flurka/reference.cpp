@@ -15,23 +15,7 @@ namespace {
 void feature_map(FeatureMap fm, const std::vector<double>& x, int64_t n, int64_t D, const std::vector<double>& W,
                  int64_t m, std::vector<double>& phi) {
   phi.assign(static_cast<size_t>(n * m), 0.0);
-  const double s = std::pow(double(D), -0.25);
-  for (int64_t i = 0; i < n; ++i) {
-    const double* xi = &x[i * D];
-    double* p = &phi[i * m];
-    if (fm == FeatureMap::Elu) {
-      for (int64_t d = 0; d < D; ++d) p[d] = elu1(xi[d]);
-      continue;
-    }
-    double nrm = 0;
-    for (int64_t d = 0; d < D; ++d) nrm += s * xi[d] * s * xi[d];
-    for (int64_t l = 0; l < m; ++l) {
-      double dot = 0;
-      for (int64_t d = 0; d < D; ++d) dot += s * xi[d] * W[d * m + l];
-      p[l] = fm == FeatureMap::Favor ? std::exp(dot - nrm / 2) / std::sqrt(double(m))
-                                     : std::max(dot, 0.0) / std::sqrt(double(m));
-    }
-  }
+  for (int64_t i = 0; i < n; ++i) phi_row(fm, &x[i * D], D, W.data(), m, &phi[i * m]);
 }
 
 // rows x N matrix times N x D -> rows x D.
@@ -66,15 +50,13 @@ void flurka_reference(FlurkaMethod method, const FlurkaInputs& in, const TensorV
 #pragma omp parallel for collapse(2) schedule(dynamic)
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t h = 0; h < s.H; ++h) {
-      std::vector<double> Q, K, V, E, F, W, Kp, Vp, phiK, phiQ, row(static_cast<size_t>(D));
-      load_head(in.q, b, h, Q);
-      load_head(in.k, b, h, K);
-      load_head(in.v, b, h, V);
+      HeadInputs<double> x;
+      load_head_inputs(method, in, b, h, x);
+      const auto& [Q, K, V, E, F, W] = x;
+      std::vector<double> Kp, Vp, phiK, phiQ, row(static_cast<size_t>(D));
       const double *X = K.data(), *Y = V.data();
       int64_t L = s.N;
       if (uses_projection(method)) {
-        load_matrix(in.e, h, E);
-        load_matrix(in.f, h, F);
         project(E, s.k, s.N, K.data(), D, Kp);
         project(F, s.k, s.N, V.data(), D, Vp);
         X = Kp.data(), Y = Vp.data(), L = s.k;
@@ -100,7 +82,6 @@ void flurka_reference(FlurkaMethod method, const FlurkaInputs& in, const TensorV
         }
         continue;
       }
-      if (fm != FeatureMap::Elu) load_matrix(in.w, h, W);
       std::vector<double> Xv(X, X + L * D);
       feature_map(fm, Xv, L, D, W, m, phiK);
       feature_map(fm, Q, s.Nq, D, W, m, phiQ);
@@ -129,13 +110,10 @@ void flurka_causal_reference(FlurkaMethod method, const FlurkaInputs& in, const 
 #pragma omp parallel for collapse(2) schedule(dynamic)
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t h = 0; h < s.H; ++h) {
-      std::vector<double> Q, K, V, E, F, W, Kp, Vp, phiK, phiQ, row(static_cast<size_t>(D));
-      load_head(in.q, b, h, Q);
-      load_head(in.k, b, h, K);
-      load_head(in.v, b, h, V);
-      load_matrix(in.e, h, E);
-      load_matrix(in.f, h, F);
-      if (fm != FeatureMap::Elu) load_matrix(in.w, h, W);
+      HeadInputs<double> x;
+      load_head_inputs(method, in, b, h, x);
+      const auto& [Q, K, V, E, F, W] = x;
+      std::vector<double> Kp, Vp, phiK, phiQ, row(static_cast<size_t>(D));
       feature_map(fm, Q, N, D, W, m, phiQ);
       std::vector<double> S(static_cast<size_t>(m * D), 0.0), z(static_cast<size_t>(m), 0.0);
       for (int64_t c0 = 0; c0 < N; c0 += C) {

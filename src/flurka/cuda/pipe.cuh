@@ -91,6 +91,22 @@ __device__ __forceinline__ void mma16816<__half>(float* c, const uint32_t* a, ui
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// out (NT n8 tiles of scores) += A B^T: A one 16-row register fragment per k16 of D, B a bf16 [NT * 8][D] tile in
+// shared memory (row pitch ld), read with ldmatrix.
+template <int D, int NT>
+__device__ __forceinline__ void mma_a_bt(float (&out)[NT][4], const uint32_t (&a)[D / 16][4], const __nv_bfloat16* b,
+                                         int ld, int lane) {
+#pragma unroll
+  for (int kc = 0; kc < D / 16; ++kc)
+#pragma unroll
+    for (int np = 0; np < NT / 2; ++np) {
+      uint32_t bq[4];
+      ldsm_x4(bq, frag_b_nk(b, ld, np * 16, kc * 16, lane));
+      mma16816<__nv_bfloat16>(out[2 * np], a[kc], bq[0], bq[1]);
+      mma16816<__nv_bfloat16>(out[2 * np + 1], a[kc], bq[2], bq[3]);
+    }
+}
+
 // One k16 slice kc of P (fp32 in the mma C layout: n8 tiles 2 kc, 2 kc + 1) times the bf16 [k][D] tile u (row
 // pitch ld): acc += P U, and rowsum += P 1 (an all-ones B operand sums p per row on the tensor cores).
 template <int D, int NT>

@@ -89,15 +89,7 @@ __global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
   auto chunk = [&](const bf16* ks, const bf16* us, const float* slc, int lim, auto full) {
     constexpr bool FULL = decltype(full)::value;
     float sc[BL / 8][4] = {};
-#pragma unroll
-    for (int kc = 0; kc < D / 16; ++kc)
-#pragma unroll
-      for (int np = 0; np < BL / 16; ++np) {
-        uint32_t bq[4];
-        ldsm_x4(bq, frag_b_nk(ks, PK, np * 16, kc * 16, lane));
-        mma16816<bf16>(sc[2 * np], qf[kc], bq[0], bq[1]);
-        mma16816<bf16>(sc[2 * np + 1], qf[kc], bq[2], bq[3]);
-      }
+    mma_a_bt<D>(sc, qf, ks, PK, lane);  // scores of this chunk's slots
     if (softmax) {
       float ma = mxa, mb = mxb;
 #pragma unroll

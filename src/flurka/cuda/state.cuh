@@ -88,16 +88,8 @@ __global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
       xn[tid] = n2 * s * s / 2;
     }
     float lg[BN / 8][4] = {};
-#pragma unroll
-    for (int kc = 0; kc < D / 16; ++kc)
-#pragma unroll
-      for (int np = 0; np < BN / 16; ++np) {
-        uint32_t bq[4];
-        ldsm_x4(bq, frag_b_nk(xs, PK, np * 16, kc * 16, lane));
-        mma16816<bf16>(lg[2 * np], wf[kc], bq[0], bq[1]);
-        mma16816<bf16>(lg[2 * np + 1], wf[kc], bq[2], bq[3]);
-      }
-    __syncthreads();  // xn ready
+    mma_a_bt<D>(lg, wf, xs, PK, lane);  // feature logits of this stage's rows
+    __syncthreads();                    // xn ready
 #pragma unroll
     for (int nt = 0; nt < BN / 8; ++nt)
 #pragma unroll
