@@ -93,10 +93,11 @@ void run_plan(PlanHandle& plan, const TensorView& q, const TensorView& k, const 
   require(q.dtype == plan.dtype, std::string("the plan was compiled for ") + dtype_name(plan.dtype) +
                                      " but the tensors are " + dtype_name(q.dtype));
   const std::shared_ptr<CudaPlan> cp = cuda_plan_for(plan, q.device);
-  if (workspace) {  // a caller's raw pointer: its declared size must be enough
+  if (workspace) {  // a caller's raw pointer: its declared size must be enough; single-pass plans need none
     const size_t need = cuda_workspace_bytes(*cp, q.B(), q.H());
     require(workspace_size >= need, "workspace of " + std::to_string(workspace_size) +
                                         " bytes is too small: the plan needs " + std::to_string(need));
+    if (need == 0) workspace = nullptr;
   }
   attention_cuda(*cp, q, k, v, out, opt, stream, workspace);
 #else
