@@ -71,6 +71,12 @@ Acsr analyse_mask(const uint8_t* mask, int64_t n);
 // affine relations between rows (shift by one: slope 1; identical: slope 0). O(nnz).
 Acsr analyse_columns(int64_t n, const std::vector<int64_t>& row_ptr, const std::vector<int32_t>& cols);
 
+// The transpose: row j of transpose(a) holds the queries i with (i, j) in a. Exact and derived from the affine
+// description in O(rows + segments) (a window is its own transpose, causal_window becomes an anti-causal window,
+// global rows become global columns, sink columns global rows, ...); the block and column remainders transpose in
+// O(blocks) and O(nnz). transpose(transpose(a)) has a's mask.
+Acsr transpose(const Acsr& a);
+
 std::vector<Region> regions(const Acsr& a);
 
 int64_t nnz(const Acsr& a);

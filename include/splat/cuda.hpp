@@ -22,6 +22,7 @@ struct CudaPlanOptions {
   int32_t head_dim = 64;
   int device = 0;
   std::string arch;  // "" = the device's own (e.g. "sm_90")
+  bool backward = false;  // also prepare the backward kernels and the transposed plan (for training)
 };
 
 class CudaPlan;  // opaque; defined in src/backends/cuda
@@ -30,9 +31,15 @@ std::shared_ptr<CudaPlan> plan_cuda(const Acsr& acsr, const CudaPlanOptions& opt
 // workspace: device memory of at least cuda_workspace_bytes(plan, B, H) bytes, 4-byte aligned, owned by the
 // caller for the duration of the launch (e.g. from the framework's stream-ordered allocator); nullptr uses the
 // plan's own buffer (see cuda_workspace_reserve), which two streams must not use at the same time.
+// lse: optional device float32 [B, H, N] (see attention.hpp), written for backward.
 void attention_cuda(const CudaPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
                     const TensorView& out, const AttentionOptions& opt = {}, void* stream = nullptr,
-                    void* workspace = nullptr);
+                    void* workspace = nullptr, float* lse = nullptr);
+// Backward on device tensors (a plan made with CudaPlanOptions::backward). Deterministic (no atomics).
+// workspace: at least cuda_backward_workspace_bytes(plan, B, H) bytes (Delta and fp32 accumulators), caller-owned.
+size_t cuda_backward_workspace_bytes(const CudaPlan& plan, int64_t batch, int64_t heads);
+void attention_backward_cuda(const CudaPlan& plan, const BackwardTensors& t, const AttentionOptions& opt = {},
+                             void* stream = nullptr, void* workspace = nullptr);
 // Host convenience for the CLI and tests: copies host tensors to the device, runs `repeats` times after
 // `warmup` runs, copies the output back. Returns the median kernel time in milliseconds (CUDA events).
 double attention_cuda_host(const CudaPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,

@@ -7,6 +7,7 @@
 // continues the online softmax from the state pass 0 left (out, log-sum-exp): exact merge.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -67,11 +68,16 @@ struct Plan {
   std::vector<uint64_t> gather_mask;  // bitset
   int64_t useful = 0;                 // nnz
   int64_t computed = 0;               // sum over spans of rows x keys
+  // The plan of transpose(acsr) with the same options (key tiles as rows, the queries that attend them as spans):
+  // what backward's dK/dV direction runs. Set by add_transpose; null until then.
+  std::shared_ptr<const Plan> transposed;
   double waste() const { return useful ? double(computed) / double(useful) : 1.0; }
   int64_t tile_count() const;
 };
 
 Plan make_plan(Acsr acsr, const PlanOptions& options = {});
+// Sets plan.transposed (once; a no-op when already set). Backward needs it.
+void add_transpose(Plan& plan);
 
 // True if (local row r of task, key at index c of span) is attended, per the span's rules.
 bool span_entry_attended(const Plan& plan, const TileTask& task, const KeySpan& span, int32_t r, int64_t c);

@@ -7,10 +7,11 @@
 
 namespace splat {
 
-enum class DType : uint8_t { F32, F16, BF16 };
+// F64: CPU only (computed in float64: the oracle's precision, for gradcheck and NumPy's default dtype).
+enum class DType : uint8_t { F32, F16, BF16, F64 };
 const char* dtype_name(DType t);
 size_t dtype_size(DType t);
-DType parse_dtype(const std::string& s);  // "f32"|"f16"|"bf16" (also float32, float16, bfloat16)
+DType parse_dtype(const std::string& s);  // "f32"|"f16"|"bf16"|"f64" (also float32, float16, bfloat16, float64)
 
 struct TensorView {
   void* data = nullptr;
@@ -41,5 +42,7 @@ float bf16_to_float(uint16_t h);
 uint16_t float_to_bf16(float f);
 float load_element(const void* data, DType t, size_t index);
 void store_element(void* data, DType t, size_t index, float value);
+double load_element_f64(const void* data, DType t, size_t index);
+void store_element_f64(void* data, DType t, size_t index, double value);
 
 }  // namespace splat

@@ -13,17 +13,19 @@ const char* dtype_name(DType t) {
     case DType::F32: return "f32";
     case DType::F16: return "f16";
     case DType::BF16: return "bf16";
+    case DType::F64: return "f64";
   }
   return "?";
 }
 
-size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+size_t dtype_size(DType t) { return t == DType::F64 ? 8 : t == DType::F32 ? 4 : 2; }
 
 DType parse_dtype(const std::string& s) {
   if (s == "f32" || s == "float32" || s == "fp32") return DType::F32;
   if (s == "f16" || s == "float16" || s == "fp16" || s == "half") return DType::F16;
   if (s == "bf16" || s == "bfloat16") return DType::BF16;
-  fail(ErrorCode::InvalidArgument, "unknown dtype '" + s + "' (expected f32, f16 or bf16)");
+  if (s == "f64" || s == "float64" || s == "fp64" || s == "double") return DType::F64;
+  fail(ErrorCode::InvalidArgument, "unknown dtype '" + s + "' (expected f32, f16, bf16 or f64)");
 }
 
 TensorView contiguous_view(void* data, DType dtype, int64_t B, int64_t H, int64_t N, int64_t D, int device) {
@@ -138,6 +140,7 @@ float load_element(const void* data, DType t, size_t index) {
     case DType::F32: return static_cast<const float*>(data)[index];
     case DType::F16: return half_to_float(static_cast<const uint16_t*>(data)[index]);
     case DType::BF16: return bf16_to_float(static_cast<const uint16_t*>(data)[index]);
+    case DType::F64: return float(static_cast<const double*>(data)[index]);
   }
   return 0.0f;
 }
@@ -147,7 +150,19 @@ void store_element(void* data, DType t, size_t index, float value) {
     case DType::F32: static_cast<float*>(data)[index] = value; break;
     case DType::F16: static_cast<uint16_t*>(data)[index] = float_to_half(value); break;
     case DType::BF16: static_cast<uint16_t*>(data)[index] = float_to_bf16(value); break;
+    case DType::F64: static_cast<double*>(data)[index] = double(value); break;
   }
+}
+
+double load_element_f64(const void* data, DType t, size_t index) {
+  return t == DType::F64 ? static_cast<const double*>(data)[index] : double(load_element(data, t, index));
+}
+
+void store_element_f64(void* data, DType t, size_t index, double value) {
+  if (t == DType::F64)
+    static_cast<double*>(data)[index] = value;
+  else
+    store_element(data, t, index, float(value));
 }
 
 }  // namespace splat

@@ -101,9 +101,11 @@ void check_plan(const Plan& plan, int64_t n) {
 }  // namespace
 
 void attention_cpu(const Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
-                   const TensorView& out, const AttentionOptions& opt) {
+                   const TensorView& out, const AttentionOptions& opt, float* lse) {
   require_x86_64_v3("attention_cpu");  // before any AVX2 code path runs
   check_attention_args(q, k, v, out);
+  require(q.dtype != DType::F64, "attention_cpu: dtype f64 is not implemented yet");
+  if (lse || opt.key_lengths) fail(ErrorCode::Unsupported, "attention_cpu: lse and key_lengths are not implemented yet");
   require(q.device < 0, "attention_cpu needs host tensors (device = -1)");
   require(opt.threads >= 0, "threads must be >= 0");
   require(std::isfinite(opt.scale), "scale must be finite");

@@ -29,8 +29,10 @@ void load_head(const TensorView& t, int64_t b, int64_t h, std::vector<double>& d
 }  // namespace
 
 void attention_reference(const uint8_t* mask, const TensorView& q, const TensorView& k, const TensorView& v,
-                         const TensorView& out, const AttentionOptions& opt) {
+                         const TensorView& out, const AttentionOptions& opt, float* lse) {
   check_attention_args(q, k, v, out);
+  if (q.dtype == DType::F64) fail(ErrorCode::Unsupported, "attention_reference: float64 is not implemented yet");
+  if (lse || opt.key_lengths) fail(ErrorCode::Unsupported, "attention_reference: lse and key_lengths are not implemented yet");
   require(q.device < 0, "attention_reference runs on host tensors only");
   require(mask != nullptr, "attention_reference: null mask");
   require(opt.threads >= 0, "threads must be >= 0");

@@ -142,8 +142,9 @@ void check_device_view(const TensorView& t, const char* name, int device, bool o
 }  // namespace
 
 void attention_cuda(const CudaPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
-                    const TensorView& out, const AttentionOptions& opt, void* stream, void* workspace) {
+                    const TensorView& out, const AttentionOptions& opt, void* stream, void* workspace, float* lse_out) {
   check_attention_args(q, k, v, out);
+  if (lse_out || opt.key_lengths) fail(ErrorCode::Unsupported, "attention_cuda: lse and key_lengths are not implemented yet");
   const int dev = plan.options.device;
   check_device_view(q, "q", dev, false);
   check_device_view(k, "k", dev, false);
