@@ -310,4 +310,9 @@ bool span_entry_attended(const Plan& plan, const TileTask& task, const KeySpan& 
   return false;
 }
 
+void add_transpose(Plan& plan) {
+  if (plan.transposed) return;  // a plan's ACSR never changes after make_plan: one transpose is enough
+  plan.transposed = std::make_shared<const Plan>(make_plan(transpose(plan.acsr), plan.options));
+}
+
 }  // namespace splat

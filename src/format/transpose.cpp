@@ -1,0 +1,169 @@
+// The exact transpose of ACSR, derived from the affine description (what backward's dK/dV direction tiles):
+//   - a slope-1 segment (keys j = i + offset + stride*t) is a slope-1 segment of the transpose
+//     (queries i = j - offset - stride*t): t -> 1 - t flips the t range, the row range and the key clamp swap;
+//   - slope-0 segments (the same key set on a row range) become rectangles rows x keys; a stride-s key set is
+//     one row per key. The rectangles are re-cut into maximal row slabs with their touching key ranges merged,
+//     so a block band stays one rectangle per block row and sink columns become global rows;
+//   - the block remainder swaps block rows and block columns (O(blocks)), the column remainder is CSR -> CSC
+//     (O(nnz)).
+// Entries map one to one, so the parts stay pairwise disjoint and the block remainder's "not in any segment"
+// rule keeps its meaning.
+#include <algorithm>
+#include <map>
+#include <queue>
+
+#include "common/int_math.hpp"
+#include "format/segment_algebra.hpp"
+#include "splat/acsr.hpp"
+#include "splat/error.hpp"
+
+namespace splat {
+namespace {
+
+struct Rect {
+  int64_t r0, r1, k0, k1;  // rows [r0, r1) x keys [k0, k1)
+};
+
+Segment rect_segment(int64_t n, int64_t r0, int64_t r1, int64_t k0, int64_t k1) {
+  Segment s;  // the convention of the spec analysis: keys offset + t, t in [k0, k1), clamp [0, n)
+  s.row_begin = r0, s.row_end = r1, s.slope = 0, s.offset = 0, s.stride = 1;
+  s.t_begin = k0, s.t_end = k1, s.key_begin = 0, s.key_end = n;
+  return s;
+}
+
+// Slope 1: (i, j) with j - i = offset + stride*t, so i - j = -offset + stride*(-t): t -> 1 - t flips the t range
+// and the row range and the key clamp swap. Nothing is tightened: transposing twice gives the segment back, and
+// both halves of a split band (strided's residue class) keep equal row ranges, so the plan still merges them.
+Segment transpose_band(const Segment& s) {
+  Segment t;
+  t.slope = 1, t.offset = -s.offset, t.stride = s.stride;
+  t.t_begin = 1 - s.t_end, t.t_end = 1 - s.t_begin;
+  t.row_begin = s.key_begin, t.row_end = s.key_end;
+  t.key_begin = s.row_begin, t.key_end = s.row_end;
+  return t;
+}
+
+// Slope 0: rows [row_begin, row_end) see keys offset + stride*t; each key becomes a row of the transpose.
+void column_rects(const Segment& s, std::vector<Rect>& out) {
+  const int64_t t0 = std::max(s.t_begin, ceil_div(s.key_begin - s.offset, s.stride));
+  const int64_t t1 = std::min(s.t_end, floor_div(s.key_end - 1 - s.offset, s.stride) + 1);
+  if (t0 >= t1 || s.row_begin >= s.row_end) return;
+  if (s.stride == 1) {
+    out.push_back({s.offset + t0, s.offset + t1, s.row_begin, s.row_end});
+    return;
+  }
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t j = s.offset + s.stride * t;
+    out.push_back({j, j + 1, s.row_begin, s.row_end});
+  }
+}
+
+using Intervals = std::vector<std::pair<int64_t, int64_t>>;
+
+void emit_slab(int64_t n, int64_t r0, int64_t r1, const Intervals& keys, std::vector<Segment>& out) {
+  for (const auto& [k0, k1] : keys) out.push_back(rect_segment(n, r0, r1, k0, k1));
+}
+
+// Disjoint rectangles -> slope-0 segments over maximal row slabs: rows are cut where a rectangle starts or ends,
+// touching key ranges of a slab merge, and consecutive slabs with the same key ranges merge.
+// O(R log R + sum over slabs of the rectangles active there).
+void emit_rects(int64_t n, std::vector<Rect> rects, std::vector<Segment>& out) {
+  if (rects.empty()) return;
+  std::vector<int64_t> cuts;
+  cuts.reserve(rects.size() * 2);
+  for (const Rect& r : rects) cuts.push_back(r.r0), cuts.push_back(r.r1);
+  std::sort(cuts.begin(), cuts.end());
+  cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+  std::sort(rects.begin(), rects.end(), [](const Rect& x, const Rect& y) { return x.r0 < y.r0; });
+  std::map<int64_t, int64_t> active;         // key begin -> key end; disjoint within a slab
+  using Exit = std::pair<int64_t, int64_t>;  // (row end, key begin)
+  std::priority_queue<Exit, std::vector<Exit>, std::greater<Exit>> exits;
+  Intervals cur, prev;
+  int64_t prev_r0 = 0, prev_r1 = 0;
+  size_t next = 0;
+  for (size_t c = 0; c + 1 < cuts.size(); ++c) {
+    const int64_t r0 = cuts[c], r1 = cuts[c + 1];
+    while (!exits.empty() && exits.top().first <= r0) active.erase(exits.top().second), exits.pop();
+    for (; next < rects.size() && rects[next].r0 <= r0; ++next) {
+      if (!active.emplace(rects[next].k0, rects[next].k1).second)
+        fail(ErrorCode::Internal, "transpose: ACSR segments overlap");
+      exits.push({rects[next].r1, rects[next].k0});
+    }
+    cur.clear();
+    for (const auto& [k0, k1] : active) {
+      if (!cur.empty() && cur.back().second > k0) fail(ErrorCode::Internal, "transpose: ACSR segments overlap");
+      if (!cur.empty() && cur.back().second == k0)
+        cur.back().second = k1;
+      else
+        cur.push_back({k0, k1});
+    }
+    if (!prev.empty() && prev_r1 == r0 && cur == prev) {
+      prev_r1 = r1;
+      continue;
+    }
+    emit_slab(n, prev_r0, prev_r1, prev, out);
+    prev.swap(cur);
+    prev_r0 = r0, prev_r1 = r1;
+  }
+  emit_slab(n, prev_r0, prev_r1, prev, out);
+}
+
+BlockRemainder transpose_blocks(const BlockRemainder& b, int64_t n) {
+  if (b.empty()) return {};
+  BlockRemainder t;
+  t.block_rows = b.block_cols, t.block_cols = b.block_rows;
+  const int64_t rows = ceil_div(n, t.block_rows), qbs = int64_t(b.row_ptr.size()) - 1;
+  t.row_ptr.assign(size_t(rows + 1), 0);
+  for (int32_t kb : b.col_block) {
+    require(kb >= 0 && kb < rows, "transpose: block column out of range");
+    ++t.row_ptr[size_t(kb + 1)];
+  }
+  for (int64_t k = 0; k < rows; ++k) t.row_ptr[size_t(k + 1)] += t.row_ptr[size_t(k)];
+  t.col_block.resize(b.col_block.size());
+  std::vector<int64_t> fill(t.row_ptr.begin(), t.row_ptr.end() - 1);
+  for (int64_t qb = 0; qb < qbs; ++qb)  // ascending block rows: each transposed list comes out sorted
+    for (int64_t e = b.row_ptr[size_t(qb)]; e < b.row_ptr[size_t(qb + 1)]; ++e)
+      t.col_block[size_t(fill[size_t(b.col_block[size_t(e)])]++)] = int32_t(qb);
+  return t;
+}
+
+ColumnRemainder transpose_columns(const ColumnRemainder& c, int64_t n) {
+  if (c.empty()) return {};
+  ColumnRemainder t;
+  t.row_ptr.assign(size_t(n + 1), 0);
+  for (int32_t j : c.cols) {
+    require(j >= 0 && j < n, "transpose: column out of range");
+    ++t.row_ptr[size_t(j + 1)];
+  }
+  for (int64_t j = 0; j < n; ++j) t.row_ptr[size_t(j + 1)] += t.row_ptr[size_t(j)];
+  t.cols.resize(c.cols.size());
+  std::vector<int64_t> fill(t.row_ptr.begin(), t.row_ptr.end() - 1);
+  for (int64_t i = 0; i < n; ++i)  // ascending rows: each transposed row comes out sorted
+    for (int64_t e = c.row_ptr[size_t(i)]; e < c.row_ptr[size_t(i + 1)]; ++e)
+      t.cols[size_t(fill[size_t(c.cols[size_t(e)])]++)] = int32_t(i);
+  return t;
+}
+
+}  // namespace
+
+Acsr transpose(const Acsr& a) {
+  Acsr t;
+  t.n = a.n;
+  std::vector<Rect> rects;
+  for (const Segment& s : a.segments) {
+    if (segment_empty(s)) continue;
+    if (s.slope == 1) {
+      t.segments.push_back(transpose_band(s));
+    } else if (s.slope == 0) {
+      column_rects(s, rects);
+    } else {
+      fail(ErrorCode::Internal, "transpose: segment slope must be 0 or 1");
+    }
+  }
+  emit_rects(a.n, std::move(rects), t.segments);
+  t.blocks = transpose_blocks(a.blocks, a.n);
+  t.columns = transpose_columns(a.columns, a.n);
+  return t;
+}
+
+}  // namespace splat
