@@ -1,9 +1,11 @@
 // The exact transpose of ACSR, derived from the affine description (what backward's dK/dV direction tiles):
 //   - a slope-1 segment (keys j = i + offset + stride*t) is a slope-1 segment of the transpose
 //     (queries i = j - offset - stride*t): t -> 1 - t flips the t range, the row range and the key clamp swap;
-//   - slope-0 segments (the same key set on a row range) become rectangles rows x keys; a stride-s key set is
-//     one row per key. The rectangles are re-cut into maximal row slabs with their touching key ranges merged,
-//     so a block band stays one rectangle per block row and sink columns become global rows;
+//   - slope-0 segments (the same key set on a row range) become rectangles rows x keys; a stride-s key set gives
+//     one row per key (a sweep per residue class merges the row ranges of all segments holding that key). The
+//     rectangles are re-cut into row slabs with touching key ranges merged and key ranges that continue across
+//     slabs kept as one segment, so a block band stays one rectangle per block row, sink columns become global
+//     rows and fixed's column families become rows that see every block but their own;
 //   - the block remainder swaps block rows and block columns (O(blocks)), the column remainder is CSR -> CSC
 //     (O(nnz)).
 // Entries map one to one, so the parts stay pairwise disjoint and the block remainder's "not in any segment"
@@ -43,30 +45,81 @@ Segment transpose_band(const Segment& s) {
   return t;
 }
 
-// Slope 0: rows [row_begin, row_end) see keys offset + stride*t; each key becomes a row of the transpose.
-void column_rects(const Segment& s, std::vector<Rect>& out) {
-  const int64_t t0 = std::max(s.t_begin, ceil_div(s.key_begin - s.offset, s.stride));
-  const int64_t t1 = std::min(s.t_end, floor_div(s.key_end - 1 - s.offset, s.stride) + 1);
-  if (t0 >= t1 || s.row_begin >= s.row_end) return;
-  if (s.stride == 1) {
-    out.push_back({s.offset + t0, s.offset + t1, s.row_begin, s.row_end});
-    return;
+// Slope 0 with stride 1: rows [row_begin, row_end) x one key interval, which simply swaps.
+void interval_rect(const Segment& s, std::vector<Rect>& out) {
+  const int64_t k0 = std::max(s.key_begin, s.offset + s.t_begin), k1 = std::min(s.key_end, s.offset + s.t_end);
+  if (k0 < k1) out.push_back({k0, k1, s.row_begin, s.row_end});
+}
+
+// Slope 0 with stride > 1: rows [r0, r1) see keys residue + stride*u, u in [u0, u1). Its keys become rows of the
+// transpose that no other key of the class is adjacent to, so each needs its own rectangles.
+struct ColumnRun {
+  int64_t u0, u1, r0, r1;
+};
+
+// Disjoint row intervals, touching ones merged; each inserted interval can be removed again.
+struct MergedIntervals {
+  std::map<int64_t, int64_t> m;  // begin -> end
+  void insert(int64_t a, int64_t b) {
+    auto next = m.lower_bound(a);
+    const bool join_next = next != m.end() && next->first == b;
+    if (next != m.end() && next->first < b) fail(ErrorCode::Internal, "transpose: ACSR segments overlap");
+    if (next != m.begin()) {
+      auto prev = std::prev(next);
+      if (prev->second > a) fail(ErrorCode::Internal, "transpose: ACSR segments overlap");
+      if (prev->second == a) {
+        prev->second = join_next ? next->second : b;
+        if (join_next) m.erase(next);
+        return;
+      }
+    }
+    const int64_t end = join_next ? next->second : b;
+    if (join_next) m.erase(next);
+    m.emplace(a, end);
   }
-  for (int64_t t = t0; t < t1; ++t) {
-    const int64_t j = s.offset + s.stride * t;
-    out.push_back({j, j + 1, s.row_begin, s.row_end});
+  void remove(int64_t a, int64_t b) {
+    auto it = m.upper_bound(a);
+    if (it == m.begin() || std::prev(it)->second < b) fail(ErrorCode::Internal, "transpose: interval not present");
+    --it;
+    const int64_t lo = it->first, hi = it->second;
+    m.erase(it);
+    if (lo < a) m.emplace(lo, a);
+    if (b < hi) m.emplace(b, hi);
+  }
+};
+
+// One residue class (stride, residue): a sweep over u keeps the merged row intervals of the segments holding key
+// residue + stride*u, so the cost is O(segments log segments) plus the rectangles emitted, never segments x keys.
+void class_rects(int64_t stride, int64_t residue, std::vector<ColumnRun>& runs, std::vector<Rect>& out) {
+  struct Event {
+    int64_t u;
+    bool insert;  // removals first at the same u
+    int64_t r0, r1;
+  };
+  std::vector<Event> ev;
+  ev.reserve(runs.size() * 2);
+  for (const ColumnRun& c : runs) ev.push_back({c.u0, true, c.r0, c.r1}), ev.push_back({c.u1, false, c.r0, c.r1});
+  std::sort(ev.begin(), ev.end(), [](const Event& x, const Event& y) {
+    return x.u != y.u ? x.u < y.u : (x.insert != y.insert ? !x.insert : x.r0 < y.r0);
+  });
+  MergedIntervals rows;
+  for (size_t e = 0; e < ev.size();) {
+    const int64_t u = ev[e].u;
+    for (; e < ev.size() && ev[e].u == u; ++e)
+      ev[e].insert ? rows.insert(ev[e].r0, ev[e].r1) : rows.remove(ev[e].r0, ev[e].r1);
+    const int64_t u_next = e < ev.size() ? ev[e].u : u;
+    for (int64_t v = u; v < u_next; ++v) {
+      const int64_t j = residue + stride * v;
+      for (const auto& [r0, r1] : rows.m) out.push_back({j, j + 1, r0, r1});
+    }
   }
 }
 
 using Intervals = std::vector<std::pair<int64_t, int64_t>>;
 
-void emit_slab(int64_t n, int64_t r0, int64_t r1, const Intervals& keys, std::vector<Segment>& out) {
-  for (const auto& [k0, k1] : keys) out.push_back(rect_segment(n, r0, r1, k0, k1));
-}
-
-// Disjoint rectangles -> slope-0 segments over maximal row slabs: rows are cut where a rectangle starts or ends,
-// touching key ranges of a slab merge, and consecutive slabs with the same key ranges merge.
-// O(R log R + sum over slabs of the rectangles active there).
+// Disjoint rectangles -> slope-0 segments: rows are cut where a rectangle starts or ends, touching key ranges of a
+// slab merge (one span per tile instead of one per source rectangle), and a key range that continues into the next
+// slab extends its segment. O(R log R + sum over slabs of the rectangles active there).
 void emit_rects(int64_t n, std::vector<Rect> rects, std::vector<Segment>& out) {
   if (rects.empty()) return;
   std::vector<int64_t> cuts;
@@ -78,8 +131,14 @@ void emit_rects(int64_t n, std::vector<Rect> rects, std::vector<Segment>& out) {
   std::map<int64_t, int64_t> active;         // key begin -> key end; disjoint within a slab
   using Exit = std::pair<int64_t, int64_t>;  // (row end, key begin)
   std::priority_queue<Exit, std::vector<Exit>, std::greater<Exit>> exits;
-  Intervals cur, prev;
-  int64_t prev_r0 = 0, prev_r1 = 0;
+  std::map<std::pair<int64_t, int64_t>, int64_t> open, still_open;  // key range -> first row, running to last_r1
+  Intervals cur;
+  int64_t last_r1 = 0;
+  const size_t first = out.size();
+  auto close_all = [&](std::map<std::pair<int64_t, int64_t>, int64_t>& ranges) {
+    for (const auto& [k, r0] : ranges) out.push_back(rect_segment(n, r0, last_r1, k.first, k.second));
+    ranges.clear();
+  };
   size_t next = 0;
   for (size_t c = 0; c + 1 < cuts.size(); ++c) {
     const int64_t r0 = cuts[c], r1 = cuts[c + 1];
@@ -97,15 +156,20 @@ void emit_rects(int64_t n, std::vector<Rect> rects, std::vector<Segment>& out) {
       else
         cur.push_back({k0, k1});
     }
-    if (!prev.empty() && prev_r1 == r0 && cur == prev) {
-      prev_r1 = r1;
-      continue;
+    if (r0 != last_r1) close_all(open);
+    for (const auto& k : cur) {
+      auto f = open.find(k);
+      still_open.emplace(k, f != open.end() ? f->second : r0);
+      if (f != open.end()) open.erase(f);
     }
-    emit_slab(n, prev_r0, prev_r1, prev, out);
-    prev.swap(cur);
-    prev_r0 = r0, prev_r1 = r1;
+    close_all(open);  // ranges that stop at r0
+    open.swap(still_open);
+    last_r1 = r1;
   }
-  emit_slab(n, prev_r0, prev_r1, prev, out);
+  close_all(open);
+  std::sort(out.begin() + std::ptrdiff_t(first), out.end(), [](const Segment& x, const Segment& y) {
+    return x.row_begin != y.row_begin ? x.row_begin < y.row_begin : x.t_begin < y.t_begin;
+  });
 }
 
 BlockRemainder transpose_blocks(const BlockRemainder& b, int64_t n) {
@@ -150,16 +214,25 @@ Acsr transpose(const Acsr& a) {
   Acsr t;
   t.n = a.n;
   std::vector<Rect> rects;
+  std::map<std::pair<int64_t, int64_t>, std::vector<ColumnRun>> classes;  // (stride, residue) -> runs
   for (const Segment& s : a.segments) {
     if (segment_empty(s)) continue;
     if (s.slope == 1) {
       t.segments.push_back(transpose_band(s));
-    } else if (s.slope == 0) {
-      column_rects(s, rects);
-    } else {
+    } else if (s.slope != 0) {
       fail(ErrorCode::Internal, "transpose: segment slope must be 0 or 1");
+    } else if (s.stride == 1) {
+      interval_rect(s, rects);
+    } else {
+      const int64_t u0 = std::max(s.t_begin, ceil_div(s.key_begin - s.offset, s.stride));
+      const int64_t u1 = std::min(s.t_end, floor_div(s.key_end - 1 - s.offset, s.stride) + 1);
+      if (u0 >= u1) continue;
+      // key = offset + stride*t = residue + stride*(t + shift)
+      const int64_t residue = pos_mod(s.offset, s.stride), shift = floor_div(s.offset, s.stride);
+      classes[{s.stride, residue}].push_back({u0 + shift, u1 + shift, s.row_begin, s.row_end});
     }
   }
+  for (auto& [cls, runs] : classes) class_rects(cls.first, cls.second, runs, rects);
   emit_rects(a.n, std::move(rects), t.segments);
   t.blocks = transpose_blocks(a.blocks, a.n);
   t.columns = transpose_columns(a.columns, a.n);

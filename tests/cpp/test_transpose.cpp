@@ -289,7 +289,10 @@ TEST(Transpose, KeepsGeometry) {
   const Acsr bb = T("bigbird:b=64,w=1,g=2,r=3,seed=1");
   EXPECT_TRUE(bb.columns.empty());
   EXPECT_FALSE(bb.blocks.empty());
-  EXPECT_LE(bb.segments.size(), size_t(2 * n / 64 + 4));  // one or two rectangles per block row
+  EXPECT_LE(bb.segments.size(), size_t(n / 64 + 2));  // one rectangle per block row, the global rows, the columns
+  const Acsr fx = T("fixed:l=64,c=4");  // column families -> rows that see every key (with their own block)
+  EXPECT_EQ(fx.segments.size(), size_t(2 * n / 64));
+  EXPECT_EQ(segment_row(fx.segments.at(1), 63).count, n);
   for (const char* spec : {"window:w=256", "dilated:w=64,d=4", "strided:s=64", "longformer:w=64,g=32"}) {
     const Acsr t = T(spec);
     EXPECT_TRUE(t.columns.empty() && t.blocks.empty()) << spec;
@@ -313,7 +316,7 @@ TEST(Transpose, KeepsGeometry) {
 TEST(Transpose, FastAtHugeN) {
   const int64_t n = int64_t(1) << 20;
   for (const char* spec : {"window:w=1024", "dilated:w=1024,d=4", "strided:s=1024", "longformer:w=1024,g=32",
-                           "bigbird:b=64,w=1,g=2,r=3,seed=1", "causal_window:w=2048+sink:g=4"}) {
+                           "bigbird:b=64,w=1,g=2,r=3,seed=1", "causal_window:w=2048+sink:g=4", "fixed:l=1024,c=8"}) {
     const Acsr a = analyse(parse_pattern(spec), n);
     const auto t0 = std::chrono::steady_clock::now();
     const Acsr t = transpose(a);
