@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/int_math.hpp"
 #include "flurka/common.hpp"
 #include "flurka/cpu_state.hpp"
 #include "splat/error.hpp"
@@ -49,16 +50,15 @@ void flurka_causal_cpu(FlurkaMethod method, const FlurkaInputs& in, const Tensor
           slot_weights(hs, q, D, w.data());
           float mx = -INFINITY, den = 0;
           if (fm == FeatureMap::Favor) {
-            for (float x : w) mx = std::max(mx, x);
+            for (float x : w) mx = nan_max(mx, x);
             for (auto& x : w) x = mx == -INFINITY ? 0.0f : std::exp(x - mx);
           }
           for (int64_t l = 0; l < m; ++l) {
-            if (w[l] == 0.0f) continue;
             den += w[l];
             const float* u = &hs.U[l * D];
             for (int64_t d = 0; d < D; ++d) kv[d] += w[l] * u[d];
           }
-          if (den > 0) {
+          if (den != 0) {  // NaN too: la = NaN carries it into the row
             for (auto& x : kv) x /= den;
             if (fm == FeatureMap::Favor) {
               float n2 = 0;
@@ -76,7 +76,7 @@ void flurka_causal_cpu(FlurkaMethod method, const FlurkaInputs& in, const Tensor
 #pragma omp simd reduction(+ : dot)
           for (int64_t d = 0; d < D; ++d) dot += q[d] * kj[d];
           sc[j - c0] = dot * sc_q;
-          M = std::max(M, sc[j - c0]);
+          M = nan_max(M, sc[j - c0]);
         }
         const float pa = la == -INFINITY ? 0.0f : std::exp(la - M);
         float den = pa;
@@ -117,6 +117,7 @@ FlurkaDecodeState flurka_decode_init(FlurkaMethod method, int64_t B, int64_t H, 
   in.k = in.v = in.q;
   in.e = e, in.f = f, in.w = w;
   const FlurkaShape s = check_flurka_args(method, in, in.q, C);
+  checked_bytes({B, H, std::max<int64_t>(s.m, C), D}, 8, "decode state [B, H, max(m, C), D]");
   FlurkaDecodeState st;
   st.method = method, st.B = B, st.H = H, st.D = D, st.m = s.m, st.r = s.k, st.C = C;
   st.S.assign(static_cast<size_t>(B * H * s.m * D), 0.0);

@@ -62,15 +62,18 @@ void add_state(FeatureMap fm, const float* phi, const float* y, int64_t m, int64
     float p = phi[l];
     float* Sl = S + l * D;
     if (fm == FeatureMap::Favor) {  // online per-feature max: S_l, z_l are held relative to e^{c_l}
-      if (p > c[l]) {
-        const float r = c[l] == -INFINITY ? 0.0f : std::exp(c[l] - p);
-        z[l] *= r;
-        for (int64_t d = 0; d < D; ++d) Sl[d] *= r;
-        c[l] = p;
+      if (p == -INFINITY) {
+        p = 0.0f;  // phi = 0 exactly (still added: 0 * inf or 0 * NaN in y is NaN, as in the formula)
+      } else {
+        if (p > c[l] || p != p) {  // a NaN becomes the offset: everything after it stays NaN
+          const float r = c[l] == -INFINITY ? 0.0f : std::exp(c[l] - p);
+          z[l] *= r;
+          for (int64_t d = 0; d < D; ++d) Sl[d] *= r;
+          c[l] = p;
+        }
+        p = std::exp(p - c[l]);
       }
-      p = std::exp(p - c[l]);
     }
-    if (p == 0.0f) continue;
     z[l] += p;
 #pragma omp simd
     for (int64_t d = 0; d < D; ++d) Sl[d] += p * y[d];
@@ -118,9 +121,11 @@ void finalize_kernel_state(HeadSlots& hs, std::vector<float>& S, std::vector<flo
   hs.bias.assign(static_cast<size_t>(hs.L), -INFINITY);
   hs.zw = z;
   for (int64_t l = 0; l < hs.L; ++l) {
-    if (z[l] > 0) {
+    if (z[l] != 0) {  // NaN too: U and the bias become NaN and reach every query
       for (int64_t d = 0; d < D; ++d) hs.U[l * D + d] = S[l * D + d] / z[l];
       if (hs.map == FeatureMap::Favor) hs.bias[l] = c[l] + std::log(z[l]);
+    } else {  // no key feeds slot l (weight 0); S_l is 0 unless a value was inf/NaN, which 0 * S_l keeps
+      for (int64_t d = 0; d < D; ++d) hs.U[l * D + d] = S[l * D + d];
     }
   }
 }
@@ -194,20 +199,19 @@ void flurka_cpu(FlurkaMethod method, const FlurkaInputs& in, const TensorView& o
       slot_weights(hs, q.data(), D, w.data());
       if (softmax_slots(fm)) {
         float mx = -INFINITY;
-        for (float x : w) mx = std::max(mx, x);
+        for (float x : w) mx = nan_max(mx, x);
         for (auto& x : w) x = mx == -INFINITY ? 0.0f : std::exp(x - mx);
       }
       float den = 0;
       std::fill(row.begin(), row.end(), 0.0f);
       for (int64_t l = 0; l < hs.L; ++l) {
         const float p = w[l];
-        if (p == 0.0f) continue;
         den += p;
         const float* u = hs.U.data() + l * D;
 #pragma omp simd
         for (int64_t d = 0; d < D; ++d) row[d] += p * u[d];
       }
-      for (auto& x : row) x = den > 0 ? x / den : 0.0f;
+      for (auto& x : row) x = den != 0 ? x / den : 0.0f;  // NaN den: NaN row
       store_row(out, b, h, i, row.data());
     }
   }

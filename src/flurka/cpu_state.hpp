@@ -17,6 +17,12 @@ struct HeadSlots {
   std::vector<float> zw;    // weighted slots: z_l
 };
 
+// max that propagates NaN (std::max drops a NaN in its second argument): a NaN score or state must reach
+// the output as IEEE arithmetic (and the float64 reference) would carry it, never turn into a zero weight.
+inline float nan_max(float a, float b) {
+  return (b > a || b != b) ? b : a;
+}
+
 void project_rows(const float* P, int64_t rows, int64_t n, const float* X, int64_t D, float* out);
 // phi of one key row without the 1/sqrt(m) (it cancels); favor gives log phi instead.
 void key_features(FeatureMap fm, const float* x, int64_t D, const float* W, int64_t m, float* phi);

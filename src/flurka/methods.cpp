@@ -1,6 +1,7 @@
 // Method names, argument checking and shared small helpers of the FLuRKA family.
 #include <string>
 
+#include "common/int_math.hpp"
 #include "flurka/common.hpp"
 #include "splat/error.hpp"
 #include "splat/flurka.hpp"
@@ -34,6 +35,12 @@ void check_tensor(const TensorView& t, const char* name) {
   for (int a = 0; a < 3; ++a) require(t.stride[a] >= 0, std::string(name) + ": negative strides are not supported");
   require(t.data != nullptr, std::string(name) + ": null data pointer");
   require(t.shape[2] < (int64_t(1) << 31), std::string(name) + ": sequence length must be below 2^31");
+  // Element count, largest offset and byte extent must fit: every path indexes with these products.
+  const std::string who = std::string(name) + " [B, H, N, D]";
+  checked_bytes({t.shape[0], t.shape[1], t.shape[2], t.shape[3]}, 8, who);
+  int64_t span = 1;
+  for (int a = 0; a < 4; ++a) span = checked_sum({span, checked_product({t.shape[a] - 1, t.stride[a]}, who)}, who);
+  checked_bytes({span}, dtype_size(t.dtype), who);
 }
 
 // E/F/W: heads must be 1 (shared) or H (per head), and the matrix must be rows x cols.
@@ -46,6 +53,7 @@ void check_matrix(const MatrixView& x, const char* name, int64_t H, int64_t rows
   require(x.rows == rows && x.cols == cols, std::string(name) + " must be " + expect + " = [" + std::to_string(rows) +
                                                 ", " + std::to_string(cols) + "] per head, got " + dims(x));
   require(x.device == q.device, std::string(name) + " must live on the same device as q");
+  checked_bytes({x.heads, x.rows, x.cols}, 8, std::string(name) + " [heads, rows, cols]");
 }
 }  // namespace
 
@@ -147,6 +155,10 @@ FlurkaShape check_flurka_args(FlurkaMethod m, const FlurkaInputs& in, const Tens
   } else if (feature_map_of(m) == FeatureMap::Elu) {
     s.m = s.D;
   }
+  // Per-head states and scratch of every path (float64 in the references and backward): B H m D, B H k D.
+  checked_bytes({s.B, s.H, std::max<int64_t>(s.m, 1), s.D}, 8, "FLuRKA state [B, H, m, D]");
+  checked_bytes({s.B, s.H, std::max<int64_t>(s.k, 1), s.D}, 8, "FLuRKA projections [B, H, k, D]");
+  checked_bytes({s.B, s.H, s.Nq, std::max<int64_t>(s.m, s.k)}, 8, "FLuRKA per-row scratch [B, H, Nq, m]");
   return s;
 }
 

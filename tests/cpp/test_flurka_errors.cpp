@@ -87,6 +87,50 @@ TEST(FlurkaErrors, UnusedMatricesAreIgnored) {
   EXPECT_NO_THROW(flurka_cpu(FlurkaMethod::Linear, p.in, p.out_view));
 }
 
+// Sizes whose products overflow 64 bits (the CLI once aborted on B*H*N*D): one InvalidArgument, no UB.
+TEST(FlurkaErrors, SizeOverflowIsInvalidArgument) {
+  Problem p = base();
+  FlurkaInputs in = p.in;
+  const int64_t B = 511, H = 65535, N = 829995071, D = 3982;  // B*H*N*D ~ 1.1e20
+  in.q = in.k = in.v = contiguous_view(p.q.data(), DType::F32, B, H, N, D);
+  const TensorView out = in.q;
+  for (FlurkaMethod m : {FlurkaMethod::Linear, FlurkaMethod::PerformerFavor}) {
+    expect_invalid([&] { check_flurka_args(m, in, out); }, "too large");
+    expect_invalid([&] { flurka_cpu(m, in, out); }, "too large");
+    expect_invalid([&] { flurka_reference(m, in, out); }, "too large");
+  }
+  // Broadcast views (stride 0) of a huge shape: the element count alone overflows.
+  in.q.stride[0] = in.q.stride[1] = in.q.stride[2] = 0;
+  in.k = in.v = in.q;
+  expect_invalid([&] { flurka_cpu(FlurkaMethod::Linear, in, in.q); }, "too large");
+  // Strides whose span overflows although the shape is small.
+  in = p.in;
+  in.k.stride[0] = int64_t(1) << 62;
+  in.k.shape[0] = in.q.shape[0] = in.v.shape[0] = 4;
+  in.q.stride[0] = in.v.stride[0] = 0;
+  TensorView o4 = in.q;
+  expect_invalid([&] { flurka_cpu(FlurkaMethod::Linear, in, o4); }, "too large");
+  // W [D, m] with a huge m: W's element count and the B H m D state overflow.
+  in = p.in;
+  in.w.cols = int64_t(1) << 61;
+  expect_invalid([&] { flurka_cpu(FlurkaMethod::PerformerRelu, in, p.out_view); }, "too large");
+  // Causal decode state B H max(m, C) D.
+  expect_invalid(
+      [&] {
+        flurka_decode_init(FlurkaMethod::FlurkaElu, int64_t(1) << 40, int64_t(1) << 20, 64, 4,
+                           MatrixView{p.e.data(), DType::F32, 1, 2, 4, -1},
+                           MatrixView{p.f.data(), DType::F32, 1, 2, 4, -1}, MatrixView{});
+      },
+      "too large");
+  // The CUDA workspace query takes caller-given sizes (0 in a build without CUDA kernels).
+  FlurkaShape s{B, H, N, N, D, 256, 256};
+  try {
+    EXPECT_EQ(flurka_cuda_workspace_bytes(FlurkaMethod::FlurkaFavor, s), 0u);
+  } catch (const splat::Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << e.what();
+  }
+}
+
 TEST(FlurkaErrors, CudaPathSaysWhy) {
   Problem p = base();
   std::string why;

@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/int_math.hpp"
 #include "flurka/cuda/kernels.cuh"
 #include "flurka/cuda/project.cuh"
 #include "flurka/cuda/query.cuh"
@@ -37,6 +38,10 @@ struct Layout {
   size_t kp, vp, kp16, vp16, wt, shift, S, z, ut, slot, total;
 };
 Layout layout(FlurkaMethod m, const FlurkaShape& s) {
+  // The sizes may come straight from a caller (workspace queries): every product is checked (each region
+  // is at most B H max(k, m) D 4 bytes; their sum at most 12 times that, with alignment).
+  const int64_t big = std::max<int64_t>({s.k, s.m, 1});
+  checked_bytes({s.B, s.H, big, s.D, 16}, 4, "FLuRKA CUDA workspace [B, H, max(k, m), D]");
   const size_t BH = size_t(s.B * s.H), D = size_t(s.D), k = size_t(s.k), mm = size_t(std::max<int64_t>(s.m, 1));
   const size_t H = size_t(s.H);
   Layout l{};
@@ -300,6 +305,8 @@ void flurka_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, 
           "flurka_cuda needs device tensors (views with device >= 0); use flurka_cuda_host for "
           "host tensors");
   require(out.dtype == in.q.dtype, "flurka_cuda: out must have q's dtype");
+  if (in.q.dtype == DType::F64)
+    fail(ErrorCode::Unsupported, "flurka_cuda: float64 runs on the CPU only (CUDA: float32, float16, bfloat16)");
   if (uses_projection(m))
     require(in.e.dtype == in.q.dtype && in.f.dtype == in.q.dtype, "flurka_cuda: E and F must have q's dtype");
   if (uses_random_features(m)) require(in.w.dtype == in.q.dtype, "flurka_cuda: W must have q's dtype");
