@@ -131,14 +131,14 @@ void emit_rects(int64_t n, std::vector<Rect> rects, std::vector<Segment>& out) {
   std::map<int64_t, int64_t> active;         // key begin -> key end; disjoint within a slab
   using Exit = std::pair<int64_t, int64_t>;  // (row end, key begin)
   std::priority_queue<Exit, std::vector<Exit>, std::greater<Exit>> exits;
-  std::map<std::pair<int64_t, int64_t>, int64_t> open, still_open;  // key range -> first row, running to last_r1
+  struct Open {
+    int64_t k0, k1, r0;  // key range [k0, k1) on rows [r0, last_r1)
+  };
+  std::vector<Open> open, still_open;  // sorted by key range
   Intervals cur;
   int64_t last_r1 = 0;
   const size_t first = out.size();
-  auto close_all = [&](std::map<std::pair<int64_t, int64_t>, int64_t>& ranges) {
-    for (const auto& [k, r0] : ranges) out.push_back(rect_segment(n, r0, last_r1, k.first, k.second));
-    ranges.clear();
-  };
+  auto close = [&](const Open& o) { out.push_back(rect_segment(n, o.r0, last_r1, o.k0, o.k1)); };
   size_t next = 0;
   for (size_t c = 0; c + 1 < cuts.size(); ++c) {
     const int64_t r0 = cuts[c], r1 = cuts[c + 1];
@@ -156,17 +156,22 @@ void emit_rects(int64_t n, std::vector<Rect> rects, std::vector<Segment>& out) {
       else
         cur.push_back({k0, k1});
     }
-    if (r0 != last_r1) close_all(open);
-    for (const auto& k : cur) {
-      auto f = open.find(k);
-      still_open.emplace(k, f != open.end() ? f->second : r0);
-      if (f != open.end()) open.erase(f);
+    if (r0 != last_r1) {
+      for (const Open& o : open) close(o);
+      open.clear();
     }
-    close_all(open);  // ranges that stop at r0
+    still_open.clear();
+    size_t q = 0;  // both lists are sorted: one merge walk
+    for (const auto& [k0, k1] : cur) {
+      for (; q < open.size() && std::make_pair(open[q].k0, open[q].k1) < std::make_pair(k0, k1); ++q) close(open[q]);
+      const bool same = q < open.size() && open[q].k0 == k0 && open[q].k1 == k1;
+      still_open.push_back({k0, k1, same ? open[q++].r0 : r0});
+    }
+    for (; q < open.size(); ++q) close(open[q]);  // ranges that stop at r0
     open.swap(still_open);
     last_r1 = r1;
   }
-  close_all(open);
+  for (const Open& o : open) close(o);
   std::sort(out.begin() + std::ptrdiff_t(first), out.end(), [](const Segment& x, const Segment& y) {
     return x.row_begin != y.row_begin ? x.row_begin < y.row_begin : x.t_begin < y.t_begin;
   });

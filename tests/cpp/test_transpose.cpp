@@ -322,7 +322,7 @@ TEST(Transpose, FastAtHugeN) {
     const Acsr t = transpose(a);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     RecordProperty(std::string("transpose_ms ") + spec, std::to_string(ms));
-    EXPECT_LT(ms, 500.0) << spec;
+    EXPECT_LT(ms, 1000.0) << spec;  // ~10 ms in Release, ~0.2 s under the sanitizers
     EXPECT_LE(t.segments.size(), 4 * a.segments.size() + 8) << spec;
     EXPECT_EQ(t.blocks.col_block.size(), a.blocks.col_block.size()) << spec;
     EXPECT_TRUE(t.columns.empty()) << spec;
