@@ -108,7 +108,7 @@ void class_rects(int64_t stride, int64_t residue, std::vector<ColumnRun>& runs, 
     for (; e < ev.size() && ev[e].u == u; ++e)
       ev[e].insert ? rows.insert(ev[e].r0, ev[e].r1) : rows.remove(ev[e].r0, ev[e].r1);
     const int64_t u_next = e < ev.size() ? ev[e].u : u;
-    for (int64_t v = u; v < u_next; ++v) {
+    for (int64_t v = u; v < u_next && !rows.m.empty(); ++v) {
       const int64_t j = residue + stride * v;
       for (const auto& [r0, r1] : rows.m) out.push_back({j, j + 1, r0, r1});
     }

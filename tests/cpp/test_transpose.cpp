@@ -164,7 +164,8 @@ TEST(Transpose, NamedCompositions) {
        {"causal_window:w=10+sink:g=4", "strided:s=8&causal", "dilated:w=3,d=4+window:w=2", "strided:s=5+strided:s=7",
         "bigbird:b=8,w=1,g=1,r=2,seed=5&causal", "blocked:b=16&window:w=3", "window:w=4&dilated:w=4,d=2",
         "global:g=3+dilated:w=5,d=3", "fixed:l=10,c=2+causal_window:w=3", "window:w=0&causal_dilated:w=2,d=3&sink:g=0",
-        "blocked:b=4&sink:g=2"})
+        "blocked:b=4&sink:g=2", "fixed:l=5,c=2+fixed:l=7,c=1", "fixed:l=9,c=3&window:w=20", "fixed:l=6,c=1+strided:s=4",
+        "fixed:l=8,c=3+sink:g=3+bigbird:b=4,w=0,g=1,r=2,seed=2"})
     for (int64_t n : {100, 65}) expect_spec(spec, n);
 }
 
@@ -204,6 +205,36 @@ TEST(Transpose, SingleSegmentRules) {
     std::vector<uint8_t> want(size_t(n * n));
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < n; ++j) want[size_t(i * n + j)] = segment_contains(s, i, j);
+    SCOPED_TRACE("iter " + std::to_string(iter));
+    expect_transpose(a, want, iter % 10 == 0);
+    if (HasFatalFailure()) return;
+  }
+}
+
+// Many stride-s key sets of one residue class on adjacent row ranges, ending at different keys: the sweep per class
+// inserts, merges and splits row ranges.
+TEST(Transpose, StridedKeySetsOfOneClass) {
+  std::mt19937 rng(17);
+  auto u = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  for (int iter = 0; iter < 300; ++iter) {
+    const int64_t n = u(2, 60), stride = u(2, 5);
+    Acsr a;
+    a.n = n;
+    for (int64_t residue = 0; residue < stride; ++residue) {
+      if (u(0, 2) == 0) continue;
+      for (int64_t r0 = 0; r0 < n;) {  // rows cut into pieces; each piece sees its own range of the class
+        const int64_t r1 = std::min(n, r0 + u(1, 8));
+        Segment s;
+        s.row_begin = r0, s.row_end = r1, s.slope = 0, s.offset = residue - stride * u(0, 3), s.stride = stride;
+        s.t_begin = u(0, n / stride + 3), s.t_end = s.t_begin + u(0, n / stride + 2), s.key_end = n;
+        if (u(0, 3) > 0) a.segments.push_back(s);
+        r0 = r1;
+      }
+    }
+    std::vector<uint8_t> want(size_t(n * n), 0);
+    for (const Segment& s : a.segments)
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < n; ++j) want[size_t(i * n + j)] |= segment_contains(s, i, j);
     SCOPED_TRACE("iter " + std::to_string(iter));
     expect_transpose(a, want, iter % 10 == 0);
     if (HasFatalFailure()) return;
