@@ -1,11 +1,12 @@
 // The exact transpose of ACSR, derived from the affine description (what backward's dK/dV direction tiles):
 //   - a slope-1 segment (keys j = i + offset + stride*t) is a slope-1 segment of the transpose
-//     (queries i = j - offset - stride*t): t -> 1 - t flips the t range, the row range and the key clamp swap;
+//     (queries i = j - offset - stride*t): t' = -t, so [t_begin, t_end) becomes [1 - t_end, 1 - t_begin), and the
+//     row range and the key clamp swap;
 //   - slope-0 segments (the same key set on a row range) become rectangles rows x keys; a stride-s key set gives
 //     one row per key (a sweep per residue class merges the row ranges of all segments holding that key). The
 //     rectangles are re-cut into row slabs with touching key ranges merged and key ranges that continue across
 //     slabs kept as one segment, so a block band stays one rectangle per block row, sink columns become global
-//     rows and fixed's column families become rows that see every block but their own;
+//     rows and fixed's column families become rows that see every key;
 //   - the block remainder swaps block rows and block columns (O(blocks)), the column remainder is CSR -> CSC
 //     (O(nnz)).
 // Entries map one to one, so the parts stay pairwise disjoint and the block remainder's "not in any segment"
@@ -33,9 +34,10 @@ Segment rect_segment(int64_t n, int64_t r0, int64_t r1, int64_t k0, int64_t k1) 
   return s;
 }
 
-// Slope 1: (i, j) with j - i = offset + stride*t, so i - j = -offset + stride*(-t): t -> 1 - t flips the t range
-// and the row range and the key clamp swap. Nothing is tightened: transposing twice gives the segment back, and
-// both halves of a split band (strided's residue class) keep equal row ranges, so the plan still merges them.
+// Slope 1: (i, j) with j - i = offset + stride*t, so i - j = -offset + stride*(-t): the t range [t_begin, t_end)
+// becomes [1 - t_end, 1 - t_begin), and the row range and the key clamp swap. Nothing is tightened: transposing twice
+// gives the segment back, and both halves of a split band (strided's residue class) keep equal row ranges, so the plan
+// still merges them.
 Segment transpose_band(const Segment& s) {
   Segment t;
   t.slope = 1, t.offset = -s.offset, t.stride = s.stride;
@@ -52,7 +54,8 @@ void interval_rect(const Segment& s, std::vector<Rect>& out) {
 }
 
 // Slope 0 with stride > 1: rows [r0, r1) see keys residue + stride*u, u in [u0, u1). Its keys become rows of the
-// transpose that no other key of the class is adjacent to, so each needs its own rectangles.
+// transpose that are stride apart, so each gets its own rectangles (the slabs below may join them to neighbours
+// from other classes, as with fixed's c adjacent column families).
 struct ColumnRun {
   int64_t u0, u1, r0, r1;
 };
