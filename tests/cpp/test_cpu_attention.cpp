@@ -29,13 +29,14 @@ struct Case {
   bool bnhd = false;  // memory [B, N, H, D] viewed as [B, H, N, D]
   PlanOptions popt{};
   float scale = 0.0f;
+  std::vector<int32_t> key_lengths = {};  // empty: all keys
 };
 
 std::string describe(const Case& c) {
   return c.spec + " B=" + std::to_string(c.s.B) + " H=" + std::to_string(c.s.H) + " Hkv=" + std::to_string(c.s.Hkv) +
          " N=" + std::to_string(c.s.N) + " D=" + std::to_string(c.s.D) + " " + dtype_name(c.dt) +
          (c.bnhd ? " bnhd" : "") + " bm=" + std::to_string(c.popt.block_m) + " bn=" + std::to_string(c.popt.block_n) +
-         (c.popt.permute_residues ? "" : " natural");
+         (c.popt.permute_residues ? "" : " natural") + (c.key_lengths.empty() ? "" : " key_lengths");
 }
 
 // Runs ours and the oracle on fresh random inputs; returns ours (for extra checks).
@@ -51,25 +52,31 @@ Tensor check_plan_on(const Plan& plan, const std::vector<uint8_t>& mask, const C
   out.poison();
   AttentionOptions opt;
   opt.scale = c.scale;
-  attention_cpu(plan, q.view, k.view, v.view, out.view, opt);
+  const int32_t* kl = c.key_lengths.empty() ? nullptr : c.key_lengths.data();
+  opt.key_lengths = kl;
+  std::vector<float> lse(size_t(s.B * s.H * s.N), std::nanf("")), ref_lse = lse;
+  attention_cpu(plan, q.view, k.view, v.view, out.view, opt, lse.data());
 
   const Tensor q32 = q.to_f32(), k32 = k.to_f32(), v32 = v.to_f32();
   Tensor ref(DType::F32, s.B, s.H, s.N, s.D, false);
   ref.poison();
-  attention_reference(mask.data(), q32.view, k32.view, v32.view, ref.view, opt);
-  const Tensor naive = naive_same_dtype(mask.data(), q32, k32, v32, c.dt, c.scale);
+  attention_reference(mask.data(), q32.view, k32.view, v32.view, ref.view, opt, ref_lse.data());
+  const Tensor naive = naive_same_dtype(mask.data(), q32, k32, v32, c.dt, c.scale, kl);
   const double e_ours = max_abs_err(out, ref), e_naive = max_abs_err(naive, ref);
   EXPECT_LE(e_ours, 4.0 * e_naive + 2e-6) << "naive error " << e_naive;
+  // lse (natural log, -inf for rows without keys) against a float64 log-sum-exp, from ours and from the oracle.
+  EXPECT_LE(lse_err(lse, mask.data(), q32, k32, c.scale, kl), 2e-6) << "lse";
+  EXPECT_LE(lse_err(ref_lse, mask.data(), q32, k32, c.scale, kl), 2e-7) << "reference lse";
 
   // Rows with no keys are exact zeros (not NaN, not tiny).
-  for (int64_t i = 0; i < s.N; ++i) {
-    bool any = false;
-    for (int64_t j = 0; j < s.N && !any; ++j) any = mask[size_t(i * s.N + j)] != 0;
-    if (any) continue;
-    for (int64_t b = 0; b < s.B; ++b)
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t i = 0; i < s.N; ++i) {
+      bool any = false;
+      for (int64_t j = 0; j < (kl ? kl[b] : s.N) && !any; ++j) any = mask[size_t(i * s.N + j)] != 0;
+      if (any) continue;
       for (int64_t h = 0; h < s.H; ++h)
         for (int64_t d = 0; d < s.D; ++d) EXPECT_EQ(out.get(b, h, i, d), 0.0f) << "empty row " << i;
-  }
+    }
   return out;
 }
 
@@ -364,4 +371,90 @@ TEST(CpuAttention, BrokenPlanIsAnError) {
   Plan wild = plan;
   wild.passes[0].spans[0].key_begin = n;  // keys out of range
   EXPECT_THROW(attention_cpu(wild, q.view, k.view, v.view, o.view), Error);
+}
+
+// Key padding: batch row b sees keys j < key_lengths[b] (0 and N included), in single- and multi-pass plans, with
+// gather and block remainders, GQA and strided layouts; the oracle with key_lengths equals the oracle on the mask
+// with the padded columns cleared.
+TEST(CpuAttention, KeyLengths) {
+  const int64_t n = 131;
+  for (const char* spec : {"window:w=9", "strided:s=11", "dilated:w=6,d=4", "longformer:w=5,g=4",
+                           "bigbird:b=16,w=1,g=1,r=2,seed=3", "causal", "dense"})
+    for (DType dt : {DType::F32, DType::BF16})
+      check_case({spec, {4, 2, 1, n, 16}, dt, dt == DType::BF16, {}, 0.0f, {0, int32_t(n), 1, 70}});
+  std::mt19937 rng(4);
+  std::vector<uint8_t> mask(size_t(n * n));
+  for (auto& m : mask) m = rng() % 5 == 0;
+  check_plan_on(make_plan(analyse_mask(mask.data(), n)), mask,
+                {"mask(random)", {3, 2, 1, n, 16}, DType::F32, false, {}, 0.0f, {5, 0, 130}});
+
+  // The oracle's key_lengths is the mask with columns >= len cleared.
+  const Pattern p = parse_pattern("window:w=20");
+  const std::vector<uint8_t> full = dense_mask(p, n);
+  Tensor q(DType::F32, 1, 1, n, 8, false), k = q, v = q, o1 = q, o2 = q;
+  k.view.data = k.bytes.data(), v.view.data = v.bytes.data(), o1.view.data = o1.bytes.data();
+  o2.view.data = o2.bytes.data();
+  q.randomise(rng, 1.0f), k.randomise(rng, 1.0f), v.randomise(rng, 1.0f);
+  std::vector<uint8_t> cut = full;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 60; j < n; ++j) cut[size_t(i * n + j)] = 0;
+  const int32_t len = 60;
+  AttentionOptions opt;
+  opt.key_lengths = &len;
+  attention_reference(full.data(), q.view, k.view, v.view, o1.view, opt);
+  attention_reference(cut.data(), q.view, k.view, v.view, o2.view);
+  EXPECT_EQ(o1.bytes, o2.bytes);
+}
+
+TEST(CpuAttention, KeyLengthsOutOfRangeAreErrors) {
+  const int64_t n = 16;
+  const Plan plan = make_plan(analyse(parse_pattern("window:w=2"), n));
+  Tensor q(DType::F32, 2, 1, n, 8, false), k = q, v = q, o = q;
+  k.view.data = k.bytes.data(), v.view.data = v.bytes.data(), o.view.data = o.bytes.data();
+  const std::vector<uint8_t> mask = dense_mask(parse_pattern("window:w=2"), n);
+  for (std::vector<int32_t> bad : {std::vector<int32_t>{-1, 3}, std::vector<int32_t>{3, int32_t(n + 1)}}) {
+    AttentionOptions opt;
+    opt.key_lengths = bad.data();
+    EXPECT_THROW(attention_cpu(plan, q.view, k.view, v.view, o.view, opt), Error);
+    EXPECT_THROW(attention_reference(mask.data(), q.view, k.view, v.view, o.view, opt), Error);
+  }
+}
+
+// float64 tensors are computed in float64: ours equals the float64 oracle to rounding, lse included.
+TEST(CpuAttention, Float64) {
+  struct F64Case {
+    std::string spec;
+    Shape s;
+    bool bnhd;
+    std::vector<int32_t> lens;
+  };
+  const std::vector<F64Case> cases = {{"window:w=7", {1, 2, 1, 65, 16}, false, {}},
+                                      {"strided:s=8", {2, 4, 2, 70, 8}, true, {}},
+                                      {"bigbird:b=16,w=1,g=1,r=2,seed=3", {1, 2, 2, 96, 12}, false, {}},
+                                      {"sink:g=8&blocked:b=16", {1, 1, 1, 50, 4}, false, {}},
+                                      {"longformer:w=4,g=3", {3, 2, 1, 33, 8}, false, {0, 33, 17}},
+                                      {"dense", {1, 1, 1, 1, 3}, false, {}}};
+  for (const F64Case& fc : cases) {
+    SCOPED_TRACE(fc.spec);
+    const Shape& s = fc.s;
+    const Pattern p = parse_pattern(fc.spec);
+    const Plan plan = make_plan(analyse(p, s.N));
+    const std::vector<uint8_t> mask = dense_mask(p, s.N);
+    std::mt19937 rng(9);
+    Tensor q(DType::F64, s.B, s.H, s.N, s.D, fc.bnhd), k(DType::F64, s.B, s.Hkv, s.N, s.D, fc.bnhd);
+    Tensor v(DType::F64, s.B, s.Hkv, s.N, s.D, fc.bnhd), out(DType::F64, s.B, s.H, s.N, s.D, fc.bnhd);
+    Tensor ref(DType::F64, s.B, s.H, s.N, s.D, false);
+    std::normal_distribution<double> dist;
+    q.each([&](int64_t b, int64_t h, int64_t n, int64_t d) { q.set(b, h, n, d, dist(rng)); });
+    k.each([&](int64_t b, int64_t h, int64_t n, int64_t d) { k.set(b, h, n, d, dist(rng)); });
+    v.each([&](int64_t b, int64_t h, int64_t n, int64_t d) { v.set(b, h, n, d, dist(rng)); });
+    out.poison(), ref.poison();
+    AttentionOptions opt;
+    opt.key_lengths = fc.lens.empty() ? nullptr : fc.lens.data();
+    std::vector<float> lse(size_t(s.B * s.H * s.N), std::nanf(""));
+    attention_cpu(plan, q.view, k.view, v.view, out.view, opt, lse.data());
+    attention_reference(mask.data(), q.view, k.view, v.view, ref.view, opt);
+    EXPECT_LE(max_abs_err(out, ref), 1e-13);
+    EXPECT_LE(lse_err(lse, mask.data(), q, k, 0.0f, opt.key_lengths), 1e-7);
+  }
 }

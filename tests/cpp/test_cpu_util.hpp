@@ -40,8 +40,11 @@ struct Tensor {
   float get(int64_t b, int64_t h, int64_t n, int64_t d) const {
     return load_element(view.data, view.dtype, view.offset(b, h, n) + size_t(d));
   }
-  void set(int64_t b, int64_t h, int64_t n, int64_t d, float x) {
-    store_element(view.data, view.dtype, view.offset(b, h, n) + size_t(d), x);
+  double get64(int64_t b, int64_t h, int64_t n, int64_t d) const {
+    return load_element_f64(view.data, view.dtype, view.offset(b, h, n) + size_t(d));
+  }
+  void set(int64_t b, int64_t h, int64_t n, int64_t d, double x) {
+    store_element_f64(view.data, view.dtype, view.offset(b, h, n) + size_t(d), x);
   }
   template <class F>
   void each(F f) {
@@ -67,7 +70,7 @@ struct Tensor {
 
 // Naive attention in float32 arithmetic (no float64 anywhere), output rounded to `dtype`.
 inline Tensor naive_same_dtype(const uint8_t* mask, const Tensor& q, const Tensor& k, const Tensor& v, DType dtype,
-                               float scale = 0.0f) {
+                               float scale = 0.0f, const int32_t* key_lengths = nullptr) {
   const int64_t B = q.view.B(), H = q.view.H(), N = q.view.N(), D = q.view.D(), g = H / k.view.H();
   const float sc = scale != 0.0f ? scale : 1.0f / std::sqrt(float(D));
   Tensor o(DType::F32, B, H, N, D, false);
@@ -77,7 +80,8 @@ inline Tensor naive_same_dtype(const uint8_t* mask, const Tensor& q, const Tenso
       for (int64_t i = 0; i < N; ++i) {
         float mx = -std::numeric_limits<float>::infinity();
         bool any = false;
-        for (int64_t j = 0; j < N; ++j) {
+        const int64_t limit = key_lengths ? key_lengths[b] : N;
+        for (int64_t j = 0; j < limit; ++j) {
           if (!mask[i * N + j]) continue;
           float dot = 0.0f;
           for (int64_t d = 0; d < D; ++d) dot += q.get(b, h, i, d) * k.get(b, h / g, j, d);
@@ -87,7 +91,7 @@ inline Tensor naive_same_dtype(const uint8_t* mask, const Tensor& q, const Tenso
         }
         std::fill(acc.begin(), acc.end(), 0.0f);
         float l = 0.0f;
-        for (int64_t j = 0; any && j < N; ++j) {
+        for (int64_t j = 0; any && j < limit; ++j) {
           if (!mask[i * N + j]) continue;
           const float p = std::exp(s[size_t(j)] - mx);
           l += p;
@@ -106,11 +110,51 @@ inline Tensor naive_same_dtype(const uint8_t* mask, const Tensor& q, const Tenso
 inline double max_abs_err(const Tensor& a, const Tensor& ref) {
   double e = 0.0;
   const_cast<Tensor&>(ref).each([&](int64_t b, int64_t h, int64_t n, int64_t d) {
-    const double x = a.get(b, h, n, d), y = ref.get(b, h, n, d);
+    const double x = a.get64(b, h, n, d), y = ref.get64(b, h, n, d);
     const double diff =
         std::isnan(x) || std::isnan(y) ? (std::isnan(x) && std::isnan(y) ? 0.0 : INFINITY) : std::fabs(x - y);
     e = std::max(e, diff);
   });
+  return e;
+}
+
+// float64 log-sum-exp of row i (natural log), -inf without keys: the lse oracle.
+inline double lse64(const uint8_t* mask, const Tensor& q, const Tensor& k, int64_t b, int64_t h, int64_t i,
+                    float scale = 0.0f, const int32_t* key_lengths = nullptr) {
+  const int64_t N = q.view.N(), D = q.view.D(), g = q.view.H() / k.view.H();
+  const double sc = scale != 0.0f ? double(scale) : 1.0 / std::sqrt(double(D));
+  const int64_t limit = key_lengths ? key_lengths[b] : N;
+  std::vector<double> s;
+  double mx = -INFINITY;
+  for (int64_t j = 0; j < limit; ++j) {
+    if (!mask[i * N + j]) continue;
+    double dot = 0.0;
+    for (int64_t d = 0; d < D; ++d) dot += q.get64(b, h, i, d) * k.get64(b, h / g, j, d);
+    s.push_back(dot * sc);
+    mx = std::max(mx, dot * sc);
+  }
+  if (s.empty()) return -INFINITY;
+  double l = 0.0;
+  for (double x : s) l += std::exp(x - mx);
+  return mx + std::log(l);
+}
+
+// Max |lse - lse64| / (1 + |lse64|) over [B, H, N]; an -inf or NaN that is not matched exactly counts as infinite.
+inline double lse_err(const std::vector<float>& lse, const uint8_t* mask, const Tensor& q, const Tensor& k,
+                      float scale = 0.0f, const int32_t* key_lengths = nullptr) {
+  const int64_t B = q.view.B(), H = q.view.H(), N = q.view.N();
+  double e = 0.0;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < N; ++i) {
+        const double want = lse64(mask, q, k, b, h, i, scale, key_lengths), got = lse[size_t((b * H + h) * N + i)];
+        if (std::isnan(want) || std::isnan(got))  // NaN in, NaN out: both or neither
+          e = std::max(e, std::isnan(want) && std::isnan(got) ? 0.0 : INFINITY);
+        else if (std::isinf(want) || std::isinf(got))
+          e = std::max(e, got == want ? 0.0 : INFINITY);
+        else
+          e = std::max(e, std::fabs(got - want) / (1.0 + std::fabs(want)));
+      }
   return e;
 }
 

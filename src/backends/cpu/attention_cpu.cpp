@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "checks.hpp"
+#include "f64_path.hpp"
 #include "simd.hpp"
 #include "span_masks.hpp"
 #include "splat/attention.hpp"
@@ -38,81 +40,21 @@ void wait_until(const std::atomic<int64_t>& counter, int64_t target) {
   }
 }
 
-// Checks the plan against itself and N, so a corrupt plan is an Error and never a wild read.
-void check_plan(const Plan& plan, int64_t n) {
-  require(plan.acsr.n == n,
-          "plan was made for N=" + std::to_string(plan.acsr.n) + " but the tensors have N=" + std::to_string(n));
-  require(!plan.passes.empty(), "plan has no passes");
-  // Rows: pass 0 covers each exactly once, a later pass at most once (its tasks run concurrently).
-  std::vector<uint8_t> seen(static_cast<size_t>(n));
-  for (size_t p = 0; p < plan.passes.size(); ++p) {
-    std::fill(seen.begin(), seen.end(), uint8_t(0));
-    for (const TileTask& t : plan.passes[p].tasks) {
-      if (t.row_count <= 0) continue;
-      const int64_t last = t.row_begin + t.row_stride * (t.row_count - 1);
-      require(t.row_begin >= 0 && t.row_begin < n && last >= 0 && last < n, "plan: task rows out of range");
-      for (int64_t r = 0; r < t.row_count; ++r) {
-        uint8_t& s = seen[size_t(t.row_begin + t.row_stride * r)];
-        if (s)
-          fail(ErrorCode::Internal, "plan: pass " + std::to_string(p) + " covers row " +
-                                        std::to_string(t.row_begin + t.row_stride * r) + " twice");
-        s = 1;
-      }
-    }
-    if (p == 0)
-      for (int64_t i = 0; i < n; ++i)
-        if (!seen[size_t(i)]) fail(ErrorCode::Internal, "plan: pass 0 does not cover row " + std::to_string(i));
-  }
-  for (const Pass& pass : plan.passes) {
-    for (const TileTask& t : pass.tasks) {
-      require(t.row_count >= 0 && t.span_begin >= 0 && t.span_begin <= t.span_end &&
-                  size_t(t.span_end) <= pass.spans.size(),
-              "plan: task span range out of bounds");
-      if (t.row_count == 0) continue;
-      for (int32_t s = t.span_begin; s < t.span_end; ++s) {
-        const KeySpan& sp = pass.spans[size_t(s)];
-        if (sp.key_count <= 0) continue;
-        if (sp.kind == SpanKind::Gather) {
-          require(sp.key_begin >= 0 && size_t(sp.key_begin + sp.key_count) <= plan.gather_keys.size(),
-                  "plan: gather span out of range");
-          for (int64_t c = 0; c < sp.key_count; ++c) {
-            const int64_t key = plan.gather_keys[size_t(sp.key_begin + c)];
-            require(key >= 0 && key < n, "plan: gather key out of range");
-          }
-          if (!sp.full)
-            require(sp.mask_offset >= 0 && (sp.mask_offset + int64_t(t.row_count) * sp.key_count + 63) / 64 <=
-                                               int64_t(plan.gather_mask.size()),
-                    "plan: gather mask out of range");
-        } else {
-          const int64_t stride = sp.kind == SpanKind::Affine ? sp.key_stride : 1;
-          const int64_t last_key = sp.key_begin + stride * (sp.key_count - 1);
-          require(sp.key_begin >= 0 && sp.key_begin < n && last_key >= 0 && last_key < n,
-                  "plan: span keys out of range");
-          if (sp.kind == SpanKind::Affine && !sp.full)
-            require(sp.segment >= 0 && size_t(sp.segment) < plan.acsr.segments.size() &&
-                        sp.segment2 < int64_t(plan.acsr.segments.size()),
-                    "plan: span segment out of range");
-        }
-      }
-    }
-  }
-}
-
 }  // namespace
 
 void attention_cpu(const Plan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
                    const TensorView& out, const AttentionOptions& opt, float* lse) {
   require_x86_64_v3("attention_cpu");  // before any AVX2 code path runs
   check_attention_args(q, k, v, out);
-  require(q.dtype != DType::F64, "attention_cpu: dtype f64 is not implemented yet");
-  if (lse || opt.key_lengths) fail(ErrorCode::Unsupported, "attention_cpu: lse and key_lengths are not implemented yet");
   require(q.device < 0, "attention_cpu needs host tensors (device = -1)");
   require(opt.threads >= 0, "threads must be >= 0");
   require(std::isfinite(opt.scale), "scale must be finite");
   const int64_t B = q.B(), H = q.H(), Hkv = k.H(), N = q.N(), D = q.D();
-  check_plan(plan, N);
+  cpu::check_plan(plan, N);
+  cpu::check_key_lengths(opt.key_lengths, B, N);
   const int threads = opt.threads > 0 ? opt.threads : omp_get_max_threads();
   const double scale = opt.scale != 0.0f ? double(opt.scale) : 1.0 / std::sqrt(double(D));
+  if (q.dtype == DType::F64) return cpu::attention_f64(plan.acsr, q, k, v, out, scale, opt.key_lengths, threads, lse);
   const float q_scale = float(scale * 1.4426950408889634);  // log2(e): scores in base 2
 
   cpu::SpanMasks masks = cpu::layout_span_masks(plan);
@@ -123,11 +65,13 @@ void attention_cpu(const Plan& plan, const TensorView& q, const TensorView& k, c
   // Several passes carry (O, lse) between them in float32: in `out` itself when it is f32, else in a
   // float32 copy that is converted at the end. One pass writes `out` directly.
   const bool multi = plan.passes.size() > 1;
-  std::vector<float> o32, lse2;
+  // The caller's lse (when asked) holds the base-2 state between passes and becomes natural log at the end.
+  std::vector<float> o32, lse2_own;
   if (multi) {
     if (!f32) o32.resize(size_t(B * H * N * D));
-    lse2.resize(size_t(B * H * N));
+    if (!lse) lse2_own.resize(size_t(B * H * N));
   }
+  float* const lse2 = multi ? (lse ? lse : lse2_own.data()) : nullptr;
   std::vector<std::unique_ptr<cpu::Scratch>> scratch(static_cast<size_t>(threads));
   for (auto& s : scratch) s = std::make_unique<cpu::Scratch>(D);
   const size_t esize = dtype_size(q.dtype);
@@ -185,8 +129,10 @@ void attention_cpu(const Plan& plan, const TensorView& q, const TensorView& k, c
       hv.v_bad = f32 ? v_bad.data() + (b * Hkv + hk) * N : nullptr;
       hv.q_scale = q_scale;
       hv.o32 = nullptr, hv.ld_o32 = 0, hv.lse2 = nullptr;
+      hv.lse = !multi && lse ? lse + bh * N : nullptr;
+      hv.key_limit = opt.key_lengths ? opt.key_lengths[b] : N;
       if (multi) {
-        hv.lse2 = lse2.data() + bh * N;
+        hv.lse2 = lse2 + bh * N;
         if (f32)
           hv.o32 = static_cast<float*>(out.data) + out.offset(b, h, 0), hv.ld_o32 = out.stride[2];
         else
@@ -198,12 +144,18 @@ void attention_cpu(const Plan& plan, const TensorView& q, const TensorView& k, c
       done[p * BH + bh].fetch_add(1, std::memory_order_release);
     }
 
-    if (multi && !f32) {  // f32 state -> f16/bf16 out, once every pass of every head is complete
+    if (multi && (!f32 || lse)) {  // once every pass of every head is complete
 #pragma omp barrier
+      if (!f32) {  // f32 state -> f16/bf16 out
 #pragma omp for collapse(2) schedule(static) nowait
-      for (int64_t e = 0; e < B * H; ++e)
-        for (int64_t i = 0; i < N; ++i)
-          cpu::store_row(o32.data() + (e * N + i) * D, out.dtype, out.data, out.offset(e / H, e % H, i), D);
+        for (int64_t e = 0; e < B * H; ++e)
+          for (int64_t i = 0; i < N; ++i)
+            cpu::store_row(o32.data() + (e * N + i) * D, out.dtype, out.data, out.offset(e / H, e % H, i), D);
+      }
+      if (lse) {  // base 2 -> natural log (-inf stays -inf)
+#pragma omp for schedule(static) nowait
+        for (int64_t e = 0; e < B * H * N; ++e) lse[e] *= 0.6931471805599453f;
+      }
     }
   }
 }

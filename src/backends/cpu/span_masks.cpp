@@ -47,17 +47,11 @@ void fill_span_words(const Plan& plan, const TileTask& task, const KeySpan& span
   const int32_t r_hi = std::min({span.row_hi, base + kLanes, task.row_count});
   if (r_lo >= r_hi) return;
 
-  // Block spans: attended = not in any segment. Shortlist the segments that can touch the block.
-  std::vector<const Segment*> near;
-  if (span.kind == SpanKind::Block) {
-    const int64_t i_lo = task.row_begin + task.row_stride * r_lo;
-    const int64_t i_hi = task.row_begin + task.row_stride * (r_hi - 1);
-    for (const Segment& s : plan.acsr.segments)
-      if (s.row_end > std::min(i_lo, i_hi) && s.row_begin <= std::max(i_lo, i_hi) && s.key_end > span.key_begin &&
-          s.key_begin < span.key_begin + kc)
-        near.push_back(&s);
-  }
-
+  // Block spans: attended = not in any segment touching the block (no shortlist vector: this runs inside
+  // parallel regions, where an allocation failure would terminate).
+  auto touches_block = [&](const Segment& s, int64_t i) {
+    return i >= s.row_begin && i < s.row_end && s.key_end > span.key_begin && s.key_begin < span.key_begin + kc;
+  };
   for (int32_t r = r_lo; r < r_hi; ++r) {
     const int64_t i = task.row_begin + task.row_stride * r;
     const uint64_t bit = uint64_t(1) << (r - base);
@@ -68,13 +62,13 @@ void fill_span_words(const Plan& plan, const TileTask& task, const KeySpan& span
         break;
       case SpanKind::Block: {
         for (int64_t c = 0; c < kc; ++c) w[c] |= bit;
-        for (const Segment* s : near) {
-          if (i < s->row_begin || i >= s->row_end) continue;
-          const SegmentRow sr = segment_row(*s, i);
+        for (const Segment& s : plan.acsr.segments) {
+          if (!touches_block(s, i)) continue;
+          const SegmentRow sr = segment_row(s, i);
           if (sr.count <= 0) continue;
-          const int64_t t_lo = std::max<int64_t>(0, ceil_div(span.key_begin - sr.first, s->stride));
-          const int64_t t_hi = std::min<int64_t>(sr.count, ceil_div(span.key_begin + kc - sr.first, s->stride));
-          for (int64_t t = t_lo; t < t_hi; ++t) w[sr.first + s->stride * t - span.key_begin] &= ~bit;
+          const int64_t t_lo = std::max<int64_t>(0, ceil_div(span.key_begin - sr.first, s.stride));
+          const int64_t t_hi = std::min<int64_t>(sr.count, ceil_div(span.key_begin + kc - sr.first, s.stride));
+          for (int64_t t = t_lo; t < t_hi; ++t) w[sr.first + s.stride * t - span.key_begin] &= ~bit;
         }
         break;
       }

@@ -31,7 +31,12 @@ struct HeadView {
   float* o32;
   int64_t ld_o32;
   float* lse2;
+  float* lse;         // single pass: natural-log lse per row (row i at lse[i]), or nullptr
+  int64_t key_limit;  // keys j >= key_limit are padding (key_lengths): not visited
 };
+
+// Keys of span with index c < visible_keys(...) are below key_limit (span keys increase with c; check_plan says so).
+int64_t visible_keys(const Plan& plan, const KeySpan& span, int64_t key_limit);
 
 // Per-thread buffers, 32-byte aligned.
 struct Scratch {
