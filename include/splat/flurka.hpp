@@ -96,6 +96,32 @@ FlurkaDecodeState flurka_decode_init(FlurkaMethod m, int64_t B, int64_t H, int64
 void flurka_decode_step(FlurkaDecodeState& st, const TensorView& q, const TensorView& k, const TensorView& v,
                         const TensorView& out);
 
+// ---- Backward (training) ----
+// Gradients of sum(out * dout) with respect to q, k, v and, for projected methods, E and F. W is a fixed random
+// feature matrix: no gradient. out is recomputed (O(B H (k + m) D) state per call, never N x m tensors).
+// Every gradient is written, not accumulated: dq like q, dk/dv like k/v (dtype of q or f32, any strides with
+// D contiguous); de/df: contiguous like E/F with E's dtype and heads (shared E, F [k, N]: summed over every
+// batch and head; per head: over the batch). Stabilisers (the favor offsets, the softmax max) are constants
+// of the formula: the gradients are the formula's up to rounding. Deterministic for any thread count.
+// float64 inputs are computed in float64 (the reference).
+struct FlurkaGrads {
+  TensorView dout;        // [B, H, Nq, D], q's dtype
+  TensorView dq, dk, dv;  // written
+  void* de = nullptr;     // written for projected methods (E's layout and dtype); unused otherwise
+  void* df = nullptr;
+};
+// Checks in (as check_flurka_args) and the gradient views against it.
+FlurkaShape check_flurka_backward_args(FlurkaMethod m, const FlurkaInputs& in, const FlurkaGrads& g,
+                                       int64_t causal_chunk = 0);
+// float64 oracle: the chain rule through the literal formulas.
+void flurka_backward_reference(FlurkaMethod m, const FlurkaInputs& in, const FlurkaGrads& g);
+// Fast CPU path: float32, OpenMP over (batch, head, row blocks), stabilised like the forward.
+void flurka_backward_cpu(FlurkaMethod m, const FlurkaInputs& in, const FlurkaGrads& g, const FlurkaOptions& opt = {});
+// Causal chunked variant (flurka-* only; E, F are [r, C] chunk projections).
+void flurka_causal_backward_reference(FlurkaMethod m, const FlurkaInputs& in, const FlurkaGrads& g, int64_t chunk);
+void flurka_causal_backward_cpu(FlurkaMethod m, const FlurkaInputs& in, const FlurkaGrads& g, int64_t chunk,
+                                const FlurkaOptions& opt = {});
+
 // ---- CUDA (built with SPLAT_WITH_CUDA; otherwise these throw Unsupported) ----
 // D in {32, 64, 128}, k, m <= 512, E/F/W of q's dtype on q's device. GEMM operands are bf16 on the tensor
 // cores with float32 accumulation whatever the storage dtype (f32/f16 storage is converted on load).
@@ -109,6 +135,8 @@ void flurka_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, 
 // Host convenience: copies host inputs to the device, runs warmup + repeats times, copies out back.
 // Returns the median time in ms (CUDA events), measured around each whole call.
 double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int warmup = 0, int repeats = 1);
+// Backward on device views (not implemented yet: throws Unsupported; the CPU backward serves training).
+void flurka_backward_cuda(FlurkaMethod m, const FlurkaInputs& in, const FlurkaGrads& g, void* stream = nullptr);
 
 // ---- Cost model ----
 struct DeviceCeilings {

@@ -18,6 +18,7 @@ void flurka_causal_cpu(FlurkaMethod method, const FlurkaInputs& in, const Tensor
   require(C >= 1, "the causal chunk length C must be >= 1");
   const FlurkaShape s = check_flurka_args(method, in, out, C);
   require(out.device < 0, "flurka_causal_cpu needs host tensors (device = -1)");
+  if (in.q.dtype == DType::F64) return flurka_causal_reference(method, in, out, C);  // float64 in float64
   const FeatureMap fm = feature_map_of(method);
   const int64_t D = s.D, m = s.m, r = s.k, N = s.N, BH = s.B * s.H;
   const int threads = opt.threads > 0 ? opt.threads : omp_get_max_threads();

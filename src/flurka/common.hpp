@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <exception>
+#include <mutex>
 #include <vector>
 
 #include "splat/flurka.hpp"
@@ -21,7 +23,7 @@ void load_head(const TensorView& t, int64_t b, int64_t h, std::vector<T>& dst) {
       const float* p = static_cast<const float*>(t.data) + o;
       for (int64_t d = 0; d < D; ++d) row[d] = T(p[d]);
     } else {
-      for (int64_t d = 0; d < D; ++d) row[d] = T(load_element(t.data, t.dtype, o + d));
+      for (int64_t d = 0; d < D; ++d) row[d] = T(load_element_f64(t.data, t.dtype, o + d));
     }
   }
 }
@@ -29,7 +31,7 @@ void load_head(const TensorView& t, int64_t b, int64_t h, std::vector<T>& dst) {
 template <class T>
 void store_row(const TensorView& t, int64_t b, int64_t h, int64_t i, const T* row) {
   const size_t o = t.offset(b, h, i);
-  for (int64_t d = 0; d < t.D(); ++d) store_element(t.data, t.dtype, o + d, float(row[d]));
+  for (int64_t d = 0; d < t.D(); ++d) store_element_f64(t.data, t.dtype, o + d, double(row[d]));
 }
 
 // Matrix of head h (shared matrices ignore h) as a dense rows x cols buffer of T.
@@ -37,8 +39,30 @@ template <class T>
 void load_matrix(const MatrixView& x, int64_t h, std::vector<T>& dst) {
   const size_t n = size_t(x.rows * x.cols), o = x.offset(h);
   dst.resize(n);
-  for (size_t i = 0; i < n; ++i) dst[i] = T(load_element(x.data, x.dtype, o + i));
+  for (size_t i = 0; i < n; ++i) dst[i] = T(load_element_f64(x.data, x.dtype, o + i));
 }
+
+// Exceptions must not leave an OpenMP region (that is std::terminate, e.g. bad_alloc of per-thread scratch):
+// each iteration runs under guard(); the first exception is kept and rethrown after the region.
+class RegionErrors {
+ public:
+  template <class F>
+  void guard(F&& f) noexcept {
+    try {
+      f();
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!first_) first_ = std::current_exception();
+    }
+  }
+  void rethrow() const {
+    if (first_) std::rethrow_exception(first_);
+  }
+
+ private:
+  std::exception_ptr first_;
+  std::mutex mu_;
+};
 
 // Sign-safe elu(x) + 1.
 template <class T>

@@ -130,91 +130,104 @@ void finalize_kernel_state(HeadSlots& hs, std::vector<float>& S, std::vector<flo
   }
 }
 
+void build_head_slots(FlurkaMethod method, const FlurkaInputs& in, const FlurkaShape& s, int64_t b, int64_t h,
+                      HeadSlots& hs) {
+  const FeatureMap fm = feature_map_of(method);
+  const int64_t D = s.D;
+  std::vector<float> K, V, E, F, W;
+  load_head(in.k, b, h, K);
+  load_head(in.v, b, h, V);
+  if (uses_projection(method)) {
+    load_matrix(in.e, h, E);
+    load_matrix(in.f, h, F);
+    hs.Kp.resize(static_cast<size_t>(s.k * D));
+    hs.Vp.resize(static_cast<size_t>(s.k * D));
+    project_rows(E.data(), s.k, s.N, K.data(), D, hs.Kp.data());
+    project_rows(F.data(), s.k, s.N, V.data(), D, hs.Vp.data());
+  } else {
+    hs.Kp = std::move(K), hs.Vp = std::move(V);
+  }
+  const int64_t L = uses_projection(method) ? s.k : s.N;
+  const float *X = hs.Kp.data(), *Y = hs.Vp.data();
+  hs.map = fm;
+  if (fm == FeatureMap::None) {
+    hs.L = L, hs.a = 1.0f / std::sqrt(float(D));
+    hs.keys.assign(X, X + L * D);
+    hs.U.assign(Y, Y + L * D);
+    hs.bias.assign(static_cast<size_t>(L), 0.0f);
+    return;
+  }
+  const int64_t m = s.m;
+  hs.L = m, hs.a = fm == FeatureMap::Elu ? 1.0f : std::pow(float(D), -0.25f);
+  hs.c.assign(static_cast<size_t>(m), fm == FeatureMap::Favor ? -INFINITY : 0.0f);
+  if (fm != FeatureMap::Elu) {
+    load_matrix(in.w, h, W);
+    hs.keys = W;
+  }
+  std::vector<float> S(static_cast<size_t>(m * D), 0.0f), z(static_cast<size_t>(m), 0.0f), phi(static_cast<size_t>(m));
+  for (int64_t j = 0; j < L; ++j) {
+    key_features(fm, X + j * D, D, W.data(), m, phi.data());
+    add_state(fm, phi.data(), Y + j * D, m, D, S.data(), z.data(), hs.c.data());
+  }
+  finalize_kernel_state(hs, S, z, hs.c, D);
+}
+
 }  // namespace flurka_detail
 
 void flurka_cpu(FlurkaMethod method, const FlurkaInputs& in, const TensorView& out, const FlurkaOptions& opt) {
-  require_x86_64_v3("flurka_cpu");  // the fast path is built for x86-64-v3
   const FlurkaShape s = check_flurka_args(method, in, out);
   require(out.device < 0, "flurka_cpu needs host tensors (device = -1)");
+  if (in.q.dtype == DType::F64) return flurka_reference(method, in, out);  // float64 is computed in float64
+  require_x86_64_v3("flurka_cpu");                                         // the fast path is built for x86-64-v3
   const FeatureMap fm = feature_map_of(method);
   const int64_t D = s.D, BH = s.B * s.H;
   const int threads = opt.threads > 0 ? opt.threads : omp_get_max_threads();
   std::vector<HeadSlots> slots(static_cast<size_t>(BH));
+  RegionErrors errors;
 
   // Phase 1: per head, project (E K, F V) and reduce to slots.
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
-  for (int64_t bh = 0; bh < BH; ++bh) {
-    const int64_t b = bh / s.H, h = bh % s.H;
-    std::vector<float> K, V, E, F, W, Kp, Vp, c;
-    load_head(in.k, b, h, K);
-    load_head(in.v, b, h, V);
-    const float *X = K.data(), *Y = V.data();
-    int64_t L = s.N;
-    if (uses_projection(method)) {
-      load_matrix(in.e, h, E);
-      load_matrix(in.f, h, F);
-      Kp.resize(static_cast<size_t>(s.k * D));
-      Vp.resize(static_cast<size_t>(s.k * D));
-      project_rows(E.data(), s.k, s.N, K.data(), D, Kp.data());
-      project_rows(F.data(), s.k, s.N, V.data(), D, Vp.data());
-      X = Kp.data(), Y = Vp.data(), L = s.k;
-    }
-    HeadSlots& hs = slots[static_cast<size_t>(bh)];
-    hs.map = fm;
-    if (fm == FeatureMap::None) {
-      hs.L = L, hs.a = 1.0f / std::sqrt(float(D));
-      hs.keys.assign(X, X + L * D);
-      hs.U.assign(Y, Y + L * D);
-      hs.bias.assign(static_cast<size_t>(L), 0.0f);
-      continue;
-    }
-    const int64_t m = s.m;
-    hs.L = m, hs.a = fm == FeatureMap::Elu ? 1.0f : std::pow(float(D), -0.25f);
-    c.assign(static_cast<size_t>(m), fm == FeatureMap::Favor ? -INFINITY : 0.0f);
-    if (fm != FeatureMap::Elu) {
-      load_matrix(in.w, h, W);
-      hs.keys = W;
-    }
-    std::vector<float> S(static_cast<size_t>(m * D), 0.0f), z(static_cast<size_t>(m), 0.0f),
-        phi(static_cast<size_t>(m));
-    for (int64_t j = 0; j < L; ++j) {
-      key_features(fm, X + j * D, D, W.data(), m, phi.data());
-      add_state(fm, phi.data(), Y + j * D, m, D, S.data(), z.data(), c.data());
-    }
-    finalize_kernel_state(hs, S, z, c, D);
-  }
+  for (int64_t bh = 0; bh < BH; ++bh)
+    errors.guard([&] {
+      HeadSlots& hs = slots[static_cast<size_t>(bh)];
+      build_head_slots(method, in, s, bh / s.H, bh % s.H, hs);
+      std::vector<float>().swap(hs.Kp), std::vector<float>().swap(hs.Vp);  // only the backward needs them
+    });
+  errors.rethrow();
 
   // Phase 2: queries in blocks of 32 rows.
   constexpr int64_t kRows = 32;
   const int64_t nblk = (s.Nq + kRows - 1) / kRows;
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
-  for (int64_t t = 0; t < BH * nblk; ++t) {
-    const int64_t bh = t / nblk, i0 = (t % nblk) * kRows, i1 = std::min(s.Nq, i0 + kRows);
-    const int64_t b = bh / s.H, h = bh % s.H;
-    const HeadSlots& hs = slots[static_cast<size_t>(bh)];
-    std::vector<float> q(static_cast<size_t>(D)), w(static_cast<size_t>(hs.L)), row(static_cast<size_t>(D));
-    for (int64_t i = i0; i < i1; ++i) {
-      const size_t o = in.q.offset(b, h, i);
-      for (int64_t d = 0; d < D; ++d) q[d] = load_element(in.q.data, in.q.dtype, o + d);
-      slot_weights(hs, q.data(), D, w.data());
-      if (softmax_slots(fm)) {
-        float mx = -INFINITY;
-        for (float x : w) mx = nan_max(mx, x);
-        for (auto& x : w) x = mx == -INFINITY ? 0.0f : std::exp(x - mx);
-      }
-      float den = 0;
-      std::fill(row.begin(), row.end(), 0.0f);
-      for (int64_t l = 0; l < hs.L; ++l) {
-        const float p = w[l];
-        den += p;
-        const float* u = hs.U.data() + l * D;
+  for (int64_t t = 0; t < BH * nblk; ++t)
+    errors.guard([&] {
+      const int64_t bh = t / nblk, i0 = (t % nblk) * kRows, i1 = std::min(s.Nq, i0 + kRows);
+      const int64_t b = bh / s.H, h = bh % s.H;
+      const HeadSlots& hs = slots[static_cast<size_t>(bh)];
+      std::vector<float> q(static_cast<size_t>(D)), w(static_cast<size_t>(hs.L)), row(static_cast<size_t>(D));
+      for (int64_t i = i0; i < i1; ++i) {
+        const size_t o = in.q.offset(b, h, i);
+        for (int64_t d = 0; d < D; ++d) q[d] = load_element(in.q.data, in.q.dtype, o + d);
+        slot_weights(hs, q.data(), D, w.data());
+        if (softmax_slots(fm)) {
+          float mx = -INFINITY;
+          for (float x : w) mx = nan_max(mx, x);
+          for (auto& x : w) x = mx == -INFINITY ? 0.0f : std::exp(x - mx);
+        }
+        float den = 0;
+        std::fill(row.begin(), row.end(), 0.0f);
+        for (int64_t l = 0; l < hs.L; ++l) {
+          const float p = w[l];
+          den += p;
+          const float* u = hs.U.data() + l * D;
 #pragma omp simd
-        for (int64_t d = 0; d < D; ++d) row[d] += p * u[d];
+          for (int64_t d = 0; d < D; ++d) row[d] += p * u[d];
+        }
+        for (auto& x : row) x = den != 0 ? x / den : 0.0f;  // NaN den: NaN row
+        store_row(out, b, h, i, row.data());
       }
-      for (auto& x : row) x = den != 0 ? x / den : 0.0f;  // NaN den: NaN row
-      store_row(out, b, h, i, row.data());
-    }
-  }
+    });
+  errors.rethrow();
 }
 
 }  // namespace splat

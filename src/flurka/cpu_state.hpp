@@ -9,12 +9,14 @@ namespace splat::flurka_detail {
 
 struct HeadSlots {
   FeatureMap map = FeatureMap::None;
-  int64_t L = 0;            // slots: k (linformer) or m (kernel maps)
-  float a = 1;              // scale of q . key
-  std::vector<float> keys;  // linformer: Kp [L, D]; favor/relu: W [D, L]; elu: unused
-  std::vector<float> U;     // values [L, D]
-  std::vector<float> bias;  // softmax slots: added to the score
-  std::vector<float> zw;    // weighted slots: z_l
+  int64_t L = 0;              // slots: k (linformer) or m (kernel maps)
+  float a = 1;                // scale of q . key
+  std::vector<float> keys;    // linformer: Kp [L, D]; favor/relu: W [D, L]; elu: unused
+  std::vector<float> U;       // values [L, D]
+  std::vector<float> bias;    // softmax slots: added to the score
+  std::vector<float> zw;      // weighted slots: z_l (favor: relative to e^{c_l})
+  std::vector<float> c;       // kernel maps: per-feature offsets (favor: max log phi; else 0)
+  std::vector<float> Kp, Vp;  // the keys and values the slots were built from (E K, F V, or K, V): [L', D]
 };
 
 // max that propagates NaN (std::max drops a NaN in its second argument): a NaN score or state must reach
@@ -30,6 +32,13 @@ void key_features(FeatureMap fm, const float* x, int64_t D, const float* W, int6
 void add_state(FeatureMap fm, const float* phi, const float* y, int64_t m, int64_t D, float* S, float* z, float* c);
 void slot_weights(const HeadSlots& hs, const float* q, int64_t D, float* w);
 bool softmax_slots(FeatureMap fm);
+// Slots of head (b, h) as the non-causal fast path uses them (projection, key features, state).
+void build_head_slots(FlurkaMethod method, const FlurkaInputs& in, const FlurkaShape& s, int64_t b, int64_t h,
+                      HeadSlots& hs);
+// Backward of one key row x = K'_j, y = V'_j of a kernel map through the head's slots (backward_cpu.cpp).
+// Gt [m, D], gt [m]: G_l / z_l and g_l / z_l. phi, u: scratch of m. Writes dx, dy.
+void key_row_backward(const HeadSlots& hs, const float* x, const float* y, int64_t D, const float* Gt, const float* gt,
+                      float* phi, float* u, float* dx, float* dy);
 void finalize_kernel_state(HeadSlots& hs, std::vector<float>& S, std::vector<float>& z, const std::vector<float>& c,
                            int64_t D);
 

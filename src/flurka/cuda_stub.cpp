@@ -26,5 +26,8 @@ void flurka_cuda(FlurkaMethod, const FlurkaInputs&, const TensorView&, void*, vo
 double flurka_cuda_host(FlurkaMethod, const FlurkaInputs&, const TensorView&, int, int) {
   no_cuda();
 }
+void flurka_backward_cuda(FlurkaMethod, const FlurkaInputs&, const FlurkaGrads&, void*) {
+  no_cuda();
+}
 }  // namespace splat
 #endif

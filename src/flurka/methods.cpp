@@ -162,4 +162,24 @@ FlurkaShape check_flurka_args(FlurkaMethod m, const FlurkaInputs& in, const Tens
   return s;
 }
 
+FlurkaShape check_flurka_backward_args(FlurkaMethod m, const FlurkaInputs& in, const FlurkaGrads& g,
+                                       int64_t causal_chunk) {
+  const FlurkaShape s = check_flurka_args(m, in, g.dq, causal_chunk);  // dq is checked as out is
+  auto like = [&](const TensorView& t, const TensorView& ref, const char* name, const char* ref_name) {
+    check_tensor(t, name);
+    for (int a = 0; a < 4; ++a)
+      require(t.shape[a] == ref.shape[a], std::string(name) + " must have the shape of " + ref_name);
+    require(t.dtype == ref.dtype || t.dtype == DType::F32,
+            std::string(name) + " must have " + ref_name + "'s dtype (or f32), got " + dtype_name(t.dtype));
+    require(t.device == ref.device, std::string(name) + " must live on " + ref_name + "'s device");
+  };
+  like(g.dout, in.q, "dout", "q");
+  like(g.dk, in.k, "dk", "k");
+  like(g.dv, in.v, "dv", "v");
+  if (uses_projection(m))
+    require(g.de != nullptr && g.df != nullptr,
+            std::string(flurka_method_name(m)) + " backward needs dE and dF buffers (E's and F's shapes)");
+  return s;
+}
+
 }  // namespace splat
