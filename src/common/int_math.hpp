@@ -15,9 +15,10 @@ inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
   int64_t q = a / b;
   return (a % b != 0 && a < 0) ? q - 1 : q;
 }
+// b > 0
 inline int64_t ceil_div(int64_t a, int64_t b) {
   return -floor_div(-a, b);
-}  // b > 0
+}
 inline int64_t pos_mod(int64_t a, int64_t b) {
   return a - floor_div(a, b) * b;
 }
@@ -50,16 +51,17 @@ inline bool add_fits(int64_t a, int64_t b, int64_t& out) {
   return true;
 }
 
-// The product of non-negative sizes, or Error(InvalidArgument) "<what> ... too large" on overflow.
+// The product of non-negative sizes, or Error(InvalidArgument) naming `what` and the factors on overflow.
+// (The message is built only on failure: this runs on every call's sizes.)
 inline int64_t checked_product(std::initializer_list<int64_t> factors, const std::string& what) {
   int64_t p = 1;
+  bool ok = true;
+  for (int64_t f : factors) ok = ok && f >= 0 && mul_fits(p, f, p);
+  if (ok) return p;
   std::string shown;
   for (int64_t f : factors) shown += (shown.empty() ? "" : " * ") + std::to_string(f);
-  for (int64_t f : factors) {
-    require(f >= 0, what + ": negative size in " + shown);
-    require(mul_fits(p, f, p), what + ": " + shown + " does not fit in 64 bits (sizes too large)");
-  }
-  return p;
+  for (int64_t f : factors) require(f >= 0, what + ": negative size in " + shown);
+  fail(ErrorCode::InvalidArgument, what + ": " + shown + " does not fit in 64 bits (sizes too large)");
 }
 inline int64_t checked_sum(std::initializer_list<int64_t> terms, const std::string& what) {
   int64_t s = 0;
