@@ -46,7 +46,11 @@ NpyArray read_npy(const std::string& path);
 std::vector<uint8_t> encode_npy(const NpyArray& a);
 void write_npy(const std::string& path, const NpyArray& a);
 // Writes bytes to path via a temporary file in the same directory + rename. Throws Error(Io).
+// Only a regular file (or nothing) at path is replaced; a symlink to a regular file is written through
+// (the link stays); a directory, device, FIFO, socket or a symlink to one (or to nothing) is refused.
 void write_file_atomic(const std::string& path, const void* data, size_t size);
+// The same refusals, checked up front (before a long computation whose result would be refused).
+void check_output_target(const std::string& path);
 
 // An explicit N x N attention mask: 2-D square, bool or integer dtype with values 0/1.
 // This is what the pattern parser calls for `mask:PATH.npy`.

@@ -41,6 +41,7 @@ int bench(const std::vector<std::string>& argv) {
              {"threads", true}},
             0);
   if (args.help()) return std::fputs(kUsage, stdout), 0;
+  if (args.has("json")) check_output_target(args.get("json"));  // refused before the suite runs
   const BackendChoice backend = choose_backend(args.get("backend", "auto"));
   CaseConfig base;
   base.batch = args.get_int("batch", 1, 1, kMaxDim);

@@ -37,6 +37,7 @@ int demo(const std::vector<std::string>& argv) {
              {"json", true}},
             0);
   if (args.help()) return std::fputs(kUsage, stdout), 0;
+  if (args.has("json")) check_output_target(args.get("json"));  // refused before the suite runs
   const BackendChoice backend = choose_backend(args.get("backend", "auto"));
   CaseConfig base;
   base.n = args.get_int("seq-len", 4096, 1, 65536);

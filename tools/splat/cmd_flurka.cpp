@@ -82,6 +82,7 @@ int run_flurka(const std::vector<std::string>& argv) {
     return 0;
   }
   const FlurkaMethod method = parse_flurka_method(args.get("method", "flurka-favor"));
+  if (args.has("out")) check_output_target(args.get("out"));  // refused before the run, not after
   const int64_t causal = args.get_int("causal", 0, 1, int64_t(1) << 30);
   std::string backend = args.get("backend", "auto");
   require(backend == "cpu" || backend == "cuda" || backend == "auto", "--backend must be cpu, cuda or auto");

@@ -6,6 +6,7 @@
 #include "report.hpp"
 #include "runner.hpp"
 #include "splat/acsr.hpp"
+#include "splat/npy.hpp"
 #include "splat/png.hpp"
 
 namespace splat::cli {
@@ -25,6 +26,7 @@ int inspect(const std::vector<std::string>& argv) {
   if (args.help()) return std::fputs(kUsage, stdout), 0;
   const std::string& spec = args.require_positional("PATTERN");
   const int64_t n = args.require_int("seq-len", 1, (int64_t(1) << 31) - 1);
+  if (args.has("png")) check_output_target(args.get("png"));
   const Analysis a = analyse_spec(spec, n);
   const Acsr& acsr = a.plan.acsr;
   const std::vector<Region> regs = regions(acsr);

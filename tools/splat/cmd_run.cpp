@@ -73,6 +73,7 @@ int run(const std::vector<std::string>& argv) {
   const uint64_t seed = uint64_t(args.get_int("seed", 1, 0, INT64_MAX));
   const bool files = args.has("q") || args.has("k") || args.has("v");
   require(files || !args.has("out"), "splat run: --out needs input files --q, --k and --v");
+  if (args.has("out")) check_output_target(args.get("out"));  // refused before the run, not after
 
   NpyInput qf, kf, vf;
   HostTensor qr, kr, vr;
