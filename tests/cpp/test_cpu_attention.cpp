@@ -2,11 +2,14 @@
 // pattern, compositions, shapes (GQA/MQA, odd N, N=1, odd D), dtypes, strided layouts, plan
 // options, empty rows and NaN/Inf inputs. Tolerance: err(ours) <= k * err(naive same dtype) + atol.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -457,4 +460,43 @@ TEST(CpuAttention, Float64) {
     EXPECT_LE(max_abs_err(out, ref), 1e-13);
     EXPECT_LE(lse_err(lse, mask.data(), q, k, 0.0f, opt.key_lengths), 1e-7);
   }
+}
+
+// Out of memory is a std::bad_alloc (Python: MemoryError) thrown outside every parallel region, never an abort from
+// inside one (the oracle used to allocate its row buffers inside its parallel region). Child process with a limited
+// address space: per-thread buffers of a huge head dim do not fit.
+TEST(CpuAttentionDeathTest, OutOfMemoryThrowsInsteadOfAborting) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "address-space limits do not work under AddressSanitizer";
+#else
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const int64_t D = int64_t(1) << 23;  // 32 MiB per f32 row
+  auto run = [&](int which) {
+    Tensor q(DType::F32, 1, 1, 1, D, false), k = q, v = q, o = q;
+    k.view.data = k.bytes.data(), v.view.data = v.bytes.data(), o.view.data = o.bytes.data();
+    const uint8_t mask = 1;
+    AttentionOptions opt;
+    opt.threads = 2;
+    {  // start the thread pool (its stacks) before the limit
+      Tensor s(DType::F32, 1, 1, 1, 8, false);
+      attention_reference(&mask, s.view, s.view, s.view, s.view, opt);
+    }
+    long pages = 0;
+    std::ifstream("/proc/self/statm") >> pages;
+    const rlim_t limit = rlim_t(pages) * 4096 + (rlim_t(150) << 20);
+    const rlimit rl{limit, limit};
+    setrlimit(RLIMIT_AS, &rl);
+    try {
+      if (which == 0) attention_reference(&mask, q.view, k.view, v.view, o.view, opt);
+      if (which == 1) attention_cpu(make_plan(analyse(parse_pattern("dense"), 1)), q.view, k.view, v.view, o.view, opt);
+    } catch (const std::bad_alloc&) {
+      std::exit(0);
+    } catch (const Error&) {
+      std::exit(0);
+    }
+    std::exit(1);  // the limit did not bite: the test is not testing anything
+  };
+  EXPECT_EXIT(run(0), ::testing::ExitedWithCode(0), "") << "attention_reference";
+  EXPECT_EXIT(run(1), ::testing::ExitedWithCode(0), "") << "attention_cpu";
+#endif
 }
