@@ -112,11 +112,84 @@ KernelSpec pass_spec(const KernelSpec& base, const Plan& plan, size_t pass_index
   return s;
 }
 
+KernelSpec forward_spec(const KernelSpec& base, const Plan& plan, size_t pass_index, bool lse, bool key_padding) {
+  KernelSpec s = pass_spec(base, plan, pass_index);
+  s.write_lse = s.write_lse || lse;
+  s.key_padding = key_padding;
+  return s;
+}
+
+namespace {
+// The backward's mma.sync tiles: 16 rows per warp, a 2-buffer cp.async ring, 64-key (query) steps; 32 at D=128,
+// where two D-wide fp32 accumulators (dK and dV) and 64-wide S and dP tiles spill (255 registers + 350 bytes).
+KernelSpec backward_common(const KernelSpec& base, Direction d) {
+  KernelSpec s = base;
+  s.direction = d;
+  s.wgmma = s.overlap = false;
+  s.mt = 1;
+  s.block_n = s.head_dim == 128 ? 32 : 64;
+  s.stages = 2;
+  s.min_blocks = 0;
+  s.write_lse = s.continuation = false;
+  s.mask_affine = s.has_block = s.has_gather = s.two_segments = false;
+  return s;
+}
+void pass_masks(KernelSpec& s, const Plan& plan, size_t pass_index) {
+  const KernelSpec m = pass_spec(s, plan, pass_index);
+  s.mask_affine = m.mask_affine, s.has_block = m.has_block, s.has_gather = m.has_gather;
+  s.two_segments = m.two_segments, s.continuation = m.continuation;
+}
+}  // namespace
+
+KernelSpec backward_pre_spec(const KernelSpec& base) {
+  KernelSpec s = backward_common(base, Direction::BackwardPre);
+  s.block_m = 0, s.block_n = 0, s.warps = 8, s.stages = 0;
+  return s;
+}
+
+KernelSpec backward_dq_spec(const KernelSpec& base, const Plan& plan, size_t pass_index, bool key_padding) {
+  KernelSpec s = backward_common(base, Direction::BackwardDq);
+  s.block_m = plan.options.block_m;  // the forward plan's tasks
+  s.warps = s.block_m / 16;
+  pass_masks(s, plan, pass_index);
+  s.key_padding = key_padding;
+  return s;
+}
+
+PlanOptions backward_plan_options(const KernelSpec& base) {
+  PlanOptions po;
+  po.block_m = 64;
+  po.block_n = 64;
+  (void)base;
+  return po;
+}
+
+KernelSpec backward_dkdv_spec(const KernelSpec& base, const Plan& transposed, size_t pass_index, bool key_padding) {
+  KernelSpec s = backward_common(base, Direction::BackwardDkDv);
+  s.block_m = transposed.options.block_m;
+  s.warps = s.block_m / 16;
+  pass_masks(s, transposed, pass_index);
+  s.key_padding = key_padding;
+  return s;
+}
+
+const char* direction_name(Direction d) {
+  switch (d) {
+    case Direction::Forward: return "fwd";
+    case Direction::BackwardPre: return "bwd_pre";
+    case Direction::BackwardDq: return "bwd_dq";
+    case Direction::BackwardDkDv: return "bwd_dkdv";
+  }
+  return "?";
+}
+
 std::string KernelSpec::name() const {
   std::ostringstream o;
-  o << "splat_attn_fwd_" << dtype_name(dtype) << "_d" << head_dim << "_m" << block_m << "n" << block_n << "w" << warps
-    << (mask_affine ? "_ma" : "") << (two_segments ? "_2seg" : "") << (has_block ? "_bl" : "")
-    << (has_gather ? "_ga" : "") << (write_lse ? "_lse" : "") << (continuation ? "_cont" : "");
+  o << "splat_attn_" << direction_name(direction) << "_" << dtype_name(dtype) << "_d" << head_dim;
+  if (direction == Direction::BackwardPre) return o.str();
+  o << "_m" << block_m << "n" << block_n << "w" << warps << (mask_affine ? "_ma" : "") << (two_segments ? "_2seg" : "")
+    << (has_block ? "_bl" : "") << (has_gather ? "_ga" : "") << (write_lse ? "_lse" : "")
+    << (continuation ? "_cont" : "") << (key_padding ? "_kp" : "");
   o << "_s" << stages << (wgmma ? "_wg" : "") << (overlap ? "_ov" : "");
   if (min_blocks > 0) o << "_mb" << min_blocks;
   return o.str();
@@ -124,28 +197,54 @@ std::string KernelSpec::name() const {
 
 std::string KernelSpec::describe() const {
   std::ostringstream o;
-  o << "attention_fwd dtype=" << dtype_name(dtype) << " D=" << head_dim << " tile=" << block_m << "x" << block_n
+  if (direction == Direction::BackwardPre)
+    return std::string("attention_bwd_pre dtype=") + dtype_name(dtype) + " D=" + std::to_string(head_dim) + " arch=" +
+           arch + " (Delta = rowsum(dO * O), lse * log2 e)";
+  o << "attention_" << direction_name(direction) << " dtype=" << dtype_name(dtype) << " D=" << head_dim
+    << " tile=" << block_m << "x" << block_n
     << " warps=" << warps << " stages=" << stages << (wgmma ? " mma=wgmma" : " mma=mma.sync")
     << (overlap ? " overlap" : "") << " arch=" << arch << " spans=affine" << (has_block ? "+block" : "")
     << (has_gather ? "+gather" : "") << " masks=" << (mask_affine ? "affine" : "none")
     << (two_segments ? "(2 segments)" : "") << (continuation ? " continues-pass" : "")
-    << (write_lse ? " writes-lse" : "") << " smem=" << smem_bytes();
+    << (write_lse ? " writes-lse" : "") << (key_padding ? " key-padding" : "") << " smem=" << smem_bytes();
   return o.str();
 }
 
 size_t KernelSpec::smem_bytes() const {
   // + 1 KB so the kernel can align its tiles to 1024 bytes (the 128-byte swizzle atoms).
-  return size_t(block_m + 2 * stages * block_n) * size_t(head_dim) * dtype_size(dtype) + 1024;
+  const size_t e = dtype_size(dtype), d = size_t(head_dim);
+  switch (direction) {
+    case Direction::BackwardPre: return 0;
+    case Direction::BackwardDq: return size_t(2 * block_m + 2 * stages * block_n) * d * e + 1024;
+    case Direction::BackwardDkDv:  // + the steps' lse and Delta
+      return size_t(2 * block_m + 2 * stages * block_n) * d * e + size_t(2 * stages * block_n) * 4 + 1024;
+    case Direction::Forward: break;
+  }
+  return size_t(block_m + 2 * stages * block_n) * d * e + 1024;
 }
 
 std::string generate_source(const std::vector<KernelSpec>& specs) {
   std::ostringstream o;
   o << "// Generated by splat (src/jit/kernel_spec.cpp). One instantiation per kernel spec.\n"
     << "#include \"splat/device/attention_fwd.cuh\"\n";
+  bool backward = false;
+  for (const KernelSpec& s : specs) backward = backward || s.direction != Direction::Forward;
+  if (backward) o << "#include \"splat/device/attention_bwd.cuh\"\n";
   std::set<std::string> done;
   for (const KernelSpec& s : specs) {
     const std::string n = s.name();
     if (!done.insert(n).second) continue;
+    if (s.direction == Direction::BackwardPre) {
+      o << "\n// " << s.describe() << "\n"
+        << "struct " << n << "_cfg {\n  static constexpr int D = " << s.head_dim
+        << ";\n  static constexpr bool BF16 = " << (s.dtype == DType::BF16 ? "true" : "false") << ";\n};\n"
+        << "extern \"C\" __global__ void __launch_bounds__(" << s.threads() << ") " << n
+        << "(const splat::dev::AttnParams p) {\n  splat::dev::attn_bwd_pre<" << n << "_cfg>(p);\n}\n";
+      continue;
+    }
+    const char* fn = s.direction == Direction::BackwardDq     ? "attn_bwd_dq"
+                     : s.direction == Direction::BackwardDkDv ? "attn_bwd_dkdv"
+                                                              : "attn_fwd";
     o << "\n// " << s.describe() << "\n"
       << "struct " << n << "_cfg {\n"
       << "  static constexpr int D = " << s.head_dim << ", BM = " << s.block_m << ", BN = " << s.block_n
@@ -157,12 +256,14 @@ std::string generate_source(const std::vector<KernelSpec>& specs) {
       << ";\n"
       << "  static constexpr bool HAS_AFFINE_MASK = " << (s.mask_affine ? "true" : "false")
       << ", HAS_BLOCK = " << (s.has_block ? "true" : "false") << ", HAS_GATHER = " << (s.has_gather ? "true" : "false")
-      << ", HAS_SEGMENT2 = " << (s.two_segments ? "true" : "false") << ";\n};\n"
+      << ", HAS_SEGMENT2 = " << (s.two_segments ? "true" : "false") << ";\n"
+      << "  static constexpr bool KEY_PAD = " << (s.key_padding ? "true" : "false")
+      << ", DKDV = " << (s.direction == Direction::BackwardDkDv ? "true" : "false") << ";\n};\n"
       << "extern \"C\" __global__ void __launch_bounds__(" << s.threads()
       << (s.min_blocks > 0 ? ", " + std::to_string(s.min_blocks) : std::string()) << ") " << n
       << "(const splat::dev::AttnParams p) {\n"
       << "  extern __shared__ __align__(128) unsigned char smem[];\n"
-      << "  splat::dev::attn_fwd<" << n << "_cfg>(p, smem);\n"
+      << "  splat::dev::" << fn << "<" << n << "_cfg>(p, smem);\n"
       << "}\n";
   }
   return o.str();

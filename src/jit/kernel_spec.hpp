@@ -12,8 +12,15 @@ namespace splat::jit {
 
 enum class KernelOp { AttentionForward };
 
+// Which way a kernel runs over a plan: the forward (a pass of the plan), or a step of the backward: the
+// preprocess (Delta and lse per query row, no plan), dQ (a pass of the forward plan), dK/dV (a pass of the
+// transposed plan). Part of the generator's input, the kernel name and so of the cache key.
+enum class Direction { Forward, BackwardPre, BackwardDq, BackwardDkDv };
+const char* direction_name(Direction d);
+
 struct KernelSpec {
   KernelOp op = KernelOp::AttentionForward;
+  Direction direction = Direction::Forward;
   DType dtype = DType::BF16;
   int head_dim = 64;
   int block_m = 64;  // query rows per CTA = 16 * mt * warps
@@ -32,7 +39,9 @@ struct KernelSpec {
   bool two_segments = false;  // some affine span masks two segments (KeySpan::segment2)
   // Pass continuation: write_lse (a later pass follows), continuation (start from out + lse).
   bool write_lse = false;
-  bool continuation = false;
+  bool continuation = false;  // backward: start from the gradients an earlier pass wrote
+  // Key padding: keys j >= key_lengths[b] are masked (AttentionOptions::key_lengths); off: the kernel reads none.
+  bool key_padding = false;
 
   std::string name() const;      // the kernel's extern "C" symbol, unique per spec (arch aside)
   std::string describe() const;  // one human line
@@ -50,6 +59,14 @@ bool two_warpgroups_pay(const KernelSpec& base, const Plan& plan);
 KernelSpec two_warpgroup_spec(const KernelSpec& base);
 // Spec of pass `pass_index` of a plan built with base's tile shape.
 KernelSpec pass_spec(const KernelSpec& base, const Plan& plan, size_t pass_index);
+// Spec of the forward pass `pass_index` writing the lse of every row (for backward), with or without key padding.
+KernelSpec forward_spec(const KernelSpec& base, const Plan& plan, size_t pass_index, bool lse, bool key_padding);
+// The backward's kernels: the preprocess; dQ over pass `pass_index` of the forward plan (whose tile rows are
+// base's); dK/dV over pass `pass_index` of the transposed plan, built with backward_plan_options' tile shape.
+KernelSpec backward_pre_spec(const KernelSpec& base);
+KernelSpec backward_dq_spec(const KernelSpec& base, const Plan& plan, size_t pass_index, bool key_padding);
+KernelSpec backward_dkdv_spec(const KernelSpec& base, const Plan& transposed, size_t pass_index, bool key_padding);
+PlanOptions backward_plan_options(const KernelSpec& base);
 // Throws Error(Unsupported) for head dims / dtypes the kernels do not cover.
 void check_supported(DType dtype, int head_dim);
 

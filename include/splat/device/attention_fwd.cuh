@@ -19,7 +19,8 @@ namespace dev {
 
 // Config contract (generated per kernel spec):
 //   D, BM, BN, MT (16-row m-tiles per warp), WARPS, STAGES, BF16, WRITE_LSE, CONTINUE,
-//   HAS_AFFINE_MASK, HAS_BLOCK, HAS_GATHER, HAS_SEGMENT2 (which span kinds / masks can occur),
+//   HAS_AFFINE_MASK, HAS_BLOCK, HAS_GATHER, HAS_SEGMENT2 (which span kinds / masks can occur), KEY_PAD (keys
+//   j >= p.key_lengths[b] masked), DKDV (false: the spans list keys),
 //   WGMMA (sm_90a: S = Q K^T and O += P V as warpgroup MMAs reading K/V straight from shared memory),
 //   OVERLAP (WGMMA only: software-pipelined steps, STAGES >= 3).
 
@@ -46,9 +47,7 @@ __device__ __forceinline__ void attn_fwd_serial(const AttnParams& p, unsigned ch
   // Steps = (span, key tile) pairs in order. A load cursor runs STAGES-1 steps ahead of the compute
   // cursor; one barrier per step frees the buffer the next load overwrites.
   constexpr int S = C::STAGES;
-  StepCursor ld;
-  ld.si = task.span_begin, ld.kt = 0;
-  if (ld.si < task.span_end) ld.sp = p.spans[ld.si];
+  StepCursor ld = first_step<C>(p, task, x.klen);
   StepCursor cu = ld;
 #pragma unroll
   for (int st = 0; st < S - 1; ++st) {
@@ -83,7 +82,6 @@ __device__ __forceinline__ void attn_fwd_serial(const AttnParams& p, unsigned ch
   int prev_si = -1, cbuf = 0, lbuf = S - 1;
   while (cu.si < task.span_end) {
     const DevSpan& sp = cu.sp;
-    const int kt = cu.kt;
     if (cu.si != prev_si) {
       span_row_ranges<C>(p, task, sp, wr0, rr);
       prev_si = cu.si;
@@ -145,7 +143,7 @@ __device__ __forceinline__ void attn_fwd_serial(const AttnParams& p, unsigned ch
           }
         }
       }
-      mask_scores<C>(p, task, sp, kt, wr0, rr, s);
+      mask_scores<C>(p, task, cu, wr0, rr, s);
       float alpha[MT][2];
       softmax_update<C>(p.scale_log2, s, m, l, alpha);
       rescale_acc<C>(acc, alpha);

@@ -24,9 +24,7 @@ __device__ __forceinline__ void attn_fwd_overlap(const AttnParams& p, unsigned c
   const DevTask& task = x.task;
 
   load_q<C>(p, x);
-  StepCursor lk;  // next step whose K and V are loaded; kb: its buffer
-  lk.si = task.span_begin, lk.kt = 0;
-  if (lk.si < task.span_end) lk.sp = p.spans[lk.si];
+  StepCursor lk = first_step<C>(p, task, x.klen);  // next step whose K and V are loaded; kb: its buffer
   StepCursor cu = lk;  // next step whose scores are computed
   int kb = 0;
   auto load_kv_step = [&]() {  // then commit: one group per step
@@ -63,7 +61,7 @@ __device__ __forceinline__ void attn_fwd_overlap(const AttnParams& p, unsigned c
   wgmma_scores<C>(s, wq, x.sK);
   wgmma_commit();
   wgmma_wait0();
-  mask_scores<C>(p, task, cu.sp, cu.kt, wr0, rr, s);
+  mask_scores<C>(p, task, cu, wr0, rr, s);
   softmax_update<C>(p.scale_log2, s, m, l, alpha);
   rescale_acc<C>(acc, alpha);
   advance<C>(p, task, cu);
@@ -98,7 +96,7 @@ __device__ __forceinline__ void attn_fwd_overlap(const AttnParams& p, unsigned c
       prev_si = cu.si;
     }
     wgmma_wait<1>();  // S(n+1) done; O += P(n) V(n) may still run
-    mask_scores<C>(p, task, cu.sp, cu.kt, wr0, rr, s);
+    mask_scores<C>(p, task, cu, wr0, rr, s);
     softmax_update<C>(p.scale_log2, s, m, l, alpha);
     wgmma_wait0_after(l[0][0], l[0][1]);  // l >= 0: after the whole softmax, so it overlaps O += P(n) V(n)
     rescale_acc<C>(acc, alpha);

@@ -19,38 +19,43 @@ __device__ __forceinline__ int swz(int row, int ch) {
   return (ch >> 3) * (ROWS * 64) + row * 64 + (((ch & 7) ^ (row & 7)) << 3);
 }
 
-// Loads K and V rows c = kt*BN + r (r < BN) of a span's keys into swizzled smem tiles (zero past the end).
-// Thread t copies chunk t % CH of rows t / CH + RPI*it: RPI is a multiple of 8, so every row it copies has
-// the same swizzle and the addresses advance by constant strides.
+// Loads rows c = kt*BN + r (r < BN) of a span's keys of two tensors (K and V; Q and dO for the dK/dV direction)
+// into swizzled smem tiles (zero past the end). Thread t copies chunk t % CH of rows t / CH + RPI*it: RPI is a
+// multiple of 8, so every row it copies has the same swizzle and the addresses advance by constant strides.
 template <class C>
-__device__ __forceinline__ void load_kv(const AttnParams& p, const DevSpan& sp, int kt, const u16* kbase,
-                                        const u16* vbase, u16* sK, u16* sV) {
+__device__ __forceinline__ void load_pair(const AttnParams& p, const DevSpan& sp, int kt, const u16* abase, i64 a_sn,
+                                          const u16* bbase, i64 b_sn, u16* sA, u16* sB) {
   constexpr int D = C::D, BN = C::BN, CH = D / 8, THREADS = C::WARPS * 32, RPI = THREADS / CH;
   static_assert(RPI % 8 == 0, "rows per iteration keep the swizzle");
   const int r0 = threadIdx.x / CH, ch = threadIdx.x % CH;
   const int c0 = kt * BN + r0;
-  const u32 dk = smem_addr(sK + swz<D, BN>(r0, ch)), dv = smem_addr(sV + swz<D, BN>(r0, ch));
+  const u32 da = smem_addr(sA + swz<D, BN>(r0, ch)), db = smem_addr(sB + swz<D, BN>(r0, ch));
   if (C::HAS_GATHER && sp.kind == kGather) {
 #pragma unroll
     for (int it = 0; it < BN / RPI; ++it) {
       const int c = c0 + it * RPI;
       const bool ok = c < sp.key_count;
       const i64 key = ok ? p.gather_keys[sp.key_begin + c] : 0;
-      cp_async16(dk + it * RPI * 64 * 2, kbase + key * p.k_sn + ch * 8, ok ? 16 : 0);
-      cp_async16(dv + it * RPI * 64 * 2, vbase + key * p.v_sn + ch * 8, ok ? 16 : 0);
+      cp_async16(da + it * RPI * 64 * 2, abase + key * a_sn + ch * 8, ok ? 16 : 0);
+      cp_async16(db + it * RPI * 64 * 2, bbase + key * b_sn + ch * 8, ok ? 16 : 0);
     }
     return;
   }
   const i64 key0 = i64(sp.key_begin) + i64(sp.key_stride) * c0;
-  const u16* ks = kbase + key0 * p.k_sn + ch * 8;
-  const u16* vs = vbase + key0 * p.v_sn + ch * 8;
-  const i64 kstep = i64(sp.key_stride) * RPI * p.k_sn, vstep = i64(sp.key_stride) * RPI * p.v_sn;
+  const u16* as = abase + key0 * a_sn + ch * 8;
+  const u16* bs = bbase + key0 * b_sn + ch * 8;
+  const i64 astep = i64(sp.key_stride) * RPI * a_sn, bstep = i64(sp.key_stride) * RPI * b_sn;
 #pragma unroll
   for (int it = 0; it < BN / RPI; ++it) {
     const bool ok = c0 + it * RPI < sp.key_count;
-    cp_async16(dk + it * RPI * 64 * 2, ok ? ks + it * kstep : kbase, ok ? 16 : 0);
-    cp_async16(dv + it * RPI * 64 * 2, ok ? vs + it * vstep : vbase, ok ? 16 : 0);
+    cp_async16(da + it * RPI * 64 * 2, ok ? as + it * astep : abase, ok ? 16 : 0);
+    cp_async16(db + it * RPI * 64 * 2, ok ? bs + it * bstep : bbase, ok ? 16 : 0);
   }
+}
+template <class C>
+__device__ __forceinline__ void load_kv(const AttnParams& p, const DevSpan& sp, int kt, const u16* kbase,
+                                        const u16* vbase, u16* sK, u16* sV) {
+  load_pair<C>(p, sp, kt, kbase, p.k_sn, vbase, p.v_sn, sK, sV);
 }
 
 // Online softmax update: s becomes exp2(s * scale * log2 e - new max), l the running partial row sums; alpha is
@@ -142,6 +147,7 @@ __device__ __forceinline__ void wgmma_pv(float (&acc)[C::MT][C::D / 8][4], const
 struct CtaCtx {
   DevTask task;
   int bh;
+  int klen;  // keys of this batch row (KEY_PAD), else N
   const u16 *qbase, *kbase, *vbase;
   u16* obase;
   u16 *sQ, *sK, *sV;  // sQ [BM][D], sK / sV [STAGES][BN][D], all swizzled
@@ -155,6 +161,7 @@ __device__ __forceinline__ CtaCtx cta_ctx(const AttnParams& p, unsigned char* sm
   x.bh = int(blockIdx.x % unsigned(BH));
   const int b = x.bh / p.H, h = x.bh % p.H, hk = h / (p.H / p.Hkv);
   x.task = p.tasks[task_id];
+  x.klen = C::KEY_PAD ? p.key_lengths[b] : p.N;
   x.qbase = static_cast<const u16*>(p.q) + b * p.q_sb + h * p.q_sh;
   x.kbase = static_cast<const u16*>(p.k) + b * p.k_sb + hk * p.k_sh;
   x.vbase = static_cast<const u16*>(p.v) + b * p.v_sb + hk * p.v_sh;
@@ -166,18 +173,23 @@ __device__ __forceinline__ CtaCtx cta_ctx(const AttnParams& p, unsigned char* sm
   return x;
 }
 
-// Q tile: rows row_begin + row_stride*r (gathered), zero past row_count. cp.async, not committed.
+// A task's rows row_begin + row_stride*r (gathered) of one tensor into a swizzled [BM][D] tile, zero past
+// row_count: Q (forward, dQ) or K and V (dK/dV, whose rows are keys). cp.async, not committed.
 template <class C>
-__device__ __forceinline__ void load_q(const AttnParams& p, const CtaCtx& x) {
+__device__ __forceinline__ void load_rows(const DevTask& task, const u16* base, i64 sn, u16* tile) {
   constexpr int CH = C::D / 8, THREADS = C::WARPS * 32;
 #pragma unroll
   for (int it = 0; it < (C::BM * CH) / THREADS; ++it) {
     const int id = threadIdx.x + it * THREADS;
     const int r = id / CH, ch = id % CH;
-    const bool ok = r < x.task.row_count;
-    const i64 i = ok ? i64(x.task.row_begin) + i64(x.task.row_stride) * r : 0;
-    cp_async16(smem_addr(x.sQ + swz<C::D, C::BM>(r, ch)), x.qbase + i * p.q_sn + ch * 8, ok ? 16 : 0);
+    const bool ok = r < task.row_count;
+    const i64 i = ok ? i64(task.row_begin) + i64(task.row_stride) * r : 0;
+    cp_async16(smem_addr(tile + swz<C::D, C::BM>(r, ch)), base + i * sn + ch * 8, ok ? 16 : 0);
   }
+}
+template <class C>
+__device__ __forceinline__ void load_q(const AttnParams& p, const CtaCtx& x) {
+  load_rows<C>(x.task, x.qbase, p.q_sn, x.sQ);
 }
 
 // Online-softmax state at the start: empty, or (CONTINUE) the (out, lse) of the earlier pass: m = lse, l = 1,

@@ -50,6 +50,18 @@ struct AttnParams {
   int num_segments;
   const int* gather_keys;
   const u64* gather_mask;
+  const int* key_lengths;  // KEY_PAD kernels: [B] valid keys per batch row (keys j >= len are masked)
+  // Backward (attention_bwd.cuh): the forward's out and dout, the gradients, and the per-row Delta and lse * log2 e
+  // (+inf for rows without keys) the preprocess kernel writes into the caller's workspace.
+  const void* dout;
+  void *dq, *dk, *dv;
+  i64 do_sb, do_sh, do_sn;
+  i64 dq_sb, dq_sh, dq_sn;
+  i64 dk_sb, dk_sh, dk_sn;
+  i64 dv_sb, dv_sh, dv_sn;
+  float* delta;  // [B*H][N]
+  float* lse2;   // [B*H][N]
+  float scale;   // softmax scale (dQ, dK carry it)
 };
 
 }  // namespace dev

@@ -97,7 +97,8 @@ __device__ __forceinline__ RowRange segment_span_range(const DevSegment& s, int 
 // Entry-by-entry mask for what has no per-row closed form (Block/Gather spans that are not full, affine
 // rows with a residue condition): bit (mt*NT + j)*4 + e set = attended. Out of line: rare, and large.
 template <class C>
-__device__ __noinline__ u64 slow_mask_bits(const AttnParams& p, const DevSpan sp, const DevTask task, int kt, int wr0) {
+__device__ __noinline__ u64 slow_mask_bits(const AttnParams& p, const DevSpan sp, const DevTask task, int kt, int wr0,
+                                           int klen) {
   constexpr int NT = C::BN / 8, MT = C::MT;
   const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
   u64 bits = 0;
@@ -116,21 +117,52 @@ __device__ __noinline__ u64 slow_mask_bits(const AttnParams& p, const DevSpan sp
         if (ok && y.mod > 1) ok = (c - y.lo) % y.mod == 0;
         if (ok && (y.mod == 0 || (!sp.full && sp.kind != kAffine)))
           ok = span_attends<C>(p, sp, r, i, c, span_key<C>(p, sp, c));
+        if (ok && C::KEY_PAD && !C::DKDV && sp.kind == kGather) ok = span_key<C>(p, sp, c) < klen;
         if (ok) bits |= 1ull << (((x >> 1) * NT + j) * 4 + (x & 1) * 2 + e1);
       }
   }
   return bits;
 }
 
+// Span si as the kernel sees it. Key padding (KEY_PAD, keys are the span's keys: not the dK/dV direction, whose
+// spans list queries): affine and block spans keep only keys j < klen, as a shorter key_count, so their masks
+// and loads stop there and spans wholly beyond it vanish; gathered spans are masked entry by entry.
+template <class C>
+__device__ __forceinline__ DevSpan fetch_span(const AttnParams& p, int si, int klen) {
+  DevSpan sp = p.spans[si];
+  if (C::KEY_PAD && !C::DKDV && sp.kind != kGather) {
+    const int room = klen - sp.key_begin;
+    sp.key_count = room <= 0 ? 0 : min(sp.key_count, (room + sp.key_stride - 1) / sp.key_stride);
+  }
+  return sp;
+}
+
 struct StepCursor {
   int si, kt;
   DevSpan sp;
+  int klen;  // valid keys of this CTA's batch row (KEY_PAD), else N
 };
+// Moves to the next span with keys, from c.si (exclusive when `next`).
+template <class C>
+__device__ __forceinline__ void seek_span(const AttnParams& p, const DevTask& task, StepCursor& c, bool next) {
+  if (next) ++c.si;
+  for (; c.si < task.span_end; ++c.si) {
+    c.sp = fetch_span<C>(p, c.si, c.klen);
+    if (!C::KEY_PAD || c.sp.key_count > 0) break;
+  }
+}
+template <class C>
+__device__ __forceinline__ StepCursor first_step(const AttnParams& p, const DevTask& task, int klen) {
+  StepCursor c;
+  c.si = task.span_begin, c.kt = 0, c.klen = klen;
+  seek_span<C>(p, task, c, false);
+  return c;
+}
 template <class C>
 __device__ __forceinline__ void advance(const AttnParams& p, const DevTask& task, StepCursor& c) {
   if (++c.kt * C::BN >= c.sp.key_count) {
     c.kt = 0;
-    if (++c.si < task.span_end) c.sp = p.spans[c.si];
+    seek_span<C>(p, task, c, true);
   }
 }
 
@@ -160,12 +192,13 @@ __device__ __forceinline__ void span_row_ranges(const AttnParams& p, const DevTa
 // does not cover the whole tile (edges of bands, ragged ends, row sub-ranges); entries without a closed form go
 // through slow_mask_bits.
 template <class C>
-__device__ __forceinline__ void mask_scores(const AttnParams& p, const DevTask& task, const DevSpan& sp, int kt,
-                                            int wr0, const RowRange (&rr)[C::MT * 2], float (&s)[C::MT][C::BN / 8][4]) {
+__device__ __forceinline__ void mask_scores(const AttnParams& p, const DevTask& task, const StepCursor& cur, int wr0,
+                                            const RowRange (&rr)[C::MT * 2], float (&s)[C::MT][C::BN / 8][4]) {
   constexpr int MT = C::MT, NT = C::BN / 8, BN = C::BN;
+  const DevSpan& sp = cur.sp;
   const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-  const int c0 = kt * BN;
-  bool covered = true, slow = !sp.full && sp.kind != kAffine;
+  const int c0 = cur.kt * BN;
+  bool covered = true, slow = (!sp.full && sp.kind != kAffine) || (C::KEY_PAD && !C::DKDV && sp.kind == kGather);
 #pragma unroll
   for (int x = 0; x < MT * 2; ++x) {
     const int r = wr0 + (x >> 1) * 16 + g + 8 * (x & 1);
@@ -176,7 +209,7 @@ __device__ __forceinline__ void mask_scores(const AttnParams& p, const DevTask& 
   }
   if (__all_sync(0xffffffffu, covered && !slow)) return;
   if (__any_sync(0xffffffffu, slow)) {
-    const u64 bits = slow_mask_bits<C>(p, sp, task, kt, wr0);
+    const u64 bits = slow_mask_bits<C>(p, sp, task, cur.kt, wr0, cur.klen);
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll

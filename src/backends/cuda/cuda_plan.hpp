@@ -1,5 +1,7 @@
-// The CudaPlan: a plan's device-side tables, its loaded kernels (one per pass) and the lse workspace.
+// The CudaPlan: a plan's device-side tables (and, for backward, those of its transpose), its loaded kernels in
+// variants (forward with / without lse and key padding, backward), and the lse workspace.
 #pragma once
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -10,14 +12,35 @@
 
 namespace splat {
 
+namespace cuda {
+// A plan's tables on the device.
+struct DevicePlan {
+  PackedPlan packed;
+  DeviceBuffer tasks, spans, segments, gather_keys, gather_mask;
+  void upload(const Plan& plan);
+};
+
+// The kernels a plan may launch, one set per variant (each its own generated source and cache entry).
+enum Variant { kForward, kForwardLse, kForwardPad, kForwardLsePad, kBackward, kBackwardPad, kVariantCount };
+struct KernelSet {
+  std::vector<jit::KernelSpec> specs;  // forward: one per pass; backward: preprocess, dQ per pass, dK/dV per pass
+  std::vector<cudaKernel_t> kernels;
+  size_t dq_count = 0;  // backward: specs[1 .. 1+dq_count) are dQ, the rest dK/dV
+  std::string from;     // memory / disk / compiled
+  double ms = 0;
+  bool ready = false;
+};
+}  // namespace cuda
+
 class CudaPlan {
  public:
-  Plan plan;
+  Plan plan;  // plan.transposed: the transposed plan (with options.backward)
   CudaPlanOptions options;
-  std::vector<jit::KernelSpec> specs;  // one per pass
-  std::vector<cudaKernel_t> kernels;   // one per pass
-  cuda::PackedPlan packed;
-  cuda::DeviceBuffer tasks, spans, segments, gather_keys, gather_mask;
+  jit::KernelSpec base;                // the forward kernel's tile shape
+  std::vector<jit::KernelSpec> specs;  // forward, one per pass (= sets[kForward].specs)
+  cuda::DevicePlan fwd, bwd;           // tables of plan and of plan.transposed
+  mutable std::mutex mutex;            // guards sets (variants load on first use)
+  mutable cuda::KernelSet sets[cuda::kVariantCount];
   mutable cuda::DeviceBuffer lse;  // [B*H][N] floats for multi-pass plans (grown outside the launch path)
   std::string jit_source;          // memory / disk / compiled
   double make_plan_ms = 0, jit_ms = 0, upload_ms = 0, total_ms = 0;
@@ -26,11 +49,25 @@ class CudaPlan {
 namespace cuda {
 // The plan's specs and generated source (no GPU needed).
 struct PlanKernels {
-  Plan plan;
-  std::vector<jit::KernelSpec> specs;
-  std::string source;
+  Plan plan;  // with plan.transposed when backward
+  jit::KernelSpec base;
+  std::vector<jit::KernelSpec> specs;  // the forward's (kForward)
+  std::string source;                  // kForward's, plus kForwardLse's and kBackward's when backward
 };
-PlanKernels plan_kernels(const Acsr& acsr, DType dtype, int head_dim, const std::string& arch);
+PlanKernels plan_kernels(const Acsr& acsr, DType dtype, int head_dim, const std::string& arch, bool backward = false);
+// The specs of a variant of a plan made by plan_kernels.
+KernelSet variant_specs(const jit::KernelSpec& base, const Plan& plan, Variant v);
+// The loaded kernels of a variant: compiled or loaded on first use (outside a stream capture; `stream` is checked).
+const KernelSet& kernel_set(const CudaPlan& plan, Variant v, cudaStream_t stream);
+void load_set_now(const CudaPlan& plan, Variant v);  // caller holds plan.mutex
+// Launch helpers shared by the forward and the backward: argument checks, the common kernel parameters (device
+// set current), a plan's tables, one pass's launch (grid = tasks x heads).
+void check_device_view(const TensorView& t, const char* name, int device, bool out);
+dev::AttnParams base_params(const CudaPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
+                            const AttentionOptions& opt);
+void set_tables(dev::AttnParams& p, const DevicePlan& t);
+void launch_pass(dev::AttnParams& p, const DevicePlan& t, size_t pass, int64_t heads, cudaKernel_t kernel,
+                 const jit::KernelSpec& spec, cudaStream_t s);
 // Drops loaded modules and the in-process cubin map (next plan loads from disk): for warm-load timing.
 void forget_loaded_kernels();
 }  // namespace cuda

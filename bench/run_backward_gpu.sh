@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The CUDA backward's GPU checks and timings in one device call, on binaries built here (no GPU needed to build):
+#   bash bench/run_backward_gpu.sh --stage [BUILD_DIR]   # dev machine: copy the binaries into .carry/bwd
+#   bash bench/run_backward_gpu.sh tests|sanitize|bench|all [bench args...]   # GPU machine (carry .carry/bwd)
+# tests: the backward / lse / padding tests (parallel groups) and the forward tests; sanitize: compute-sanitizer
+# memcheck and racecheck on the backward at small N; bench: splat_backward_bench (args passed on).
+# Logs and results go to $OUT (or /tmp/bwd-out); the summary to $OUT/summary.txt. Exit status: failed steps.
+set -u
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="$root/.carry/bwd"
+if [ "${1:-}" = "--stage" ]; then
+  build="${2:-$root/build-cuda}"
+  mkdir -p "$bin"
+  for t in test_cuda_backward test_cuda_attention test_cuda_workspace; do cp "$build/tests/cpp/$t" "$bin/"; done
+  cp "$build/src/jit/splat_backward_bench" "$bin/"
+  cp /lib/x86_64-linux-gnu/libgomp.so.1 "$bin/"
+  git -C "$root" log -1 --format=%H >"$bin/commit.txt"
+  git -C "$root" status --short --untracked-files=no -- include/splat/device src/jit src/backends/cuda >>"$bin/commit.txt"
+  exit 0
+fi
+mode=${1:-all}
+shift || true
+R=${OUT:-/tmp/bwd-out}
+mkdir -p "$R"
+export LD_LIBRARY_PATH="$bin:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" SPLAT_CACHE_DIR=/tmp/splat-cache
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$R/device.txt"
+cat "$bin/commit.txt" >>"$R/device.txt"
+fails=0
+summary() { echo "$1 rc=$2 $(grep -E '^\[  (PASSED|FAILED) |tests? ran' "$R/$1.log" | tr -s ' ' | tr '\n' ' ')"; }
+if [ "$mode" = tests ] || [ "$mode" = all ]; then
+  b=CudaBackward
+  groups=("$b.SuiteSmall:$b.Deterministic:$b.GraphCapture*:$b.ArgumentErrors:CudaLse.*"
+    "$b.SuiteDtypesAndHeadDims" "$b.MorePatternsAndCompositions:$b.ExplicitMask*"
+    "$b.OddSequenceLengths:$b.GqaAndStridedLayouts:$b.KeyLengths")
+  pids=()
+  for g in 0 1 2 3; do
+    timeout 420 "$bin/test_cuda_backward" --gtest_filter="${groups[$g]}" >"$R/backward$g.log" 2>&1 &
+    pids+=($!)
+  done
+  timeout 420 "$bin/test_cuda_attention" >"$R/attention.log" 2>&1 &
+  pids+=($!)
+  timeout 420 "$bin/test_cuda_workspace" >"$R/workspace.log" 2>&1 &
+  pids+=($!)
+  names=(backward0 backward1 backward2 backward3 attention workspace)
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}"
+    rc=$?
+    [ $rc -eq 0 ] || fails=$((fails + 1))
+    summary "${names[$i]}" $rc | tee -a "$R/summary.txt"
+    grep -E "Failure|Which is|naive error|error:|Expected" "$R/${names[$i]}.log" | head -12
+  done
+fi
+if [ "$mode" = sanitize ] || [ "$mode" = all ]; then
+  for tool in memcheck racecheck; do
+    timeout 300 compute-sanitizer --tool $tool --print-limit 20 "$bin/test_cuda_backward" \
+      --gtest_filter='CudaBackward.OddSequenceLengths' >"$R/sanitize_$tool.log" 2>&1
+    rc=$?
+    [ $rc -eq 0 ] || fails=$((fails + 1))
+    echo "sanitize_$tool rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$R/sanitize_$tool.log" | tail -1)" |
+      tee -a "$R/summary.txt"
+  done
+fi
+if [ "$mode" = bench ] || [ "$mode" = all ]; then
+  timeout 500 "$bin/splat_backward_bench" "$@" >"$R/bench.jsonl" 2>"$R/bench.err"
+  rc=$?
+  [ $rc -eq 0 ] || fails=$((fails + 1))
+  echo "bench rc=$rc rows=$(wc -l <"$R/bench.jsonl")" | tee -a "$R/summary.txt"
+  cat "$R/bench.jsonl"
+  tail -3 "$R/bench.err"
+fi
+exit $fails
