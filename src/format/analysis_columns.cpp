@@ -3,18 +3,12 @@
 // one key (slope 1) or unchanged (slope 0) extends the same segment. What stays a lone short
 // progression of a single row goes to the explicit-column remainder.
 #include <algorithm>
-#include <map>
-#include <tuple>
 
+#include "format/row_analysis.hpp"
 #include "splat/acsr.hpp"
 #include "splat/error.hpp"
 
 namespace splat {
-namespace {
-
-struct Progression {
-  int64_t first, stride, count;
-};
 
 void split_row(const int32_t* c, int64_t len, std::vector<Progression>& out) {
   out.clear();
@@ -38,37 +32,93 @@ void split_row(const int32_t* c, int64_t len, std::vector<Progression>& out) {
   }
 }
 
-struct Open {
-  int64_t row_begin, first_begin, last_first, stride, count;
-  int slope;  // -1: undecided (one row so far)
-};
+RowMerger::RowMerger(int64_t n) {
+  a_.n = n;
+}
 
+void RowMerger::close(const Open& o, int64_t row_end) {
+  const int64_t slope = o.slope < 0 ? 0 : o.slope;
+  if (row_end - o.row_begin == 1 && o.count <= 2) {
+    for (int64_t t = 0; t < o.count; ++t) lone_.push_back({o.row_begin, int32_t(o.first_begin + o.stride * t)});
+    return;
+  }
+  Segment s;
+  s.row_begin = o.row_begin, s.row_end = row_end, s.slope = slope;
+  s.offset = o.first_begin - slope * o.row_begin, s.stride = o.stride;
+  s.t_begin = 0, s.t_end = o.count, s.key_begin = 0, s.key_end = a_.n;
+  a_.segments.push_back(s);
+}
+
+namespace {
+uint64_t mix(int64_t stride, int64_t count, int64_t first) {
+  return splitmix64(uint64_t(stride) * 0x9E3779B97F4A7C15ull ^ uint64_t(count) * 0xC2B2AE3D27D4EB4Full ^
+                    uint64_t(first));
+}
 }  // namespace
+
+void RowMerger::add_row(const std::vector<Progression>& row) {
+  const int64_t i = row_++;
+  // Open progressions hashed by (stride, count, last first key). Disjoint progressions of one row never
+  // share that key, so each lookup finds at most one.
+  size_t cap = 16;
+  while (cap < 2 * open_.size()) cap *= 2;
+  table_.assign(cap, -1);
+  for (size_t k = 0; k < open_.size(); ++k) {
+    size_t h = mix(open_[k].stride, open_[k].count, open_[k].last_first) & (cap - 1);
+    while (table_[h] >= 0) h = (h + 1) & (cap - 1);
+    table_[h] = int32_t(k);
+  }
+  auto find = [&](int64_t stride, int64_t count, int64_t last_first) -> int32_t {
+    for (size_t h = mix(stride, count, last_first) & (cap - 1); table_[h] >= 0; h = (h + 1) & (cap - 1)) {
+      const Open& o = open_[size_t(table_[h])];
+      if (o.stride == stride && o.count == count && o.last_first == last_first) return table_[h];
+    }
+    return -1;
+  };
+  used_.assign(open_.size(), false);
+  next_.clear();
+  for (const Progression& pr : row) {
+    bool matched = false;
+    for (int slope : {1, 0}) {
+      const int32_t k = find(pr.stride, pr.count, pr.first - slope);
+      if (k < 0) continue;
+      const Open& it = open_[size_t(k)];
+      if (used_[size_t(k)] || (it.slope >= 0 && it.slope != slope)) continue;
+      used_[size_t(k)] = true;
+      Open o = it;
+      o.slope = slope, o.last_first = pr.first;
+      next_.push_back(o);
+      matched = true;
+      break;
+    }
+    if (!matched) next_.push_back({i, pr.first, pr.first, pr.stride, pr.count, -1});
+  }
+  for (size_t k = 0; k < open_.size(); ++k)
+    if (!used_[k]) close(open_[k], i);
+  open_.swap(next_);
+}
+
+Acsr RowMerger::finish() {
+  require(row_ == a_.n, "internal: RowMerger fed the wrong number of rows");
+  for (const Open& o : open_) close(o, a_.n);
+  open_.clear();
+  if (!lone_.empty()) {
+    std::sort(lone_.begin(), lone_.end());
+    a_.columns.row_ptr.assign(size_t(a_.n + 1), 0);
+    for (const auto& [row, col] : lone_) {
+      a_.columns.cols.push_back(col);
+      ++a_.columns.row_ptr[size_t(row + 1)];
+    }
+    for (int64_t i = 0; i < a_.n; ++i) a_.columns.row_ptr[size_t(i + 1)] += a_.columns.row_ptr[size_t(i)];
+  }
+  return std::move(a_);
+}
 
 Acsr analyse_columns(int64_t n, const std::vector<int64_t>& row_ptr, const std::vector<int32_t>& cols) {
   require(n > 0 && int64_t(row_ptr.size()) == n + 1, "column lists: row_ptr must have n+1 entries");
   require(row_ptr[0] == 0 && row_ptr[size_t(n)] == int64_t(cols.size()), "column lists: row_ptr does not match cols");
-  Acsr a;
-  a.n = n;
-  std::vector<std::pair<int64_t, int32_t>> lone;  // (row, col) for the column remainder
-  std::vector<Open> open, next_open;
+  RowMerger merger(n);
   std::vector<Progression> prog;
-  std::map<std::tuple<int64_t, int64_t, int64_t>, std::vector<size_t>> by_end;  // (stride,count,last_first)
-  std::vector<bool> used;
-
-  auto close = [&](const Open& o, int64_t row_end) {
-    const int64_t slope = o.slope < 0 ? 0 : o.slope;
-    if (row_end - o.row_begin == 1 && o.count <= 2) {
-      for (int64_t t = 0; t < o.count; ++t) lone.push_back({o.row_begin, int32_t(o.first_begin + o.stride * t)});
-      return;
-    }
-    Segment s;
-    s.row_begin = o.row_begin, s.row_end = row_end, s.slope = slope;
-    s.offset = o.first_begin - slope * o.row_begin, s.stride = o.stride;
-    s.t_begin = 0, s.t_end = o.count, s.key_begin = 0, s.key_end = n;
-    a.segments.push_back(s);
-  };
-
   for (int64_t i = 0; i < n; ++i) {
     const int64_t b = row_ptr[size_t(i)], e = row_ptr[size_t(i + 1)];
     require(b <= e, "column lists: row_ptr must be non-decreasing");
@@ -77,58 +127,25 @@ Acsr analyse_columns(int64_t n, const std::vector<int64_t>& row_ptr, const std::
       require(k == b || cols[size_t(k)] > cols[size_t(k - 1)], "column lists: columns must be sorted and unique");
     }
     split_row(cols.data() + b, e - b, prog);
-    by_end.clear();
-    for (size_t k = 0; k < open.size(); ++k)
-      by_end[{open[k].stride, open[k].count, open[k].last_first}].push_back(k);
-    used.assign(open.size(), false);
-    next_open.clear();
-    for (const Progression& pr : prog) {
-      bool matched = false;
-      for (int slope : {1, 0}) {
-        auto it = by_end.find({pr.stride, pr.count, pr.first - slope});
-        if (it == by_end.end()) continue;
-        for (size_t k : it->second) {
-          if (used[k] || (open[k].slope >= 0 && open[k].slope != slope)) continue;
-          used[k] = true;
-          Open o = open[k];
-          o.slope = slope, o.last_first = pr.first;
-          next_open.push_back(o);
-          matched = true;
-          break;
-        }
-        if (matched) break;
-      }
-      if (!matched) next_open.push_back({i, pr.first, pr.first, pr.stride, pr.count, -1});
-    }
-    for (size_t k = 0; k < open.size(); ++k)
-      if (!used[k]) close(open[k], i);
-    open.swap(next_open);
+    merger.add_row(prog);
   }
-  for (const Open& o : open) close(o, n);
-
-  if (!lone.empty()) {
-    std::sort(lone.begin(), lone.end());
-    a.columns.row_ptr.assign(size_t(n + 1), 0);
-    for (const auto& [row, col] : lone) {
-      a.columns.cols.push_back(col);
-      ++a.columns.row_ptr[size_t(row + 1)];
-    }
-    for (int64_t i = 0; i < n; ++i) a.columns.row_ptr[size_t(i + 1)] += a.columns.row_ptr[size_t(i)];
-  }
-  return a;
+  return merger.finish();
 }
 
 Acsr analyse_mask(const uint8_t* mask, int64_t n) {
   require(n > 0, "mask: size must be positive");
-  std::vector<int64_t> row_ptr(size_t(n + 1), 0);
+  RowMerger merger(n);
   std::vector<int32_t> cols;
-  for (int64_t i = 0; i < n; ++i) {
+  std::vector<Progression> prog;
+  for (int64_t i = 0; i < n; ++i) {  // one row at a time: O(n) memory besides the result
     const uint8_t* row = mask + i * n;
+    cols.clear();
     for (int64_t j = 0; j < n; ++j)
       if (row[j]) cols.push_back(int32_t(j));
-    row_ptr[size_t(i + 1)] = int64_t(cols.size());
+    split_row(cols.data(), int64_t(cols.size()), prog);
+    merger.add_row(prog);
   }
-  return analyse_columns(n, row_ptr, cols);
+  return merger.finish();
 }
 
 }  // namespace splat

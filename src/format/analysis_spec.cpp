@@ -1,9 +1,11 @@
 // ACSR straight from a pattern spec: each family maps to a few affine segments in O(1) (or
-// O(n / block) for block families); compositions use the exact segment algebra and fall back to
-// an O(nnz) row enumeration only where the algebra cannot express the result.
+// O(n / block) for block families); compositions use the exact segment algebra within a work and
+// segment budget, and take the row path (analysis_rows.cpp) where the algebra cannot express the
+// result or stops paying.
 #include <algorithm>
 
 #include "common/int_math.hpp"
+#include "format/row_analysis.hpp"
 #include "format/segment_algebra.hpp"
 #include "splat/error.hpp"
 
@@ -137,12 +139,64 @@ Acsr primitive(const Pattern& p, int64_t n) {
   return a;
 }
 
-// A \cup (B \ A) over segments; nullopt if some difference is not affine.
-std::optional<std::vector<Segment>> union_segments(const std::vector<Segment>& A, const std::vector<Segment>& B) {
+// The segment algebra spends at most this much work (pairs examined, pieces made) on a pattern and
+// keeps at most this many segments; past either, the row path is cheaper and always exact.
+struct Budget {
+  int64_t work = 0, work_limit = 0, segment_limit = 0;
+  bool charge(int64_t w) { return (work += w) <= work_limit; }
+};
+
+// Pairs (a, b) whose row ranges and key ranges meet: a sweep over row_begin, so the work is the number
+// of row-overlapping pairs, not |A| * |B|. False when the budget runs out.
+bool meeting_pairs(const std::vector<Segment>& A, const std::vector<Segment>& B, Budget& budget,
+                   std::vector<std::pair<int32_t, int32_t>>& pairs) {
+  struct Item {
+    int64_t row_begin;
+    int side;
+    int32_t index;
+  };
+  std::vector<Item> items;
+  items.reserve(A.size() + B.size());
+  for (size_t k = 0; k < A.size(); ++k) items.push_back({A[k].row_begin, 0, int32_t(k)});
+  for (size_t k = 0; k < B.size(); ++k) items.push_back({B[k].row_begin, 1, int32_t(k)});
+  std::sort(items.begin(), items.end(), [](const Item& x, const Item& y) { return x.row_begin < y.row_begin; });
+  if (!budget.charge(int64_t(items.size()))) return false;
+  const std::vector<Segment>* side[2] = {&A, &B};
+  std::vector<int32_t> active[2];
+  for (const Item& it : items) {
+    const Segment& x = (*side[it.side])[size_t(it.index)];
+    std::vector<int32_t>& other = active[1 - it.side];
+    const std::vector<Segment>& os = *side[1 - it.side];
+    if (!budget.charge(int64_t(other.size()))) return false;
+    size_t w = 0;
+    for (int32_t k : other) {
+      const Segment& y = os[size_t(k)];
+      if (y.row_end <= x.row_begin) continue;  // ended: rows only grow from here
+      other[w++] = k;
+      if (y.key_begin < x.key_end && x.key_begin < y.key_end)
+        pairs.push_back(it.side == 0 ? std::make_pair(it.index, k) : std::make_pair(k, it.index));
+    }
+    other.resize(w);
+    active[it.side].push_back(it.index);
+  }
+  return true;
+}
+
+// A and (B \ A) over segments; nullopt if some difference is not affine or the budget runs out.
+std::optional<std::vector<Segment>> union_segments(const std::vector<Segment>& A, const std::vector<Segment>& B,
+                                                   Budget& budget) {
+  std::vector<std::pair<int32_t, int32_t>> pairs;
+  if (!meeting_pairs(A, B, budget, pairs)) return std::nullopt;
+  std::sort(pairs.begin(), pairs.end(), [](const auto& x, const auto& y) {
+    return x.second != y.second ? x.second < y.second : x.first < y.first;
+  });
   std::vector<Segment> out = A;
-  for (const Segment& b : B) {
-    std::vector<Segment> pieces{b}, next;
-    for (const Segment& a : A) {
+  std::vector<Segment> pieces, next;
+  size_t q = 0;
+  for (size_t kb = 0; kb < B.size(); ++kb) {
+    pieces.assign(1, B[kb]);
+    for (; q < pairs.size() && pairs[q].second == int32_t(kb); ++q) {
+      const Segment& a = A[size_t(pairs[q].first)];
       next.clear();
       for (const Segment& piece : pieces) {
         auto d = segment_subtract(piece, a);
@@ -150,96 +204,84 @@ std::optional<std::vector<Segment>> union_segments(const std::vector<Segment>& A
         next.insert(next.end(), d->begin(), d->end());
       }
       pieces.swap(next);
-      if (pieces.size() > 4096) return std::nullopt;
+      if (!budget.charge(int64_t(pieces.size()))) return std::nullopt;
     }
     out.insert(out.end(), pieces.begin(), pieces.end());
+    if (int64_t(out.size()) > budget.segment_limit) return std::nullopt;
   }
   return out;
 }
 
-// Row-by-row enumeration: exact for anything, O(nnz).
-Acsr enumerate(const Acsr& A, const Acsr& B, bool is_union) {
-  const int64_t n = A.n;
-  std::vector<int64_t> row_ptr(size_t(n + 1), 0);
-  std::vector<int32_t> cols, ka, kb, merged;
-  for (int64_t i = 0; i < n; ++i) {
-    row_keys(A, i, ka);
-    row_keys(B, i, kb);
-    merged.clear();
-    if (is_union)
-      std::set_union(ka.begin(), ka.end(), kb.begin(), kb.end(), std::back_inserter(merged));
-    else
-      std::set_intersection(ka.begin(), ka.end(), kb.begin(), kb.end(), std::back_inserter(merged));
-    cols.insert(cols.end(), merged.begin(), merged.end());
-    row_ptr[size_t(i + 1)] = int64_t(cols.size());
-  }
-  return analyse_columns(n, row_ptr, cols);
-}
-
-Acsr unite(const Acsr& A, const Acsr& B) {
+std::optional<Acsr> unite(const Acsr& A, const Acsr& B, Budget& budget) {
   const bool blocks_clash = !A.blocks.empty() && !B.blocks.empty() &&
                             (A.blocks.block_rows != B.blocks.block_rows || A.blocks.block_cols != B.blocks.block_cols);
-  if (A.columns.empty() && B.columns.empty() && !blocks_clash) {
-    auto segs = union_segments(A.segments, B.segments);
-    if (!segs) segs = union_segments(B.segments, A.segments);
-    if (segs) {
-      Acsr r;
-      r.n = A.n;
-      r.segments = std::move(*segs);
-      // Blocks exclude every segment by definition, so a plain merge of the block lists is exact.
-      if (A.blocks.empty() || B.blocks.empty()) {
-        r.blocks = A.blocks.empty() ? B.blocks : A.blocks;
-      } else {
-        r.blocks.block_rows = A.blocks.block_rows, r.blocks.block_cols = A.blocks.block_cols;
-        const size_t rows = A.blocks.row_ptr.size() - 1;
-        r.blocks.row_ptr.assign(rows + 1, 0);
-        for (size_t q = 0; q < rows; ++q) {
-          auto a0 = A.blocks.col_block.begin() + A.blocks.row_ptr[q], a1 = A.blocks.col_block.begin() + A.blocks.row_ptr[q + 1];
-          auto b0 = B.blocks.col_block.begin() + B.blocks.row_ptr[q], b1 = B.blocks.col_block.begin() + B.blocks.row_ptr[q + 1];
-          std::set_union(a0, a1, b0, b1, std::back_inserter(r.blocks.col_block));
-          r.blocks.row_ptr[q + 1] = int64_t(r.blocks.col_block.size());
-        }
-      }
-      return r;
+  if (!A.columns.empty() || !B.columns.empty() || blocks_clash) return std::nullopt;
+  auto segs = union_segments(A.segments, B.segments, budget);
+  if (!segs) segs = union_segments(B.segments, A.segments, budget);
+  if (!segs) return std::nullopt;
+  Acsr r;
+  r.n = A.n;
+  r.segments = std::move(*segs);
+  // Blocks exclude every segment by definition, so a plain merge of the block lists is exact.
+  if (A.blocks.empty() || B.blocks.empty()) {
+    r.blocks = A.blocks.empty() ? B.blocks : A.blocks;
+  } else {
+    r.blocks.block_rows = A.blocks.block_rows, r.blocks.block_cols = A.blocks.block_cols;
+    const size_t rows = A.blocks.row_ptr.size() - 1;
+    r.blocks.row_ptr.assign(rows + 1, 0);
+    for (size_t q = 0; q < rows; ++q) {
+      auto a0 = A.blocks.col_block.begin() + A.blocks.row_ptr[q],
+           a1 = A.blocks.col_block.begin() + A.blocks.row_ptr[q + 1];
+      auto b0 = B.blocks.col_block.begin() + B.blocks.row_ptr[q],
+           b1 = B.blocks.col_block.begin() + B.blocks.row_ptr[q + 1];
+      std::set_union(a0, a1, b0, b1, std::back_inserter(r.blocks.col_block));
+      r.blocks.row_ptr[q + 1] = int64_t(r.blocks.col_block.size());
     }
   }
-  return enumerate(A, B, true);
+  return r;
 }
 
-Acsr intersect(const Acsr& A, const Acsr& B) {
-  if (A.columns.empty() && B.columns.empty() && A.blocks.empty() && B.blocks.empty()) {
-    Acsr r;
-    r.n = A.n;
-    bool ok = true;
-    for (const Segment& a : A.segments) {
-      for (const Segment& b : B.segments) {
-        auto x = segment_intersect(a, b);
-        if (!x) {
-          ok = false;
-          break;
-        }
-        if (*x) r.segments.push_back(**x);
-      }
-      if (!ok) break;
-    }
-    if (ok) return r;
+std::optional<Acsr> intersect(const Acsr& A, const Acsr& B, Budget& budget) {
+  if (!A.columns.empty() || !B.columns.empty() || !A.blocks.empty() || !B.blocks.empty()) return std::nullopt;
+  std::vector<std::pair<int32_t, int32_t>> pairs;
+  if (!meeting_pairs(A.segments, B.segments, budget, pairs)) return std::nullopt;
+  Acsr r;
+  r.n = A.n;
+  for (const auto& [ka, kb] : pairs) {
+    auto x = segment_intersect(A.segments[size_t(ka)], B.segments[size_t(kb)]);
+    if (!x) return std::nullopt;
+    if (*x) r.segments.push_back(**x);
   }
-  return enumerate(A, B, false);
+  if (int64_t(r.segments.size()) > budget.segment_limit) return std::nullopt;
+  return r;
 }
 
-Acsr build(const Pattern& p, int64_t n) {
+bool has_mask(const Pattern& p) {
+  if (p.kind == PatternKind::Mask) return true;
+  for (const Pattern& c : p.children)
+    if (has_mask(c)) return true;
+  return false;
+}
+
+// nullopt: the composition is not affine, or not cheaply so (the caller takes the row path).
+std::optional<Acsr> build(const Pattern& p, int64_t n, Budget& budget) {
   switch (p.kind) {
-    case PatternKind::Mask: return analyse_mask(p.mask->bits.data(), n);
+    case PatternKind::Mask: return std::nullopt;  // masks only reach here inside compositions
     case PatternKind::Union:
     case PatternKind::Intersection: {
-      Acsr acc = build(p.children.at(0), n);
-      for (size_t k = 1; k < p.children.size(); ++k) {
-        Acsr next = build(p.children[k], n);
-        acc = p.kind == PatternKind::Union ? unite(acc, next) : intersect(acc, next);
+      std::optional<Acsr> acc = build(p.children.at(0), n, budget);
+      for (size_t k = 1; acc && k < p.children.size(); ++k) {
+        std::optional<Acsr> next = build(p.children[k], n, budget);
+        if (!next) return std::nullopt;
+        acc = p.kind == PatternKind::Union ? unite(*acc, *next, budget) : intersect(*acc, *next, budget);
       }
       return acc;
     }
-    default: return primitive(p, n);
+    default: {
+      Acsr a = primitive(p, n);
+      if (!budget.charge(int64_t(a.segments.size()))) return std::nullopt;
+      return a;
+    }
   }
 }
 
@@ -247,7 +289,15 @@ Acsr build(const Pattern& p, int64_t n) {
 
 Acsr analyse(const Pattern& p, int64_t n) {
   validate_pattern(p, n);
-  return build(p, n);
+  if (p.kind == PatternKind::Mask) return analyse_mask(p.mask->bits.data(), n);
+  if (p.kind != PatternKind::Union && p.kind != PatternKind::Intersection) return primitive(p, n);
+  if (!has_mask(p)) {  // an explicit mask costs O(n^2) anyway: straight to the row path
+    Budget budget;
+    budget.work_limit = int64_t(1) << 21;
+    budget.segment_limit = 4096 + 2 * n;
+    if (std::optional<Acsr> a = build(p, n, budget)) return std::move(*a);
+  }
+  return analyse_rows(p, n);
 }
 
 }  // namespace splat

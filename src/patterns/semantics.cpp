@@ -44,6 +44,7 @@ void validate_pattern(const Pattern& p, int64_t n) {
       break;
     case PatternKind::Union:
     case PatternKind::Intersection:
+      require(!p.children.empty(), "a composition needs at least one operand");
       for (const Pattern& c : p.children) validate_pattern(c, n);
       break;
     default: break;
