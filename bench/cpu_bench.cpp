@@ -10,6 +10,10 @@
 //
 //   splat_cpu_bench [--n 4096] [--d 64] [--b 1] [--h 4] [--kv-heads H] [--threads T] [--reps 9]
 //                   [--dtype f32|f16|bf16] [--block-m 64] [--block-n 64] [--pattern SPEC]... [--no-sgemm]
+//                   [--backward]
+//
+// --backward also times attention_backward_cpu per pattern (effective GFLOP/s at 2.5x the forward's useful FLOPs)
+// and prints backward / forward time.
 #include <cblas.h>
 #include <omp.h>
 #include <unistd.h>
@@ -76,7 +80,7 @@ int main(int argc, char** argv) try {
   int64_t n = 4096, d = 64, b = 1, h = 4, hkv = 0, threads = 0, reps = 9;
   DType dt = DType::F32;
   PlanOptions po;
-  bool with_sgemm = true, keep_env = false;
+  bool with_sgemm = true, keep_env = false, backward = false;
   std::vector<std::string> patterns;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -100,6 +104,8 @@ int main(int argc, char** argv) try {
       po.block_n = int32_t(arg_int(i, argc, argv));
     else if (a == "--no-sgemm")
       with_sgemm = false;
+    else if (a == "--backward")
+      backward = true;
     else if (a == "--keep-env")
       keep_env = true;
     else if (a == "--dtype" && i + 1 < argc)
@@ -129,7 +135,7 @@ int main(int argc, char** argv) try {
   std::mt19937 rng(42);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   auto make = [&](std::vector<uint16_t>& store, int64_t heads) {
-    store.resize(size_t(b * heads * n * d) * 2);
+    store.resize(size_t(b * heads * n * d) * dtype_size(dt) / 2);
     TensorView t = contiguous_view(store.data(), dt, b, heads, n, d);
     for (size_t e = 0; e < size_t(b * heads * n * d); ++e) store_element(store.data(), dt, e, nd(rng));
     return t;
@@ -153,6 +159,7 @@ int main(int argc, char** argv) try {
   for (float& x : ga) x = nd(rng);
   for (float& x : gb) x = nd(rng);
   const size_t first_gemm = items.size();
+  size_t end_gemm = first_gemm;
   if (with_sgemm) {
     items.push_back({"sgemm QK^T " + std::to_string(n) + "x" + std::to_string(n) + "x" + std::to_string(d),
                      2.0 * double(n) * double(n) * double(d),
@@ -170,6 +177,27 @@ int main(int argc, char** argv) try {
                      {}});
   }
 
+  end_gemm = items.size();
+
+  // Backward: the forward's out and lse once per pattern, then dq, dk, dv from them.
+  std::vector<uint16_t> dos, dqs, dks, dvs;
+  std::vector<std::vector<float>> lses(plans.size());
+  TensorView dout, dq, dk, dv;
+  if (backward) {
+    dout = make(dos, h), dq = make(dqs, h), dk = make(dks, hkv), dv = make(dvs, hkv);
+    for (size_t p = 0; p < plans.size(); ++p) {
+      add_transpose(plans[p]);
+      lses[p].resize(size_t(b * h * n));
+      items.push_back({"backward " + patterns[p],
+                       2.5 * items[p].flops,
+                       [&, p] {
+                         attention_cpu(plans[p], q, k, v, o, opt, lses[p].data());  // out and lse of this pattern
+                         attention_backward_cpu(plans[p], {q, k, v, o, dout, lses[p].data(), dq, dk, dv}, opt);
+                       },
+                       {}});
+    }
+  }
+
   for (Item& it : items) it.run();  // warm-up: page faults, caches, thread pools
   for (int64_t r = 0; r < reps; ++r) {
     for (Item& it : items) it.seconds.push_back(seconds_of(it.run));
@@ -178,7 +206,7 @@ int main(int argc, char** argv) try {
   std::fprintf(stderr, "\n");
 
   double g = 0;
-  for (size_t i = first_gemm; i < items.size(); ++i) g = std::max(g, items[i].flops / items[i].median() / 1e9);
+  for (size_t i = first_gemm; i < end_gemm; ++i) g = std::max(g, items[i].flops / items[i].median() / 1e9);
   std::printf("\n%-34s %8s %7s %6s %10s %10s %10s %8s\n", "pattern", "density", "waste", "tiles", "time ms", "eff GF/s",
               "calc GF/s", "/sgemm");
   std::vector<double> ratios;
@@ -190,9 +218,18 @@ int main(int argc, char** argv) try {
                 100.0 * double(plans[p].useful) / (double(n) * double(n)), plans[p].waste(),
                 (long long)plans[p].tile_count(), s * 1e3, eff, calc, ratios.back());
   }
+  if (backward) {
+    std::printf("\n%-34s %10s %10s %10s %10s\n", "backward (forward + backward timed)", "fwd ms", "bwd ms", "bwd/fwd",
+                "bwd GF/s");
+    for (size_t p = 0; p < plans.size(); ++p) {
+      const double f = items[p].median(), fb = items[end_gemm + p].median(), bw = fb - f;
+      std::printf("%-34s %10.3f %10.3f %10.2f %10.1f\n", patterns[p].c_str(), f * 1e3, bw * 1e3, bw / f,
+                  2.5 * items[p].flops / bw / 1e9);
+    }
+  }
   if (!with_sgemm) return 0;
   std::printf("\n");
-  for (size_t i = first_gemm; i < items.size(); ++i)
+  for (size_t i = first_gemm; i < end_gemm; ++i)
     std::printf("OpenBLAS %-32s %10.3f ms %8.1f GFLOP/s\n", items[i].name.c_str(), items[i].median() * 1e3,
                 items[i].flops / items[i].median() / 1e9);
   std::sort(ratios.begin(), ratios.end());
