@@ -11,6 +11,8 @@
 
 #include "args.hpp"
 #include "commands.hpp"
+#include "common/int_math.hpp"
+#include "runner.hpp"
 #include "splat/error.hpp"
 #include "splat/flurka.hpp"
 #include "splat/npy.hpp"
@@ -115,20 +117,30 @@ int run_flurka(const std::vector<std::string>& argv) {
     const int64_t kk = args.get_int("k", 256, 0, int64_t(1) << 30), m = args.get_int("m", 256, 0, 1 << 20);
     t = parse_dtype(args.get("dtype", "f32"));
     const int64_t He = args.has("shared") ? 1 : H, cols = causal > 0 ? causal : N;
+    // Every size product checked (they overflow int64 long before memory runs out), then the memory:
+    // q, k, v, out and the float32 reference of --check, E, F and W.
+    const int64_t qkv = checked_product({B, H, N, D}, "splat flurka: B * H * N * D");
+    const int64_t ef = checked_product({He, kk, cols}, "splat flurka: E, F ([H, k, N])");
+    const int64_t wm = checked_product({He, D, m}, "splat flurka: W ([H, D, m])");
+    const double elem = double(dtype_size(t));
+    check_fits_in_memory(
+        double(qkv) * (4 * elem + (args.has("check") ? 4.0 : 0.0)) + (double(ef) * 2 + double(wm)) * elem,
+        "splat flurka: the inputs and output");
     std::mt19937 g(uint32_t(args.get_int("seed", 1, 0, 1ll << 31)));
-    fill(q, t, size_t(B * H * N * D), 1.0f, g), fill(k, t, size_t(B * H * N * D), 1.0f, g);
-    fill(v, t, size_t(B * H * N * D), 1.0f, g);
-    fill(e, t, size_t(He * kk * cols), 1.0f / std::sqrt(float(cols)), g);
-    fill(f, t, size_t(He * kk * cols), 1.0f / std::sqrt(float(cols)), g);
-    fill(w, t, size_t(He * D * m), 1.0f, g);
+    fill(q, t, size_t(qkv), 1.0f, g), fill(k, t, size_t(qkv), 1.0f, g);
+    fill(v, t, size_t(qkv), 1.0f, g);
+    fill(e, t, size_t(ef), 1.0f / std::sqrt(float(cols)), g);
+    fill(f, t, size_t(ef), 1.0f / std::sqrt(float(cols)), g);
+    fill(w, t, size_t(wm), 1.0f, g);
     in.q = contiguous_view(q.data(), t, B, H, N, D), in.k = contiguous_view(k.data(), t, B, H, N, D);
     in.v = contiguous_view(v.data(), t, B, H, N, D);
     in.e = MatrixView{e.data(), t, He, kk, cols, -1}, in.f = MatrixView{f.data(), t, He, kk, cols, -1};
     in.w = MatrixView{w.data(), t, He, D, m, -1};
   }
   const int64_t B = in.q.B(), H = in.q.H(), Nq = in.q.N(), D = in.q.D();
+  const int64_t out_elems = checked_product({B, H, Nq, D}, "splat flurka: the output [B, H, Nq, D]");
   Host o;
-  o.bytes.resize(size_t(B * H * Nq * D) * dtype_size(t));
+  o.bytes.resize(size_t(out_elems) * dtype_size(t));
   TensorView out = contiguous_view(o.data(), t, B, H, Nq, D);
   const FlurkaShape s = check_flurka_args(method, in, out, causal);
   std::string why;
@@ -164,7 +176,7 @@ int run_flurka(const std::vector<std::string>& argv) {
               (long long)s.k, (long long)s.m, ms);
   int rc = 0;
   if (args.has("check")) {
-    std::vector<float> ref(size_t(B * H * Nq * D));
+    std::vector<float> ref(static_cast<size_t>(out_elems));
     TensorView rv = contiguous_view(ref.data(), DType::F32, B, H, Nq, D);
     if (causal > 0)
       flurka_causal_reference(method, in, rv, causal);
@@ -304,7 +316,10 @@ int run_flurka_quality(const std::vector<std::string>& argv) {
   const std::string proj_kind = args.get("proj", "pool");
   require(proj_kind == "pool" || proj_kind == "random", "--proj must be pool or random");
   const bool pool = proj_kind == "pool";
-  const size_t n = size_t(H * N * D);
+  const size_t n = size_t(checked_product({H, N, D}, "splat flurka-quality: H * N * D"));
+  // Three inputs of q, k, v, their exact outputs and one method's output, in float32; E, F and W.
+  check_fits_in_memory(double(n) * 4.0 * 13 + 4.0 * (2.0 * double(N) * double(N) + double(D) * double(N)),
+                       "splat flurka-quality: the inputs and outputs");
   auto randv = [&](size_t cnt, float sd) {
     std::vector<float> x(cnt);
     for (auto& e : x) e = sd * nd(g);

@@ -1,13 +1,17 @@
 #include "runner.hpp"
 
+#include <omp.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <limits>
 
+#include "common/int_math.hpp"
 #include "report.hpp"
 #include "splat/acsr.hpp"
 #include "splat/attention.hpp"
@@ -31,10 +35,10 @@ uint64_t mix(uint64_t x) {  // splitmix64 step
 }
 
 HostTensor alloc_tensor(DType dtype, int64_t B, int64_t H, int64_t N, int64_t D) {
-  const double bytes = double(B) * double(H) * double(N) * double(D) * double(dtype_size(dtype));
-  check_fits_in_memory(bytes, "a [B, H, N, D] tensor");
+  const size_t bytes = checked_bytes({B, H, N, D}, dtype_size(dtype), "a [B, H, N, D] tensor");
+  check_fits_in_memory(double(bytes), "a [B, H, N, D] tensor");
   HostTensor t;
-  t.storage.resize(size_t(B * H * N * D) * dtype_size(dtype));
+  t.storage.resize(bytes);
   t.view = contiguous_view(t.storage.data(), dtype, B, H, N, D);
   return t;
 }
@@ -108,7 +112,7 @@ HostTensor random_tensor(DType dtype, int64_t B, int64_t H, int64_t N, int64_t D
 
 HostTensor nan_tensor(DType dtype, int64_t B, int64_t H, int64_t N, int64_t D) {
   HostTensor t = alloc_tensor(dtype, B, H, N, D);
-  const size_t count = size_t(B * H * N * D);
+  const size_t count = t.storage.size() / dtype_size(dtype);
   for (size_t i = 0; i < count; ++i) store_element(t.storage.data(), dtype, i, std::numeric_limits<float>::quiet_NaN());
   return t;
 }
