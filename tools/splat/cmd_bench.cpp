@@ -57,11 +57,10 @@ int bench(const std::vector<std::string>& argv) {
   base.check = args.has("check");
   std::vector<int64_t> sizes = suite_sizes();
   if (args.has("seq-len")) sizes = {args.get_int("seq-len", 0, 1, kMaxDim)};
-  for (int64_t n : sizes)
-    check_fits_in_memory(double(base.batch) * double(n) * double(base.head_dim) *
-                                 double(2 * base.heads + 2 * base.kv_heads) * double(dtype_size(base.dtype)) +
-                             (base.check ? double(n) * double(n) : 0.0),
-                         "the inputs and output");
+  for (int64_t n : sizes)  // up front, so a too large size fails before the smaller ones ran
+    check_fits_in_memory(attention_bytes({base.batch, base.heads, base.kv_heads, n, base.head_dim, base.dtype,
+                                          backend.backend, base.threads, base.check}),
+                         "the inputs, output and scratch");
 
   if (!backend.note.empty()) std::fprintf(stderr, "%s\n", backend.note.c_str());
   std::vector<CaseConfig> cases;

@@ -48,10 +48,9 @@ int demo(const std::vector<std::string>& argv) {
   base.reps = int(args.get_int("reps", 3, 1, 1000));
   base.threads = int(args.get_int("threads", 0, 1, 4096));
   base.check = true;
-  check_fits_in_memory(double(base.batch) * double(base.n) * double(base.head_dim) * double(4 * base.heads) *
-                               double(dtype_size(base.dtype)) +
-                           double(base.n) * double(base.n),
-                       "the demo's inputs");
+  check_fits_in_memory(attention_bytes({base.batch, base.heads, base.kv_heads, base.n, base.head_dim, base.dtype,
+                                        backend.backend, base.threads, base.check}),
+                       "the demo's inputs, output and scratch");
 
   std::printf("splat demo: the built-in suite at N=%lld, B=%lld H=%lld D=%lld %s on the %s backend\n",
               (long long)base.n, (long long)base.batch, (long long)base.heads, (long long)base.head_dim,

@@ -97,14 +97,18 @@ int run(const std::vector<std::string>& argv) {
     require(heads % kv_heads == 0, "splat run: --heads " + std::to_string(heads) +
                                        " must be a multiple of --kv-heads " + std::to_string(kv_heads));
     const DType dtype = parse_dtype(args.get("dtype", backend.backend == Backend::Cuda ? "bf16" : "f32"));
-    const double elems = double(batch) * double(n) * double(head_dim) * double(2 * heads + 2 * kv_heads);
-    check_fits_in_memory(elems * double(dtype_size(dtype)) + (args.has("check") ? double(n) * double(n) : 0.0),
-                         "the inputs and output");
+    check_fits_in_memory(
+        attention_bytes({batch, heads, kv_heads, n, head_dim, dtype, backend.backend, threads, args.has("check")}),
+        "the inputs, output and scratch");
     qr = random_tensor(dtype, batch, heads, n, head_dim, seed);
     kr = random_tensor(dtype, batch, kv_heads, n, head_dim, seed + 1);
     vr = random_tensor(dtype, batch, kv_heads, n, head_dim, seed + 2);
     q = qr.view, k = kr.view, v = vr.view;
   }
+  if (files)  // the inputs are loaded: what the run adds to them
+    check_fits_in_memory(
+        attention_bytes({q.B(), q.H(), k.H(), q.N(), q.D(), q.dtype, backend.backend, threads, args.has("check")}),
+        "the inputs, output and scratch");
   HostTensor out = nan_tensor(q.dtype, q.B(), q.H(), q.N(), q.D());
   check_attention_args(q, k, v, out.view);
   const double tol = args.get_double("tol", default_tolerance(q.dtype), 0.0, 1.0);

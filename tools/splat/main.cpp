@@ -1,10 +1,12 @@
 // splat: the command-line front end. Dispatches to the registered subcommands and turns every
-// failure into one line on stderr: exit 2 for usage/input errors (InvalidArgument, Io), 1 otherwise.
+// failure into one line on stderr: exit 2 for usage/input errors (InvalidArgument, Io) and for out of
+// memory, 1 otherwise.
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <exception>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -37,7 +39,19 @@ void print_help(FILE* to) {
                "\npatterns: dense, causal, window:w=W, causal_window:w=W, dilated:w=W,d=D, causal_dilated:w=W,d=D,\n"
                "  strided:s=S, fixed:l=L,c=C, blocked:b=B, global:g=G, sink:g=G, longformer:w=W,g=G,\n"
                "  bigbird:b=B,w=W,g=G,r=R,seed=S, mask:PATH.npy; A+B is the union, A&B the intersection.\n"
-               "example: splat inspect 'causal_window:w=1024+sink:g=4' --seq-len 16384\n");
+               "example: splat inspect 'causal_window:w=1024+sink:g=4' --seq-len 16384\n"
+               "\nexit status: 0 ok; 1 a failed --check or an internal/GPU/compiler failure; 2 a usage or input\n"
+               "  error, an unwritable output, or sizes that need more memory than there is (out of memory).\n"
+               "  Sizes are >= 1: empty problems (N = 0, B = 0) are refused with exit 2.\n"
+               "  An option's value is never empty; one that starts with '--' is written --option=--value.\n");
+}
+
+// An allocation failed although the memory guard (runner.cpp) let the sizes through (other processes'
+// memory, overcommit, a limit the guard cannot see). Exit 2, as for the guard's own refusal: the
+// sizes asked for more memory than there is; smaller ones work.
+int out_of_memory() {
+  std::fprintf(stderr, "splat: error: out of memory (an allocation failed: use smaller sizes or fewer threads)\n");
+  return 2;
 }
 
 int usage_error(const std::string& what) {
@@ -70,8 +84,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "splat: error: %s\n", one_line(e.what()).c_str());
     return usage ? 2 : 1;
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "splat: error: out of memory\n");
-    return 1;
+    return out_of_memory();
+  } catch (const std::length_error&) {  // a container asked for more than it can hold: the same cause
+    return out_of_memory();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "splat: internal error: %s\n", one_line(e.what()).c_str());
     return 1;

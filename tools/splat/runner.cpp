@@ -90,16 +90,55 @@ Analysis analyse_spec(const std::string& spec, int64_t n) {
   return a;
 }
 
-void check_fits_in_memory(double bytes, const std::string& what) {
+namespace {
+// The most memory this process may use: physical memory, lowered by a cgroup (v2) limit and by the
+// address-space and data-segment rlimits (ulimit -v, -d).
+std::pair<double, std::string> memory_limit() {
   const double page = double(sysconf(_SC_PAGESIZE)), pages = double(sysconf(_SC_PHYS_PAGES));
-  const double limit = page > 0 && pages > 0 ? page * pages : 1e15;
-  require(bytes <= limit, what + " would need " + human_bytes(bytes) + ", more than this machine's " +
+  std::pair<double, std::string> lim{page > 0 && pages > 0 ? page * pages : 1e15, "this machine's"};
+  std::ifstream cg("/sys/fs/cgroup/memory.max");
+  double v = 0;
+  if (cg >> v && v > 0 && v < lim.first) lim = {v, "the memory limit (cgroup) of"};
+  for (int res : {RLIMIT_AS, RLIMIT_DATA}) {
+    rlimit rl{};
+    if (getrlimit(res, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && double(rl.rlim_cur) < lim.first)
+      lim = {double(rl.rlim_cur), "the process limit (ulimit) of"};
+  }
+  return lim;
+}
+}  // namespace
+
+void check_fits_in_memory(double bytes, const std::string& what) {
+  const auto [limit, whose] = memory_limit();
+  require(bytes <= limit, what + " would need " + human_bytes(bytes) + ", more than " + whose + " " +
                               human_bytes(limit) + " of memory: use smaller sizes");
+}
+
+int resolve_threads(int threads) {
+  return threads > 0 ? threads : std::max(1, omp_get_max_threads());
+}
+
+double attention_bytes(const AttentionSizes& s) {
+  const double B = double(s.batch), H = double(s.heads), Hkv = double(s.kv_heads), N = double(s.n),
+               D = double(s.head_dim), elem = double(dtype_size(s.dtype));
+  // q and out [B, H, N, D], k and v [B, H_kv, N, D] in the storage dtype.
+  double bytes = B * N * D * (2 * H + 2 * Hkv) * elem;
+  if (s.backend == Backend::Cpu) {
+    // Per thread, the tile kernel's scratch (tile_kernel.hpp Scratch, counted with headroom):
+    // (4*64*Dp + 64*64 + 2*64 + 64*Dp + 2*64*Dp) floats, Dp = D rounded up to 8.
+    const double Dp = double((s.head_dim + 7) / 8 * 8);
+    bytes += double(resolve_threads(s.threads)) * 4.0 * (4 * 64 * Dp + 64 * 64 + 2 * 64 + 64 * Dp + 2 * 64 * Dp);
+    // Multi-pass plans carry O in float32 and the running log-sum-exp; per-key NaN flags of V.
+    bytes += B * H * N * (D + 1) * 4.0 + B * Hkv * N;
+  }
+  // --check: the dense N x N mask, float32 copies of q, k, v and the reference output.
+  if (s.check) bytes += N * N + B * N * D * (2 * H + 2 * Hkv) * 4.0;
+  return bytes;
 }
 
 HostTensor random_tensor(DType dtype, int64_t B, int64_t H, int64_t N, int64_t D, uint64_t seed) {
   HostTensor t = alloc_tensor(dtype, B, H, N, D);
-  const size_t count = size_t(B * H * N * D);
+  const size_t count = t.storage.size() / dtype_size(dtype);
   uint64_t state = mix(seed ^ 0x5bd1e995u);
   for (size_t i = 0; i < count; ++i) {
     state = mix(state);
@@ -187,6 +226,9 @@ CaseResult run_case(const CaseConfig& c, const BackendChoice& backend) {
   r.segments = int64_t(a.plan.acsr.segments.size()), r.regions = a.regions, r.tiles = a.plan.tile_count();
   r.acsr_bytes = acsr_bytes(a.plan.acsr), r.csr_bytes = csr_bytes(c.n, a.nnz);
   r.waste = a.plan.waste(), r.analyse_ms = a.analyse_ms, r.plan_ms = a.plan_ms;
+  check_fits_in_memory(
+      attention_bytes({c.batch, c.heads, c.kv_heads, c.n, c.head_dim, c.dtype, backend.backend, c.threads, c.check}),
+      "the inputs, output and scratch");
   HostTensor q = random_tensor(c.dtype, c.batch, c.heads, c.n, c.head_dim, c.seed);
   HostTensor k = random_tensor(c.dtype, c.batch, c.kv_heads, c.n, c.head_dim, c.seed + 1);
   HostTensor v = random_tensor(c.dtype, c.batch, c.kv_heads, c.n, c.head_dim, c.seed + 2);

@@ -39,8 +39,21 @@ struct HostTensor {
 // Contiguous [B, H, N, D]; values uniform with unit variance from a splitmix64 stream (reproducible).
 HostTensor random_tensor(DType dtype, int64_t B, int64_t H, int64_t N, int64_t D, uint64_t seed);
 HostTensor nan_tensor(DType dtype, int64_t B, int64_t H, int64_t N, int64_t D);
-// Refuses (InvalidArgument) sizes whose buffers would overflow or not fit in this machine's memory.
+// Refuses (InvalidArgument) sizes whose buffers would overflow or not fit in this machine's memory
+// (physical memory, a cgroup limit or ulimit -v / -d, whichever is least).
 void check_fits_in_memory(double bytes, const std::string& what);
+// The thread count the CPU backend uses for `threads` (0: OpenMP's default).
+int resolve_threads(int threads);
+struct AttentionSizes {
+  int64_t batch = 1, heads = 1, kv_heads = 1, n = 1, head_dim = 1;
+  DType dtype = DType::F32;
+  Backend backend = Backend::Cpu;
+  int threads = 0;
+  bool check = false;
+};
+// Host bytes one attention call of the CLI needs: tensors, the CPU backend's per-thread scratch and
+// multi-pass carry, and with check the reference's mask and float32 copies. (Double: no overflow.)
+double attention_bytes(const AttentionSizes& s);
 
 struct Timing {
   double median_ms = 0;
