@@ -67,7 +67,7 @@ TensorView npy_tensor_view(NpyArray& a, const std::string& name) {
   const DType t = tensor_dtype(a, name);
   require(a.shape.size() == 4, name + ": expected a 4-D array [B, H, N, D], got shape " + shape_string(a.shape));
   for (int64_t d : a.shape)
-    require(d > 0, name + ": every dimension must be positive, got shape " + shape_string(a.shape));
+    require(d > 0, name + ": an empty array (every dimension must be positive), got shape " + shape_string(a.shape));
   return contiguous_view(a.data.data(), t, a.shape[0], a.shape[1], a.shape[2], a.shape[3]);
 }
 

@@ -30,9 +30,14 @@ Args::Args(std::string command, const std::vector<std::string>& argv, const std:
       require(!values_.count(name), where + "option '--" + name + "' given twice");
       if (spec->takes_value && !inline_value) {
         require(a + 1 < argv.size(), where + "option '--" + name + "' needs a value");
+        // `--out --check` is a forgotten value, not a file named --check: such values need --out=--check.
+        require(argv[a + 1].compare(0, 2, "--") != 0,
+                where + "option '--" + name + "' needs a value, got the option '" + argv[a + 1] +
+                    "' (a value starting with '--' is written --" + name + "=VALUE)");
         value = argv[++a];
       }
       require(spec->takes_value || !inline_value, where + "option '--" + name + "' takes no value");
+      require(!spec->takes_value || !value.empty(), where + "option '--" + name + "' needs a non-empty value");
       values_[name] = value;
       continue;
     }

@@ -1,5 +1,7 @@
 // Command-line parsing for splat's subcommands: `--flag VALUE`, `--flag=VALUE`, boolean `--flag`, and
 // positional arguments. Every problem is an Error(InvalidArgument) whose message names the option.
+// A value is never empty, and `--flag VALUE` never takes a VALUE that starts with "--" (that is the
+// next option: a forgotten value); such a value must be written `--flag=--VALUE`.
 #pragma once
 #include <cstdint>
 #include <map>

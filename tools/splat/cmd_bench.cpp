@@ -21,7 +21,8 @@ constexpr const char* kUsage =
     "  Runs the built-in suite (window, causal_window, dilated, strided, blocked, longformer, bigbird)\n"
     "  at N = 4096 and 16384 (or only --seq-len N) with random inputs, B=1 H=8 D=64 by default,\n"
     "  and prints a table (median of R runs, default 3). --json FILE writes the results as JSON.\n"
-    "  --check also compares each result with the dense reference (slow at large N).\n";
+    "  --check also compares each result with the dense reference (slow at large N).\n"
+    "  Sizes are >= 1: an empty problem (N = 0 or B = 0) has nothing to time and is refused (exit 2).\n";
 
 constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;
 

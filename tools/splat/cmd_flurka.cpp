@@ -30,7 +30,10 @@ const char* kUsage =
     "     linear. Random inputs: Q, K, V ~ N(0,1), E, F ~ N(0, 1/N) ([H,k,N], or [k,N] with --shared),\n"
     "     W ~ N(0,1) [H,D,m]. .npy inputs: Q [B,H,Nq,D], K, V [B,H,N,D], E, F [k,N] or [H,k,N] ([r,C] with\n"
     "     --causal C), W [D,m] or [H,D,m]; float32 or float16. --check compares with the float64 reference.\n"
-    "     --causal C: chunked causal FLuRKA (flurka-* only, CPU), E/F compress each chunk of C tokens to k rows.\n";
+    "     --causal C: chunked causal FLuRKA (flurka-* only, CPU), E/F compress each chunk of C tokens to k rows.\n"
+    "  With .npy inputs the shapes and dtype come from the files: --seq-len, --heads, --head-dim, --batch, --k,\n"
+    "  --m, --dtype, --shared and --seed conflict with them (exit 2). --out is written only if --check (when\n"
+    "  given) passed. Sizes are >= 1: an empty problem (N = 0 or B = 0, also in .npy inputs) is refused (exit 2).\n";
 
 const char* kPlanUsage =
     "usage: splat flurka-plan --seq-len N --head-dim D [--k K] [--m M] [--batch B] [--heads H] [--dtype bf16]\n"
@@ -93,7 +96,10 @@ int run_flurka(const std::vector<std::string>& argv) {
   Host q, k, v, e, f, w;
   NpyArray nq, nk, nv, ne, nf, nw;
   DType t = DType::F32;
-  if (args.has("q")) {  // .npy inputs
+  if (args.has("q")) {  // .npy inputs: their shapes are the sizes, so size options would be ignored
+    for (const char* opt : {"seq-len", "heads", "head-dim", "batch", "k", "m", "dtype", "shared", "seed"})
+      require(!args.has(opt), std::string("splat flurka: --") + opt +
+                                  " conflicts with .npy inputs (--q ...): the inputs' shapes and dtype are used");
     nq = read_npy(args.get("q"));
     require(args.has("k-in") && args.has("v"), "--q needs --k-in and --v");
     nk = read_npy(args.get("k-in"));
@@ -197,7 +203,9 @@ int run_flurka(const std::vector<std::string>& argv) {
     std::printf("check vs float64 reference: rel err %.3e (tolerance %.3e) %s\n", err, tol, err <= tol ? "OK" : "FAIL");
     rc = err <= tol ? 0 : 1;
   }
-  if (args.has("out")) {
+  if (args.has("out") && rc != 0) {  // a wrong result is not written: an existing file stays as it was
+    std::printf("%s not written (the check failed)\n", args.get("out").c_str());
+  } else if (args.has("out")) {
     write_npy(args.get("out"), npy_from_tensor(out));
     std::printf("wrote %s\n", args.get("out").c_str());
   }
@@ -222,6 +230,9 @@ int run_flurka_plan(const std::vector<std::string>& argv) {
     return 0;
   }
   const int64_t N = args.require_int("seq-len", 1, int64_t(1) << 31), D = args.require_int("head-dim", 1, 4096);
+  // k rows project N keys: k <= N, also for the default (256).
+  require(args.has("k") || N >= 256, "splat flurka-plan: --k defaults to 256, more than --seq-len " +
+                                         std::to_string(N) + ": give --k in [1, " + std::to_string(N) + "]");
   const int64_t kk = args.get_int("k", 256, 1, N), m = args.get_int("m", 256, 1, 1 << 20);
   const int64_t B = args.get_int("batch", 1, 1, 1 << 16), H = args.get_int("heads", 16, 1, 1 << 16);
   const int elem = int(dtype_size(parse_dtype(args.get("dtype", "bf16"))));

@@ -17,7 +17,8 @@ constexpr const char* kUsage =
     "  Analyses PATTERN at sequence length N: nnz, density, ACSR segments and regions, ACSR vs CSR\n"
     "  metadata bytes, the plan's tiles and waste (computed / useful entries).\n"
     "  --json       one JSON object (keys nnz, density, acsr_bytes, csr_bytes, waste, segments, regions, tiles, ...)\n"
-    "  --png FILE   draw the mask (downsampled to <= 1024 px, regions coloured; a bar on the left marks them)\n";
+    "  --png FILE   draw the mask (downsampled to <= 1024 px, regions coloured; a bar on the left marks them)\n"
+    "  N >= 1: an empty pattern (N = 0) has nothing to analyse and is refused (exit 2).\n";
 
 constexpr size_t kMaxRegionsListed = 64;
 

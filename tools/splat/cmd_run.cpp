@@ -20,7 +20,10 @@ constexpr const char* kUsage =
     "  GFLOP/s = 4 * nnz * D * B * H / time. Inputs are random (seed S) or .npy files of shape\n"
     "  [B, H, N, D] (k, v: [B, H_kv, N, D]), float32 or float16; --out is written in the inputs' dtype.\n"
     "  --check compares with the dense float64 reference and fails (exit 1) if the max relative error\n"
-    "  exceeds the tolerance (default 1e-4 f32, 5e-3 f16, 3e-2 bf16).\n";
+    "  exceeds the tolerance (default 1e-4 f32, 5e-3 f16, 3e-2 bf16); --out is written only after the\n"
+    "  check passed. Sizes are >= 1: an empty problem (N = 0 or B = 0, also in .npy inputs) has nothing to\n"
+    "  time or check and is refused (exit 2). Sizes whose memory (tensors, the CPU backend's per-thread\n"
+    "  scratch, the check's dense mask) exceeds the machine's or the process's limit are refused (exit 2).\n";
 
 constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;
 
@@ -124,16 +127,19 @@ int run(const std::vector<std::string>& argv) {
   for (const auto& line : t.kernels) std::printf("kernel    %s\n", line.c_str());
   std::printf("time      %.3f ms (median of %d)\n", t.median_ms, t.reps);
   std::printf("GFLOP/s   %.2f (4*nnz*D*B*H / time)\n", gflops(a.nnz, q.B(), q.H(), q.D(), t.median_ms));
-  if (args.has("out")) {
-    write_npy(args.get("out"), npy_from_tensor(out.view));
-    std::printf("output    %s\n", args.get("out").c_str());
-  }
   if (args.has("check")) {
     const double err = check_against_reference(a, q, k, v, out.view);
     const bool ok = err <= tol;  // false for NaN
     std::printf("check     max relative error %.3e vs the dense reference (tolerance %.1e): %s\n", err, tol,
                 ok ? "ok" : "FAILED");
-    if (!ok) return 1;
+    if (!ok) {  // a wrong result is not written: an existing --out stays as it was
+      if (args.has("out")) std::printf("output    %s not written (the check failed)\n", args.get("out").c_str());
+      return 1;
+    }
+  }
+  if (args.has("out")) {
+    write_npy(args.get("out"), npy_from_tensor(out.view));
+    std::printf("output    %s\n", args.get("out").c_str());
   }
   return 0;
 }
