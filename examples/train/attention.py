@@ -16,8 +16,10 @@ Every module maps q, k, v [B, N, H, D] to [B, N, H, D].
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-SDPA_BACKENDS = ("cudnn", "flash", "efficient", "math")
+SDPA_BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+                 "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
 _METHODS = ("flurka-favor", "flurka-elu", "flurka-relu", "linformer", "performer", "performer-favor",
             "performer-relu", "linear")
 
@@ -44,10 +46,7 @@ class SdpaAttention(nn.Module):
         if self.backend is None:
             o = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         else:
-            from torch.nn.attention import SDPBackend, sdpa_kernel
-            names = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
-                     "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
-            with sdpa_kernel(names[self.backend]):
+            with sdpa_kernel(SDPA_BACKENDS[self.backend]):
                 o = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         return o.transpose(1, 2)
 
