@@ -46,11 +46,17 @@ struct Pattern {
 };
 
 // Parses e.g. "causal_window:w=1024+sink:g=4" or "strided:s=64&causal". '&' binds tighter than '+'.
-// Throws Error(InvalidArgument) naming the offending position; Error(Io) for an unreadable mask file.
+// A mask is mask:PATH (the path runs to the next '+', '&' or ')'; surrounding whitespace is dropped) or
+// mask:"PATH" for any other path, e.g. mask:"runs/a+b&c.npy", where \" is a quote and \\ a backslash
+// (no other escapes). Throws Error(InvalidArgument) naming the offending position; Error(Io) for an
+// unreadable mask file.
 Pattern parse_pattern(std::string_view spec);
 
-// Canonical spec string (parse_pattern(to_string(p)) == p).
+// Canonical spec string (parse_pattern(to_string(p)) == p); mask paths are quoted where the plain form
+// would not read back.
 std::string to_string(const Pattern& p);
+// The spec of a mask at path: mask:PATH, or mask:"PATH" (escaped) when needed.
+std::string mask_spec(const std::string& path);
 
 // The normative membership test. O(1) per query except BigBird (O(r)) and compositions.
 // Throws Error(InvalidArgument) if a Mask pattern's size differs from n.

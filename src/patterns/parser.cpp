@@ -1,7 +1,7 @@
 // Recursive-descent parser for pattern specs:
 //   expr := term ('+' term)*      union
 //   term := atom ('&' atom)*      intersection ('&' binds tighter)
-//   atom := '(' expr ')' | NAME [':' key=value (',' key=value)*] | 'mask:' PATH
+//   atom := '(' expr ')' | NAME [':' key=value (',' key=value)*] | 'mask:' PATH | 'mask:' '"' QUOTED '"'
 #include <cctype>
 #include <map>
 #include <string>
@@ -52,7 +52,7 @@ bool listed(const char* list, const std::string& name) {
 
 class Parser {
  public:
-  explicit Parser(std::string_view s) : s_(s) {}
+  Parser(std::string_view s, bool load_masks) : s_(s), load_masks_(load_masks) {}
 
   Pattern parse() {
     skip_ws();
@@ -115,8 +115,9 @@ class Parser {
     std::string name;
     while (pos_ < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[pos_])) || s_[pos_] == '_'))
       name += s_[pos_++];
-    if (name.empty()) error(pos_ < s_.size() ? std::string("expected a pattern name, got '") + s_[pos_] + "'"
-                                             : std::string("expected a pattern name"));
+    if (name.empty())
+      error(pos_ < s_.size() ? std::string("expected a pattern name, got '") + s_[pos_] + "'"
+                             : std::string("expected a pattern name"));
     --depth_;
     if (name == "mask") return mask_atom(name_at);
     auto it = kinds().find(name);
@@ -167,37 +168,73 @@ class Parser {
 
   static void set_param(Pattern& p, const std::string& key, uint64_t v) {
     const auto x = static_cast<int64_t>(v);
-    if (key == "w") p.w = x;
-    else if (key == "d") p.d = x;
-    else if (key == "s") p.s = x;
-    else if (key == "l") p.l = x;
-    else if (key == "c") p.c = x;
-    else if (key == "b") p.b = x;
-    else if (key == "g") p.g = x;
-    else if (key == "r") p.r = x;
-    else if (key == "seed") p.seed = v;
+    if (key == "w")
+      p.w = x;
+    else if (key == "d")
+      p.d = x;
+    else if (key == "s")
+      p.s = x;
+    else if (key == "l")
+      p.l = x;
+    else if (key == "c")
+      p.c = x;
+    else if (key == "b")
+      p.b = x;
+    else if (key == "g")
+      p.g = x;
+    else if (key == "r")
+      p.r = x;
+    else if (key == "seed")
+      p.seed = v;
   }
 
+  // mask:PATH runs to the next '+', '&' or ')' (surrounding whitespace dropped); mask:"PATH" takes any
+  // path, with \" and \\ for a quote and a backslash.
   Pattern mask_atom(size_t name_at) {
-    if (pos_ >= s_.size() || s_[pos_] != ':') error_at(name_at, "'mask' needs a path: mask:PATH.npy");
+    const char* usage = "'mask' needs a path: mask:PATH.npy or mask:\"PATH.npy\"";
+    if (pos_ >= s_.size() || s_[pos_] != ':') error_at(name_at, usage);
     ++pos_;
+    skip_ws();
     std::string path;
-    while (pos_ < s_.size() && s_[pos_] != '+' && s_[pos_] != '&' && s_[pos_] != ')') path += s_[pos_++];
-    while (!path.empty() && std::isspace(static_cast<unsigned char>(path.back()))) path.pop_back();
-    if (path.empty()) error("'mask' needs a path: mask:PATH.npy");
+    if (pos_ < s_.size() && s_[pos_] == '"') {
+      const size_t open = pos_++;
+      for (;;) {
+        if (pos_ >= s_.size()) error_at(open, "unterminated quoted mask path");
+        const char c = s_[pos_++];
+        if (c == '"') break;
+        if (c == '\\') {
+          if (pos_ >= s_.size()) error_at(open, "unterminated quoted mask path");
+          if (s_[pos_] != '"' && s_[pos_] != '\\')
+            error_at(pos_ - 1, "in a quoted mask path a backslash escapes only '\"' and '\\'");
+          path += s_[pos_++];
+        } else {
+          path += c;
+        }
+      }
+    } else {
+      while (pos_ < s_.size() && s_[pos_] != '+' && s_[pos_] != '&' && s_[pos_] != ')') path += s_[pos_++];
+      while (!path.empty() && std::isspace(static_cast<unsigned char>(path.back()))) path.pop_back();
+    }
+    if (path.empty()) error(usage);
+    // The file system would see only the part before a NUL: refuse rather than open another file.
+    if (path.find('\0') != std::string::npos) error_at(name_at, "a mask path must not contain a NUL byte");
     Pattern p;
     p.kind = PatternKind::Mask;
-    p.mask = load_mask_npy(path);
+    if (load_masks_) p.mask = load_mask_npy(path);
     return p;
   }
 
   std::string_view s_;
   size_t pos_ = 0;
   int depth_ = 0;
+  bool load_masks_ = true;
 };
 
 }  // namespace
 
-Pattern parse_pattern(std::string_view spec) { return Parser(spec).parse(); }
+Pattern parse_pattern(std::string_view spec) {
+  Parser(spec, false).parse();  // syntax first: a bad spec is reported as such, whatever its mask files
+  return Parser(spec, true).parse();
+}
 
 }  // namespace splat

@@ -1,4 +1,5 @@
 // The normative semantics of every pattern family (issue 2, section 1): the oracle for all tests.
+#include <cctype>
 #include <cstdlib>
 
 #include "common/int_math.hpp"
@@ -37,10 +38,9 @@ void validate_pattern(const Pattern& p, int64_t n) {
       require(p.seed < (uint64_t(1) << 32), "bigbird: seed must be below 2^32");
       break;
     case PatternKind::Mask:
-      require(p.mask && p.mask->n == n, "mask " + (p.mask ? p.mask->path : std::string()) + " is " +
-                                            std::to_string(p.mask ? p.mask->n : 0) + " x " +
-                                            std::to_string(p.mask ? p.mask->n : 0) + " but the sequence length is " +
-                                            std::to_string(n));
+      require(p.mask && p.mask->n == n,
+              "mask " + (p.mask ? p.mask->path : std::string()) + " is " + std::to_string(p.mask ? p.mask->n : 0) +
+                  " x " + std::to_string(p.mask ? p.mask->n : 0) + " but the sequence length is " + std::to_string(n));
       break;
     case PatternKind::Union:
     case PatternKind::Intersection:
@@ -96,6 +96,28 @@ std::vector<uint8_t> dense_mask(const Pattern& p, int64_t n) {
   return m;
 }
 
+namespace {
+// Unquoted, a mask path ends at '+', '&' or ')' and loses surrounding whitespace (see the parser).
+bool path_needs_quotes(const std::string& path) {
+  if (path.empty() || path.front() == '"' || std::isspace(static_cast<unsigned char>(path.front())) ||
+      std::isspace(static_cast<unsigned char>(path.back())))
+    return true;
+  for (unsigned char c : path)
+    if (c == '+' || c == '&' || c == ')' || c == '"' || c < 0x20 || c == 0x7f) return true;
+  return false;
+}
+}  // namespace
+
+std::string mask_spec(const std::string& path) {
+  if (!path_needs_quotes(path)) return "mask:" + path;
+  std::string s = "mask:\"";
+  for (char c : path) {
+    if (c == '"' || c == '\\') s += '\\';
+    s += c;
+  }
+  return s + '"';
+}
+
 std::string to_string(const Pattern& p) {
   auto num = [](int64_t v) { return std::to_string(v); };
   switch (p.kind) {
@@ -114,7 +136,7 @@ std::string to_string(const Pattern& p) {
     case PatternKind::BigBird:
       return "bigbird:b=" + num(p.b) + ",w=" + num(p.w) + ",g=" + num(p.g) + ",r=" + num(p.r) +
              ",seed=" + std::to_string(p.seed);
-    case PatternKind::Mask: return "mask:" + (p.mask ? p.mask->path : std::string());
+    case PatternKind::Mask: return mask_spec(p.mask ? p.mask->path : std::string());
     case PatternKind::Union:
     case PatternKind::Intersection: {
       const bool uni = p.kind == PatternKind::Union;

@@ -92,3 +92,77 @@ TEST(Pattern, MissingMaskFileIsIoError) {
     EXPECT_EQ(e.code(), ErrorCode::Io);
   }
 }
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "splat/npy.hpp"
+
+namespace {
+namespace fs = std::filesystem;
+
+// A fresh directory of this process, removed at exit.
+struct MaskDir {
+  fs::path dir = fs::temp_directory_path() / ("splat-test-pattern-" + std::to_string(::getpid()));
+  MaskDir() { fs::create_directories(dir); }
+  ~MaskDir() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+  // Writes an n x n mask (row i attends keys j <= i % 3 + j % 2) and returns its path.
+  std::string write(const std::string& name, int64_t n) const {
+    NpyArray a;
+    a.dtype = NpyDType::Bool;
+    a.shape = {n, n};
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) a.data.push_back(uint8_t((i * 7 + j * 3) % 5 < 2));
+    const std::string path = (dir / name).string();
+    write_npy(path, a);
+    return path;
+  }
+};
+}  // namespace
+
+// Issue 9, item 3: a mask path with '+' or '&' was parsed as a composition.
+TEST(Pattern, QuotedMaskPaths) {
+  const MaskDir d;
+  const int64_t n = 6;
+  for (const std::string name :
+       {"a+b&c.npy", "close).npy", "with \"quotes\".npy", "back\\slash.npy", " leading space.npy", "plain.npy"}) {
+    SCOPED_TRACE(name);
+    const std::string path = d.write(name, n);
+    std::string quoted = "mask:\"";
+    for (char c : path) quoted += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
+    quoted += '"';
+    const Pattern p = parse_pattern(quoted + "+causal");
+    ASSERT_EQ(p.kind, PatternKind::Union);
+    ASSERT_EQ(p.children.at(0).kind, PatternKind::Mask);
+    EXPECT_EQ(p.children[0].mask->path, path);
+    // The canonical form quotes exactly when the plain form would not read back, and reads back.
+    const std::string canon = to_string(p);
+    const bool plain = name.find_first_of("+&)\"") == std::string::npos;
+    EXPECT_EQ(canon, (plain ? "mask:" + path : quoted) + "+causal");
+    const Pattern again = parse_pattern(canon);
+    EXPECT_EQ(to_string(again), canon);
+    EXPECT_EQ(again.children.at(0).mask->path, path);
+    EXPECT_EQ(dense_mask(again, n), dense_mask(p, n));
+    // Whitespace around a quoted path and a composition after it.
+    EXPECT_EQ(to_string(parse_pattern("causal & mask: " + quoted.substr(5) + " ")),
+              "causal&" + canon.substr(0, canon.size() - 7));
+  }
+  const std::string plain = d.write("plain.npy", n);
+  EXPECT_EQ(to_string(parse_pattern("mask:" + plain + " + causal")), "mask:" + plain + "+causal");
+}
+
+TEST(Pattern, QuotedMaskPathErrors) {
+  EXPECT_NE(error_of("mask:\"m.npy").find("unterminated"), std::string::npos);
+  EXPECT_NE(error_of("mask:\"m.npy\\").find("unterminated"), std::string::npos);
+  EXPECT_NE(error_of("mask:\"m\\n.npy\"").find("escapes only"), std::string::npos);
+  EXPECT_NE(error_of("mask:\"\"").find("needs a path"), std::string::npos);
+  EXPECT_NE(error_of("mask:\"m.npy\"x").find("unexpected 'x'"), std::string::npos);
+  error_of(std::string("mask:m.npy\0x.npy", 16));  // InvalidArgument, not a read of m.npy
+  EXPECT_EQ(mask_spec("a+b.npy"), "mask:\"a+b.npy\"");
+  EXPECT_EQ(mask_spec("a\"b\\c&"), "mask:\"a\\\"b\\\\c&\"");
+  EXPECT_EQ(mask_spec("dir/m.npy"), "mask:dir/m.npy");
+}
