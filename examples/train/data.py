@@ -4,6 +4,7 @@ Every run with the same seed sees the same batches and the same masks, whatever 
 pure function of (seed, i), and the validation set (windows and masks) is fixed by the seed alone.
 """
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -23,8 +24,17 @@ class Corpus:
     @classmethod
     def from_dir(cls, path):
         path = Path(path)
-        manifest = json.loads((path / "manifest.json").read_text())
-        load = lambda name: np.fromfile(path / name, dtype=np.uint8)  # noqa: E731
+        mpath = path / "manifest.json"
+        if not mpath.exists():
+            raise FileNotFoundError(f"{mpath} is missing: prepare the corpus (examples/train/prepare_data.py)")
+        manifest = json.loads(mpath.read_text())
+
+        def load(name):  # checked against the manifest: the files travel between machines
+            raw = (path / name).read_bytes()
+            if hashlib.sha256(raw).hexdigest() != manifest["files"][name]["sha256"]:
+                raise ValueError(f"{path / name} does not match its manifest's SHA-256 (corrupt or partial copy)")
+            return np.frombuffer(raw, dtype=np.uint8)
+
         return cls(load("train.bin"), load("val.bin"), {"dir": str(path), **manifest})
 
     @classmethod

@@ -60,6 +60,7 @@ def _group_table(runs):
         name = _name(r)
         if r["final"] is None:
             why = (r["skipped"] or {}).get("reason", "incomplete")
+            why = why if len(why) <= 120 else why[:117] + "..."  # the full reason is in the JSONL
             rows.append(f"| {name} | {(r['config'] or r['skipped']).get('seed')} | skipped: {why} |" +
                         " |" * (len(head) - 3))
             continue

@@ -220,7 +220,8 @@ def run(a):
     emit({"type": "config", **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
           "batch_size": batch_size, "params": n_params, "attention_module": repr(model.blocks[0].attn),
           "corpus": {"train_bytes": len(corpus.train), "val_bytes": len(corpus.val),
-                     "val_scored_tokens": None}, **environment(device)})
+                     **{k: corpus.source[k] for k in ("packages", "files") if k in corpus.source}},
+          **environment(device)})
     if not a.no_probe:
         emit({"type": "probe", **probe(model, a, train_batch(corpus, 0, batch_size, a.seq_len, a.seed), device,
                                       amp, amp_dtype)})
