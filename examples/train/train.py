@@ -273,9 +273,9 @@ def run(a):
         if not math.isfinite(last_loss):
             emit({"type": "error", "step": step, "message": f"training loss is {last_loss}"})
             break
-    final = {"type": "final", "name": a.name or a.attention, "attention": a.attention, "task": a.task, "seq_len": a.seq_len, "seed": a.seed,
-             "steps": step, "train_s": train_s, "tokens": tokens, "tokens_per_s": tokens / train_s if train_s else None,
-             "last_train_loss": last_loss}
+    final = {"type": "final", "name": a.name or a.attention, "attention": a.attention, "task": a.task,
+             "seq_len": a.seq_len, "seed": a.seed, "steps": step, "train_s": train_s, "tokens": tokens,
+             "tokens_per_s": tokens / train_s if train_s else None, "last_train_loss": last_loss}
     if last_eval["step"] != step:
         last_eval = {"step": step, **evaluate(model, a.task, val, device, amp)}
         emit({"type": "eval", "train_s": train_s, "tokens": tokens, **last_eval})
