@@ -142,11 +142,16 @@ _FLURKA_TARGET = "splat_flurka"
 _flurka_registered = False
 
 
+_FLURKA_BWD_TARGET = "splat_flurka_backward"
+
+
 def _register_flurka():
     global _flurka_registered
     if not _flurka_registered:
         for platform, capsule in _core.xla_flurka_targets.items():
             jax.ffi.register_ffi_target(_FLURKA_TARGET, capsule, platform=platform)
+        for platform, capsule in getattr(_core, "xla_flurka_backward_targets", {}).items():
+            jax.ffi.register_ffi_target(_FLURKA_BWD_TARGET, capsule, platform=platform)
         _flurka_registered = True
 
 
@@ -154,6 +159,8 @@ def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False,
     """FLuRKA as an XLA FFI call (CPU and CUDA): q [..., H, Nq, D], k, v [..., H, N, D] (layout 'bhnd') or
     [..., N, H, D] ('bnhd'); E, F [k, N] or [H, k, N]; W [D, m] or [H, D, m]. Works under jit; vmap runs
     the batch sequentially (E, F, W may differ per mapped element). causal=True: CPU only.
+    Differentiable (jax.grad, CPU) in q, k, v, E and F; W is a fixed random feature matrix (a constant:
+    stop_gradient).
     """
     check_matrices(method, E, F, W)
     lc = layout_code(layout)
@@ -162,6 +169,7 @@ def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False,
         return _flurka_callback(q, k, v, E, F, W, method, causal, layout)
     _register_flurka()
     mats = [jnp.zeros((0,), q.dtype) if m is None else jnp.asarray(m, q.dtype) for m in (E, F, W)]
+    mats[2] = jax.lax.stop_gradient(mats[2])  # W: no gradient
     present = sum(1 << i for i, m in enumerate((E, F, W)) if m is not None)
     dev, _ = _device_index(q)
     nbytes = 1
@@ -181,12 +189,25 @@ def _flurka_call(q, k, v, e, f, w, method, layout, causal, present, nbytes):
 
 
 def _flurka_fwd(q, k, v, e, f, w, method, layout, causal, present, nbytes):
-    return _flurka_call(q, k, v, e, f, w, method, layout, causal, present, nbytes), None
+    # Residuals: the inputs only (out and the O(B H (k + m) D) states are recomputed in the backward).
+    return _flurka_call(q, k, v, e, f, w, method, layout, causal, present, nbytes), (q, k, v, e, f, w)
 
 
 def _flurka_bwd(method, layout, causal, present, nbytes, residuals, grad):
-    raise NotImplementedError("splat: splat.jax.flurka has no backward yet (the backward kernels are a separate "
-                              "issue); gradients are never approximated.")
+    q, k, v, e, f, w = residuals
+    if not getattr(_core, "xla_flurka_backward_targets", None):
+        raise NotImplementedError("splat: this build has no FLuRKA backward FFI handler; reinstall splat")
+    proj = _core.flurka_uses(method)[0]
+    sds = jax.ShapeDtypeStruct
+    call = jax.ffi.ffi_call(_FLURKA_BWD_TARGET, (sds(q.shape, q.dtype), sds(k.shape, k.dtype), sds(v.shape, v.dtype),
+                                                 sds(e.shape if proj else (0,), e.dtype),
+                                                 sds(f.shape if proj else (0,), f.dtype)),
+                            vmap_method="sequential")
+    dq, dk, dv, de, df = call(q, k, v, e, f, w, grad, method=method, layout=np.int64(layout),
+                              causal=np.bool_(causal), mats=np.int64(present))
+    if not proj:  # E, F unused (possibly absent: zero-size placeholders)
+        de, df = jnp.zeros_like(e), jnp.zeros_like(f)
+    return dq, dk, dv, de, df, jnp.zeros_like(w)  # W: a constant (stop_gradient in flurka)
 
 
 _flurka_call.defvjp(_flurka_fwd, _flurka_bwd)

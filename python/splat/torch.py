@@ -151,17 +151,60 @@ def _(q, k, v, E, F, W, method, causal, layout):
     return torch.empty_like(q)
 
 
+def _flurka_grad_launch(dout, q, k, v, E, F, W, method, causal, layout):
+    """dq, dk, dv like q, k, v; dE, dF like E, F (empty for methods without projections)."""
+    proj = _core.flurka_uses(method)[0]
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dE = torch.empty(E.shape, dtype=E.dtype, device=E.device) if proj else q.new_empty(0)
+    dF = torch.empty(F.shape, dtype=F.dtype, device=F.device) if proj else q.new_empty(0)
+    mats = [None if m is None else _dl(m.contiguous()) for m in (E, F, W)]
+    # dout may be an expanded view (stride 0 along D, e.g. from out.sum()): the kernels need D contiguous.
+    _core.flurka_backward(method, _dl(q), _dl(k), _dl(v), _dl(dout.contiguous()), _dl(dq), _dl(dk), _dl(dv),
+                          mats[0], mats[1], mats[2], _dl(dE) if proj else None, _dl(dF) if proj else None, causal,
+                          layout, _dtype(q), _stream(q), 0)
+    return dq, dk, dv, dE, dF
+
+
+@torch.library.custom_op("splat::flurka_backward", mutates_args=())
+def _flurka_backward_op(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, E: Optional[Tensor], F: Optional[Tensor],
+                        W: Optional[Tensor], method: str, causal: bool,
+                        layout: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _flurka_grad_launch(dout, q, k, v, E, F, W, method, causal, layout)
+
+
+@_flurka_backward_op.register_fake
+def _(dout, q, k, v, E, F, W, method, causal, layout):
+    proj = _core.flurka_uses(method)[0]
+    dE = torch.empty(E.shape, dtype=E.dtype, device=E.device) if proj else q.new_empty(0)
+    dF = torch.empty(F.shape, dtype=F.dtype, device=F.device) if proj else q.new_empty(0)
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), dE, dF
+
+
+def _flurka_setup_context(ctx, inputs, output):
+    q, k, v, E, F, W, method, causal, layout = inputs
+    ctx.save_for_backward(q, k, v, E, F, W)  # out is recomputed: the saved state is the inputs only
+    ctx.flurka_args = (method, causal, layout)
+
+
 def _flurka_backward(ctx, grad):
-    raise NotImplementedError(_NO_BACKWARD.format("splat.flurka"))
+    q, k, v, E, F, W = ctx.saved_tensors
+    method, causal, layout = ctx.flurka_args
+    dq, dk, dv, dE, dF = torch.ops.splat.flurka_backward(grad, q, k, v, E, F, W, method, causal, layout)
+    proj = _core.flurka_uses(method)[0]
+    # W is a fixed random feature matrix: no gradient (flurka() refuses a W that requires one).
+    return dq, dk, dv, dE if proj else None, dF if proj else None, None, None, None, None
 
 
-torch.library.register_autograd("splat::flurka", _flurka_backward, setup_context=lambda ctx, inputs, output: None)
+torch.library.register_autograd("splat::flurka", _flurka_backward, setup_context=_flurka_setup_context)
 
 
 def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False, *, layout="bhnd"):
     """FLuRKA attention on tensors; see splat.flurka. E, F, W are cast to q's dtype."""
     if not torch.compiler.is_compiling():  # the op checks again in C++; dynamo cannot trace this call
         check_matrices(method, E, F, W)
+    if W is not None and W.requires_grad and torch.is_grad_enabled():
+        raise ValueError("splat: W (the random features) gets no gradient in FLuRKA; pass W.detach() "
+                         "(FLuRKAAttention keeps W as a buffer)")
     E, F, W = (None if m is None else m.to(q.dtype) for m in (E, F, W))
     if _needs_op(q, k, v, E, F, W):
         return torch.ops.splat.flurka(q, k, v, E, F, W, method, bool(causal), layout)

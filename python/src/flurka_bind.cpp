@@ -73,6 +73,48 @@ void flurka(const std::string& method, const InArray& q, const InArray& k, const
   }
 }
 
+// Gradients of sum(out * dout): dq, dk, dv like q, k, v; de, df like E, F (projected methods).
+void flurka_backward(const std::string& method, const InArray& q, const InArray& k, const InArray& v,
+                     const InArray& dout, const OutArray& dq, const OutArray& dk, const OutArray& dv,
+                     const std::optional<InArray>& e, const std::optional<InArray>& f, const std::optional<InArray>& w,
+                     const std::optional<OutArray>& de, const std::optional<OutArray>& df, bool causal,
+                     const std::string& layout, const std::string& dtype, uintptr_t stream, int threads) {
+  const FlurkaMethod m = parse_flurka_method(method);
+  const int l = parse_layout(layout);
+  FlurkaInputs in;
+  in.q = array_view(q, l, dtype, "q");
+  in.k = array_view(k, l, dtype, "k");
+  in.v = array_view(v, l, dtype, "v");
+  in.e = matrix_view(e, dtype, "E");
+  in.f = matrix_view(f, dtype, "F");
+  in.w = matrix_view(w, dtype, "W");
+  FlurkaGrads g;
+  g.dout = array_view(dout, l, dtype, "dout");
+  g.dq = array_view(dq, l, dtype, "dq");
+  g.dk = array_view(dk, l, dtype, "dk");
+  g.dv = array_view(dv, l, dtype, "dv");
+  // dE, dF must be contiguous buffers shaped and typed like E, F (the kernels write E's layout).
+  auto grad_of = [&](const std::optional<OutArray>& a, const MatrixView& like, const char* name) -> void* {
+    if (!a) return nullptr;
+    const MatrixView mv = matrix_view(InArray(*a), dtype, name);
+    require(mv.heads * mv.rows * mv.cols == like.heads * like.rows * like.cols && mv.rows == like.rows &&
+                mv.cols == like.cols && mv.dtype == like.dtype && mv.device == like.device,
+            std::string(name) + " must have the shape, dtype and device of " + (name[1] == 'E' ? "E" : "F"));
+    return a->data();
+  };
+  if (uses_projection(m)) g.de = grad_of(de, in.e, "dE"), g.df = grad_of(df, in.f, "dF");
+  FlurkaOptions opt;
+  opt.threads = threads;
+  nb::gil_scoped_release release;
+  if (in.q.device >= 0) return flurka_backward_cuda(m, in, g, reinterpret_cast<void*>(stream));
+  if (causal) {
+    require(in.e.data != nullptr, "causal FLuRKA needs the chunk projections E, F [r, C]");
+    flurka_causal_backward_cpu(m, in, g, in.e.cols, opt);
+  } else {
+    flurka_backward_cpu(m, in, g, opt);
+  }
+}
+
 size_t workspace_bytes(const std::string& method, int64_t B, int64_t H, int64_t Nq, int64_t N, int64_t D, int64_t k,
                        int64_t m) {
   FlurkaShape s;
@@ -88,6 +130,9 @@ void splat::py::bind_flurka(nb::module_& m) {
   m.def("flurka", &flurka, "method"_a, "q"_a, "k"_a, "v"_a, "out"_a, "e"_a.none(), "f"_a.none(), "w"_a.none(),
         "causal"_a = false, "layout"_a = "bhnd", "dtype"_a = "", "stream"_a = 0, "workspace"_a.none() = nb::none(),
         "threads"_a = 0);
+  m.def("flurka_backward", &flurka_backward, "method"_a, "q"_a, "k"_a, "v"_a, "dout"_a, "dq"_a, "dk"_a, "dv"_a,
+        "e"_a.none(), "f"_a.none(), "w"_a.none(), "de"_a.none(), "df"_a.none(), "causal"_a = false,
+        "layout"_a = "bhnd", "dtype"_a = "", "stream"_a = 0, "threads"_a = 0);
   m.def("flurka_workspace_bytes", &workspace_bytes, "method"_a, "B"_a, "H"_a, "Nq"_a, "N"_a, "D"_a, "k"_a, "m"_a);
   m.def("flurka_methods", []() {
     std::vector<std::string> names;

@@ -18,13 +18,14 @@ inline std::optional<DType> to_dtype(ffi::DataType t) {
     case ffi::DataType::F32: return DType::F32;
     case ffi::DataType::F16: return DType::F16;
     case ffi::DataType::BF16: return DType::BF16;
+    case ffi::DataType::F64: return DType::F64;  // CPU only (the kernels say so)
     default: return std::nullopt;
   }
 }
 
 inline DType buffer_dtype(const ffi::AnyBuffer& b, const char* name) {
   const auto dt = to_dtype(b.element_type());
-  require(dt.has_value(), std::string(name) + ": unsupported dtype (expected float32, float16 or bfloat16)");
+  require(dt.has_value(), std::string(name) + ": unsupported dtype (expected float32, float16, bfloat16 or float64)");
   return *dt;
 }
 

@@ -117,5 +117,5 @@ def test_jax_ffi_causal_vmap_and_grad(rng):
     with jax.default_device(jax.devices("cpu")[0]):
         out = jax.vmap(lambda q: sj.flurka(q, k, v, E, F, W, causal=True))(np.stack([q, 2 * q]))
         assert_close(np.asarray(out[1]), flurka_causal("flurka-favor", 2 * q, k, v, E, F, W), rtol=1e-3, atol=1e-3)
-        with pytest.raises(NotImplementedError, match="backward"):
-            jax.grad(lambda q: sj.flurka(q, k, v, E, F, W, causal=True).sum())(q)
+        g = jax.grad(lambda q: sj.flurka(q, k, v, E, F, W, causal=True).sum())(q)  # test_flurka_autograd checks values
+        assert np.isfinite(np.asarray(g)).all()
