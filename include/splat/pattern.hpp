@@ -2,6 +2,7 @@
 // Normative semantics (query i attends key j, 0 <= i, j < n) are in docs/patterns.md and
 // implemented by pattern_contains(), the oracle that every other representation is tested against.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -33,7 +34,8 @@ enum class PatternKind {
 struct MaskData {
   int64_t n = 0;
   std::vector<uint8_t> bits;
-  std::string path;
+  std::string path;                // the .npy file it was read from; empty for an in-memory mask
+  std::array<uint64_t, 2> hash{};  // mask_hash(bits, n), set by parse_pattern and mask_pattern
 };
 
 struct Pattern {
@@ -53,10 +55,23 @@ struct Pattern {
 Pattern parse_pattern(std::string_view spec);
 
 // Canonical spec string (parse_pattern(to_string(p)) == p); mask paths are quoted where the plain form
-// would not read back.
+// would not read back. An in-memory mask prints as mask:<in-memory NxN>, which does not read back
+// (there is no file); use pattern_key() to identify patterns.
 std::string to_string(const Pattern& p);
 // The spec of a mask at path: mask:PATH, or mask:"PATH" (escaped) when needed.
 std::string mask_spec(const std::string& path);
+
+// What a pattern means, for cache keys: the canonical spec with every mask replaced by
+// mask{n=N,content=HASH} (its size and content hash, never its path), so a rewritten mask file gives
+// a different key and equal masks from anywhere give the same one. Not a spec (does not parse).
+std::string pattern_key(const Pattern& p);
+// 128-bit content hash of an n x n mask (row-major bytes as stored in MaskData::bits).
+std::array<uint64_t, 2> mask_hash(const uint8_t* bits, int64_t n);
+// mask{n=N,content=HASH}; hashes now if m.hash was never set.
+std::string mask_key(const MaskData& m);
+// An in-memory mask (row-major n x n, nonzero = attended) as a Mask pattern with its hash: one O(n^2)
+// read (the bits are copied as 0/1). Throws Error(InvalidArgument) for n <= 0, n >= 2^31 or no data.
+Pattern mask_pattern(const uint8_t* bits, int64_t n);
 
 // The normative membership test. O(1) per query except BigBird (O(r)) and compositions.
 // Throws Error(InvalidArgument) if a Mask pattern's size differs from n.

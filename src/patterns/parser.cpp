@@ -220,7 +220,11 @@ class Parser {
     if (path.find('\0') != std::string::npos) error_at(name_at, "a mask path must not contain a NUL byte");
     Pattern p;
     p.kind = PatternKind::Mask;
-    if (load_masks_) p.mask = load_mask_npy(path);
+    if (load_masks_) {
+      MaskData m = mask_from_npy(read_npy(path), path);
+      m.hash = mask_hash(m.bits.data(), m.n);  // cached plans are keyed by content (pattern_key)
+      p.mask = std::make_shared<const MaskData>(std::move(m));
+    }
     return p;
   }
 

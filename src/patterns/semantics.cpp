@@ -38,9 +38,14 @@ void validate_pattern(const Pattern& p, int64_t n) {
       require(p.seed < (uint64_t(1) << 32), "bigbird: seed must be below 2^32");
       break;
     case PatternKind::Mask:
-      require(p.mask && p.mask->n == n,
-              "mask " + (p.mask ? p.mask->path : std::string()) + " is " + std::to_string(p.mask ? p.mask->n : 0) +
-                  " x " + std::to_string(p.mask ? p.mask->n : 0) + " but the sequence length is " + std::to_string(n));
+      require(p.mask && p.mask->n == n, "mask " +
+                                            (!p.mask                ? std::string()
+                                             : p.mask->path.empty() ? "(in memory)"
+                                                                    : p.mask->path) +
+                                            " is " + std::to_string(p.mask ? p.mask->n : 0) + " x " +
+                                            std::to_string(p.mask ? p.mask->n : 0) + " but the sequence length is " +
+                                            std::to_string(n));
+      require(p.mask->bits.size() == size_t(n) * size_t(n), "mask data does not hold n x n entries");
       break;
     case PatternKind::Union:
     case PatternKind::Intersection:
@@ -118,7 +123,19 @@ std::string mask_spec(const std::string& path) {
   return s + '"';
 }
 
+namespace {
+std::string spec_string(const Pattern& p, bool key);
+}
+
 std::string to_string(const Pattern& p) {
+  return spec_string(p, false);
+}
+std::string pattern_key(const Pattern& p) {
+  return spec_string(p, true);
+}
+
+namespace {
+std::string spec_string(const Pattern& p, bool key) {
   auto num = [](int64_t v) { return std::to_string(v); };
   switch (p.kind) {
     case PatternKind::Dense: return "dense";
@@ -136,7 +153,11 @@ std::string to_string(const Pattern& p) {
     case PatternKind::BigBird:
       return "bigbird:b=" + num(p.b) + ",w=" + num(p.w) + ",g=" + num(p.g) + ",r=" + num(p.r) +
              ",seed=" + std::to_string(p.seed);
-    case PatternKind::Mask: return mask_spec(p.mask ? p.mask->path : std::string());
+    case PatternKind::Mask:
+      if (!p.mask) return "mask:";
+      if (key) return mask_key(*p.mask);
+      if (p.mask->path.empty()) return "mask:<in-memory " + num(p.mask->n) + "x" + num(p.mask->n) + ">";
+      return mask_spec(p.mask->path);
     case PatternKind::Union:
     case PatternKind::Intersection: {
       const bool uni = p.kind == PatternKind::Union;
@@ -145,12 +166,13 @@ std::string to_string(const Pattern& p) {
         if (k) s += uni ? "+" : "&";
         const Pattern& c = p.children[k];
         const bool wrap = c.kind == PatternKind::Union || (c.kind == PatternKind::Intersection && !uni);
-        s += wrap ? "(" + to_string(c) + ")" : to_string(c);
+        s += wrap ? "(" + spec_string(c, key) + ")" : spec_string(c, key);
       }
       return s;
     }
   }
   return "?";
 }
+}  // namespace
 
 }  // namespace splat
