@@ -22,6 +22,8 @@ from ._flurka import check_matrices, workspace_bytes
 __all__ = ["attention", "dot_product_attention", "flurka"]
 
 _TARGET = "splat_attention"
+_LSE_TARGET = "splat_attention_lse"
+_BWD_TARGET = "splat_attention_bwd"
 _registered = False
 
 
@@ -34,6 +36,10 @@ def _register():
                                   "was built); reinstall splat with jax installed")
     for platform, capsule in _core.xla_attention_targets.items():
         jax.ffi.register_ffi_target(_TARGET, capsule, platform=platform)
+    for platform, capsule in _core.xla_attention_lse_targets.items():
+        jax.ffi.register_ffi_target(_LSE_TARGET, capsule, platform=platform)
+    for platform, capsule in _core.xla_attention_bwd_targets.items():
+        jax.ffi.register_ffi_target(_BWD_TARGET, capsule, platform=platform)
     _registered = True
 
 
@@ -71,7 +77,9 @@ def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd"):
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"splat: q, k, v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     p = _plan_for(plan, pattern, q, layout)
-    return _call(q, k, v, p._register(), layout_code(layout), 0.0 if scale is None else float(scale),
+    plan_id = p._register()
+    _plans_by_id[plan_id] = p  # registered plans live until exit anyway; the backward needs its device
+    return _call(q, k, v, plan_id, layout_code(layout), 0.0 if scale is None else float(scale),
                  _workspace_bytes(p, q, layout))
 
 
@@ -92,13 +100,38 @@ def _call(q, k, v, plan_id, layout, scale, nbytes):
     return out
 
 
+def _lse_shape(q, layout):
+    """The row log-sum-exp: float32 [..., H, N] in both layouts."""
+    return (*q.shape[:-3], q.shape[-2], q.shape[-3]) if layout == 1 else q.shape[:-1]
+
+
 def _call_fwd(q, k, v, plan_id, layout, scale, nbytes):
-    return _call(q, k, v, plan_id, layout, scale, nbytes), None
+    # Training forward: the same kernels, also writing lse; the residuals are q, k, v, out and lse (O(B*H*N) extra).
+    results = (jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(_lse_shape(q, layout), jnp.float32),
+               jax.ShapeDtypeStruct((nbytes,), jnp.uint8))
+    call = jax.ffi.ffi_call(_LSE_TARGET, results, vmap_method="broadcast_all")
+    out, lse, _ = call(q, k, v, plan_id=np.int64(plan_id), layout=np.int64(layout), scale=np.float32(scale))
+    return out, (q, k, v, out, lse)
 
 
 def _call_bwd(plan_id, layout, scale, nbytes, residuals, grad):
-    raise NotImplementedError("splat: splat.jax.attention has no backward yet (the backward kernels are a separate "
-                              "issue); gradients are never approximated. Use jax.lax.stop_gradient on its inputs.")
+    q, k, v, out, lse = residuals
+    p = _core_plan(plan_id)
+    n, d = q.shape[-3 if layout == 1 else -2], q.shape[-1]
+    bwd_bytes = 1 if p.device < 0 else max(1, int(_core.backward_workspace_bytes(p, q.size // (n * d), 1, p.device)))
+    results = (jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(k.shape, k.dtype),
+               jax.ShapeDtypeStruct(v.shape, v.dtype), jax.ShapeDtypeStruct((bwd_bytes,), jnp.uint8))
+    call = jax.ffi.ffi_call(_BWD_TARGET, results, vmap_method="broadcast_all")
+    dq, dk, dv, _ = call(q, k, v, out, lse, grad.astype(q.dtype), plan_id=np.int64(plan_id), layout=np.int64(layout),
+                         scale=np.float32(scale))
+    return dq, dk, dv
+
+
+_plans_by_id = {}
+
+
+def _core_plan(plan_id):
+    return _plans_by_id[plan_id]
 
 
 _call.defvjp(_call_fwd, _call_bwd)

@@ -6,8 +6,9 @@
 
 The ops torch.ops.splat.attention / torch.ops.splat.flurka have fake implementations (torch.compile traces
 them without graph breaks), launch on the current CUDA stream without synchronising or allocating outside
-PyTorch's allocator (CUDA-graph capturable once the plan exists: run one call before capturing), and
-raise NotImplementedError in backward until the backward kernels exist.
+PyTorch's allocator (CUDA-graph capturable once the plan exists: run one call before capturing).
+torch.ops.splat.attention_fwd returns (out, lse) and its autograd formula calls torch.ops.splat.attention_bwd
+(the fused backward: dq, dk, dv from q, k, v, out, lse and dout; nothing nnz-sized is saved).
 """
 
 import math
@@ -24,7 +25,7 @@ from ._flurka import check_matrices, workspace_bytes
 
 __all__ = ["attention", "flurka", "scaled_dot_product_attention", "SparseAttention", "FLuRKAAttention"]
 
-_DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
+_DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16", torch.float64: "f64"}
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
 _NO_BACKWARD = ("splat: {} has no backward yet (the backward kernels are a separate issue). Run it under "
@@ -49,16 +50,50 @@ def _dl(t):
     return _to_dlpack(t)
 
 
-def _launch(q, k, v, out, plan, pattern, scale, layout):
+def _workspace(nbytes, device):
+    return torch.empty(nbytes, dtype=torch.uint8, device=device) if nbytes else None
+
+
+def _ptr(ws):
+    return (ws.data_ptr(), ws.numel()) if ws is not None else (0, 0)
+
+
+def _launch(q, k, v, out, plan, pattern, scale, layout, lse=None, key_lengths=None):
     p = resolve_plan(plan, pattern, q.shape, layout, _dtype(q), q.get_device())
     ws = None
     if q.is_cuda:  # multi-pass plans merge through a workspace: from torch's stream-ordered allocator
         n, d = sizes(q.shape, layout)
-        nbytes = _core.workspace_bytes(p, q.numel() // (n * d), 1, q.get_device())
-        if nbytes:
-            ws = torch.empty(nbytes, dtype=torch.uint8, device=q.device)
-    _core.attention(p, _dl(q), _dl(k), _dl(v), _dl(out), scale, layout, "", _stream(q), 0,
-                    ws.data_ptr() if ws is not None else 0, ws.numel() if ws is not None else 0)
+        ws = _workspace(_core.workspace_bytes(p, q.numel() // (n * d), 1, q.get_device()), q.device)
+    if lse is None and key_lengths is None:
+        _core.attention(p, _dl(q), _dl(k), _dl(v), _dl(out), scale, layout, "", _stream(q), 0, *_ptr(ws))
+    else:
+        _core.attention_lse(p, _dl(q), _dl(k), _dl(v), _dl(out), _dl(lse if lse is not None else _lse_like(q, layout)),
+                            scale, layout, "", _stream(q), 0, *_ptr(ws),
+                            None if key_lengths is None else _dl(key_lengths))
+
+
+def _lse_like(q, layout):
+    """The row log-sum-exp of q's rows: float32 [..., H, N] in both layouts."""
+    if layout == "bnhd":
+        shape = (*q.shape[:-3], q.shape[-2], q.shape[-3])
+    else:
+        shape = q.shape[:-1]
+    return torch.empty(shape, dtype=torch.float32, device=q.device)
+
+
+def _backward_launch(dout, q, k, v, out, lse, pattern, scale, layout, key_lengths):
+    p = resolve_plan(None, pattern, q.shape, layout, _dtype(q), q.get_device())
+    if dout.stride(-1) != 1:  # e.g. the expanded ones of out.sum().backward()
+        dout = dout.contiguous()
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    ws = None
+    if q.is_cuda:
+        n, d = sizes(q.shape, layout)
+        ws = _workspace(_core.backward_workspace_bytes(p, q.numel() // (n * d), 1, q.get_device()), q.device)
+    _core.attention_backward(p, _dl(q), _dl(k), _dl(v), _dl(out), _dl(dout), _dl(lse), _dl(dq), _dl(dk), _dl(dv),
+                             scale, layout, "", _stream(q), 0, *_ptr(ws),
+                             None if key_lengths is None else _dl(key_lengths))
+    return dq, dk, dv
 
 
 def _needs_op(*ts):
@@ -68,7 +103,49 @@ def _needs_op(*ts):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
 
 
-# ---- attention op ----
+# ---- attention ops: forward (out, lse) and backward (dq, dk, dv); splat::attention returns out only ----
+
+@torch.library.custom_op("splat::attention_fwd", mutates_args=())
+def _attention_fwd_op(q: Tensor, k: Tensor, v: Tensor, pattern: str, scale: float, layout: str,
+                      key_lengths: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    out, lse = torch.empty_like(q), _lse_like(q, layout)
+    _launch(q, k, v, out, None, pattern, scale, layout, lse=lse, key_lengths=key_lengths)
+    return out, lse
+
+
+@_attention_fwd_op.register_fake
+def _(q, k, v, pattern, scale, layout, key_lengths=None):
+    return torch.empty_like(q), _lse_like(q, layout)
+
+
+@torch.library.custom_op("splat::attention_bwd", mutates_args=())
+def _attention_bwd_op(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, pattern: str,
+                      scale: float, layout: str, key_lengths: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    return _backward_launch(dout, q, k, v, out, lse, pattern, scale, layout, key_lengths)
+
+
+@_attention_bwd_op.register_fake
+def _(dout, q, k, v, out, lse, pattern, scale, layout, key_lengths=None):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _fwd_setup(ctx, inputs, output):
+    q, k, v, pattern, scale, layout, key_lengths = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, key_lengths)
+    ctx.pattern, ctx.scale, ctx.layout = pattern, scale, layout
+    ctx.mark_non_differentiable(lse)  # lse is returned for inspection; no gradient flows through it
+
+
+def _fwd_backward(ctx, dout, dlse):
+    q, k, v, out, lse, key_lengths = ctx.saved_tensors
+    dq, dk, dv = torch.ops.splat.attention_bwd(dout, q, k, v, out, lse, ctx.pattern, ctx.scale, ctx.layout,
+                                               key_lengths)
+    return dq, dk, dv, None, None, None, None
+
+
+torch.library.register_autograd("splat::attention_fwd", _fwd_backward, setup_context=_fwd_setup)
+
 
 @torch.library.custom_op("splat::attention", mutates_args=())
 def _attention_op(q: Tensor, k: Tensor, v: Tensor, pattern: str, scale: float, layout: str) -> Tensor:
@@ -82,31 +159,51 @@ def _(q, k, v, pattern, scale, layout):
     return torch.empty_like(q)
 
 
-def _attention_backward(ctx, grad):
-    raise NotImplementedError(_NO_BACKWARD.format("splat.attention"))
+def _attention_setup(ctx, inputs, output):
+    q, k, v, pattern, scale, layout = inputs
+    ctx.save_for_backward(q, k, v)
+    ctx.pattern, ctx.scale, ctx.layout = pattern, scale, layout
 
 
-torch.library.register_autograd("splat::attention", _attention_backward, setup_context=lambda ctx, inputs, output: None)
+def _attention_backward(ctx, dout):
+    # The inference op saved no lse: recompute it (one more forward), then the same backward op.
+    q, k, v = ctx.saved_tensors
+    out, lse = torch.ops.splat.attention_fwd(q, k, v, ctx.pattern, ctx.scale, ctx.layout)
+    dq, dk, dv = torch.ops.splat.attention_bwd(dout, q, k, v, out, lse, ctx.pattern, ctx.scale, ctx.layout)
+    return dq, dk, dv, None, None, None
 
 
-def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd", out=None):
-    """Sparse attention on tensors [B, H, N, D] (layout='bhnd') or [B, N, H, D] (layout='bnhd').
+torch.library.register_autograd("splat::attention", _attention_backward, setup_context=_attention_setup)
 
-    Any strides with D contiguous (no copies); k, v may have fewer heads (GQA). plan: splat.plan(...) or a
-    pattern string; pattern= builds and caches the plan. scale defaults to 1/sqrt(D).
+
+def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd", out=None, return_lse=False,
+              key_lengths=None):
+    """Sparse attention on tensors [B, H, N, D] (layout='bhnd') or [B, N, H, D] (layout='bnhd'); differentiable.
+
+    Any strides with D contiguous (no copies); k, v may have fewer heads (GQA: their gradients sum over each
+    group). plan: splat.plan(...) or a pattern string; pattern= builds and caches the plan. scale defaults to
+    1/sqrt(D). return_lse=True also returns the row log-sum-exp (float32 [..., H, N], natural log, -inf for rows
+    without keys; not differentiable). key_lengths: int32 [B] on q's device; batch row b attends only keys
+    j < key_lengths[b] (right padding).
     """
     s = 0.0 if scale is None else float(scale)
+    if key_lengths is not None:
+        if not isinstance(key_lengths, Tensor) or key_lengths.dtype != torch.int32 or key_lengths.device != q.device:
+            raise ValueError("splat: key_lengths must be an int32 tensor on q's device")
+        key_lengths = key_lengths.contiguous()
     if _needs_op(q, k, v):
         if out is not None:
             raise ValueError("splat: out= is not supported when autograd or torch.compile sees the call")
         pat = pattern if pattern is not None else (plan if isinstance(plan, str) else getattr(plan, "pattern", None))
         if pat is None:
             raise ValueError("splat: attention needs a plan or pattern=")
-        return torch.ops.splat.attention(q, k, v, pat, s, layout)
+        o, lse = torch.ops.splat.attention_fwd(q, k, v, pat, s, layout, key_lengths)
+        return (o, lse) if return_lse else o
     if out is None:
         out = torch.empty_like(q)
-    _launch(q, k, v, out, plan, pattern, s, layout)
-    return out
+    lse = _lse_like(q, layout) if return_lse else None
+    _launch(q, k, v, out, plan, pattern, s, layout, lse=lse, key_lengths=key_lengths)
+    return (out, lse) if return_lse else out
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,

@@ -201,4 +201,5 @@ NB_MODULE(_core, m) {
 #endif
   bind_xla(m);
   bind_flurka(m);
+  bind_backward(m);
 }

@@ -49,16 +49,19 @@ void check_against_plan(const PlanHandle& plan, const TensorView& q) {
 
 #if SPLAT_WITH_CUDA
 namespace {
-// The plan's CUDA plan for `device`, compiled there once if the plan was made for another device.
-std::shared_ptr<CudaPlan> cuda_plan_for(PlanHandle& plan, int device) {
+// The plan's CUDA plan for `device`, compiled there once if the plan was made for another device. backward: a plan
+// that also holds the backward kernels (a superset: it replaces the forward-only one, whose forward it shares).
+std::shared_ptr<CudaPlan> cuda_plan_for(PlanHandle& plan, int device, bool backward = false) {
   std::lock_guard<std::mutex> lock(plan.mu);
-  if (!plan.cuda || plan.cuda_device != device) {
+  if (!plan.cuda || plan.cuda_device != device || (backward && !plan.cuda_backward)) {
     CudaPlanOptions o;
     o.dtype = plan.dtype;
     o.head_dim = plan.head_dim;
     o.device = device;
+    o.backward = backward || (plan.cuda_backward && plan.cuda_device == device);
     plan.cuda = plan_cuda(plan.acsr, o);
     plan.cuda_device = device;
+    plan.cuda_backward = o.backward;
   }
   return plan.cuda;
 }
@@ -76,7 +79,7 @@ size_t attention_workspace_bytes(PlanHandle& plan, int64_t batch, int64_t heads,
 }
 
 void run_plan(PlanHandle& plan, const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-              const AttentionOptions& opt, void* stream, void* workspace, size_t workspace_size) {
+              const AttentionOptions& opt, void* stream, void* workspace, size_t workspace_size, float* lse) {
   check_attention_args(q, k, v, out);
   check_against_plan(plan, q);
   if (q.device < 0) {
@@ -86,7 +89,7 @@ void run_plan(PlanHandle& plan, const TensorView& q, const TensorView& k, const 
       if (!plan.cpu) plan.cpu = std::make_shared<const Plan>(make_plan(plan.acsr));  // CUDA plan used on CPU data
       p = plan.cpu;
     }
-    attention_cpu(*p, q, k, v, out, opt);
+    attention_cpu(*p, q, k, v, out, opt, lse);
     return;
   }
 #if SPLAT_WITH_CUDA
@@ -99,7 +102,53 @@ void run_plan(PlanHandle& plan, const TensorView& q, const TensorView& k, const 
                                         " bytes is too small: the plan needs " + std::to_string(need));
     if (need == 0) workspace = nullptr;
   }
-  attention_cuda(*cp, q, k, v, out, opt, stream, workspace);
+  attention_cuda(*cp, q, k, v, out, opt, stream, workspace, lse);
+#else
+  (void)stream, (void)workspace, (void)workspace_size, (void)lse;
+  fail(ErrorCode::Unsupported, "splat was built without CUDA (SPLAT_WITH_CUDA=OFF): cannot run on a CUDA device");
+#endif
+}
+
+size_t backward_workspace_bytes(PlanHandle& plan, int64_t batch, int64_t heads, int device) {
+  if (device < 0) return 0;
+#if SPLAT_WITH_CUDA
+  return cuda_backward_workspace_bytes(*cuda_plan_for(plan, device, true), batch, heads);
+#else
+  (void)plan, (void)batch, (void)heads;
+  fail(ErrorCode::Unsupported, "splat was built without CUDA (SPLAT_WITH_CUDA=OFF): no CUDA workspace");
+#endif
+}
+
+void run_backward(PlanHandle& plan, const BackwardTensors& t, const AttentionOptions& opt, void* stream,
+                  void* workspace, size_t workspace_size) {
+  check_attention_args(t.q, t.k, t.v, t.out);
+  check_attention_args(t.q, t.k, t.v, t.dout);
+  check_attention_args(t.dq, t.dk, t.dv, t.out);
+  check_against_plan(plan, t.q);
+  require(t.lse != nullptr, "backward needs the forward's lse");
+  if (t.q.device < 0) {
+    std::shared_ptr<const Plan> p;
+    {
+      std::lock_guard<std::mutex> lock(plan.mu);
+      if (!plan.cpu || !plan.cpu->transposed) {  // the transposed plan is built once, on the first backward
+        Plan full = plan.cpu ? *plan.cpu : make_plan(plan.acsr);
+        add_transpose(full);
+        plan.cpu = std::make_shared<const Plan>(std::move(full));
+      }
+      p = plan.cpu;
+    }
+    attention_backward_cpu(*p, t, opt);
+    return;
+  }
+#if SPLAT_WITH_CUDA
+  require(t.q.dtype == plan.dtype, std::string("the plan was compiled for ") + dtype_name(plan.dtype) +
+                                       " but the tensors are " + dtype_name(t.q.dtype));
+  const std::shared_ptr<CudaPlan> cp = cuda_plan_for(plan, t.q.device, true);
+  const size_t need = cuda_backward_workspace_bytes(*cp, t.q.B(), t.q.H());
+  require(!need || (workspace && workspace_size >= need),
+          "backward workspace of " + std::to_string(workspace_size) + " bytes is too small: the plan needs " +
+              std::to_string(need));
+  attention_backward_cuda(*cp, t, opt, stream, need ? workspace : nullptr);
 #else
   (void)stream, (void)workspace, (void)workspace_size;
   fail(ErrorCode::Unsupported, "splat was built without CUDA (SPLAT_WITH_CUDA=OFF): cannot run on a CUDA device");

@@ -31,6 +31,7 @@ struct PlanHandle {
 #if SPLAT_WITH_CUDA
   std::shared_ptr<CudaPlan> cuda;
   int cuda_device = -1;
+  bool cuda_backward = false;  // `cuda` also holds the backward kernels (built on the first backward)
 #endif
 };
 
@@ -42,8 +43,15 @@ std::shared_ptr<PlanHandle> build_plan(const std::string& spec, int64_t seq_len,
 // `stream` (a cudaStream_t, nullptr = default stream) and do not synchronise. workspace: device memory of
 // workspace_size >= attention_workspace_bytes(plan, B, H, device) bytes owned by the caller (checked; nullptr =
 // the plan's own buffer, see cuda.hpp).
+// lse: optional float32 [B, H, N] row log-sum-exp output on q's device (what backward needs).
 void run_plan(PlanHandle& plan, const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-              const AttentionOptions& opt, void* stream, void* workspace = nullptr, size_t workspace_size = 0);
+              const AttentionOptions& opt, void* stream, void* workspace = nullptr, size_t workspace_size = 0,
+              float* lse = nullptr);
+// Backward of run_plan (see BackwardTensors in attention.hpp); the first call builds the transposed plan (and on
+// CUDA the backward kernels). workspace: backward_workspace_bytes(...) bytes of device memory (CUDA).
+void run_backward(PlanHandle& plan, const BackwardTensors& t, const AttentionOptions& opt, void* stream,
+                  void* workspace = nullptr, size_t workspace_size = 0);
+size_t backward_workspace_bytes(PlanHandle& plan, int64_t batch, int64_t heads, int device);
 // Workspace a CUDA launch of this plan on `device` needs (0 for CPU and single-pass plans).
 size_t attention_workspace_bytes(PlanHandle& plan, int64_t batch, int64_t heads, int device);
 

@@ -118,5 +118,5 @@ def test_errors(rng, on_cpu):
         sj.attention(q, q.astype(jnp.float16), q, pattern="window:w=2")
     with pytest.raises(ValueError):
         sj.dot_product_attention(q, q, q, mask=jnp.ones((16, 16), bool))
-    with pytest.raises(NotImplementedError, match="backward"):
-        jax.grad(lambda q: sj.attention(q, q, q, pattern="window:w=2").sum())(q)
+    g = jax.grad(lambda q: sj.attention(q, q, q, pattern="window:w=2").sum())(q)  # a backward exists (test_grad)
+    assert np.isfinite(np.asarray(g)).all()
