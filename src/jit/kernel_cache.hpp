@@ -3,6 +3,7 @@
 // <key>.cubin written via temp file + atomic rename and validated on read (magic, length, checksum),
 // so a corrupt or truncated entry is rebuilt and concurrent processes never see a partial file.
 #pragma once
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,9 @@ std::string entry_path(const std::string& key);
 std::vector<char> encode_entry(const std::vector<char>& payload);
 bool decode_entry(const std::vector<char>& file, std::vector<char>& payload);
 void clear_memory_cache();
+// Whether a file in the cache directory is one splat wrote (name pattern and header both match):
+// what `kernel_cache_clear` removes and `kernel_cache_info` counts; anything else is left alone.
+bool is_own_cache_file(const std::filesystem::path& p);
 
 bool jit_verbose();
 void jit_log(const std::string& line);  // to stderr when SPLAT_JIT_VERBOSE=1
