@@ -6,6 +6,7 @@
 #include "report.hpp"
 #include "runner.hpp"
 #include "splat/acsr.hpp"
+#include "splat/error.hpp"
 #include "splat/npy.hpp"
 #include "splat/png.hpp"
 
@@ -17,24 +18,31 @@ constexpr const char* kUsage =
     "  Analyses PATTERN at sequence length N: nnz, density, ACSR segments and regions, ACSR vs CSR\n"
     "  metadata bytes, the plan's tiles and waste (computed / useful entries).\n"
     "  --json       one JSON object (keys nnz, density, acsr_bytes, csr_bytes, waste, segments, regions, tiles, ...)\n"
-    "  --png FILE   draw the mask (downsampled to <= 1024 px, regions coloured; a bar on the left marks them)\n"
+    "  --png FILE   draw the mask (downsampled to <= 1024 px; a pixel is drawn if any entry of its cell is\n"
+    "               attended, shaded by the fraction; axes with query (i, left) and key (j, top) indices;\n"
+    "               rows coloured by region, a bar on the left marks them, the legend lists their rows)\n"
+    "  --zoom i0:i1,j0:j1  draw only rows [i0, i1) x keys [j0, j1), magnified up to 8 px per entry when\n"
+    "               small: periodic structure finer than a downsampled pixel (dilations, strides) shows\n"
     "  N >= 1: an empty pattern (N = 0) has nothing to analyse and is refused (exit 2).\n";
 
 constexpr size_t kMaxRegionsListed = 64;
 
 int inspect(const std::vector<std::string>& argv) {
-  Args args("inspect", argv, {{"seq-len", true}, {"json", false}, {"png", true}}, 1);
+  Args args("inspect", argv, {{"seq-len", true}, {"json", false}, {"png", true}, {"zoom", true}}, 1);
   if (args.help()) return std::fputs(kUsage, stdout), 0;
   const std::string& spec = args.require_positional("PATTERN");
   const int64_t n = args.require_int("seq-len", 1, (int64_t(1) << 31) - 1);
   if (args.has("png")) check_output_target(args.get("png"));
+  require(args.has("png") || !args.has("zoom"), "splat inspect: --zoom needs --png FILE");
+  const MaskWindow window = args.has("zoom") ? parse_mask_window(args.get("zoom"), n) : MaskWindow{};
   const Analysis a = analyse_spec(spec, n);
   const Acsr& acsr = a.plan.acsr;
   const std::vector<Region> regs = regions(acsr);
   const double density = double(a.nnz) / (double(n) * double(n));
   const int64_t ab = acsr_bytes(acsr), cb = csr_bytes(n, a.nnz);
   const int64_t blocks = int64_t(acsr.blocks.col_block.size()), columns = int64_t(acsr.columns.cols.size());
-  if (args.has("png")) write_mask_png(args.get("png"), acsr);
+  MaskPicture pic;
+  if (args.has("png")) pic = write_mask_png(args.get("png"), acsr, 1024, window);
 
   if (args.has("json")) {
     std::string j = "{";
@@ -75,7 +83,14 @@ int inspect(const std::vector<std::string>& argv) {
   std::printf("\nwaste       %.3f (computed %lld / useful %lld)\n", a.plan.waste(), (long long)a.plan.computed,
               (long long)a.plan.useful);
   std::printf("time        analysis %.3f ms, plan %.3f ms\n", a.analyse_ms, a.plan_ms);
-  if (args.has("png")) std::printf("picture     %s\n", args.get("png").c_str());
+  if (args.has("png")) {
+    std::printf("picture     %s (", args.get("png").c_str());
+    if (pic.cell > 1)
+      std::printf("%lld x %lld entries per pixel; --zoom i0:i1,j0:j1 shows a part in full detail)\n",
+                  (long long)pic.cell, (long long)pic.cell);
+    else
+      std::printf("%d px per entry)\n", pic.zoom);
+  }
   return 0;
 }
 
