@@ -2,6 +2,8 @@
 // ('descr', 'fortran_order', 'shape') with a strict hand-written parser and refuse everything else.
 #include "splat/npy.hpp"
 
+#include <sys/stat.h>
+
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -216,6 +218,17 @@ NpyArray parse_npy(const uint8_t* bytes, size_t size, const std::string& name) {
 }
 
 NpyArray read_npy(const std::string& path) {
+  // Only regular files: opening a FIFO would block until a writer comes (a hang), a device could
+  // stream forever; stat first, then open.
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) fail(ErrorCode::Io, path + ": cannot open: " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    fail(ErrorCode::Io, path + ": cannot read: not a regular file (" +
+                            (S_ISDIR(st.st_mode)    ? "a directory"
+                             : S_ISFIFO(st.st_mode) ? "a FIFO"
+                             : S_ISSOCK(st.st_mode) ? "a socket"
+                                                    : "a device") +
+                            ")");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(ErrorCode::Io, path + ": cannot open: " + std::strerror(errno));
   in.seekg(0, std::ios::end);

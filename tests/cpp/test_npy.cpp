@@ -2,6 +2,8 @@
 // every kind of corrupt or unsupported input, and atomic writes that leave an existing file untouched.
 #include <gtest/gtest.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -247,6 +249,33 @@ TEST(Npy, MissingOrUnreadableFiles) {
     }
   }
   EXPECT_THROW(read_npy(scratch_dir().string()), Error);  // a directory
+}
+
+TEST(Npy, NonRegularInputsAreRefusedWithoutBlocking) {
+  // Opening a FIFO blocks until a writer comes: read_npy must refuse it without opening. Each read runs in
+  // a child with an alarm, so a regression fails the test instead of hanging it.
+  const fs::path fifo = scratch_dir() / "in.fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  for (const std::string& spec : {std::string("npy"), std::string("mask")}) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      alarm(5);
+      try {
+        if (spec == "npy")
+          read_npy(fifo.string());
+        else
+          parse_pattern("mask:" + fifo.string());
+      } catch (const Error& e) {
+        _exit(std::string(e.what()).find("not a regular file") != std::string::npos ? 0 : 2);
+      }
+      _exit(3);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << spec << ": " << (WIFSIGNALED(status) ? "blocked (killed by the alarm)" : "wrong error");
+  }
 }
 
 TEST(Npy, FailedWritesLeaveTheExistingFileUntouched) {
