@@ -83,6 +83,12 @@ void validate_pattern(const Pattern& p, int64_t n);
 // Dense n x n mask (row-major, 0/1) by brute force over pattern_contains: the test oracle.
 std::vector<uint8_t> dense_mask(const Pattern& p, int64_t n);
 
+// User text made safe to echo in a message: printable ASCII and valid UTF-8 stay, every other byte
+// (NUL, control characters, broken UTF-8) becomes \xNN.
+std::string printable(std::string_view text);
+// Bytes of the valid UTF-8 sequence of a non-ASCII character starting at text[i], or 0.
+size_t utf8_sequence(std::string_view text, size_t i);
+
 // splitmix64 as used by BigBird's random blocks.
 uint64_t splitmix64(uint64_t x);
 int64_t bigbird_random_block(const Pattern& p, int64_t n, int64_t query_block, int64_t t);

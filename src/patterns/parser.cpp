@@ -2,6 +2,7 @@
 //   expr := term ('+' term)*      union
 //   term := atom ('&' atom)*      intersection ('&' binds tighter)
 //   atom := '(' expr ')' | NAME [':' key=value (',' key=value)*] | 'mask:' PATH | 'mask:' '"' QUOTED '"'
+#include <algorithm>
 #include <cctype>
 #include <map>
 #include <string>
@@ -59,15 +60,33 @@ class Parser {
     if (pos_ >= s_.size()) error("empty pattern");
     Pattern p = expr();
     skip_ws();
-    if (pos_ != s_.size()) error(std::string("unexpected '") + s_[pos_] + "'");
+    if (pos_ != s_.size()) error("unexpected '" + char_here() + "'");
     return p;
   }
 
  private:
   [[noreturn]] void error(const std::string& msg) const { error_at(pos_, msg); }
+  // Messages echo user text through printable(): a NUL would end them early (tokens in msg are
+  // already printable).
   [[noreturn]] void error_at(size_t at, const std::string& msg) const {
     fail(ErrorCode::InvalidArgument,
-         "invalid pattern '" + std::string(s_) + "' at position " + std::to_string(at) + ": " + msg);
+         "invalid pattern '" + printable(s_) + "' at position " + std::to_string(at) + ": " + msg);
+  }
+  // The character at pos_ (a whole UTF-8 sequence where there is one), printable.
+  std::string char_here() const {
+    const size_t len = std::max<size_t>(1, utf8_sequence(s_, pos_));
+    return printable(s_.substr(pos_, len));
+  }
+  // A name or parameter token: everything up to the next separator, so that a bad byte inside a name
+  // (e.g. a non-ASCII letter) is reported with the whole name, not as a name cut short.
+  static bool separator(char c) {
+    return c == ':' || c == '+' || c == '&' || c == '(' || c == ')' || c == ',' || c == '=' ||
+           std::isspace(static_cast<unsigned char>(c));
+  }
+  std::string token() {
+    std::string t;
+    while (pos_ < s_.size() && !separator(s_[pos_])) t += s_[pos_++];
+    return t;
   }
   void skip_ws() {
     while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;
@@ -112,16 +131,14 @@ class Parser {
       return p;
     }
     const size_t name_at = pos_;
-    std::string name;
-    while (pos_ < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[pos_])) || s_[pos_] == '_'))
-      name += s_[pos_++];
+    const std::string name = token();
     if (name.empty())
-      error(pos_ < s_.size() ? std::string("expected a pattern name, got '") + s_[pos_] + "'"
+      error(pos_ < s_.size() ? "expected a pattern name, got '" + char_here() + "'"
                              : std::string("expected a pattern name"));
     --depth_;
     if (name == "mask") return mask_atom(name_at);
     auto it = kinds().find(name);
-    if (it == kinds().end()) error_at(name_at, "unknown pattern '" + name + "'");
+    if (it == kinds().end()) error_at(name_at, "unknown pattern '" + printable(name) + "'");
     Pattern p;
     p.kind = it->second.kind;
     std::map<std::string, bool> seen;
@@ -129,11 +146,12 @@ class Parser {
       do {
         skip_ws();
         const size_t key_at = pos_;
-        std::string key;
-        while (pos_ < s_.size() && std::isalpha(static_cast<unsigned char>(s_[pos_]))) key += s_[pos_++];
-        if (key.empty()) error("expected a parameter name");
+        const std::string key = token();
+        if (key.empty())
+          error(pos_ < s_.size() ? "expected a parameter name, got '" + char_here() + "'"
+                                 : std::string("expected a parameter name"));
         if (!listed(it->second.required, key) && !listed(it->second.optional, key))
-          error_at(key_at, "unknown parameter '" + key + "' for '" + name + "'");
+          error_at(key_at, "unknown parameter '" + printable(key) + "' for '" + name + "'");
         if (seen[key]) error_at(key_at, "parameter '" + key + "' given twice");
         seen[key] = true;
         if (!eat('=')) error("expected '=' after '" + key + "'");
@@ -162,7 +180,9 @@ class Parser {
       v = v * 10 + uint64_t(s_[pos_++] - '0');
       if (++digits > 18) error_at(at, "number too large");
     }
-    if (digits == 0) error("expected a non-negative integer");
+    if (digits == 0)
+      error(pos_ < s_.size() ? "expected a non-negative integer, got '" + char_here() + "'"
+                             : std::string("expected a non-negative integer"));
     return v;
   }
 
@@ -221,7 +241,12 @@ class Parser {
     Pattern p;
     p.kind = PatternKind::Mask;
     if (load_masks_) {
-      MaskData m = mask_from_npy(read_npy(path), path);
+      MaskData m;
+      try {
+        m = mask_from_npy(read_npy(path), path);
+      } catch (const Error& e) {  // the reader's message names the path as given
+        fail(e.code(), printable(e.what()));
+      }
       m.hash = mask_hash(m.bits.data(), m.n);  // cached plans are keyed by content (pattern_key)
       p.mask = std::make_shared<const MaskData>(std::move(m));
     }

@@ -37,16 +37,14 @@ void validate_pattern(const Pattern& p, int64_t n) {
       require(p.r <= 4096, "bigbird: r must be at most 4096");
       require(p.seed < (uint64_t(1) << 32), "bigbird: seed must be below 2^32");
       break;
-    case PatternKind::Mask:
-      require(p.mask && p.mask->n == n, "mask " +
-                                            (!p.mask                ? std::string()
-                                             : p.mask->path.empty() ? "(in memory)"
-                                                                    : p.mask->path) +
-                                            " is " + std::to_string(p.mask ? p.mask->n : 0) + " x " +
-                                            std::to_string(p.mask ? p.mask->n : 0) + " but the sequence length is " +
-                                            std::to_string(n));
+    case PatternKind::Mask: {
+      const std::string name = !p.mask ? std::string() : p.mask->path.empty() ? "(in memory)" : printable(p.mask->path);
+      const int64_t m = p.mask ? p.mask->n : 0;
+      require(p.mask && m == n, "mask " + name + " is " + std::to_string(m) + " x " + std::to_string(m) +
+                                    " but the sequence length is " + std::to_string(n));
       require(p.mask->bits.size() == size_t(n) * size_t(n), "mask data does not hold n x n entries");
       break;
+    }
     case PatternKind::Union:
     case PatternKind::Intersection:
       require(!p.children.empty(), "a composition needs at least one operand");

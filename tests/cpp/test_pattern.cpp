@@ -166,3 +166,41 @@ TEST(Pattern, QuotedMaskPathErrors) {
   EXPECT_EQ(mask_spec("a\"b\\c&"), "mask:\"a\\\"b\\\\c&\"");
   EXPECT_EQ(mask_spec("dir/m.npy"), "mask:dir/m.npy");
 }
+
+// Issue 9, rough edges: 'wïndow:w=1' reported "unknown pattern 'w'"; a NUL byte truncated the message.
+TEST(Pattern, MessagesEchoWholeTokensPrintably) {
+  EXPECT_NE(error_of("wïndow:w=1").find("unknown pattern 'wïndow'"), std::string::npos) << error_of("wïndow:w=1");
+  EXPECT_NE(error_of("window:wï=1").find("unknown parameter 'wï' for 'window'"), std::string::npos);
+  EXPECT_NE(error_of("window:w=ï").find("got 'ï'"), std::string::npos);
+  EXPECT_NE(error_of("wi\xffndow").find("unknown pattern 'wi\\xffndow'"), std::string::npos);
+  EXPECT_NE(error_of("causal+\x01").find("unknown pattern '\\x01'"), std::string::npos);
+  // Nothing after a NUL is lost, and the NUL itself is visible.
+  const std::string nul = error_of(std::string("causal\0+dense", 13));
+  EXPECT_NE(nul.find("'causal\\x00+dense'"), std::string::npos) << nul;
+  const std::string path = error_of(std::string("mask:m.npy\0x.npy", 16));
+  EXPECT_NE(path.find("NUL"), std::string::npos) << path;
+  EXPECT_NE(path.find("m.npy\\x00x.npy"), std::string::npos) << path;
+  // Mask paths in validation messages.
+  auto m = std::make_shared<MaskData>();
+  m->n = 2, m->bits = {1, 0, 1, 1}, m->path = std::string("odd\x01\0name.npy", 13);
+  Pattern p;
+  p.kind = PatternKind::Mask;
+  p.mask = m;
+  try {
+    validate_pattern(p, 3);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("odd\\x01\\x00name.npy is 2 x 2"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Pattern, PrintableKeepsTextAndEscapesTheRest) {
+  EXPECT_EQ(printable("plain + text_1"), "plain + text_1");
+  EXPECT_EQ(printable("é中😀"), "é中😀");
+  EXPECT_EQ(printable(std::string("a\0b\n\x7f", 5)), "a\\x00b\\x0a\\x7f");
+  EXPECT_EQ(printable("\xc2\x85"), "\\xc2\\x85");                    // C1 control character
+  EXPECT_EQ(printable("\xc0\xaf"), "\\xc0\\xaf");                    // overlong
+  EXPECT_EQ(printable("\xed\xa0\x80"), "\\xed\\xa0\\x80");           // surrogate
+  EXPECT_EQ(printable("\xe4\xb8"), "\\xe4\\xb8");                    // cut short
+  EXPECT_EQ(printable("\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80");  // beyond U+10FFFF
+}
