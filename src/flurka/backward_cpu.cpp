@@ -197,13 +197,13 @@ void projection_backward(const FlurkaInputs& in, const FlurkaGrads& g, const Flu
 
 void flurka_backward_cpu(FlurkaMethod method, const FlurkaInputs& in, const FlurkaGrads& g, const FlurkaOptions& opt) {
   const FlurkaShape s = check_flurka_backward_args(method, in, g);
+  const int threads = resolve_threads(opt.threads);
   require(in.q.device < 0, "flurka_backward_cpu needs host tensors (device = -1)");
   if (in.q.dtype == DType::F64) return flurka_backward_reference(method, in, g);  // float64 in float64
   require_x86_64_v3("flurka_backward_cpu");
   const FeatureMap fm = feature_map_of(method);
   const bool proj = uses_projection(method), lin = fm == FeatureMap::None;
   const int64_t D = s.D, BH = s.B * s.H, Lk = proj ? s.k : s.N;  // Lk: rows of K', V'
-  const int threads = opt.threads > 0 ? opt.threads : omp_get_max_threads();
   RegionErrors errors;
   std::vector<HeadSlots> slots(static_cast<size_t>(BH));
 #pragma omp parallel for schedule(dynamic) num_threads(threads)

@@ -195,12 +195,12 @@ void flurka_causal_backward_cpu(FlurkaMethod method, const FlurkaInputs& in, con
                                 const FlurkaOptions& opt) {
   require(C >= 1, "the causal chunk length C must be >= 1");
   const FlurkaShape s = check_flurka_backward_args(method, in, g, C);
+  const int threads = resolve_threads(opt.threads);
   require(in.q.device < 0, "flurka_causal_backward_cpu needs host tensors (device = -1)");
   if (in.q.dtype == DType::F64) return flurka_causal_backward_reference(method, in, g, C);
   require_x86_64_v3("flurka_causal_backward_cpu");
   const int64_t BH = s.B * s.H, r = s.k, He = in.e.heads;
   checked_bytes({(s.N + C - 1) / C, std::max<int64_t>(s.m, 1), s.D + 1, 2}, 4, "causal backward chunk states");
-  const int threads = opt.threads > 0 ? opt.threads : omp_get_max_threads();
   std::vector<HeadResult> res(static_cast<size_t>(BH));
   RegionErrors errors;
 #pragma omp parallel for schedule(dynamic) num_threads(threads)

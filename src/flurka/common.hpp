@@ -1,12 +1,16 @@
 // Internal helpers shared by the CPU paths: converting views to float/double buffers per head.
 #pragma once
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <string>
 #include <vector>
 
+#include "splat/error.hpp"
 #include "splat/flurka.hpp"
 
 namespace splat::flurka_detail {
@@ -40,6 +44,14 @@ void load_matrix(const MatrixView& x, int64_t h, std::vector<T>& dst) {
   const size_t n = size_t(x.rows * x.cols), o = x.offset(h);
   dst.resize(n);
   for (size_t i = 0; i < n; ++i) dst[i] = T(load_element_f64(x.data, x.dtype, o + i));
+}
+
+// OpenMP threads of a call: 0 = all hardware threads; 1 ... 4096 as asked (as the command-line tool caps it);
+// anything else is an error (a huge count crashes the OpenMP runtime, a negative one is meaningless).
+inline int resolve_threads(int requested) {
+  require(requested >= 0 && requested <= 4096,
+          "threads must be 0 (all) or 1 ... 4096, got " + std::to_string(requested));
+  return requested > 0 ? requested : omp_get_max_threads();
 }
 
 // Exceptions must not leave an OpenMP region (that is std::terminate, e.g. bad_alloc of per-thread scratch):

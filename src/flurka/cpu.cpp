@@ -176,12 +176,12 @@ void build_head_slots(FlurkaMethod method, const FlurkaInputs& in, const FlurkaS
 
 void flurka_cpu(FlurkaMethod method, const FlurkaInputs& in, const TensorView& out, const FlurkaOptions& opt) {
   const FlurkaShape s = check_flurka_args(method, in, out);
+  const int threads = resolve_threads(opt.threads);
   require(out.device < 0, "flurka_cpu needs host tensors (device = -1)");
   if (in.q.dtype == DType::F64) return flurka_reference(method, in, out);  // float64 is computed in float64
   require_x86_64_v3("flurka_cpu");                                         // the fast path is built for x86-64-v3
   const FeatureMap fm = feature_map_of(method);
   const int64_t D = s.D, BH = s.B * s.H;
-  const int threads = opt.threads > 0 ? opt.threads : omp_get_max_threads();
   std::vector<HeadSlots> slots(static_cast<size_t>(BH));
   RegionErrors errors;
 

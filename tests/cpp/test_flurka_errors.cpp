@@ -131,6 +131,29 @@ TEST(FlurkaErrors, SizeOverflowIsInvalidArgument) {
   }
 }
 
+TEST(FlurkaErrors, ThreadCounts) {
+  Problem p = base();
+  for (int t : {-1, 4097, 65536}) {
+    FlurkaOptions o;
+    o.threads = t;
+    expect_invalid([&] { flurka_cpu(FlurkaMethod::Linear, p.in, p.out_view, o); }, "threads");
+  }
+}
+
+// float64 inputs are computed in float64 (the reference's values exactly).
+TEST(FlurkaErrors, Float64IsComputedInFloat64) {
+  Case c{1, 2, 10, 12, 8, 4, 6};
+  c.dtype = DType::F64;
+  Problem p = make_problem(c, 21);
+  Buf ref(DType::F64, p.out.size());
+  const TensorView rv = contiguous_view(ref.data(), DType::F64, c.B, c.H, c.Nq, c.D);
+  for (FlurkaMethod m : all_flurka_methods()) {
+    flurka_reference(m, p.in, rv);
+    flurka_cpu(m, p.in, p.out_view);
+    EXPECT_EQ(p.out.bytes, ref.bytes) << flurka_method_name(m);
+  }
+}
+
 TEST(FlurkaErrors, CudaPathSaysWhy) {
   Problem p = base();
   std::string why;
