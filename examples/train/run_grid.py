@@ -72,8 +72,10 @@ def run_one(name, spec, a, extra, path):
         if a.verbose:
             print(err, file=sys.stderr)
         return
-    final = json.loads(path.read_text().splitlines()[-1])
-    print(f"run_grid: {name}: {final['steps']} steps, {final['tokens_per_s']:.0f} tokens/s, "
+    recs = [json.loads(x) for x in path.read_text().splitlines()]
+    final, probe = recs[-1], next((r for r in recs if r["type"] == "probe"), {})
+    share = f", attention {100 * probe['attention_share']:.0f} % of a step" if probe else ""
+    print(f"run_grid: {name}: {final['steps']} steps, {final['tokens_per_s']:.0f} tokens/s{share}, "
           f"val bpb {final['val_bpb']:.3f} ({time.time() - t:.0f} s)", flush=True)
 
 
