@@ -29,7 +29,7 @@ fails=0
 summary() { echo "$1 rc=$2 $(grep -E '^\[  (PASSED|FAILED) |tests? ran' "$R/$1.log" | tr -s ' ' | tr '\n' ' ')"; }
 if [ "$mode" = tests ] || [ "$mode" = all ]; then
   b=CudaBackward
-  groups=("$b.SuiteSmall:$b.Deterministic:$b.GraphCapture*:$b.ArgumentErrors:CudaLse.*"
+  groups=("$b.SuiteSmall:$b.SanitizerSet:$b.Deterministic:$b.GraphCapture*:$b.ArgumentErrors:CudaLse.*"
     "$b.SuiteDtypesAndHeadDims" "$b.MorePatternsAndCompositions:$b.ExplicitMask*"
     "$b.OddSequenceLengths:$b.GqaAndStridedLayouts:$b.KeyLengths")
   pids=()
@@ -41,7 +41,10 @@ if [ "$mode" = tests ] || [ "$mode" = all ]; then
   pids+=($!)
   timeout 420 "$bin/test_cuda_workspace" >"$R/workspace.log" 2>&1 &
   pids+=($!)
-  names=(backward0 backward1 backward2 backward3 attention workspace)
+  SPLAT_CUDA_WGMMA=0 timeout 420 "$bin/test_cuda_backward" \
+    --gtest_filter="$b.SuiteSmall:$b.KeyLengths:$b.GqaAndStridedLayouts:$b.SuiteDtypesAndHeadDims" >"$R/mma_sync.log" 2>&1 &
+  pids+=($!)
+  names=(backward0 backward1 backward2 backward3 attention workspace mma_sync)
   for i in "${!pids[@]}"; do
     wait "${pids[$i]}"
     rc=$?
@@ -53,7 +56,7 @@ fi
 if [ "$mode" = sanitize ] || [ "$mode" = all ]; then
   for tool in memcheck racecheck; do
     timeout 300 compute-sanitizer --tool $tool --print-limit 20 "$bin/test_cuda_backward" \
-      --gtest_filter='CudaBackward.OddSequenceLengths' >"$R/sanitize_$tool.log" 2>&1
+      --gtest_filter='CudaBackward.SanitizerSet' >"$R/sanitize_$tool.log" 2>&1
     rc=$?
     [ $rc -eq 0 ] || fails=$((fails + 1))
     echo "sanitize_$tool rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$R/sanitize_$tool.log" | tail -1)" |
@@ -61,6 +64,11 @@ if [ "$mode" = sanitize ] || [ "$mode" = all ]; then
   done
 fi
 if [ "$mode" = bench ] || [ "$mode" = all ]; then
+  # Fill the kernel cache first, one process per pattern (NVRTC is serial within a process).
+  for p in window causal_window dilated strided blocked longformer bigbird; do
+    timeout 300 "$bin/splat_backward_bench" "$@" --reps 1 --only $p >/dev/null 2>&1 &
+  done
+  wait
   timeout 500 "$bin/splat_backward_bench" "$@" >"$R/bench.jsonl" 2>"$R/bench.err"
   rc=$?
   [ $rc -eq 0 ] || fails=$((fails + 1))

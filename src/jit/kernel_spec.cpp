@@ -120,14 +120,15 @@ KernelSpec forward_spec(const KernelSpec& base, const Plan& plan, size_t pass_in
 }
 
 namespace {
-// The backward's mma.sync tiles: 16 rows per warp, a 2-buffer cp.async ring, 64-key (query) steps; 32 at D=128,
-// where two D-wide fp32 accumulators (dK and dV) and 64-wide S and dP tiles spill (255 registers + 350 bytes).
+// The backward's tiles: 16 rows per warp, a 2-buffer cp.async ring, 64-key (query) steps. mma.sync at D=128 takes
+// 32-key steps: two D-wide fp32 accumulators (dK and dV) and 64-wide S and dP tiles spill there (255 registers +
+// 350 bytes). sm_90a: warpgroup MMAs (SPLAT_CUDA_WGMMA=0 opts out, as for the forward).
 KernelSpec backward_common(const KernelSpec& base, Direction d) {
   KernelSpec s = base;
   s.direction = d;
-  s.wgmma = s.overlap = false;
+  s.overlap = false;
   s.mt = 1;
-  s.block_n = s.head_dim == 128 ? 32 : 64;
+  s.block_n = s.head_dim == 128 && !s.wgmma ? 32 : 64;
   s.stages = 2;
   s.min_blocks = 0;
   s.write_lse = s.continuation = false;

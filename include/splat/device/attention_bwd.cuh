@@ -8,8 +8,9 @@
 //       dS^T = P^T (dP^T - Delta), dK += scale dS^T Q, looping over the query heads of a GQA group inside the CTA.
 // Every gradient row is written by one CTA of one launch, and a later pass of a multi-pass plan continues from the
 // earlier pass's result (CONTINUE): no atomics, bitwise-identical results run to run.
-// mma.sync m16n8k16 with fp32 accumulation; K/V (dQ) or Q/dO (dK/dV) tiles stream through a cp.async ring of
-// STAGES swizzled buffers as in the forward. Rows without keys (lse = -inf) get L = +inf, so P = 0.
+// mma.sync m16n8k16 or, on sm_90a (WGMMA), warpgroup MMAs (both score products from shared memory, both
+// gradient updates with the 16-bit P / dS from registers), fp32 accumulation; K/V (dQ) or Q/dO (dK/dV) tiles stream
+// through a cp.async ring of STAGES swizzled buffers as in the forward. Rows without keys (lse = -inf) get L = +inf, so P = 0.
 #pragma once
 #include "splat/device/attention_parts.cuh"
 
@@ -91,10 +92,49 @@ __device__ __forceinline__ void mma_xb(float (&acc)[C::D / 8][4], const float (&
   }
 }
 
+// Two score-shaped products of this warp's 16 rows: x = A1 B1^T and y = A2 B2^T (A: [ROWS][D] tiles, B: [BN][D]).
+// sm_90a: warpgroup MMAs from shared memory (this warpgroup's 64 rows of A), issued together, one wait.
+template <class C, int ROWS>
+__device__ __forceinline__ void two_scores(float (&x)[1][C::BN / 8][4], const u16* a1, const u16* b1,
+                                           float (&y)[1][C::BN / 8][4], const u16* a2, const u16* b2, int wr0) {
+  if constexpr (C::WGMMA) {
+    static_assert(ROWS == C::BM && (C::BN == 64 || C::BN == 128) && C::WARPS % 4 == 0, "wgmma: 64-row warpgroups");
+    const int wg = (threadIdx.x >> 7) * 64 * 64;
+    wgmma_fence();
+    wgmma_scores<C>(x, a1 + wg, b1);
+    wgmma_scores<C>(y, a2 + wg, b2);
+    wgmma_commit();
+    wgmma_wait0();
+  } else {
+    mma_abt<C, ROWS>(x[0], a1, b1, wr0);
+    mma_abt<C, ROWS>(y[0], a2, b2, wr0);
+  }
+}
+
+// acc1 += X1 B1 and acc2 += X2 B2 (X: score-shaped values rounded to 16 bits; B: [BN][D] tiles, rows = reduction).
+template <class C>
+__device__ __forceinline__ void two_updates(float (&acc1)[1][C::D / 8][4], const float (&x1)[1][C::BN / 8][4],
+                                            const u16* b1, float (&acc2)[1][C::D / 8][4],
+                                            const float (&x2)[1][C::BN / 8][4], const u16* b2) {
+  if constexpr (C::WGMMA) {
+    u32 p1[C::BN / 16][4], p2[C::BN / 16][4];
+    pack_p<C>(x1, p1);
+    pack_p<C>(x2, p2);
+    wgmma_fence();
+    wgmma_pv<C>(acc1, p1, b1);
+    wgmma_pv<C>(acc2, p2, b2);
+    wgmma_commit();
+    wgmma_wait0();
+  } else {
+    mma_xb<C>(acc1[0], x1[0], b1);
+    mma_xb<C>(acc2[0], x2[0], b2);
+  }
+}
+
 // Accumulator rows g, g+8 of this warp's 16 rows: zero, or (CONTINUE) the earlier pass's gradient rows.
 template <class C>
 __device__ __forceinline__ void init_grad(const DevTask& task, int wr0, const u16* base, i64 sn,
-                                          float (&acc)[C::D / 8][4]) {
+                                          float (&acc)[C::D / 8][4]) {  // acc: m-tile 0 of [1][D/8][4]
   const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
 #pragma unroll
   for (int dn = 0; dn < C::D / 8; ++dn)
@@ -137,7 +177,7 @@ __device__ __forceinline__ u16* align_1024(unsigned char* smem) {
 template <class C>
 __device__ __forceinline__ void attn_bwd_dq(const AttnParams& p, unsigned char* smem) {
   constexpr int D = C::D, BM = C::BM, BN = C::BN, NT = BN / 8, S = C::STAGES;
-  static_assert(C::MT == 1 && BM == 16 * C::WARPS && !C::WGMMA && S >= 2, "backward: 16 rows per warp, mma.sync");
+  static_assert(C::MT == 1 && BM == 16 * C::WARPS && S >= 2, "backward: 16 rows per warp");
   static_assert(D % 64 == 0 && (BN * D / 8) % (C::WARPS * 32) == 0 && (BM * D / 8) % (C::WARPS * 32) == 0, "tile");
   const int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
   const int BH = p.B * p.H;
@@ -175,8 +215,8 @@ __device__ __forceinline__ void attn_bwd_dq(const AttnParams& p, unsigned char* 
     L2[hf] = r < task.row_count ? p.lse2[i64(bh) * p.N + i] : -neg_inf();
     Dl[hf] = r < task.row_count ? p.delta[i64(bh) * p.N + i] : 0.f;
   }
-  float acc[D / 8][4];
-  init_grad<C>(task, wr0, dqbase, p.dq_sn, acc);
+  float acc[1][D / 8][4];
+  init_grad<C>(task, wr0, dqbase, p.dq_sn, acc[0]);
 
   RowRange rr[2];
   int prev_si = -1, cbuf = 0, lbuf = S - 1;
@@ -187,6 +227,7 @@ __device__ __forceinline__ void attn_bwd_dq(const AttnParams& p, unsigned char* 
       prev_si = cu.si;
     }
     cp_async_wait<S - 2>();
+    if constexpr (C::WGMMA) fence_proxy_async();  // cp.async wrote the tiles (generic proxy); wgmma reads them
     __syncthreads();
     if (ld.si < task.span_end) {
       load_kv<C>(p, ld.sp, ld.kt, kbase, vbase, sK + lbuf * BN * D, sV + lbuf * BN * D);
@@ -196,25 +237,34 @@ __device__ __forceinline__ void attn_bwd_dq(const AttnParams& p, unsigned char* 
     lbuf = lbuf + 1 == S ? 0 : lbuf + 1;
     const u16* cK = sK + cbuf * BN * D;
     const u16* cV = sV + cbuf * BN * D;
-    if (wr0 < task.row_count && wr0 < sp.row_hi && wr0 + 16 > sp.row_lo) {
-      float s[1][NT][4], dp[NT][4];
-      mma_abt<C, BM>(s[0], sQ, cK, wr0);
+    // wgmma is warpgroup-collective: every warp takes part (rows outside the span are masked).
+    if (C::WGMMA || (wr0 < task.row_count && wr0 < sp.row_hi && wr0 + 16 > sp.row_lo)) {
+      float s[1][NT][4], dp[1][NT][4];
+      two_scores<C, BM>(s, sQ, cK, dp, sdO, cV, wr0);
       mask_scores<C>(p, task, cu, wr0, rr, s);
-      mma_abt<C, BM>(dp, sdO, cV, wr0);
 #pragma unroll
       for (int j = 0; j < NT; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const float pr = fast_exp2(fmaf(s[0][j][e], p.scale_log2, -L2[e >> 1]));
-          s[0][j][e] = pr * (dp[j][e] - Dl[e >> 1]) * p.scale;
+          s[0][j][e] = pr * (dp[0][j][e] - Dl[e >> 1]) * p.scale;
         }
-      mma_xb<C>(acc, s[0], cK);
+      if constexpr (C::WGMMA) {
+        u32 pa[BN / 16][4];
+        pack_p<C>(s, pa);
+        wgmma_fence();
+        wgmma_pv<C>(acc, pa, cK);
+        wgmma_commit();
+        wgmma_wait0();
+      } else {
+        mma_xb<C>(acc[0], s[0], cK);
+      }
     }
     advance<C>(p, task, cu);
     cbuf = cbuf + 1 == S ? 0 : cbuf + 1;
   }
   cp_async_wait<0>();
-  store_grad<C>(task, wr0, dqbase, p.dq_sn, acc);
+  store_grad<C>(task, wr0, dqbase, p.dq_sn, acc[0]);
 }
 
 // dK, dV over a pass of the transposed plan (rows: keys of one (batch, kv head); spans: the queries attending them,
@@ -223,7 +273,7 @@ __device__ __forceinline__ void attn_bwd_dq(const AttnParams& p, unsigned char* 
 template <class C>
 __device__ __forceinline__ void attn_bwd_dkdv(const AttnParams& p, unsigned char* smem) {
   constexpr int D = C::D, BM = C::BM, BN = C::BN, NT = BN / 8, S = C::STAGES, THREADS = C::WARPS * 32;
-  static_assert(C::MT == 1 && BM == 16 * C::WARPS && !C::WGMMA && S >= 2 && C::DKDV, "backward: 16 rows per warp");
+  static_assert(C::MT == 1 && BM == 16 * C::WARPS && S >= 2 && C::DKDV, "backward: 16 rows per warp");
   static_assert(D % 64 == 0 && (BN * D / 8) % THREADS == 0 && (BM * D / 8) % THREADS == 0, "tile");
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
   const int BK = p.B * p.Hkv, G = p.H / p.Hkv;
@@ -280,9 +330,9 @@ __device__ __forceinline__ void attn_bwd_dkdv(const AttnParams& p, unsigned char
 #pragma unroll
   for (int hf = 0; hf < 2; ++hf)
     pad_row[hf] = C::KEY_PAD && task.row_begin + task.row_stride * (wr0 + g + 8 * hf) >= klen;
-  float dk[D / 8][4], dv[D / 8][4];
-  init_grad<C>(task, wr0, dkbase, p.dk_sn, dk);
-  init_grad<C>(task, wr0, dvbase, p.dv_sn, dv);
+  float dk[1][D / 8][4], dv[1][D / 8][4];
+  init_grad<C>(task, wr0, dkbase, p.dk_sn, dk[0]);
+  init_grad<C>(task, wr0, dvbase, p.dv_sn, dv[0]);
 
   RowRange rr[2];
   int prev_si = -1, cbuf = 0, lbuf = S - 1;
@@ -293,6 +343,7 @@ __device__ __forceinline__ void attn_bwd_dkdv(const AttnParams& p, unsigned char
       prev_si = cu.si;
     }
     cp_async_wait<S - 2>();
+    if constexpr (C::WGMMA) fence_proxy_async();
     __syncthreads();
     load_step(lbuf);
     lbuf = lbuf + 1 == S ? 0 : lbuf + 1;
@@ -300,34 +351,27 @@ __device__ __forceinline__ void attn_bwd_dkdv(const AttnParams& p, unsigned char
     const u16* cdO = sdO + cbuf * BN * D;
     const float* cL = sL + cbuf * BN;
     const float* cDl = sDl + cbuf * BN;
-    if (wr0 < task.row_count && wr0 < sp.row_hi && wr0 + 16 > sp.row_lo) {
-      float s[1][NT][4], dp[NT][4];
-      mma_abt<C, BM>(s[0], sK, cQ, wr0);
+    if (C::WGMMA || (wr0 < task.row_count && wr0 < sp.row_hi && wr0 + 16 > sp.row_lo)) {
+      float s[1][NT][4], dp[1][NT][4];
+      two_scores<C, BM>(s, sK, cQ, dp, sV, cdO, wr0);
       mask_scores<C>(p, task, cu, wr0, rr, s);
 #pragma unroll
       for (int j = 0; j < NT; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int col = j * 8 + 2 * tq + (e & 1);
-          s[0][j][e] = pad_row[e >> 1] ? 0.f : fast_exp2(fmaf(s[0][j][e], p.scale_log2, -cL[col]));
+          const float pr = pad_row[e >> 1] ? 0.f : fast_exp2(fmaf(s[0][j][e], p.scale_log2, -cL[col]));
+          s[0][j][e] = pr;
+          dp[0][j][e] = pr * (dp[0][j][e] - cDl[col]) * p.scale;
         }
-      mma_xb<C>(dv, s[0], cdO);
-      mma_abt<C, BM>(dp, sV, cdO, wr0);
-#pragma unroll
-      for (int j = 0; j < NT; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int col = j * 8 + 2 * tq + (e & 1);
-          dp[j][e] = s[0][j][e] * (dp[j][e] - cDl[col]) * p.scale;
-        }
-      mma_xb<C>(dk, dp, cQ);
+      two_updates<C>(dv, s, cdO, dk, dp, cQ);
     }
     next(cu, cu_head);
     cbuf = cbuf + 1 == S ? 0 : cbuf + 1;
   }
   cp_async_wait<0>();
-  store_grad<C>(task, wr0, dkbase, p.dk_sn, dk);
-  store_grad<C>(task, wr0, dvbase, p.dv_sn, dv);
+  store_grad<C>(task, wr0, dkbase, p.dk_sn, dk[0]);
+  store_grad<C>(task, wr0, dvbase, p.dv_sn, dv[0]);
 }
 
 }  // namespace dev
