@@ -117,7 +117,16 @@ void check_spec(const Case& c) {
 
 }  // namespace
 
-// The sanitizer run (compute-sanitizer memcheck / racecheck) uses this test: every suite pattern, small N, GQA.
+// The sanitizer run (compute-sanitizer memcheck / racecheck): every span kind, a multi-pass plan, GQA, key padding,
+// D 64 and 128, at small N.
+TEST(CudaBackward, SanitizerSet) {
+  REQUIRE_GPU();
+  check_spec({"window:w=8", 1, 2, 1, 130, 64});
+  check_spec({"strided:s=9", 1, 2, 1, 130, 128});
+  check_spec({"bigbird:b=32,w=1,g=1,r=2,seed=3", 2, 2, 1, 130, 64, DType::BF16, false, {130, 77}});
+  check_spec({"longformer:w=8,g=3", 1, 4, 2, 130, 64, DType::F16, true});
+}
+
 TEST(CudaBackward, SuiteSmall) {
   REQUIRE_GPU();
   for (int64_t n : {256, 333})
