@@ -4,6 +4,7 @@
 
 #include <sys/stat.h>
 
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -16,6 +17,23 @@ namespace {
 
 constexpr size_t kMaxHeaderBytes = 1 << 20;  // NumPy headers are tiny; anything larger is corrupt
 constexpr int kMaxDims = 32;
+
+// Text from a file quoted in a message, with control bytes escaped: a NUL would end the message early
+// (what() is a C string) and other control bytes could garble a terminal.
+std::string printable(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7F) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", unsigned(u));
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
 
 [[noreturn]] void corrupt(const std::string& name, const std::string& what) {
   fail(ErrorCode::Io, name + ": corrupt .npy file: " + what);
@@ -103,9 +121,9 @@ NpyDType dtype_from_descr(const std::string& descr, const std::string& name) {
   for (const auto& d : kDtypes)
     if (descr == d.descr) return d.dtype;
   if (!descr.empty() && descr[0] == '>')
-    fail(ErrorCode::InvalidArgument, name + ": big-endian .npy data ('" + descr + "') is not supported");
+    fail(ErrorCode::InvalidArgument, name + ": big-endian .npy data ('" + printable(descr) + "') is not supported");
   fail(ErrorCode::InvalidArgument,
-       name + ": unsupported .npy dtype '" + descr + "' (expected <f4, <f2, |b1, |u1, |i1, <i4 or <i8)");
+       name + ": unsupported .npy dtype '" + printable(descr) + "' (expected <f4, <f2, |b1, |u1, |i1, <i4 or <i8)");
 }
 
 uint64_t read_le(const uint8_t* p, int bytes) {
@@ -176,7 +194,7 @@ NpyHeader parse_npy_header(const uint8_t* bytes, size_t size, const std::string&
     } else if (key == "shape" && !have_shape) {
       shape = p.shape(), have_shape = true;
     } else {
-      corrupt(name, "header: unexpected or repeated key '" + key + "'");
+      corrupt(name, "header: unexpected or repeated key '" + printable(key) + "'");
     }
     if (p.peek(','))
       ++p.pos;

@@ -152,6 +152,12 @@ TEST(CliArgs, JsonIsValidUtf8WhateverBytesAPathHolds) {
   EXPECT_EQ(json_int(r.out, "nnz"), 64);
 }
 
+TEST(CliArgs, ControlBytesInMessagesAreEscaped) {
+  // A path with an escape sequence is shown escaped in the one-line message, not sent to the terminal.
+  const std::string p = "/nonexistent/\x1b[2Jq.npy";
+  expect_usage_error({"run", "causal", "--q", p, "--k", p, "--v", p}, "/nonexistent/\\x1b[2Jq.npy");
+}
+
 TEST(CliArgs, EmptyProblemsAreRefusedTheSameWayEverywhere) {
   // Documented in --help: sizes are >= 1; N = 0 or B = 0 is an error (exit 2) naming the size.
   expect_usage_error({"inspect", "causal", "--seq-len", "0"}, "--seq-len");

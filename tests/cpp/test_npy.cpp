@@ -251,6 +251,21 @@ TEST(Npy, MissingOrUnreadableFiles) {
   EXPECT_THROW(read_npy(scratch_dir().string()), Error);  // a directory
 }
 
+TEST(Npy, TextQuotedFromAFileHasItsControlBytesEscaped) {
+  // A NUL in the quoted dtype would end the message (what() is a C string); ESC could garble a terminal.
+  const char text[] = "{'descr': '<x\0y\x1b[2J', 'fortran_order': False, 'shape': (2, 3), }";
+  const std::string dict(text, sizeof text - 1);  // with the NUL
+  const auto b = npy_bytes(dict, 24);
+  try {
+    parse_npy(b.data(), b.size(), "nul.npy");
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("'<x\\x00y\\x1b[2J'"), std::string::npos) << m;
+    EXPECT_NE(m.find("(expected <f4"), std::string::npos) << m << ": the message goes on after the NUL";
+  }
+}
+
 TEST(Npy, NonRegularInputsAreRefusedWithoutBlocking) {
   // Opening a FIFO blocks until a writer comes: read_npy must refuse it without opening. Each read runs in
   // a child with an alarm, so a regression fails the test instead of hanging it.

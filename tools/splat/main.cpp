@@ -16,14 +16,25 @@
 namespace {
 
 // Messages are printed on one line: a multi-line message (an NVRTC log, say) is joined with " | ".
+// Other control bytes (a NUL from a file's header would end the C string early) are shown escaped.
 std::string one_line(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   std::string out;
   for (char c : s) {
-    if (c == '\n')
+    const unsigned char u = static_cast<unsigned char>(c);
+    if (c == '\n') {
       out += " | ";
-    else if (c != '\r')
+    } else if (c == '\r') {
+      continue;
+    } else if (c == '\0') {
+      out += "\\0";
+    } else if ((u < 0x20 && c != '\t') || u == 0x7F) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", unsigned(u));
+      out += buf;
+    } else {
       out += c;
+    }
   }
   return out;
 }
