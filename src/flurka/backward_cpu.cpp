@@ -197,7 +197,7 @@ void projection_backward(const FlurkaInputs& in, const FlurkaGrads& g, const Flu
 
 void flurka_backward_cpu(FlurkaMethod method, const FlurkaInputs& in, const FlurkaGrads& g, const FlurkaOptions& opt) {
   const FlurkaShape s = check_flurka_backward_args(method, in, g);
-  const int threads = resolve_threads(opt.threads);
+  const int threads = call_threads(opt.threads, s);
   require(in.q.device < 0, "flurka_backward_cpu needs host tensors (device = -1)");
   if (in.q.dtype == DType::F64) return flurka_backward_reference(method, in, g);  // float64 in float64
   require_x86_64_v3("flurka_backward_cpu");

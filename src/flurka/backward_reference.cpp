@@ -184,7 +184,7 @@ void flurka_backward_reference(FlurkaMethod method, const FlurkaInputs& in, cons
   const bool proj = uses_projection(method);
   std::vector<Vec> dKp(proj ? size_t(BH) : 0), dVp(proj ? size_t(BH) : 0);
   RegionErrors errors;
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) num_threads(call_threads(0, s))
   for (int64_t bh = 0; bh < BH; ++bh)
     errors.guard([&] {
       const int64_t b = bh / s.H, h = bh % s.H;
@@ -226,7 +226,7 @@ void flurka_causal_backward_reference(FlurkaMethod method, const FlurkaInputs& i
   const int64_t He = in.e.heads;
   std::vector<Vec> dEh(static_cast<size_t>(BH)), dFh(static_cast<size_t>(BH));
   RegionErrors errors;
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) num_threads(call_threads(0, s))
   for (int64_t bh = 0; bh < BH; ++bh)
     errors.guard([&] {
       const int64_t b = bh / s.H, h = bh % s.H;

@@ -17,7 +17,7 @@ void flurka_causal_cpu(FlurkaMethod method, const FlurkaInputs& in, const Tensor
                        const FlurkaOptions& opt) {
   require(C >= 1, "the causal chunk length C must be >= 1");
   const FlurkaShape s = check_flurka_args(method, in, out, C);
-  const int threads = resolve_threads(opt.threads);
+  const int threads = call_threads(opt.threads, s);
   require(out.device < 0, "flurka_causal_cpu needs host tensors (device = -1)");
   if (in.q.dtype == DType::F64) return flurka_causal_reference(method, in, out, C);  // float64 in float64
   const FeatureMap fm = feature_map_of(method);

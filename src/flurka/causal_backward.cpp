@@ -195,7 +195,7 @@ void flurka_causal_backward_cpu(FlurkaMethod method, const FlurkaInputs& in, con
                                 const FlurkaOptions& opt) {
   require(C >= 1, "the causal chunk length C must be >= 1");
   const FlurkaShape s = check_flurka_backward_args(method, in, g, C);
-  const int threads = resolve_threads(opt.threads);
+  const int threads = call_threads(opt.threads, s);
   require(in.q.device < 0, "flurka_causal_backward_cpu needs host tensors (device = -1)");
   if (in.q.dtype == DType::F64) return flurka_causal_backward_reference(method, in, g, C);
   require_x86_64_v3("flurka_causal_backward_cpu");

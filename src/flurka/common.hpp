@@ -54,6 +54,15 @@ inline int resolve_threads(int requested) {
   return requested > 0 ? requested : omp_get_max_threads();
 }
 
+// Threads for one call of shape s: tiny calls (gradient checks, decode-sized problems) run on one thread, where
+// a parallel region would cost more than the work.
+inline int call_threads(int requested, const FlurkaShape& s) {
+  const int t = resolve_threads(requested);
+  const double work =
+      double(s.B) * double(s.H) * double(s.N + s.Nq) * double(s.D) * double(std::max<int64_t>({s.m, s.k, 1}));
+  return work < double(1 << 18) ? 1 : t;
+}
+
 // Exceptions must not leave an OpenMP region (that is std::terminate, e.g. bad_alloc of per-thread scratch):
 // each iteration runs under guard(); the first exception is kept and rethrown after the region.
 class RegionErrors {

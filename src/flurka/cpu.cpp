@@ -176,7 +176,7 @@ void build_head_slots(FlurkaMethod method, const FlurkaInputs& in, const FlurkaS
 
 void flurka_cpu(FlurkaMethod method, const FlurkaInputs& in, const TensorView& out, const FlurkaOptions& opt) {
   const FlurkaShape s = check_flurka_args(method, in, out);
-  const int threads = resolve_threads(opt.threads);
+  const int threads = call_threads(opt.threads, s);
   require(out.device < 0, "flurka_cpu needs host tensors (device = -1)");
   if (in.q.dtype == DType::F64) return flurka_reference(method, in, out);  // float64 is computed in float64
   require_x86_64_v3("flurka_cpu");                                         // the fast path is built for x86-64-v3

@@ -48,7 +48,7 @@ void flurka_reference(FlurkaMethod method, const FlurkaInputs& in, const TensorV
   const FeatureMap fm = feature_map_of(method);
   const int64_t D = s.D, m = s.m;
   RegionErrors errors;
-#pragma omp parallel for collapse(2) schedule(dynamic)
+#pragma omp parallel for collapse(2) schedule(dynamic) num_threads(call_threads(0, s))
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t h = 0; h < s.H; ++h)
       errors.guard([&] {
@@ -111,7 +111,7 @@ void flurka_causal_reference(FlurkaMethod method, const FlurkaInputs& in, const 
   const FeatureMap fm = feature_map_of(method);
   const int64_t D = s.D, m = s.m, r = s.k, N = s.N;
   RegionErrors errors;
-#pragma omp parallel for collapse(2) schedule(dynamic)
+#pragma omp parallel for collapse(2) schedule(dynamic) num_threads(call_threads(0, s))
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t h = 0; h < s.H; ++h)
       errors.guard([&] {
