@@ -1,6 +1,8 @@
 // `splat flurka ...` runs one FLuRKA-family method (random or .npy inputs) on the CPU or CUDA backend and
 // optionally checks it against the float64 reference; `splat flurka-plan ...` prints the cost model's
 // predicted time of every method for a shape and recommends one.
+#include <omp.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -281,11 +283,16 @@ const char* kQualityUsage =
 void exact_attention(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v, int64_t H,
                      int64_t N, int64_t D, std::vector<float>& out) {
   out.assign(q.size(), 0.0f);
-#pragma omp parallel for collapse(2)
+  // Per-thread rows allocated here: an allocation failing inside the parallel region would terminate.
+  const int threads = std::max(1, omp_get_max_threads());
+  std::vector<double> scratch(size_t(threads) * size_t(N + D));
+#pragma omp parallel for collapse(2) num_threads(threads)
   for (int64_t h = 0; h < H; ++h)
     for (int64_t i = 0; i < N; ++i) {
       const float* qi = &q[size_t((h * N + i) * D)];
-      std::vector<double> sc(static_cast<size_t>(N)), row(static_cast<size_t>(D), 0.0);
+      double* sc = &scratch[size_t(omp_get_thread_num()) * size_t(N + D)];
+      double* row = sc + N;
+      std::fill(row, row + D, 0.0);
       double mx = -INFINITY, den = 0;
       for (int64_t j = 0; j < N; ++j) {
         double dot = 0;
