@@ -4,6 +4,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -53,6 +54,12 @@ struct Pattern {
 // (no other escapes). Throws Error(InvalidArgument) naming the offending position; Error(Io) for an
 // unreadable mask file.
 Pattern parse_pattern(std::string_view spec);
+// The same with masks from load(path) instead of .npy files (for callers that keep masks elsewhere, and
+// for fuzzing the syntax without touching the file system). load is called only for a valid spec.
+using MaskLoader = std::function<std::shared_ptr<const MaskData>(const std::string& path)>;
+Pattern parse_pattern(std::string_view spec, const MaskLoader& load);
+// What parse_pattern(spec) loads for mask:PATH: the .npy file at path, with its content hash.
+std::shared_ptr<const MaskData> load_mask_file(const std::string& path);
 
 // Canonical spec string (parse_pattern(to_string(p)) == p); mask paths are quoted where the plain form
 // would not read back. An in-memory mask prints as mask:<in-memory NxN>, which does not read back

@@ -53,7 +53,8 @@ bool listed(const char* list, const std::string& name) {
 
 class Parser {
  public:
-  Parser(std::string_view s, bool load_masks) : s_(s), load_masks_(load_masks) {}
+  // load: nullptr checks the syntax only (masks are left empty).
+  Parser(std::string_view s, const MaskLoader* load) : s_(s), load_(load) {}
 
   Pattern parse() {
     skip_ws();
@@ -240,15 +241,9 @@ class Parser {
     if (path.find('\0') != std::string::npos) error_at(name_at, "a mask path must not contain a NUL byte");
     Pattern p;
     p.kind = PatternKind::Mask;
-    if (load_masks_) {
-      MaskData m;
-      try {
-        m = mask_from_npy(read_npy(path), path);
-      } catch (const Error& e) {  // the reader's message names the path as given
-        fail(e.code(), printable(e.what()));
-      }
-      m.hash = mask_hash(m.bits.data(), m.n);  // cached plans are keyed by content (pattern_key)
-      p.mask = std::make_shared<const MaskData>(std::move(m));
+    if (load_) {
+      p.mask = (*load_)(path);
+      require(p.mask != nullptr, "mask loader returned no mask for " + printable(path));
     }
     return p;
   }
@@ -256,14 +251,29 @@ class Parser {
   std::string_view s_;
   size_t pos_ = 0;
   int depth_ = 0;
-  bool load_masks_ = true;
+  const MaskLoader* load_ = nullptr;
 };
 
 }  // namespace
 
+std::shared_ptr<const MaskData> load_mask_file(const std::string& path) {
+  MaskData m;
+  try {
+    m = mask_from_npy(read_npy(path), path);
+  } catch (const Error& e) {  // the reader's message names the path as given
+    fail(e.code(), printable(e.what()));
+  }
+  m.hash = mask_hash(m.bits.data(), m.n);  // cached plans are keyed by content (pattern_key)
+  return std::make_shared<const MaskData>(std::move(m));
+}
+
+Pattern parse_pattern(std::string_view spec, const MaskLoader& load) {
+  Parser(spec, nullptr).parse();  // syntax first: a bad spec is reported as such, whatever its mask files
+  return Parser(spec, &load).parse();
+}
+
 Pattern parse_pattern(std::string_view spec) {
-  Parser(spec, false).parse();  // syntax first: a bad spec is reported as such, whatever its mask files
-  return Parser(spec, true).parse();
+  return parse_pattern(spec, MaskLoader(load_mask_file));
 }
 
 }  // namespace splat

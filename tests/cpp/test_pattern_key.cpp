@@ -123,3 +123,21 @@ TEST(PatternKey, HashSeesEveryByteAndTheSize) {
   m->bits = zeros;
   EXPECT_EQ(mask_key(*m), mask_key(*mask_pattern(zeros.data(), 8).mask));
 }
+
+TEST(PatternKey, MaskLoaderSeesPathsOnlyOfValidSpecs) {
+  std::vector<std::string> asked;
+  const MaskLoader load = [&](const std::string& path) {
+    asked.push_back(path);
+    std::vector<uint8_t> bits(16, 1);
+    auto m = std::make_shared<MaskData>(*mask_pattern(bits.data(), 4).mask);
+    m->path = path;
+    return std::shared_ptr<const MaskData>(m);
+  };
+  const Pattern p = parse_pattern("mask:\"x+y\"&causal+mask:plain.npy", load);
+  EXPECT_EQ(asked, (std::vector<std::string>{"x+y", "plain.npy"}));
+  EXPECT_EQ(to_string(p), "mask:\"x+y\"&causal+mask:plain.npy");
+  EXPECT_EQ(dense_mask(p, 4), dense_mask(parse_pattern("dense"), 4));
+  asked.clear();
+  EXPECT_THROW(parse_pattern("mask:a.npy+windo:w=1", load), Error);
+  EXPECT_TRUE(asked.empty());  // a bad spec is refused before any mask is read
+}
