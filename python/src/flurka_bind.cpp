@@ -1,5 +1,5 @@
 // FLuRKA bindings: q, k, v, E, F, W as DLPack arrays; host or CUDA by q's device. Compiled in once
-// include/splat/flurka.hpp exists (it is the flurka engineer's contract).
+// include/splat/flurka.hpp exists (the FLuRKA interface).
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/pair.h>
@@ -53,6 +53,9 @@ void flurka(const std::string& method, const InArray& q, const InArray& k, const
   in.f = matrix_view(f, dtype, "F");
   in.w = matrix_view(w, dtype, "W");
   const TensorView o = array_view(out, l, dtype, "out");
+  check_disjoint(o, in.q, "out", "q");  // the kernels read q, k, v after writing parts of out
+  check_disjoint(o, in.k, "out", "k");
+  check_disjoint(o, in.v, "out", "v");
   FlurkaOptions opt;
   opt.threads = threads;
   nb::gil_scoped_release release;
@@ -106,6 +109,7 @@ void flurka_backward(const std::string& method, const InArray& q, const InArray&
   FlurkaOptions opt;
   opt.threads = threads;
   nb::gil_scoped_release release;
+  if (causal) require(in.q.device < 0, "causal FLuRKA runs on the CPU only (no CUDA kernel yet)");
   if (in.q.device >= 0) return flurka_backward_cuda(m, in, g, reinterpret_cast<void*>(stream));
   if (causal) {
     require(in.e.data != nullptr, "causal FLuRKA needs the chunk projections E, F [r, C]");

@@ -86,6 +86,7 @@ ffi::Error backward(int device, void* stream, const ffi::AnyBuffer& q, const ffi
               "dE, dF must have the shapes of E, F");
       g.de = de.untyped_data(), g.df = df.untyped_data();
     }
+    if (causal) require(device < 0, "causal FLuRKA runs on the CPU only (no CUDA kernel yet)");
     if (device >= 0) {
       flurka_backward_cuda(m, in, g, stream);
     } else if (causal) {
