@@ -130,6 +130,11 @@ KernelSpec backward_common(const KernelSpec& base, Direction d) {
   s.mt = 1;
   s.block_n = s.head_dim == 128 && !s.wgmma ? 32 : 64;
   s.stages = 2;
+  // Tuning overrides for benchmarks: SPLAT_CUDA_BWD_BN (key/query step), SPLAT_CUDA_BWD_STAGES.
+  if (const char* e = std::getenv("SPLAT_CUDA_BWD_BN"); e && *e) s.block_n = std::atoi(e);
+  if (const char* e = std::getenv("SPLAT_CUDA_BWD_STAGES"); e && *e) s.stages = std::max(2, std::min(4, std::atoi(e)));
+  if (s.block_n != 32 && s.block_n != 64 && s.block_n != 128) fail(ErrorCode::InvalidArgument, "SPLAT_CUDA_BWD_BN: 32, 64 or 128");
+  if (s.wgmma && s.block_n == 32) s.wgmma = false;
   s.min_blocks = 0;
   s.write_lse = s.continuation = false;
   s.mask_affine = s.has_block = s.has_gather = s.two_segments = false;
@@ -159,7 +164,8 @@ KernelSpec backward_dq_spec(const KernelSpec& base, const Plan& plan, size_t pas
 
 PlanOptions backward_plan_options(const KernelSpec& base) {
   PlanOptions po;
-  po.block_m = 64;
+  po.block_m = 64;  // key rows per dK/dV CTA; SPLAT_CUDA_BWD_BM=128 (two warpgroups sharing each Q/dO tile)
+  if (const char* e = std::getenv("SPLAT_CUDA_BWD_BM"); e && *e) po.block_m = std::atoi(e) == 128 ? 128 : 64;
   po.block_n = 64;
   (void)base;
   return po;

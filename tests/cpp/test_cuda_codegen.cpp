@@ -159,6 +159,60 @@ TEST(CudaCodegen, SpecNamesAndSourceAreDeterministic) {
   EXPECT_TRUE(x.cubin.empty());
 }
 
+// The backward's kernels (preprocess, dQ per forward pass, dK/dV per transposed pass) and the lse-writing forward
+// are directions / variants of the same spec and generator: every suite pattern's compile with NVRTC, on warpgroup
+// MMAs for sm_90a (bf16, both head dims) and mma.sync for sm_80 (f16; the multi-pass and gathered patterns).
+TEST(CudaCodegen, BackwardKernelsCompileForEverySuitePattern) {
+  const std::string bindir = find_cuobjdump();
+  for (const SuiteEntry& e : suite(1024))
+    for (int d : {64, 128})
+      for (const char* arch : {"sm_90a", "sm_80"}) {
+        const bool sm80 = std::string(arch) == "sm_80";
+        if (sm80 && (d != 64 || (e.name != "strided" && e.name != "bigbird"))) continue;
+        const DType t = sm80 ? DType::F16 : DType::BF16;
+        SCOPED_TRACE(e.spec + " D=" + std::to_string(d) + " " + arch);
+        CudaPlanOptions o;
+        o.dtype = t, o.head_dim = d, o.arch = arch, o.backward = true;
+        const CodegenResult r = codegen_cuda(analyse(parse_pattern(e.spec), 1024), o, true);
+        ASSERT_FALSE(r.cubin.empty());
+        int pre = 0, dq = 0, dkdv = 0;
+        for (const std::string& line : r.specs) {
+          pre += line.find("attention_bwd_pre ") != std::string::npos;
+          dq += line.find("attention_bwd_dq ") != std::string::npos;
+          dkdv += line.find("attention_bwd_dkdv ") != std::string::npos;
+        }
+        EXPECT_EQ(pre, 1);
+        EXPECT_GE(dq, 1);
+        EXPECT_GE(dkdv, 1);
+        EXPECT_NE(r.source.find("#include \"splat/device/attention_bwd.cuh\""), std::string::npos);
+        if (bindir.empty() || d != 128) continue;
+        const std::string sass = sass_of(r.cubin, bindir);
+        EXPECT_NE(sass.find(std::string(arch) == "sm_90a" ? "HGMMA" : "HMMA"), std::string::npos);
+      }
+}
+
+// The direction and the key-padding flag are part of the kernel's name (and so of the generated source and the
+// cache key); a forward-only plan generates no backward code.
+TEST(CudaCodegen, DirectionAndPaddingNameTheKernel) {
+  const Acsr a = analyse(parse_pattern("strided:s=64"), 4096);
+  const jit::KernelSpec base = jit::base_spec(DType::BF16, 64, "sm_90a");
+  const Plan plan = make_plan(a, {});
+  const jit::KernelSpec f = jit::forward_spec(base, plan, 0, false, false);
+  const jit::KernelSpec fp = jit::forward_spec(base, plan, 0, false, true);
+  const jit::KernelSpec dq = jit::backward_dq_spec(base, plan, 0, false);
+  const jit::KernelSpec pre = jit::backward_pre_spec(base);
+  std::set<std::string> names = {f.name(), fp.name(), dq.name(), pre.name()};
+  EXPECT_EQ(names.size(), 4u);
+  EXPECT_NE(fp.describe().find("key-padding"), std::string::npos);
+  EXPECT_NE(dq.describe().find("attention_bwd_dq"), std::string::npos);
+  EXPECT_NE(jit::generate_source({f}), jit::generate_source({fp}));
+  CudaPlanOptions o;
+  o.arch = "sm_90a";
+  const CodegenResult fwd = codegen_cuda(a, o, false);
+  EXPECT_EQ(fwd.source.find("attention_bwd"), std::string::npos);
+  EXPECT_EQ(fwd.specs.size(), 2u);
+}
+
 TEST(CudaCodegen, UnsupportedRequestsAreClearErrors) {
   const Acsr a = analyse(parse_pattern("window:w=8"), 128);
   CudaPlanOptions o;
