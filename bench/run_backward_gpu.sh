@@ -4,7 +4,7 @@
 #   bash bench/run_backward_gpu.sh tests|sanitize|bench|all [bench args...]   # GPU machine (carry .carry/bwd)
 # tests: the backward / lse / padding tests (parallel groups) and the forward tests; sanitize: compute-sanitizer
 # memcheck and racecheck on the backward at small N; bench: splat_backward_bench (args passed on).
-# Logs and results go to $OUT (or /tmp/bwd-out); the summary to $OUT/summary.txt. Exit status: failed steps.
+# Logs and results go to $OUT (or build-bwd-out); the summary to $OUT/summary.txt. Exit status: failed steps.
 set -u
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="$root/.carry/bwd"
@@ -20,9 +20,9 @@ if [ "${1:-}" = "--stage" ]; then
 fi
 mode=${1:-all}
 shift || true
-R=${OUT:-/tmp/bwd-out}
+R=${OUT:-$root/build-bwd-out}
 mkdir -p "$R"
-export LD_LIBRARY_PATH="$bin:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" SPLAT_CACHE_DIR=/tmp/splat-cache
+export LD_LIBRARY_PATH="$bin:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" SPLAT_CACHE_DIR="${SPLAT_CACHE_DIR:-$root/build-cache}"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$R/device.txt"
 cat "$bin/commit.txt" >>"$R/device.txt"
 fails=0

@@ -11,7 +11,7 @@ if [ "${1:-}" = "--stage" ]; then
   cp /lib/x86_64-linux-gnu/libgomp.so.1 "$ROOT/.carry/flurka/"
   exit 0
 fi
-OUT=${OUT:-/tmp/flurka-out}
+OUT=${OUT:-$ROOT/build-flurka-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 BIN="$ROOT/.carry/flurka"

@@ -14,10 +14,10 @@ if [ "${1:-}" = "--stage" ]; then  # on the dev machine: build and stage the bin
      "$ROOT"/build-cuda/src/jit/splat_cuda_bench "$ROOT/.carry/cuda/"
   exit 0
 fi
-OUT=${OUT:-/tmp/splat-out}
+OUT=${OUT:-$ROOT/build-gpu-out}
 mkdir -p "$OUT"
 export PATH=/usr/local/cuda/bin:$PATH LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export SPLAT_CACHE_DIR=/tmp/splat-cache PYTHONUNBUFFERED=1
+export SPLAT_CACHE_DIR="${SPLAT_CACHE_DIR:-$ROOT/build-cache}" PYTHONUNBUFFERED=1
 SIZES=4096,16384 DIMS=64,128 STEPS=()
 while [ $# -gt 0 ]; do
   case "$1" in

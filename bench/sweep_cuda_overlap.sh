@@ -6,9 +6,9 @@
 #   [SWEEP=sweep1] bash bench/sweep_cuda_overlap.sh      (SWEEP names one of the functions below)
 # Variants are environment settings of the JIT (kernel_spec.cpp): SPLAT_CUDA_OVERLAP, SPLAT_CUDA_TILE, ...
 set -u
-O=${OUT:-/tmp/splat-out}
+O=${OUT:-$(cd "$(dirname "$0")/.." && pwd)/build-gpu-out}
 mkdir -p "$O"
-export SPLAT_CACHE_DIR=/tmp/splat-cache LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} PYTHONUNBUFFERED=1
+export SPLAT_CACHE_DIR="${SPLAT_CACHE_DIR:-$(cd "$(dirname "$0")/.." && pwd)/build-cache}" LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} PYTHONUNBUFFERED=1
 NEW=.carry/cuda BASE=.carry/base ALL=window,causal_window,blocked,dilated,strided,longformer,bigbird
 BANDS=window,causal_window,blocked
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$O/device.txt"

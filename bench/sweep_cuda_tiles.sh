@@ -2,7 +2,7 @@
 # Tile-shape sweep for the CUDA kernel (device machine): SPLAT_CUDA_TILE / SPLAT_CUDA_MINBLOCKS variants on a
 # few suite patterns at N=4096; one line per (variant, pattern, D). Uses the staged harness in .carry/cuda.
 B=${B:-.carry/cuda/splat_cuda_bench}
-export SPLAT_CACHE_DIR=/tmp/splat-cache LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export SPLAT_CACHE_DIR="${SPLAT_CACHE_DIR:-$(cd "$(dirname "$0")/.." && pwd)/build-cache}" LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 ONLY=${ONLY:-window,blocked,strided,bigbird}
 for cfg in "$@"; do
   set -- ${cfg//:/ }

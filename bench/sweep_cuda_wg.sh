@@ -5,9 +5,9 @@
 # drift shows; a table of median ms per (pattern, D, variant) is printed last. Logs under $OUT.
 #   bash bench/sweep_cuda_wg.sh
 set -u
-O=${OUT:-/tmp/splat-out}
+O=${OUT:-$(cd "$(dirname "$0")/.." && pwd)/build-gpu-out}
 mkdir -p "$O"
-export SPLAT_CACHE_DIR=/tmp/splat-cache LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} PYTHONUNBUFFERED=1
+export SPLAT_CACHE_DIR="${SPLAT_CACHE_DIR:-$(cd "$(dirname "$0")/.." && pwd)/build-cache}" LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} PYTHONUNBUFFERED=1
 NEW=.carry/cuda BASE=.carry/base TARGETS=window,causal_window,blocked
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$O/device.txt"
 tests() {  # $1 tag; env decides the tile

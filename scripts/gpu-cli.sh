@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # One device call that exercises the CLI's CUDA path: build splat (with CUDA), then `splat demo`
 # (auto -> cuda), `splat run --backend cuda --check` (bf16, f16, .npy in/out) and `splat bench` on the
-# suite at N=4096 and 16384. Logs and bench JSON go to $OUT (default /tmp/splat-out).
+# suite at N=4096 and 16384. Logs and bench JSON go to $OUT (default build-gpu-cli/out).
 set -u
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-OUT=${OUT:-/tmp/splat-out}
+OUT=${OUT:-$root/build-gpu-cli/out}
 mkdir -p "$OUT"
 export PATH=/usr/local/cuda/bin:$PATH LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export SPLAT_CACHE_DIR=/tmp/splat-cache
+export SPLAT_CACHE_DIR="${SPLAT_CACHE_DIR:-$root/build-cache}"
 build="$root/build-gpu-cli"
 gen=()
 command -v ninja >/dev/null && gen=(-G Ninja)

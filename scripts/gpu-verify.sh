@@ -6,7 +6,7 @@
 #                                            # then the Python tests built there with CUDA (tests/python/run_gpu.sh)
 # SPLAT_VERIFY_BUILD=DIR stages from an existing build dir; VERIFY_AB="strided,bigbird" also times those
 # patterns with and without two-segment spans (SPLAT_CUDA_MERGE=0), alternating, into $OUT/ab.jsonl.
-# Logs go to $OUT/verify-logs.tgz (the device tool brings back few files) and the summary to $OUT/summary.txt.
+# Logs go to $OUT/verify-logs.tgz (a remote run may bring back only a few files) and the summary to $OUT/summary.txt.
 # Exit status: the number of failed steps.
 set -u
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,10 +24,10 @@ if [ "${1:-}" = "--stage" ]; then
   git -C "$root" status --short --untracked-files=no >>"$bin/commit.txt"
   exit 0
 fi
-RESULTS=${OUT:-/tmp/splat-verify}
-OUT=/tmp/splat-verify-logs
+RESULTS=${OUT:-$root/build-verify-out}
+OUT=$root/build-verify-logs
 mkdir -p "$OUT" "$RESULTS"
-export LD_LIBRARY_PATH="$bin:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" SPLAT_CACHE_DIR=/tmp/splat-cache
+export LD_LIBRARY_PATH="$bin:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" SPLAT_CACHE_DIR="${SPLAT_CACHE_DIR:-$root/build-cache}"
 fails=0 summary=()
 step() {  # step NAME TIMEOUT CMD...: runs CMD with its log in $OUT/NAME.log
   local name=$1 limit=$2

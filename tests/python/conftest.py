@@ -1,4 +1,4 @@
-"""Shared helpers: a NumPy float64 dense reference, inputs, and the tolerance idiom of the team
+"""Shared helpers: a NumPy float64 dense reference, inputs, and the project's tolerance idiom
 (err(ours) <= k * err(naive in the same dtype) + atol)."""
 
 import zlib
