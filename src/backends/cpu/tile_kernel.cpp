@@ -49,6 +49,7 @@ void softmax_update(Scratch& s, const int* lo, const int* hi, int v_lo, int v_hi
 
 int64_t visible_keys(const Plan& plan, const KeySpan& span, int64_t key_limit) {
   const int64_t kc = std::max<int64_t>(span.key_count, 0);
+  if (kc == 0) return 0;  // empty spans are not checked (their stride may be anything)
   switch (span.kind) {
     case SpanKind::Affine:
     case SpanKind::Block: {
