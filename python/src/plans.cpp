@@ -10,17 +10,23 @@ namespace splat::py {
 std::shared_ptr<PlanHandle> build_plan(const std::string& spec, int64_t seq_len, int32_t head_dim, DType dtype,
                                        int device) {
   require(seq_len > 0, "seq_len must be positive, got " + std::to_string(seq_len));
-  require(head_dim > 0, "head_dim must be positive, got " + std::to_string(head_dim));
-  require(device >= -1, "device must be -1 (CPU) or a CUDA ordinal, got " + std::to_string(device));
   const Pattern p = parse_pattern(spec);
   validate_pattern(p, seq_len);
+  return build_plan_from(analyse(p, seq_len), to_string(p), seq_len, head_dim, dtype, device);
+}
+
+std::shared_ptr<PlanHandle> build_plan_from(Acsr acsr, std::string spec, int64_t seq_len, int32_t head_dim,
+                                            DType dtype, int device) {
+  require(seq_len > 0, "seq_len must be positive, got " + std::to_string(seq_len));
+  require(head_dim > 0, "head_dim must be positive, got " + std::to_string(head_dim));
+  require(device >= -1, "device must be -1 (CPU) or a CUDA ordinal, got " + std::to_string(device));
   auto h = std::make_shared<PlanHandle>();
-  h->spec = to_string(p);
+  h->spec = std::move(spec);
   h->seq_len = seq_len;
   h->head_dim = head_dim;
   h->dtype = dtype;
   h->device = device;
-  h->acsr = analyse(p, seq_len);
+  h->acsr = std::move(acsr);
   if (device < 0) {
     h->cpu = std::make_shared<const Plan>(make_plan(h->acsr));
   } else {
