@@ -399,3 +399,59 @@ TEST(CpuBackward, NaNAndInfStayWhereAttended) {
       }
     }
 }
+
+// Random compositions of the families (unions, intersections, & causal), explicit masks with random edits, sizes,
+// dtypes, layouts, plan options and key_lengths. SPLAT_SOAK_ITERS / SPLAT_SOAK_SEED for longer local runs.
+TEST(CpuBackward, RandomisedAgainstOracle) {
+  const char* iters_env = std::getenv("SPLAT_SOAK_ITERS");
+  const char* seed_env = std::getenv("SPLAT_SOAK_SEED");
+  const int iters = iters_env ? std::atoi(iters_env) : 16;
+  std::mt19937 rng(seed_env ? uint32_t(std::atoll(seed_env)) : 20261201u);
+  auto pick = [&](int64_t lo, int64_t hi) { return lo + int64_t(rng() % uint64_t(hi - lo + 1)); };
+  auto family = [&](int64_t n) -> std::string {
+    const auto u = [](int64_t x) { return std::to_string(x); };
+    switch (rng() % 11) {
+      case 0: return "window:w=" + u(pick(0, n / 4 + 1));
+      case 1: return "causal_window:w=" + u(pick(0, n / 3 + 1));
+      case 2: return "dilated:w=" + u(pick(0, 12)) + ",d=" + u(pick(1, 7));
+      case 3: return "causal_dilated:w=" + u(pick(0, 12)) + ",d=" + u(pick(1, 7));
+      case 4: return "strided:s=" + u(pick(1, 24));
+      case 5: return "fixed:l=" + u(pick(4, 32)) + ",c=" + u(pick(0, 4));
+      case 6: return "blocked:b=" + u(pick(1, 64));
+      case 7: return "global:g=" + u(pick(0, 9));
+      case 8: return "sink:g=" + u(pick(0, 9));
+      case 9: return "longformer:w=" + u(pick(0, 20)) + ",g=" + u(pick(0, 9));
+      default:
+        return "bigbird:b=" + u(pick(1, 32)) + ",w=" + u(pick(0, 2)) + ",g=" + u(pick(0, 2)) + ",r=" + u(pick(0, 3)) +
+               ",seed=" + u(pick(0, 99));
+    }
+  };
+  for (int it = 0; it < iters; ++it) {
+    Case c;
+    c.s.N = rng() % 8 == 0 ? pick(1, 5) : pick(6, 150);
+    c.spec = family(c.s.N);
+    if (rng() % 3 == 0) c.spec += (rng() % 2 ? "+" : "&") + family(c.s.N);
+    if (rng() % 4 == 0) c.spec += "&causal";
+    c.s.Hkv = pick(1, 2);
+    c.s.H = c.s.Hkv * pick(1, 2);
+    c.s.B = pick(1, 2);
+    c.s.D = std::vector<int64_t>{1, 8, 13, 32}[rng() % 4];
+    c.dt = std::vector<DType>{DType::F32, DType::F32, DType::BF16, DType::F64}[rng() % 4];
+    c.bnhd = rng() % 3 == 0;
+    c.popt.block_m = int32_t(std::vector<int>{1, 16, 64, 100}[rng() % 4]);
+    c.popt.block_n = int32_t(std::vector<int>{4, 32, 64}[rng() % 3]);
+    c.popt.permute_residues = rng() % 4 != 0;
+    if (rng() % 3 == 0)
+      for (int64_t b = 0; b < c.s.B; ++b) c.key_lengths.push_back(int32_t(pick(0, c.s.N)));
+    if (rng() % 5 == 0) {
+      std::vector<uint8_t> mask = dense_mask(parse_pattern(c.spec), c.s.N);
+      const int64_t flips = pick(0, c.s.N * 2);
+      for (int64_t f = 0; f < flips; ++f) mask[size_t(pick(0, c.s.N * c.s.N - 1))] ^= 1;
+      c.spec = "mask from " + c.spec;
+      check_plan_on(transposed_plan(analyse_mask(mask.data(), c.s.N), c.popt), mask, c);
+    } else {
+      check_case(c);
+    }
+    if (HasFatalFailure()) return;
+  }
+}
