@@ -135,8 +135,13 @@ void flurka_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, 
 // Host convenience: copies host inputs to the device, runs warmup + repeats times, copies out back.
 // Returns the median time in ms (CUDA events), measured around each whole call.
 double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int warmup = 0, int repeats = 1);
-// Backward on device views (not implemented yet: throws Unsupported; the CPU backward serves training).
+// Backward on device views, non-causal (the causal backward runs on the CPU). First version: fp32 SIMT kernels
+// (not the tensor cores), deterministic; dout and the gradients in q's dtype; its scratch comes from
+// cudaMallocAsync on `stream` (stream-ordered: no synchronisation, graph capturable).
 void flurka_backward_cuda(FlurkaMethod m, const FlurkaInputs& in, const FlurkaGrads& g, void* stream = nullptr);
+// Host convenience (tests): copies host inputs and dout to the device, NaN-poisons the device gradients, runs
+// flurka_backward_cuda, synchronises and copies the gradients back into g's host buffers.
+void flurka_backward_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const FlurkaGrads& g);
 
 // ---- Cost model ----
 struct DeviceCeilings {

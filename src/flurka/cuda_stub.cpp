@@ -29,5 +29,8 @@ double flurka_cuda_host(FlurkaMethod, const FlurkaInputs&, const TensorView&, in
 void flurka_backward_cuda(FlurkaMethod, const FlurkaInputs&, const FlurkaGrads&, void*) {
   no_cuda();
 }
+void flurka_backward_cuda_host(FlurkaMethod, const FlurkaInputs&, const FlurkaGrads&) {
+  no_cuda();
+}
 }  // namespace splat
 #endif

@@ -337,12 +337,6 @@ void flurka_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, 
   }
 }
 
-void flurka_backward_cuda(FlurkaMethod m, const FlurkaInputs& in, const FlurkaGrads& g, void*) {
-  check_flurka_backward_args(m, in, g);
-  fail(ErrorCode::Unsupported,
-       "the CUDA FLuRKA backward is not implemented yet: train with CPU tensors (flurka_backward_cpu)");
-}
-
 namespace {
 struct DevBuf {
   void* p = nullptr;

@@ -1,0 +1,67 @@
+// CUDA backward vs the float64 oracle (gradient buffers NaN-poisoned on the device by flurka_backward_cuda_host),
+// every method, D in {32, 64, 128}, bf16 (and f32, f16 at D = 64), sizes off every block, shared and per-head
+// E/F/W. fp32 SIMT arithmetic: err <= 6 * err(storage of the exact gradient in the dtype) + atol. Skipped
+// without a device.
+#include <gtest/gtest.h>
+
+#include "test_flurka_grad_util.hpp"
+
+using namespace flurka_test;
+
+namespace {
+
+struct Param {
+  FlurkaMethod m;
+  DType t;
+  int64_t D;
+};
+
+void PrintTo(const Param& p, std::ostream* os) {
+  *os << flurka_method_name(p.m) << " " << dtype_name(p.t) << " D=" << p.D;
+}
+
+class FlurkaCudaBackward : public ::testing::TestWithParam<Param> {};
+
+TEST_P(FlurkaCudaBackward, MatchesReference) {
+  std::string why;
+  if (!flurka_cuda_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
+  const Param pr = GetParam();
+  uint32_t seed = 1300 + uint32_t(pr.D);
+  for (const Case base : {Case{2, 3, 130, 201, pr.D, 40, 72}, Case{1, 2, 65, 300, pr.D, 129, 256}}) {
+    Case c = base;
+    c.dtype = pr.t, c.shared = (seed % 2) == 1;
+    Problem p = make_problem(c, seed++);
+    F64Inputs x = as_f64(p);
+    Grads ours = make_grads(p, pr.t, seed), ref = make_grads(p, DType::F64, seed);
+    use_dout_of(ref, ours);
+    flurka_backward_reference(pr.m, x.in, ref.g);
+    flurka_backward_cuda_host(pr.m, p.in, ours.g);
+    const double atol = pr.t == DType::F32 ? 2e-4 : 2e-3;
+    std::vector<std::pair<const char*, std::pair<Buf*, Buf*>>> gs = {
+        {"dq", {&ours.dq, &ref.dq}}, {"dk", {&ours.dk, &ref.dk}}, {"dv", {&ours.dv, &ref.dv}}};
+    if (uses_projection(pr.m)) gs.push_back({"dE", {&ours.de, &ref.de}}), gs.push_back({"dF", {&ours.df, &ref.df}});
+    for (auto& [name, ab] : gs) {
+      const double err = grad_err(*ab.first, *ab.second), tol = 6 * storage_err(*ab.second, pr.t) + atol;
+      EXPECT_LE(err, tol) << name << " " << flurka_method_name(pr.m) << " " << dtype_name(pr.t) << " D=" << c.D
+                          << " N=" << c.N << (c.shared ? " shared" : " per-head");
+    }
+  }
+}
+
+std::vector<Param> params() {
+  std::vector<Param> v;
+  for (FlurkaMethod m : all_flurka_methods())
+    for (int64_t D : {32, 64, 128}) v.push_back({m, DType::BF16, D});
+  for (FlurkaMethod m : all_flurka_methods()) v.push_back({m, DType::F16, 64}), v.push_back({m, DType::F32, 64});
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(All, FlurkaCudaBackward, ::testing::ValuesIn(params()), [](const auto& info) {
+  std::string n = std::string(flurka_method_name(info.param.m)) + "_" + dtype_name(info.param.t) + "_D" +
+                  std::to_string(info.param.D);
+  for (auto& ch : n)
+    if (ch == '-') ch = '_';
+  return n;
+});
+
+}  // namespace
