@@ -62,8 +62,10 @@ struct Region {
   std::string describe;           // e.g. "band w=256", "residue s=64 + band", "global rows"
 };
 
-// Analysis from a pattern spec: O(n + segments), no n x n scan (falls back to an O(nnz)
-// row enumeration only for compositions the affine algebra cannot express exactly).
+// Analysis from a pattern spec: O(n + segments), no n x n scan. Compositions use the affine algebra
+// within a work and segment budget; where it cannot express the result, or stops paying, the pattern is
+// evaluated row by row as arithmetic progressions (work near-linear in the result's progressions, at
+// most O(keys) for a row that fragments). Always exact.
 Acsr analyse(const Pattern& p, int64_t n);
 // Analysis from an explicit mask (row-major n x n, nonzero = attended): one O(n^2) read, O(nnz) work.
 Acsr analyse_mask(const uint8_t* mask, int64_t n);
