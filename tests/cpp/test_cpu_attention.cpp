@@ -500,3 +500,27 @@ TEST(CpuAttentionDeathTest, OutOfMemoryThrowsInsteadOfAborting) {
   EXPECT_EXIT(run(1), ::testing::ExitedWithCode(0), "") << "attention_cpu";
 #endif
 }
+
+// An output sharing memory with an input is an Error (out = q was silently wrong for multi-pass plans, out = k or v
+// always), whether the same view, a shifted view or the lse inside a tensor.
+TEST(CpuAttention, OutputOverlappingAnInputIsAnError) {
+  const int64_t n = 64;
+  for (const char* spec : {"window:w=3", "strided:s=8"}) {
+    const Pattern p = parse_pattern(spec);
+    const Plan plan = make_plan(analyse(p, n));
+    const std::vector<uint8_t> mask = dense_mask(p, n);
+    Tensor q(DType::F32, 1, 2, n, 8, false), k = q, v = q, o = q;
+    k.view.data = k.bytes.data(), v.view.data = v.bytes.data(), o.view.data = o.bytes.data();
+    TensorView shifted = k.view;  // starts inside k
+    shifted.data = k.bytes.data() + 64;
+    std::vector<float> lse(size_t(2 * n));
+    for (const TensorView& bad : {q.view, k.view, v.view, shifted}) {
+      EXPECT_THROW(attention_cpu(plan, q.view, k.view, v.view, bad), Error) << spec;
+      EXPECT_THROW(attention_reference(mask.data(), q.view, k.view, v.view, bad), Error) << spec;
+    }
+    float* inside_q = reinterpret_cast<float*>(q.bytes.data());
+    EXPECT_THROW(attention_cpu(plan, q.view, k.view, v.view, o.view, {}, inside_q), Error);
+    EXPECT_THROW(attention_reference(mask.data(), q.view, k.view, v.view, o.view, {}, inside_q), Error);
+    EXPECT_NO_THROW(attention_cpu(plan, q.view, k.view, v.view, o.view, {}, lse.data()));
+  }
+}

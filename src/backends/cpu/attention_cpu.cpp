@@ -52,6 +52,9 @@ void attention_cpu(const Plan& plan, const TensorView& q, const TensorView& k, c
   const int64_t B = q.B(), H = q.H(), Hkv = k.H(), N = q.N(), D = q.D();
   cpu::check_plan(plan, N);
   cpu::check_key_lengths(opt.key_lengths, B, N);
+  const cpu::Memory mq = cpu::memory_of(q, "q"), mk = cpu::memory_of(k, "k"), mv = cpu::memory_of(v, "v");
+  cpu::check_disjoint(cpu::memory_of(out, "out"), {mq, mk, mv});
+  cpu::check_disjoint(cpu::memory_of(lse, B * H * N, "lse"), {mq, mk, mv, cpu::memory_of(out, "out")});
   const int threads = opt.threads > 0 ? opt.threads : omp_get_max_threads();
   const double scale = opt.scale != 0.0f ? double(opt.scale) : 1.0 / std::sqrt(double(D));
   if (q.dtype == DType::F64) return cpu::attention_f64(plan.acsr, q, k, v, out, scale, opt.key_lengths, threads, lse);

@@ -81,6 +81,7 @@ void attention_backward_cpu(const Plan& plan, const BackwardTensors& t, const At
   cpu::check_plan(plan, N);
   cpu::check_plan(*plan.transposed, N);
   cpu::check_key_lengths(opt.key_lengths, B, N);
+  cpu::check_backward_disjoint(t);
   const int threads = opt.threads > 0 ? opt.threads : omp_get_max_threads();
   const double scale = opt.scale != 0.0f ? double(opt.scale) : 1.0 / std::sqrt(double(D));
   if (t.q.dtype == DType::F64)

@@ -79,4 +79,38 @@ void check_key_lengths(const int32_t* key_lengths, int64_t B, int64_t n) {
                                                             " is outside [0, N=" + std::to_string(n) + "]");
 }
 
+Memory memory_of(const TensorView& t, const char* name) {
+  size_t last = 0;  // element offset of the last element (strides >= 0, checked by check_attention_args)
+  for (int a = 0; a < 4; ++a) {
+    if (t.shape[a] <= 0 || t.stride[a] < 0) return {nullptr, 0, name};  // an unused (or refused) view
+    last += size_t(t.shape[a] - 1) * size_t(t.stride[a]);
+  }
+  return {t.data, (last + 1) * dtype_size(t.dtype), name};
+}
+
+Memory memory_of(const float* lse, int64_t count, const char* name) {
+  return {lse, lse ? size_t(count) * sizeof(float) : 0, name};
+}
+
+void check_disjoint(const Memory& out, std::initializer_list<Memory> inputs) {
+  if (!out.data || out.bytes == 0) return;
+  const auto lo = reinterpret_cast<uintptr_t>(out.data), hi = lo + out.bytes;
+  for (const Memory& in : inputs) {
+    if (!in.data || in.bytes == 0) continue;
+    const auto a = reinterpret_cast<uintptr_t>(in.data), b = a + in.bytes;
+    require(hi <= a || b <= lo, std::string(out.name) + " overlaps " + in.name +
+                                    " in memory: outputs need their own buffers (an output written over an input "
+                                    "gives a wrong answer)");
+  }
+}
+
+void check_backward_disjoint(const BackwardTensors& t) {
+  const std::initializer_list<Memory> inputs = {
+      memory_of(t.q, "q"),     memory_of(t.k, "k"),       memory_of(t.v, "v"),
+      memory_of(t.out, "out"), memory_of(t.dout, "dout"), memory_of(t.lse, t.q.B() * t.q.H() * t.q.N(), "lse")};
+  check_disjoint(memory_of(t.dq, "dq"), inputs);
+  check_disjoint(memory_of(t.dk, "dk"), inputs);
+  check_disjoint(memory_of(t.dv, "dv"), inputs);
+}
+
 }  // namespace splat::cpu

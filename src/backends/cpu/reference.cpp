@@ -73,6 +73,9 @@ void attention_reference(const uint8_t* mask, const TensorView& q, const TensorV
   check_attention_args(q, k, v, out);
   const Common g = common_checks(mask, q, k, opt, "attention_reference");
   const int64_t N = g.N, D = g.D;
+  const cpu::Memory mq = cpu::memory_of(q, "q"), mk = cpu::memory_of(k, "k"), mv = cpu::memory_of(v, "v");
+  cpu::check_disjoint(cpu::memory_of(out, "out"), {mq, mk, mv});
+  cpu::check_disjoint(cpu::memory_of(lse, g.B * g.H * N, "lse"), {mq, mk, mv, cpu::memory_of(out, "out")});
   // Per-thread buffers before the parallel region (an allocation failure inside one terminates).
   std::vector<double> kd, vd, bufs(size_t(g.threads) * size_t(2 * D + N));
   for (int64_t b = 0; b < g.B; ++b) {
@@ -130,6 +133,7 @@ void attention_backward_reference(const uint8_t* mask, const BackwardTensors& t,
               t.dq.D() == t.q.D() && t.dq.B() == t.q.B() && t.dq.device == t.q.device,
           "attention_backward_reference: dq, dk, dv must match q, k, v in dtype, shape and device");
   const Common g = common_checks(mask, t.q, t.k, opt, "attention_backward_reference");
+  cpu::check_backward_disjoint(t);
   const int64_t N = g.N, D = g.D;
   std::vector<double> kd, vd, dkd(size_t(N * D)), dvd(size_t(N * D));
   std::vector<std::vector<double>> qd(size_t(g.group)), dod(size_t(g.group)), dqd(size_t(g.group));
