@@ -240,15 +240,27 @@ __device__ __forceinline__ void attn_bwd_dq(const AttnParams& p, unsigned char* 
     // wgmma is warpgroup-collective: every warp takes part (rows outside the span are masked).
     if (C::WGMMA || (wr0 < task.row_count && wr0 < sp.row_hi && wr0 + 16 > sp.row_lo)) {
       float s[1][NT][4], dp[1][NT][4];
-      two_scores<C, BM>(s, sQ, cK, dp, sdO, cV, wr0);
+      if constexpr (C::WGMMA) {  // dP = dO V^T runs on the tensor cores while P is exponentiated
+        const int wg = (threadIdx.x >> 7) * 64 * 64;
+        wgmma_fence();
+        wgmma_scores<C>(s, sQ + wg, cK);
+        wgmma_commit();
+        wgmma_scores<C>(dp, sdO + wg, cV);
+        wgmma_commit();
+        wgmma_wait<1>();
+      } else {
+        two_scores<C, BM>(s, sQ, cK, dp, sdO, cV, wr0);
+      }
       mask_scores<C>(p, task, cu, wr0, rr, s);
 #pragma unroll
       for (int j = 0; j < NT; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float pr = fast_exp2(fmaf(s[0][j][e], p.scale_log2, -L2[e >> 1]));
-          s[0][j][e] = pr * (dp[0][j][e] - Dl[e >> 1]) * p.scale;
-        }
+        for (int e = 0; e < 4; ++e) s[0][j][e] = fast_exp2(fmaf(s[0][j][e], p.scale_log2, -L2[e >> 1]));
+      if constexpr (C::WGMMA) wgmma_wait0_after(s[0][0][0], s[0][NT - 1][3]);  // P >= 0: after the exponentials
+#pragma unroll
+      for (int j = 0; j < NT; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[0][j][e] = s[0][j][e] * (dp[0][j][e] - Dl[e >> 1]) * p.scale;
       if constexpr (C::WGMMA) {
         u32 pa[BN / 16][4];
         pack_p<C>(s, pa);
@@ -267,6 +279,28 @@ __device__ __forceinline__ void attn_bwd_dq(const AttnParams& p, unsigned char* 
   store_grad<C>(task, wr0, dqbase, p.dq_sn, acc[0]);
 }
 
+// P^T = exp2(S^T scale log2e - L[query]) (0 on padded key rows); dS^T = scale P^T (dP^T - Delta[query]) in place of
+// dP^T. Columns are queries: their L and Delta come from the step's shared-memory slots.
+template <class C>
+__device__ __forceinline__ void exp_cols(float (&s)[1][C::BN / 8][4], const bool (&pad_row)[2], const float* cL,
+                                         float sl2) {
+  const int tq = threadIdx.x & 3;
+#pragma unroll
+  for (int j = 0; j < C::BN / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      s[0][j][e] = pad_row[e >> 1] ? 0.f : fast_exp2(fmaf(s[0][j][e], sl2, -cL[j * 8 + 2 * tq + (e & 1)]));
+}
+template <class C>
+__device__ __forceinline__ void ds_cols(float (&dp)[1][C::BN / 8][4], const float (&s)[1][C::BN / 8][4],
+                                        const float* cDl, float scale) {
+  const int tq = threadIdx.x & 3;
+#pragma unroll
+  for (int j = 0; j < C::BN / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dp[0][j][e] = s[0][j][e] * (dp[0][j][e] - cDl[j * 8 + 2 * tq + (e & 1)]) * scale;
+}
+
 // dK, dV over a pass of the transposed plan (rows: keys of one (batch, kv head); spans: the queries attending them,
 // for each query head of the GQA group in turn). Shared memory: K, V [BM][D]; Q, dO rings [STAGES][BN][D]; the
 // steps' lse * log2 e and Delta [STAGES][BN] floats.
@@ -275,7 +309,7 @@ __device__ __forceinline__ void attn_bwd_dkdv(const AttnParams& p, unsigned char
   constexpr int D = C::D, BM = C::BM, BN = C::BN, NT = BN / 8, S = C::STAGES, THREADS = C::WARPS * 32;
   static_assert(C::MT == 1 && BM == 16 * C::WARPS && S >= 2 && C::DKDV, "backward: 16 rows per warp");
   static_assert(D % 64 == 0 && (BN * D / 8) % THREADS == 0 && (BM * D / 8) % THREADS == 0, "tile");
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2;
   const int BK = p.B * p.Hkv, G = p.H / p.Hkv;
   const DevTask task = p.tasks[blockIdx.x / unsigned(BK)];
   const int bk = int(blockIdx.x % unsigned(BK)), b = bk / p.Hkv, hk = bk % p.Hkv;
@@ -353,18 +387,37 @@ __device__ __forceinline__ void attn_bwd_dkdv(const AttnParams& p, unsigned char
     const float* cDl = sDl + cbuf * BN;
     if (C::WGMMA || (wr0 < task.row_count && wr0 < sp.row_hi && wr0 + 16 > sp.row_lo)) {
       float s[1][NT][4], dp[1][NT][4];
-      two_scores<C, BM>(s, sK, cQ, dp, sV, cdO, wr0);
-      mask_scores<C>(p, task, cu, wr0, rr, s);
-#pragma unroll
-      for (int j = 0; j < NT; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int col = j * 8 + 2 * tq + (e & 1);
-          const float pr = pad_row[e >> 1] ? 0.f : fast_exp2(fmaf(s[0][j][e], p.scale_log2, -cL[col]));
-          s[0][j][e] = pr;
-          dp[0][j][e] = pr * (dp[0][j][e] - cDl[col]) * p.scale;
-        }
-      two_updates<C>(dv, s, cdO, dk, dp, cQ);
+      if constexpr (C::WGMMA) {
+        // dP^T = V dO^T runs while P^T is exponentiated, and dV += P^T dO while dS^T is formed.
+        const int wg = (threadIdx.x >> 7) * 64 * 64;
+        wgmma_fence();
+        wgmma_scores<C>(s, sK + wg, cQ);
+        wgmma_commit();
+        wgmma_scores<C>(dp, sV + wg, cdO);
+        wgmma_commit();
+        wgmma_wait<1>();
+        mask_scores<C>(p, task, cu, wr0, rr, s);
+        exp_cols<C>(s, pad_row, cL, p.scale_log2);
+        u32 pa[BN / 16][4];
+        pack_p<C>(s, pa);
+        wgmma_fence();
+        wgmma_pv<C>(dv, pa, cdO);
+        wgmma_commit();
+        wgmma_wait1_after(s[0][0][0], s[0][NT - 1][3]);  // dP^T done (P >= 0: after the exponentials)
+        ds_cols<C>(dp, s, cDl, p.scale);
+        u32 pb[BN / 16][4];
+        pack_p<C>(dp, pb);
+        wgmma_fence();
+        wgmma_pv<C>(dk, pb, cQ);
+        wgmma_commit();
+        wgmma_wait0();
+      } else {
+        two_scores<C, BM>(s, sK, cQ, dp, sV, cdO, wr0);
+        mask_scores<C>(p, task, cu, wr0, rr, s);
+        exp_cols<C>(s, pad_row, cL, p.scale_log2);
+        ds_cols<C>(dp, s, cDl, p.scale);
+        two_updates<C>(dv, s, cdO, dk, dp, cQ);
+      }
     }
     next(cu, cu_head);
     cbuf = cbuf + 1 == S ? 0 : cbuf + 1;

@@ -127,6 +127,11 @@ __device__ __forceinline__ void wgmma_wait0_after(float a, float b) {
   if (__any_sync(0xffffffffu, a < 0.f || b < 0.f)) asm volatile("trap;\n");
   wgmma_wait0();
 }
+// The same for wgmma.wait_group 1 (all but the last committed group done).
+__device__ __forceinline__ void wgmma_wait1_after(float a, float b) {
+  if (__any_sync(0xffffffffu, a < 0.f || b < 0.f)) asm volatile("trap;\n");
+  wgmma_wait<1>();
+}
 __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
