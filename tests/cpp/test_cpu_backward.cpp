@@ -317,7 +317,7 @@ TEST(CpuBackward, Float64FiniteDifferences) {
 TEST(CpuBackward, ThreadCountDoesNotChangeResult) {
   const int64_t n = 260;
   for (const char* spec : {"longformer:w=17,g=5", "strided:s=17", "dilated:w=8,d=3+dilated:w=5,d=4"})
-    for (DType dt : {DType::F32, DType::BF16}) {
+    for (DType dt : {DType::F32, DType::BF16, DType::F64}) {
       SCOPED_TRACE(spec);
       const Case c{spec, {2, 4, 2, n, 24}, dt};
       const Inputs in = random_inputs(c, 5);
