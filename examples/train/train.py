@@ -54,6 +54,7 @@ def parse_args(argv=None):
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--no-probe", action="store_true", help="skip the timing probe")
     ap.add_argument("--out", type=Path, default=None, help="JSONL log")
+    ap.add_argument("--commit", default=None, help="commit to record where the tree is not a git checkout")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     if a.budget_s <= 0 and a.max_steps <= 0:
@@ -80,8 +81,8 @@ def environment(device):
         env["splat"] = getattr(splat, "__version__", "?")
     except ImportError:
         env["splat"] = None
-    try:
-        env["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
+    try:  # "-dirty" when the working tree has changes
+        env["commit"] = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE, capture_output=True,
                                        text=True, timeout=10).stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
         env["commit"] = None
@@ -221,7 +222,7 @@ def run(a):
           "batch_size": batch_size, "params": n_params, "attention_module": repr(model.blocks[0].attn),
           "corpus": {"train_bytes": len(corpus.train), "val_bytes": len(corpus.val),
                      **{k: corpus.source[k] for k in ("packages", "files") if k in corpus.source}},
-          **environment(device)})
+          **environment(device), **({"commit": a.commit} if a.commit else {})})
     if not a.no_probe:
         emit({"type": "probe", **probe(model, a, train_batch(corpus, 0, batch_size, a.seq_len, a.seed), device,
                                       amp, amp_dtype)})
