@@ -173,3 +173,20 @@ TEST(AcsrCompositions, MasksInCompositionsAreExact) {
     expect_exact(p, n);
   }
 }
+
+// Parameters far beyond N (up to the parser's 18 digits) in both paths: clamping, no overflow.
+TEST(AcsrCompositions, ExtremeParameters) {
+  const std::string big = "999999999999999999";
+  for (const std::string& spec :
+       {"window:w=" + big + "&strided:s=" + big + "+fixed:l=" + big + ",c=5",
+        "dilated:w=" + big + ",d=" + big + "+causal_dilated:w=" + big + ",d=2&global:g=" + big,
+        "bigbird:b=" + big + ",w=" + big + ",g=" + big + ",r=3,seed=1&sink:g=" + big + "+blocked:b=" + big,
+        "longformer:w=" + big + ",g=" + big + "&causal_window:w=" + big + "+dilated:w=3,d=" + big}) {
+    for (int64_t n : {1, 2, 7, 33}) {
+      SCOPED_TRACE(spec + " n=" + std::to_string(n));
+      const Pattern p = parse_pattern(spec);
+      expect_exact(p, n);
+      EXPECT_EQ(to_dense(analyse_rows(p, n)), dense_mask(p, n));
+    }
+  }
+}
