@@ -1,5 +1,7 @@
 // Method names, argument checking and shared small helpers of the FLuRKA family.
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/int_math.hpp"
 #include "flurka/common.hpp"
@@ -162,6 +164,26 @@ FlurkaShape check_flurka_args(FlurkaMethod m, const FlurkaInputs& in, const Tens
   return s;
 }
 
+namespace {
+// Byte range [lo, hi) a view or matrix may touch (conservative: the whole strided extent).
+struct Range {
+  uintptr_t lo = 0, hi = 0;
+};
+Range range_of(const TensorView& t) {
+  size_t span = 1;
+  for (int a = 0; a < 4; ++a) span += size_t(t.shape[a] - 1) * size_t(t.stride[a]);
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(t.data);
+  return {lo, lo + span * dtype_size(t.dtype)};
+}
+Range range_of(const void* p, const MatrixView& like) {
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(p);
+  return {lo, lo + size_t(like.heads) * size_t(like.rows) * size_t(like.cols) * dtype_size(like.dtype)};
+}
+bool overlap(const Range& a, const Range& b) {
+  return a.lo < b.hi && b.lo < a.hi;
+}
+}  // namespace
+
 FlurkaShape check_flurka_backward_args(FlurkaMethod m, const FlurkaInputs& in, const FlurkaGrads& g,
                                        int64_t causal_chunk) {
   const FlurkaShape s = check_flurka_args(m, in, g.dq, causal_chunk);  // dq is checked as out is
@@ -179,6 +201,24 @@ FlurkaShape check_flurka_backward_args(FlurkaMethod m, const FlurkaInputs& in, c
   if (uses_projection(m))
     require(g.de != nullptr && g.df != nullptr,
             std::string(flurka_method_name(m)) + " backward needs dE and dF buffers (E's and F's shapes)");
+  // Gradients are written while inputs are still read (dE needs K after dK is written): no sharing of memory
+  // between a gradient and an input or another gradient.
+  std::vector<std::pair<const char*, Range>> ins = {
+      {"q", range_of(in.q)}, {"k", range_of(in.k)}, {"v", range_of(in.v)}, {"dout", range_of(g.dout)}};
+  if (uses_projection(m))
+    ins.push_back({"E", range_of(in.e.data, in.e)}), ins.push_back({"F", range_of(in.f.data, in.f)});
+  if (uses_random_features(m)) ins.push_back({"W", range_of(in.w.data, in.w)});
+  std::vector<std::pair<const char*, Range>> outs = {
+      {"dq", range_of(g.dq)}, {"dk", range_of(g.dk)}, {"dv", range_of(g.dv)}};
+  if (uses_projection(m)) outs.push_back({"dE", range_of(g.de, in.e)}), outs.push_back({"dF", range_of(g.df, in.f)});
+  for (size_t i = 0; i < outs.size(); ++i) {
+    for (const auto& x : ins)
+      require(!overlap(outs[i].second, x.second), std::string(outs[i].first) + " shares memory with the input " +
+                                                      x.first + " (gradients need their own buffers)");
+    for (size_t j = 0; j < i; ++j)
+      require(!overlap(outs[i].second, outs[j].second),
+              std::string(outs[i].first) + " shares memory with " + outs[j].first);
+  }
   return s;
 }
 

@@ -181,6 +181,12 @@ TEST(FlurkaBackwardErrors, BadGradientViews) {
   bad.de = nullptr;
   EXPECT_THROW(flurka_backward_cpu(FlurkaMethod::FlurkaFavor, p.in, bad), splat::Error);
   bad = g.g;
+  bad.dk = p.in.k;  // a gradient over an input
+  EXPECT_THROW(flurka_backward_cpu(FlurkaMethod::FlurkaFavor, p.in, bad), splat::Error);
+  bad = g.g;
+  bad.df = bad.de;  // two gradients in one buffer
+  EXPECT_THROW(flurka_backward_cpu(FlurkaMethod::Linformer, p.in, bad), splat::Error);
+  bad = g.g;
   bad.dout.dtype = DType::BF16;
   EXPECT_THROW(flurka_backward_cpu(FlurkaMethod::PerformerFavor, p.in, bad), splat::Error);
   std::string why;
