@@ -1,5 +1,5 @@
 // NumPy .npy files (format versions 1, 2 and 3), C order, little-endian: float32 '<f4', float16 '<f2',
-// bool '|b1', uint8 '|u1', int8 '|i1', int32 '<i4', int64 '<i8'. Everything else is refused with one
+// float64 '<f8', bool '|b1', uint8 '|u1', int8 '|i1', int32 '<i4', int64 '<i8'. Everything else is refused with one
 // splat::Error: Io for a file that is missing, unreadable, truncated or has a corrupt header,
 // InvalidArgument for a well-formed file splat does not take (other dtype, fortran_order, wrong shape).
 // Writes go to a temporary file in the target's directory and are renamed over it at the end, so a
@@ -16,7 +16,7 @@
 
 namespace splat {
 
-enum class NpyDType : uint8_t { F32, F16, Bool, U8, I8, I32, I64 };
+enum class NpyDType : uint8_t { F32, F16, Bool, U8, I8, I32, I64, F64 };
 const char* npy_descr(NpyDType t);  // e.g. "<f4"
 size_t npy_item_size(NpyDType t);
 
@@ -57,9 +57,9 @@ void check_output_target(const std::string& path);
 std::shared_ptr<const MaskData> load_mask_npy(const std::string& path);
 MaskData mask_from_npy(const NpyArray& a, const std::string& path);
 
-// Attention tensors [B, H, N, D] as float32/float16 .npy arrays.
-DType tensor_dtype(const NpyArray& a, const std::string& name);    // F32 or F16, else InvalidArgument
+// Attention tensors [B, H, N, D] as float32/float16/float64 .npy arrays.
+DType tensor_dtype(const NpyArray& a, const std::string& name);    // F32, F16 or F64, else InvalidArgument
 TensorView npy_tensor_view(NpyArray& a, const std::string& name);  // requires 4-D, nonzero sizes
-NpyArray npy_from_tensor(const TensorView& t);                     // copies a host tensor (F32/F16)
+NpyArray npy_from_tensor(const TensorView& t);                     // copies a host tensor (F32/F16/F64)
 
 }  // namespace splat

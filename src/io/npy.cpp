@@ -48,7 +48,7 @@ constexpr DtypeName kDtypes[] = {
     {"<f4", NpyDType::F32},  {"<f2", NpyDType::F16}, {"|b1", NpyDType::Bool}, {"<b1", NpyDType::Bool},
     {"=b1", NpyDType::Bool}, {"|u1", NpyDType::U8},  {"<u1", NpyDType::U8},   {"=u1", NpyDType::U8},
     {"|i1", NpyDType::I8},   {"<i1", NpyDType::I8},  {"=i1", NpyDType::I8},   {"<i4", NpyDType::I32},
-    {"<i8", NpyDType::I64},
+    {"<i8", NpyDType::I64},  {"<f8", NpyDType::F64},
 };
 
 // A cursor over the header dict text.
@@ -122,8 +122,8 @@ NpyDType dtype_from_descr(const std::string& descr, const std::string& name) {
     if (descr == d.descr) return d.dtype;
   if (!descr.empty() && descr[0] == '>')
     fail(ErrorCode::InvalidArgument, name + ": big-endian .npy data ('" + printable(descr) + "') is not supported");
-  fail(ErrorCode::InvalidArgument,
-       name + ": unsupported .npy dtype '" + printable(descr) + "' (expected <f4, <f2, |b1, |u1, |i1, <i4 or <i8)");
+  fail(ErrorCode::InvalidArgument, name + ": unsupported .npy dtype '" + printable(descr) +
+                                       "' (expected <f4, <f2, <f8, |b1, |u1, |i1, <i4 or <i8)");
 }
 
 uint64_t read_le(const uint8_t* p, int bytes) {
@@ -143,6 +143,7 @@ const char* npy_descr(NpyDType t) {
     case NpyDType::I8: return "|i1";
     case NpyDType::I32: return "<i4";
     case NpyDType::I64: return "<i8";
+    case NpyDType::F64: return "<f8";
   }
   return "?";
 }
@@ -152,7 +153,8 @@ size_t npy_item_size(NpyDType t) {
     case NpyDType::F32:
     case NpyDType::I32: return 4;
     case NpyDType::F16: return 2;
-    case NpyDType::I64: return 8;
+    case NpyDType::I64:
+    case NpyDType::F64: return 8;
     default: return 1;
   }
 }

@@ -59,8 +59,9 @@ std::shared_ptr<const MaskData> load_mask_npy(const std::string& path) {
 DType tensor_dtype(const NpyArray& a, const std::string& name) {
   if (a.dtype == NpyDType::F32) return DType::F32;
   if (a.dtype == NpyDType::F16) return DType::F16;
+  if (a.dtype == NpyDType::F64) return DType::F64;
   fail(ErrorCode::InvalidArgument,
-       name + ": attention tensors must be float32 or float16, got dtype " + npy_descr(a.dtype));
+       name + ": attention tensors must be float32, float16 or float64, got dtype " + npy_descr(a.dtype));
 }
 
 TensorView npy_tensor_view(NpyArray& a, const std::string& name) {
@@ -73,10 +74,10 @@ TensorView npy_tensor_view(NpyArray& a, const std::string& name) {
 
 NpyArray npy_from_tensor(const TensorView& t) {
   require(t.device < 0, "npy_from_tensor: tensor must be in host memory");
-  require(t.dtype == DType::F32 || t.dtype == DType::F16,
-          std::string("cannot write a ") + dtype_name(t.dtype) + " tensor to .npy (float32 or float16 only)");
+  require(t.dtype == DType::F32 || t.dtype == DType::F16 || t.dtype == DType::F64,
+          std::string("cannot write a ") + dtype_name(t.dtype) + " tensor to .npy (float32, float16 or float64 only)");
   NpyArray a;
-  a.dtype = t.dtype == DType::F32 ? NpyDType::F32 : NpyDType::F16;
+  a.dtype = t.dtype == DType::F32 ? NpyDType::F32 : t.dtype == DType::F16 ? NpyDType::F16 : NpyDType::F64;
   a.shape = {t.B(), t.H(), t.N(), t.D()};
   const size_t item = dtype_size(t.dtype), row = size_t(t.D()) * item;
   a.data.resize(size_t(a.elements()) * item);

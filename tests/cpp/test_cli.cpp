@@ -78,7 +78,7 @@ TEST(Cli, BadSizes) {
                      "--batch");
   expect_usage_error({"run", "causal", "--seq-len", "16", "--heads", "6", "--head-dim", "4", "--kv-heads", "4"},
                      "multiple");
-  expect_usage_error({"run", "causal", "--seq-len", "16", "--heads", "2", "--head-dim", "4", "--dtype", "f64"},
+  expect_usage_error({"run", "causal", "--seq-len", "16", "--heads", "2", "--head-dim", "4", "--dtype", "f128"},
                      "dtype");
   expect_usage_error({"run", "causal", "--seq-len", "16", "--heads", "2", "--head-dim", "4", "--backend", "tpu"},
                      "--backend");
@@ -234,6 +234,36 @@ TEST(Cli, NpyInputsGiveTheReferenceOutputInTheInputDtype) {
     }
     EXPECT_LT(max_err, t == NpyDType::F32 ? 1e-5 : 4e-3) << npy_descr(t);
   }
+}
+
+TEST(Cli, Float64InputsAreComputedInFloat64) {
+  // NumPy's default dtype: read, computed in float64 on the CPU, written back as float64, and checked
+  // against the float64 reference far below float32 precision.
+  const NpyArray q = random_tensor(NpyDType::F64, {1, 2, 40, 8}, 21),
+                 k = random_tensor(NpyDType::F64, {1, 1, 40, 8}, 22),
+                 v = random_tensor(NpyDType::F64, {1, 1, 40, 8}, 23);
+  const std::string out = (scratch() / "o64.npy").string();
+  const std::string spec = "causal_window:w=7+sink:g=2";
+  const CliResult r = run_cli({"run", spec, "--q", write_tmp("q64.npy", q), "--k", write_tmp("k64.npy", k), "--v",
+                               write_tmp("v64.npy", v), "--out", out, "--check"});
+  ASSERT_EQ(r.rc, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("f64"), std::string::npos) << r.out;
+  NpyArray o = read_npy(out);
+  ASSERT_EQ(int(o.dtype), int(NpyDType::F64));
+  NpyArray qc = q, kc = k, vc = v, ref = o;
+  const std::vector<uint8_t> mask = dense_mask(parse_pattern(spec), 40);
+  attention_reference(mask.data(), npy_tensor_view(qc, "q"), npy_tensor_view(kc, "k"), npy_tensor_view(vc, "v"),
+                      npy_tensor_view(ref, "ref"));
+  double max_err = 0;
+  for (int64_t i = 0; i < o.elements(); ++i)
+    max_err = std::max(max_err, std::fabs(load_element_f64(o.data.data(), DType::F64, size_t(i)) -
+                                          load_element_f64(ref.data.data(), DType::F64, size_t(i))));
+  EXPECT_LT(max_err, 1e-12);
+  // Random float64 inputs too.
+  const CliResult g = run_cli(
+      {"run", spec, "--seq-len", "40", "--heads", "2", "--head-dim", "8", "--dtype", "f64", "--check", "--reps", "1"});
+  EXPECT_EQ(g.rc, 0) << g.err << g.out;
+  EXPECT_NE(g.out.find(": ok"), std::string::npos) << g.out;
 }
 
 TEST(Cli, MaskPatternFromNpy) {

@@ -108,7 +108,9 @@ inline splat::NpyArray random_tensor(splat::NpyDType t, std::vector<int64_t> sha
   a.data.resize(size_t(a.elements()) * splat::npy_item_size(t));
   std::mt19937 rng(seed);
   std::normal_distribution<float> dist(0.0f, 1.0f);
-  const splat::DType dt = t == splat::NpyDType::F32 ? splat::DType::F32 : splat::DType::F16;
+  const splat::DType dt = t == splat::NpyDType::F32   ? splat::DType::F32
+                          : t == splat::NpyDType::F64 ? splat::DType::F64
+                                                      : splat::DType::F16;
   for (int64_t i = 0; i < a.elements(); ++i) splat::store_element(a.data.data(), dt, size_t(i), dist(rng));
   return a;
 }

@@ -154,9 +154,11 @@ TEST(Npy, RejectsNumpyFilesSplatDoesNotTake) {
   r = code_of("big_endian.npy");
   EXPECT_EQ(r.first, int(ErrorCode::InvalidArgument));
   EXPECT_NE(r.second.find("big-endian"), std::string::npos) << r.second;
-  r = code_of("f8.npy");
-  EXPECT_EQ(r.first, int(ErrorCode::InvalidArgument));
-  EXPECT_NE(r.second.find("<f8"), std::string::npos) << r.second;
+  // float64 (NumPy's default) is read; other dtypes are named in the refusal.
+  EXPECT_EQ(code_of("f8.npy").first, -1);
+  EXPECT_EQ(int(read_npy((dir / "f8.npy").string()).dtype), int(NpyDType::F64));
+  const auto c8 = npy_bytes("{'descr': '<c8', 'fortran_order': False, 'shape': (2,), }", 16);
+  expect_error(c8, ErrorCode::InvalidArgument, "<c8");
   r = code_of("truncated.npy");
   EXPECT_EQ(r.first, int(ErrorCode::Io));
   EXPECT_NE(r.second.find("truncated"), std::string::npos) << r.second;
@@ -391,6 +393,12 @@ TEST(Npy, Tensors) {
   const NpyArray back = npy_from_tensor(v);
   EXPECT_EQ(back.data, a.data);
   EXPECT_EQ(back.shape, a.shape);
+  // float64 tensors (CPU: computed in float64) round-trip bit for bit.
+  NpyArray d = random_array(NpyDType::F64, {1, 2, 3, 4}, 12);
+  const TensorView dv = npy_tensor_view(d, "q.npy");
+  EXPECT_EQ(int(dv.dtype), int(DType::F64));
+  EXPECT_EQ(npy_from_tensor(dv).data, d.data);
+  EXPECT_EQ(npy_descr(NpyDType::F64), std::string("<f8"));
   NpyArray three = random_array(NpyDType::F32, {3, 5, 4}, 1);
   EXPECT_THROW(npy_tensor_view(three, "q.npy"), Error);
   NpyArray ints = random_array(NpyDType::I32, {1, 1, 2, 2}, 1);

@@ -43,14 +43,17 @@ HostTensor alloc_tensor(DType dtype, int64_t B, int64_t H, int64_t N, int64_t D)
   return t;
 }
 
-// A float32 copy (reference inputs are float32 so the oracle sees exactly the values the backend saw).
-HostTensor to_f32(const TensorView& t) {
-  HostTensor c = alloc_tensor(DType::F32, t.B(), t.H(), t.N(), t.D());
-  float* dst = reinterpret_cast<float*>(c.storage.data());
+// A contiguous float32 copy (float64 for f64 tensors), so the oracle sees exactly the values the backend saw.
+HostTensor reference_copy(const TensorView& t) {
+  const DType rt = t.dtype == DType::F64 ? DType::F64 : DType::F32;
+  HostTensor c = alloc_tensor(rt, t.B(), t.H(), t.N(), t.D());
+  size_t i = 0;
   for (int64_t b = 0; b < t.B(); ++b)
     for (int64_t h = 0; h < t.H(); ++h)
       for (int64_t n = 0; n < t.N(); ++n)
-        for (int64_t d = 0; d < t.D(); ++d) *dst++ = load_element(t.data, t.dtype, t.offset(b, h, n) + size_t(d));
+        for (int64_t d = 0; d < t.D(); ++d)
+          store_element_f64(c.storage.data(), rt, i++,
+                            load_element_f64(t.data, t.dtype, t.offset(b, h, n) + size_t(d)));
   return c;
 }
 }  // namespace
@@ -132,7 +135,7 @@ double attention_bytes(const AttentionSizes& s) {
     bytes += B * H * N * (D + 1) * 4.0 + B * Hkv * N;
   }
   // --check: the dense N x N mask, float32 copies of q, k, v and the reference output.
-  if (s.check) bytes += N * N + B * N * D * (2 * H + 2 * Hkv) * 4.0;
+  if (s.check) bytes += N * N + B * N * D * (2 * H + 2 * Hkv) * std::max(4.0, elem);
   return bytes;
 }
 
@@ -143,6 +146,11 @@ HostTensor random_tensor(DType dtype, int64_t B, int64_t H, int64_t N, int64_t D
   for (size_t i = 0; i < count; ++i) {
     state = mix(state);
     // Uniform on [-sqrt(3), sqrt(3)): unit variance, so q.k/sqrt(D) has unit scale.
+    if (dtype == DType::F64) {  // 53 random bits, so float64 runs see values float32 cannot hold
+      const double u = double(state >> 11) * (1.0 / double(1ull << 53));
+      store_element_f64(t.storage.data(), dtype, i, (2.0 * u - 1.0) * 1.7320508075688772);
+      continue;
+    }
     const float u = float(double(state >> 40) * (1.0 / double(1ull << 24)));
     store_element(t.storage.data(), dtype, i, (2.0f * u - 1.0f) * 1.7320508f);
   }
@@ -194,26 +202,27 @@ double check_against_reference(const Analysis& a, const TensorView& q, const Ten
                                const TensorView& out) {
   check_fits_in_memory(double(a.n) * double(a.n), "the dense reference mask");
   const std::vector<uint8_t> mask = dense_mask(a.pattern, a.n);
-  HostTensor q32 = to_f32(q), k32 = to_f32(k), v32 = to_f32(v);
-  HostTensor ref = nan_tensor(DType::F32, out.B(), out.H(), out.N(), out.D());
+  HostTensor q32 = reference_copy(q), k32 = reference_copy(k), v32 = reference_copy(v);
+  const DType rt = q32.view.dtype;
+  HostTensor ref = nan_tensor(rt, out.B(), out.H(), out.N(), out.D());
   attention_reference(mask.data(), q32.view, k32.view, v32.view, ref.view);
-  const float* r = reinterpret_cast<const float*>(ref.storage.data());
+  const auto r = [&](size_t i) { return load_element_f64(ref.storage.data(), rt, i); };
   double max_ref = 0, max_err = 0;
   size_t i = 0;
   for (int64_t b = 0; b < out.B(); ++b)
     for (int64_t h = 0; h < out.H(); ++h)
       for (int64_t n = 0; n < out.N(); ++n)
         for (int64_t d = 0; d < out.D(); ++d, ++i) {
-          const double o = load_element(out.data, out.dtype, out.offset(b, h, n) + size_t(d));
+          const double o = load_element_f64(out.data, out.dtype, out.offset(b, h, n) + size_t(d));
           // NaN/Inf inputs propagate: the same non-finite value in both places counts as agreement.
-          if (o == double(r[i]) || (std::isnan(o) && std::isnan(r[i]))) {
+          if (o == r(i) || (std::isnan(o) && std::isnan(r(i)))) {
             if (std::isfinite(o)) max_ref = std::max(max_ref, std::fabs(o));
             continue;
           }
-          const double e = std::fabs(o - double(r[i]));
+          const double e = std::fabs(o - r(i));
           if (!std::isfinite(e)) return std::numeric_limits<double>::quiet_NaN();
           max_err = std::max(max_err, e);
-          max_ref = std::max(max_ref, std::fabs(double(r[i])));
+          max_ref = std::max(max_ref, std::fabs(r(i)));
         }
   return max_err / std::max(max_ref, 1e-30);
 }
@@ -265,6 +274,7 @@ double default_tolerance(DType t) {
     case DType::F32: return 1e-4;
     case DType::F16: return 5e-3;
     case DType::BF16: return 3e-2;
+    case DType::F64: return 1e-10;  // computed and stored in float64, like the reference
   }
   return 1e-4;
 }
