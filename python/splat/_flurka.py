@@ -3,7 +3,7 @@
 import numpy as np
 
 from . import _core
-from ._dispatch import framework
+from ._dispatch import check_dtypes, check_threads, framework
 
 
 def flurka_methods():
@@ -42,6 +42,8 @@ def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False,
         from . import jax as splat_jax
         return splat_jax.flurka(q, k, v, E, F, W, method=method, causal=causal, layout=layout)
     check_matrices(method, E, F, W)
+    threads = check_threads(threads)
+    check_dtypes(q=q, k=k, v=v, out=out, E=E, F=F, W=W)  # 16-bit bits must never be read as another dtype
     if fw == "numpy":
         def bits(x):
             return None if x is None else (x.view(np.uint16) if x.dtype.name == "bfloat16" else x)
@@ -49,7 +51,7 @@ def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False,
         if out is None:
             out = np.empty_like(q)
         _core.flurka(method, bits(q), bits(k), bits(v), bits(out), bits(E), bits(F), bits(W), bool(causal), layout,
-                     dt, 0, None, int(threads))
+                     dt, 0, None, threads)
         return out
     import cupy  # fw == "cupy"
     if out is None:

@@ -5,14 +5,17 @@
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/variant.h>
 #include <nanobind/stl/vector.h>
 
 #include <chrono>
 #include <cstring>
+#include <variant>
 
 #include "arrays.hpp"
 #include "bindings.hpp"
 #include "plans.hpp"
+#include "splat/acsr.hpp"
 #include "splat/error.hpp"
 #include "splat/pattern.hpp"
 
@@ -42,14 +45,19 @@ struct Views {
 Views views(const InArray& q, const InArray& k, const InArray& v, const OutArray& out, const std::string& layout,
             const std::string& dtype) {
   const int l = parse_layout(layout);
-  return {array_view(q, l, dtype, "q"), array_view(k, l, dtype, "k"), array_view(v, l, dtype, "v"),
+  Views w{array_view(q, l, dtype, "q"), array_view(k, l, dtype, "k"), array_view(v, l, dtype, "v"),
           array_view(out, l, dtype, "out")};
+  check_disjoint(w.out, w.q, "out", "q");
+  check_disjoint(w.out, w.k, "out", "k");
+  check_disjoint(w.out, w.v, "out", "v");
+  return w;
 }
 
 void attention(PlanHandle& plan, const InArray& q, const InArray& k, const InArray& v, const OutArray& out, float scale,
                const std::string& layout, const std::string& dtype, uintptr_t stream, int threads, uintptr_t workspace,
                size_t workspace_size) {
   const Views w = views(q, k, v, out, layout, dtype);
+  require(threads >= 0 && threads <= 4096, "threads must be in [0, 4096] (0 = all), got " + std::to_string(threads));
   AttentionOptions opt;
   opt.scale = scale;
   opt.threads = threads;
@@ -84,17 +92,33 @@ nb::ndarray<nb::numpy, uint8_t, nb::ndim<2>> mask_array(const std::string& spec,
   return nb::ndarray<nb::numpy, uint8_t, nb::ndim<2>>(data->data(), {size_t(n), size_t(n)}, owner);
 }
 
-void reference(const std::string& spec, const InArray& q, const InArray& k, const InArray& v, const OutArray& out,
-               float scale, const std::string& layout, const std::string& dtype) {
+using HostMask = nb::ndarray<nb::ro, uint8_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+
+// The reference with the pattern given as a spec string or as an n x n uint8 mask.
+void reference(const std::variant<std::string, HostMask>& pattern, const InArray& q, const InArray& k,
+               const InArray& v, const OutArray& out, float scale, const std::string& layout, const std::string& dtype) {
   const Views w = views(q, k, v, out, layout, dtype);
   require(w.q.device < 0, "the reference runs on host arrays only");
-  const Pattern p = parse_pattern(spec);
-  validate_pattern(p, w.q.N());
+  const int64_t n = w.q.N();
+  std::vector<uint8_t> spec_mask;
+  const uint8_t* mask = nullptr;
+  if (const auto* spec = std::get_if<std::string>(&pattern)) {
+    const Pattern p = parse_pattern(*spec);
+    validate_pattern(p, n);
+    nb::gil_scoped_release release;
+    spec_mask = dense_mask(p, n);
+    mask = spec_mask.data();
+  } else {
+    const HostMask& m = std::get<HostMask>(pattern);
+    require(int64_t(m.shape(0)) == n && int64_t(m.shape(1)) == n,
+            "mask is " + std::to_string(m.shape(0)) + " x " + std::to_string(m.shape(1)) +
+                " but the sequence length is " + std::to_string(n));
+    mask = m.data();
+  }
   AttentionOptions opt;
   opt.scale = scale;
   nb::gil_scoped_release release;
-  const std::vector<uint8_t> mask = dense_mask(p, w.q.N());
-  attention_reference(mask.data(), w.q, w.k, w.v, w.out, opt);
+  attention_reference(mask, w.q, w.k, w.v, w.out, opt);
 }
 
 std::pair<bool, std::string> cuda_status() {
@@ -171,6 +195,18 @@ NB_MODULE(_core, m) {
         "Sparse attention into `out` (no copies). stream: a cudaStream_t as int for CUDA arrays; workspace: "
         "device memory of workspace_bytes(plan, B, H, device) bytes (0 = the plan's own buffer).");
   m.def(
+      "make_mask_plan",
+      [](const HostMask& mask, std::string name,
+         int32_t head_dim, const std::string& dtype, int device) {
+        const int64_t n = int64_t(mask.shape(0));
+        require(n > 0 && int64_t(mask.shape(1)) == n, "mask must be a non-empty square [N, N] array");
+        const DType dt = parse_dtype(dtype);
+        nb::gil_scoped_release release;  // one O(N^2) read, O(nnz) analysis; CUDA: NVRTC compilation
+        return build_plan_from(analyse_mask(mask.data(), n), std::move(name), n, head_dim, dt, device);
+      },
+      "mask"_a, "name"_a, "head_dim"_a, "dtype"_a = "f32", "device"_a = -1,
+      "A plan from an in-memory boolean mask (uint8 [N, N], C-contiguous, nonzero = attended); name labels it");
+  m.def(
       "workspace_bytes",
       [](PlanHandle& plan, int64_t batch, int64_t heads, int device) {
         nb::gil_scoped_release release;
@@ -183,6 +219,9 @@ NB_MODULE(_core, m) {
   m.def("dense_mask", &mask_array, "pattern"_a, "n"_a, "The pattern as an n x n uint8 mask (the oracle)");
   m.def(
       "canonical_pattern", [](const std::string& spec) { return to_string(parse_pattern(spec)); }, "pattern"_a);
+  m.def(
+      "pattern_key", [](const std::string& spec) { return pattern_key(parse_pattern(spec)); }, "pattern"_a,
+      "What a spec means, for caches: masks by size and content hash (reads the mask files), never by path");
   m.def("cuda_status", &cuda_status, "(usable, why not) for the CUDA backend");
   m.def("_bench_launch", &bench_launch, "plan"_a, "q"_a, "k"_a, "v"_a, "out"_a, "iters"_a = 1000, "stream"_a = 0);
 #if SPLAT_WITH_CUDA
