@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _core
-from ._api import resolve_plan
-from ._dispatch import causal_pattern, dtype_name, layout_code, sizes
+from ._api import empty_call, resolve_plan
+from ._dispatch import causal_pattern, dtype_name, intersect, layout_code, sizes
 from ._flurka import check_matrices, workspace_bytes
 
 __all__ = ["attention", "dot_product_attention", "flurka"]
@@ -76,6 +76,8 @@ def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd"):
     q, k, v = jnp.asarray(q), jnp.asarray(k), jnp.asarray(v)
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"splat: q, k, v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if empty_call(q, k, v):  # B = 0 or N = 0: an empty result, as jax.nn.dot_product_attention
+        return jnp.zeros(q.shape, q.dtype)
     p = _plan_for(plan, pattern, q, layout)
     plan_id = p._register()
     _plans_by_id[plan_id] = p  # registered plans live until exit anyway; the backward needs its device
@@ -154,20 +156,26 @@ def dot_product_attention(query, key, value, bias=None, mask=None, *, scale=None
                           implementation=None, pattern=None):
     """jax.nn.dot_product_attention's layout ([B, N, H, D] or [N, H, D]) and arguments, plus pattern=.
 
-    The pattern replaces mask/bias; is_causal and local_window_size intersect it as in JAX.
+    mask: a concrete boolean [N, N] (or [1, 1, N, N]) mask, used as the pattern (with pattern= too: both must
+    allow); per-batch or per-head masks and bias raise. is_causal and local_window_size intersect it as in JAX.
     """
-    if bias is not None or mask is not None:
-        raise ValueError("splat: bias/mask are not supported; express the mask as pattern=")
+    if bias is not None:
+        raise ValueError("splat: bias is not supported; express the mask as pattern= or a boolean mask=")
     if query_seq_lengths is not None or key_value_seq_lengths is not None:
         raise ValueError("splat: sequence lengths (padding) are not supported")
     if implementation not in (None, "splat"):
         raise ValueError("splat: implementation must be None")
     pat = pattern
     if local_window_size is not None:
-        w = _window_pattern(local_window_size)
-        pat = w if pat is None else "+".join(t + "&" + w for t in pat.split("+"))
+        pat = intersect(pat, _window_pattern(local_window_size))
     if is_causal:
         pat = causal_pattern(pat)
+    if mask is not None:  # the mask and the spec meet as one in-memory mask
+        from ._api import dense_mask
+        from ._plans import register_mask
+        n = int(query.shape[-3])
+        pat = register_mask(mask, n) if pat is None else \
+            register_mask(dense_mask(register_mask(mask, n), n) & dense_mask(pat, n) > 0, n)
     return attention(query, key, value, pattern=pat if pat is not None else "dense", scale=scale, layout="bnhd")
 
 

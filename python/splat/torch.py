@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from torch.utils.dlpack import to_dlpack as _to_dlpack
 
 from . import _core
-from ._api import resolve_plan
-from ._dispatch import causal_pattern, sizes
+from ._api import check_out, dense_mask, empty_call, resolve_plan
+from ._dispatch import causal_pattern, check_dtypes, sizes
+from ._plans import pattern_name, register_mask
 from ._flurka import check_matrices, workspace_bytes
 
 __all__ = ["attention", "flurka", "scaled_dot_product_attention", "SparseAttention", "FLuRKAAttention"]
@@ -28,15 +29,13 @@ __all__ = ["attention", "flurka", "scaled_dot_product_attention", "SparseAttenti
 _DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16", torch.float64: "f64"}
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
-_NO_BACKWARD = ("splat: {} has no backward yet (the backward kernels are a separate issue). Run it under "
-                "torch.no_grad()/inference_mode, or detach its inputs; gradients are never approximated.")
 
 
 def _dtype(t):
     try:
         return _DTYPES[t.dtype]
     except KeyError:
-        raise ValueError(f"splat: unsupported dtype {t.dtype} (expected float32, float16 or bfloat16)") from None
+        raise ValueError(f"splat: unsupported dtype {t.dtype} (expected float32, float16, bfloat16 or float64)") from None
 
 
 def _stream(t):
@@ -187,6 +186,15 @@ def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd", ou
     j < key_lengths[b] (right padding).
     """
     s = 0.0 if scale is None else float(scale)
+    if pattern is not None and not isinstance(pattern, str):  # a mask tensor: the op carries its name
+        pattern = pattern_name(pattern, sizes(q.shape, layout)[0])
+    if not torch.compiler.is_compiling():  # eager checks (the op's C++ side checks again; dynamo cannot trace these)
+        check_dtypes(q=q, k=k, v=v, out=out)
+        if out is not None:
+            check_out(out, q, "torch")
+        if empty_call(q, k, v):
+            o = torch.empty_like(q) if out is None else out
+            return (o, _lse_like(q, layout)) if return_lse else o
     if key_lengths is not None:
         if not isinstance(key_lengths, Tensor) or key_lengths.dtype != torch.int32 or key_lengths.device != q.device:
             raise ValueError("splat: key_lengths must be an int32 tensor on q's device")
@@ -210,16 +218,30 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                                  enable_gqa=False, *, pattern=None):
     """torch.nn.functional.scaled_dot_product_attention's layout and arguments ([..., H, L, E]) plus pattern=.
 
-    The pattern replaces attn_mask; is_causal=True intersects it with causal. Self-attention only (L == S).
+    attn_mask: a boolean [L, L] mask (True = attend; [1, 1, L, L] too) or an additive float mask of 0 and -inf,
+    analysed once and cached by content; per-batch or per-head masks raise. With pattern= as well the call
+    attends where both allow. is_causal=True intersects the pattern with causal. Self-attention only (L == S).
     """
-    if attn_mask is not None:
-        raise ValueError("splat: attn_mask is not supported; express the mask as pattern= "
-                         "(a spec such as 'window:w=128', or 'mask:path.npy')")
     if dropout_p:
         raise ValueError("splat: dropout_p must be 0 (attention dropout is not implemented)")
+    if attn_mask is not None and is_causal:
+        raise ValueError("splat: give attn_mask or is_causal=True, not both (as SDPA)")
     if query.dim() >= 3 and key.dim() >= 3 and query.shape[-3] != key.shape[-3] and not enable_gqa:
         raise ValueError("splat: query and key have different head counts; pass enable_gqa=True as with SDPA")
-    pat = causal_pattern(pattern) if is_causal else (pattern if pattern is not None else "dense")
+    if query.dim() >= 2 and key.dim() >= 2 and query.shape[-2] != key.shape[-2]:
+        raise ValueError(f"splat: self-attention only: query length {query.shape[-2]} != key length {key.shape[-2]}")
+    pat = pattern if pattern is not None else "dense"
+    if attn_mask is not None:
+        n = query.shape[-2]
+        if n == 0:
+            return attention(query, key, value, pattern="dense", scale=scale)
+        name = register_mask(attn_mask, n)
+        if pattern is not None:
+            # the intersection as one mask: pattern & attn_mask
+            name = register_mask(dense_mask(name, n) & dense_mask(pattern, n) > 0, n)
+        pat = name
+    elif is_causal:
+        pat = causal_pattern(pattern)
     return attention(query, key, value, pattern=pat, scale=scale)
 
 
@@ -315,12 +337,13 @@ def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False,
 class SparseAttention(nn.Module):
     """Multi-head self-attention restricted to a splat pattern. x [B, N, embed_dim] -> [B, N, embed_dim].
 
-    num_kv_heads < num_heads gives grouped-query attention. Q, K, V are strided views of one projection
+    num_kv_heads < num_heads gives grouped-query attention; causal=True intersects the pattern with causal (use it
+    for decoders). Q, K, V are strided views of one projection
     ([B, N, H, D] layout): no transposes or copies before the kernel.
     """
 
-    def __init__(self, embed_dim, num_heads, pattern, *, num_kv_heads=None, bias=True, scale=None, device=None,
-                 dtype=None):
+    def __init__(self, embed_dim, num_heads, pattern, *, num_kv_heads=None, causal=False, bias=True, scale=None,
+                 device=None, dtype=None):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"splat: embed_dim {embed_dim} is not a multiple of num_heads {num_heads}")
@@ -329,7 +352,10 @@ class SparseAttention(nn.Module):
         if num_heads % self.num_kv_heads:
             raise ValueError("splat: num_heads must be a multiple of num_kv_heads")
         self.head_dim = embed_dim // num_heads
-        self.pattern = _core.canonical_pattern(pattern)  # bad patterns fail here, not at the first call
+        # causal=True: a decoder layer never sees the future, whatever the pattern says (pattern & causal).
+        self.causal = bool(causal)
+        spec = causal_pattern(pattern) if self.causal else pattern
+        self.pattern = _core.canonical_pattern(spec)  # bad patterns fail here, not at the first call
         self.scale = scale
         f = dict(device=device, dtype=dtype)
         self.qkv = nn.Linear(embed_dim, (num_heads + 2 * self.num_kv_heads) * self.head_dim, bias=bias, **f)
@@ -344,7 +370,8 @@ class SparseAttention(nn.Module):
         return self.proj(o.reshape(b, n, h * d))
 
     def extra_repr(self):
-        return f"pattern='{self.pattern}', heads={self.num_heads}, kv_heads={self.num_kv_heads}, head_dim={self.head_dim}"
+        return (f"pattern='{self.pattern}', heads={self.num_heads}, kv_heads={self.num_kv_heads}, "
+                f"head_dim={self.head_dim}, causal={self.causal}")
 
 
 class FLuRKAAttention(nn.Module):

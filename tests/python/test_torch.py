@@ -113,14 +113,14 @@ def test_sdpa_drop_in(gen, device, is_causal, pattern):
 
 def test_sdpa_rejects_masks_and_dropout(gen):
     q = rand(gen, (1, 2, 16, 8), "cpu", torch.float32)
-    with pytest.raises(ValueError):
-        st.scaled_dot_product_attention(q, q, q, attn_mask=torch.ones(16, 16, dtype=torch.bool))
+    with pytest.raises(ValueError):  # boolean [L, L] masks work (test_torch_inputs.py); per-head ones do not
+        st.scaled_dot_product_attention(q, q, q, attn_mask=torch.ones(1, 2, 16, 16, dtype=torch.bool))
     with pytest.raises(ValueError):
         st.scaled_dot_product_attention(q, q, q, dropout_p=0.1)
     with pytest.raises(ValueError):
         st.attention(q, q, q, pattern="window:w=")
     with pytest.raises(ValueError):
-        st.attention(q.double(), q.double(), q.double(), pattern="window:w=2")
+        st.attention(q.double(), q, q, pattern="window:w=2")  # float64 alone works on the CPU; mixed dtypes do not
 
 
 @pytest.mark.parametrize("device", DEVICES)
