@@ -31,7 +31,10 @@ std::shared_ptr<CudaPlan> plan_cuda(const Acsr& acsr, const CudaPlanOptions& opt
 // workspace: device memory of at least cuda_workspace_bytes(plan, B, H) bytes, 4-byte aligned, owned by the
 // caller for the duration of the launch (e.g. from the framework's stream-ordered allocator); nullptr uses the
 // plan's own buffer (see cuda_workspace_reserve), which two streams must not use at the same time.
-// lse: optional device float32 [B, H, N] (see attention.hpp), written for backward.
+// lse: optional device float32 [B, H, N] (see attention.hpp), written for backward (it then also serves as the
+// passes' merge workspace). opt.key_lengths (device memory; values outside [0, N] act as clamped): the first call
+// with key lengths loads the plan's key-padding kernels, which a stream capture cannot contain (an Error there):
+// run once with key_lengths before capturing. Outputs sharing memory with an input are an Error.
 void attention_cuda(const CudaPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
                     const TensorView& out, const AttentionOptions& opt = {}, void* stream = nullptr,
                     void* workspace = nullptr, float* lse = nullptr);

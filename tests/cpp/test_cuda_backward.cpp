@@ -314,4 +314,33 @@ TEST(CudaBackward, ArgumentErrors) {
   EXPECT_THROW(attention_backward_cuda(*plan, bad, {}, nullptr, ws.p), Error);
   EXPECT_EQ(cuda_backward_workspace_bytes(*plan, 3, 5), size_t(2 * 3 * 5 * 64 * 4));
 }
+
+// An output over an input (or another output) is refused, never computed into a wrong answer.
+TEST(CudaBackward, OutputsOverlappingInputsAreErrors) {
+  REQUIRE_GPU();
+  Tensor q(DType::BF16, 1, 2, 64, 64, false), k(DType::BF16, 1, 1, 64, 64, false), v(DType::BF16, 1, 1, 64, 64, false);
+  Tensor o(DType::BF16, 1, 2, 64, 64, false), d(DType::BF16, 1, 2, 64, 64, false), dq(DType::BF16, 1, 2, 64, 64, false);
+  Tensor dk(DType::BF16, 1, 1, 64, 64, false), dv(DType::BF16, 1, 1, 64, 64, false);
+  DevTensor q_(q), k_(k), v_(v), o_(o), d_(d), dq_(dq), dk_(dk), dv_(dv);
+  DevArray<float> lse(std::vector<float>(128, 0.f));
+  cudatest::DeviceBuffer ws(1 << 16);
+  CudaPlanOptions opt;
+  opt.backward = true;
+  const auto plan = plan_cuda(analyse(parse_pattern("window:w=8"), 64), opt);
+  EXPECT_THROW(attention_cuda(*plan, q_.view, k_.view, v_.view, q_.view), Error);  // out = q
+  EXPECT_THROW(attention_cuda(*plan, q_.view, k_.view, v_.view, o_.view, {}, nullptr, nullptr,
+                              static_cast<float*>(q_.view.data)),
+               Error);  // lse inside q
+  const BackwardTensors good{q_.view, k_.view, v_.view, o_.view, d_.view, lse.get(), dq_.view, dk_.view, dv_.view};
+  for (int which = 0; which < 4; ++which) {
+    BackwardTensors t = good;
+    if (which == 0) t.dq = d_.view;   // dq over dout
+    if (which == 1) t.dk = v_.view;   // dk over v
+    if (which == 2) t.dv = t.dk;      // dv over dk
+    if (which == 3) t.dq = o_.view;   // dq over out
+    EXPECT_THROW(attention_backward_cuda(*plan, t, {}, nullptr, ws.p), Error) << which;
+  }
+  attention_backward_cuda(*plan, good, {}, nullptr, ws.p);  // distinct buffers are fine
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
 #endif  // SPLAT_WITH_CUDA

@@ -43,6 +43,9 @@ void attention_backward_cuda(const CudaPlan& plan, const BackwardTensors& t, con
   if (!t.lse || reinterpret_cast<uintptr_t>(t.lse) % 4 != 0)
     fail(ErrorCode::InvalidArgument, "attention_backward_cuda: lse (the forward's, [B, H, N] float32) is required");
   const int64_t B = t.q.B(), H = t.q.H(), N = t.q.N(), rows = B * H * N;
+  cuda::check_disjoint_outputs({{&t.dq, "dq"}, {&t.dk, "dk"}, {&t.dv, "dv"}},
+                               {{&t.q, "q"}, {&t.k, "k"}, {&t.v, "v"}, {&t.out, "out"}, {&t.dout, "dout"}}, t.lse,
+                               size_t(rows), false);
   if (!workspace || reinterpret_cast<uintptr_t>(workspace) % 16 != 0)
     fail(ErrorCode::InvalidArgument, "attention_backward_cuda: needs a 16-byte aligned workspace of " +
                                          std::to_string(cuda_backward_workspace_bytes(plan, B, H)) +

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <utility>
 
 #include "jit/kernel_cache.hpp"
 #include "jit/nvrtc_compile.hpp"
@@ -212,6 +213,45 @@ void check_device_view(const TensorView& t, const char* name, int device, bool o
                                            std::to_string(t.stride[a]) + " on dim " + std::to_string(a) + ")");
 }
 
+namespace {
+struct Bytes {
+  uintptr_t lo = 0, hi = 0;  // [lo, hi): first to last element (conservative for interleaved strided views)
+  const char* name;
+};
+Bytes bytes_of(const TensorView& t, const char* name) {
+  size_t last = 0;
+  for (int a = 0; a < 4; ++a) {
+    if (t.shape[a] <= 0) return {0, 0, name};
+    last += size_t(t.shape[a] - 1) * size_t(t.stride[a]);
+  }
+  const auto lo = reinterpret_cast<uintptr_t>(t.data);
+  return {lo, lo + (last + 1) * dtype_size(t.dtype), name};
+}
+}  // namespace
+
+// An output sharing memory with an input (out = k, dq over dout, lse inside q, ...) is a wrong answer: refused.
+void check_disjoint_outputs(std::initializer_list<std::pair<const TensorView*, const char*>> outs,
+                            std::initializer_list<std::pair<const TensorView*, const char*>> ins, const float* lse,
+                            size_t lse_count, bool lse_is_output) {
+  std::vector<Bytes> o, i;
+  for (const auto& [t, n] : outs) o.push_back(bytes_of(*t, n));
+  for (const auto& [t, n] : ins) i.push_back(bytes_of(*t, n));
+  if (lse) {
+    const auto lo = reinterpret_cast<uintptr_t>(lse);
+    (lse_is_output ? o : i).push_back({lo, lo + lse_count * sizeof(float), "lse"});
+  }
+  for (size_t a = 0; a < o.size(); ++a) {
+    std::vector<Bytes> others = i;
+    for (size_t b = 0; b < o.size(); ++b)
+      if (b != a) others.push_back(o[b]);
+    for (const Bytes& x : others)
+      if (o[a].lo < o[a].hi && x.lo < x.hi && o[a].lo < x.hi && x.lo < o[a].hi)
+        fail(ErrorCode::InvalidArgument, std::string(o[a].name) + " overlaps " + x.name +
+                                             " in memory: outputs need their own buffers (an output written over "
+                                             "an input or another output gives a wrong answer)");
+  }
+}
+
 dev::AttnParams base_params(const CudaPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
                             const AttentionOptions& opt) {
   const int dev = plan.options.device;
@@ -275,6 +315,8 @@ void attention_cuda(const CudaPlan& plan, const TensorView& q, const TensorView&
   check_attention_args(q, k, v, out);
   dev::AttnParams p = cuda::base_params(plan, q, k, v, opt);
   cuda::check_device_view(out, "out", plan.options.device, true);
+  cuda::check_disjoint_outputs({{&out, "out"}}, {{&q, "q"}, {&k, "k"}, {&v, "v"}}, lse_out,
+                               size_t(q.B() * q.H() * q.N()), true);
   auto s = static_cast<cudaStream_t>(stream);
   const bool pad = opt.key_lengths != nullptr;
   const cuda::Variant var = lse_out ? (pad ? cuda::kForwardLsePad : cuda::kForwardLse)

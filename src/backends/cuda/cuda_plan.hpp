@@ -1,7 +1,9 @@
 // The CudaPlan: a plan's device-side tables (and, for backward, those of its transpose), its loaded kernels in
 // variants (forward with / without lse and key padding, backward), and the lse workspace.
 #pragma once
+#include <initializer_list>
 #include <mutex>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -66,6 +68,10 @@ void check_device_view(const TensorView& t, const char* name, int device, bool o
 dev::AttnParams base_params(const CudaPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
                             const AttentionOptions& opt);
 void set_tables(dev::AttnParams& p, const DevicePlan& t);
+// Outputs (and lse when lse_is_output) must share no bytes with inputs or with each other: else Error.
+void check_disjoint_outputs(std::initializer_list<std::pair<const TensorView*, const char*>> outs,
+                            std::initializer_list<std::pair<const TensorView*, const char*>> ins, const float* lse,
+                            size_t lse_count, bool lse_is_output);
 void launch_pass(dev::AttnParams& p, const DevicePlan& t, size_t pass, int64_t heads, cudaKernel_t kernel,
                  const jit::KernelSpec& spec, cudaStream_t s);
 // Drops loaded modules and the in-process cubin map (next plan loads from disk): for warm-load timing.
