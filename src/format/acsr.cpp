@@ -115,8 +115,8 @@ std::vector<uint8_t> to_dense(const Acsr& a) {
   for (int64_t i = 0; i < a.n; ++i) {
     row_keys(a, i, keys);
     for (int32_t j : keys) {
-      if (m[size_t(i * a.n + j)]) fail(ErrorCode::Internal, "ACSR parts overlap at (" + std::to_string(i) + ", " +
-                                                                std::to_string(j) + ")");
+      if (m[size_t(i * a.n + j)])
+        fail(ErrorCode::Internal, "ACSR parts overlap at (" + std::to_string(i) + ", " + std::to_string(j) + ")");
       m[size_t(i * a.n + j)] = 1;
     }
   }
@@ -153,6 +153,8 @@ std::string describe_segment(const Segment& s, int64_t n) {
 }
 }  // namespace
 
+constexpr size_t kDescribedSegments = 8;
+
 std::vector<Region> regions(const Acsr& a) {
   std::vector<int64_t> cuts{0, a.n};
   for (const Segment& s : a.segments) cuts.push_back(s.row_begin), cuts.push_back(s.row_end);
@@ -170,18 +172,23 @@ std::vector<Region> regions(const Acsr& a) {
     const int64_t r0 = cuts[c], r1 = cuts[c + 1];
     if (r0 >= r1) continue;
     while (next < order.size() && a.segments[size_t(order[next])].row_begin <= r0) active.push_back(order[next++]);
-    active.erase(std::remove_if(active.begin(), active.end(),
-                                [&](int32_t k) { return a.segments[size_t(k)].row_end <= r0; }),
-                 active.end());
+    active.erase(
+        std::remove_if(active.begin(), active.end(), [&](int32_t k) { return a.segments[size_t(k)].row_end <= r0; }),
+        active.end());
     std::sort(active.begin(), active.end());
     Region r;
     r.row_begin = r0, r.row_end = r1, r.segments = active;
+    size_t described = 0;
     for (int32_t k : active) {
       const Segment& s = a.segments[size_t(k)];
       if (s.slope == 1) r.residue_stride = std::max(r.residue_stride, s.stride);
+      // A few segments describe a region; an irregular composition can have hundreds on every row.
+      if (described++ >= kDescribedSegments) continue;
       if (!r.describe.empty()) r.describe += " + ";
       r.describe += describe_segment(s, a.n);
     }
+    if (described > kDescribedSegments)
+      r.describe += " + " + std::to_string(described - kDescribedSegments) + " more segment(s)";
     if (!a.blocks.empty()) r.describe += r.describe.empty() ? "random blocks" : " + random blocks";
     if (!a.columns.empty()) r.describe += r.describe.empty() ? "explicit columns" : " + explicit columns";
     if (r.describe.empty()) r.describe = "empty";

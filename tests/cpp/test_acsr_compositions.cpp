@@ -190,3 +190,18 @@ TEST(AcsrCompositions, ExtremeParameters) {
     }
   }
 }
+
+// Region descriptions stay short: an irregular composition has hundreds of segments on every row, and
+// describing them all took hundreds of megabytes at N = 16384.
+TEST(AcsrCompositions, RegionDescriptionsStayShort) {
+  const int64_t n = 4096;
+  const Acsr a = analyse(parse_pattern("(strided:s=5+fixed:l=7,c=3)&(strided:s=11+fixed:l=13,c=5)"), n);
+  const std::vector<Region> rs = regions(a);
+  ASSERT_FALSE(rs.empty());
+  size_t longest = 0, most = 0;
+  for (const Region& r : rs) longest = std::max(longest, r.describe.size()), most = std::max(most, r.segments.size());
+  EXPECT_GT(most, 100u);      // the case in point
+  EXPECT_LT(longest, 1000u);  // a few segments and a count
+  const Acsr w = analyse(parse_pattern("longformer:w=8,g=4"), 100);
+  EXPECT_EQ(regions(w).back().describe.find("more"), std::string::npos);  // small regions in full
+}
