@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from html_text import html_to_text
@@ -187,11 +188,15 @@ def main(argv=None):
     ap.add_argument("--verify", action="store_true", help="only check existing files")
     ap.add_argument("--strict", action="store_true", help="fail (exit 1) when package versions differ")
     ap.add_argument("--cache", type=Path, default=None,
-                    help="where packages that are not installed are downloaded and unpacked (default OUT/debs)")
+                    help="keep the downloaded and unpacked packages here (default: a temporary directory)")
     ap.add_argument("--record", action="store_true", help=f"write the resulting sums to {EXPECTED.name}")
     a = ap.parse_args(argv)
     if not a.verify:
-        m = build(a.out, a.cache or a.out / "debs")
+        if a.cache is None:  # the output directory stays small: it travels to the GPU machine
+            with tempfile.TemporaryDirectory(prefix="splat-corpus-") as tmp:
+                m = build(a.out, Path(tmp))
+        else:
+            m = build(a.out, a.cache)
         for name, info in m["files"].items():
             print(f"prepare_data: {a.out / name}: {info['bytes']} bytes, {info['documents']} documents, "
                   f"sha256 {info['sha256']}")
