@@ -79,6 +79,28 @@ def run_one(name, spec, a, extra, path):
           f"val bpb {final['val_bpb']:.3f} ({time.time() - t:.0f} s)", flush=True)
 
 
+def probe_grid(names, variants, a, extra):
+    """Step time (forward / backward) and the attention's share of it for every variant, without training."""
+    print(f"| attention | step fwd ms | step bwd ms | attention fwd+bwd ms | attention share |  (N = {a.seq_len})")
+    print("|---|---|---|---|---|")
+    for name in names:
+        path = a.results / "probes" / f"{a.task}-n{a.seq_len}-{name}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, str(HERE / "train.py"), "--attention", variants[name], "--name", name, "--task",
+               a.task, "--seq-len", str(a.seq_len), "--max-steps", "1", "--probe-only", "--out", str(path),
+               "--quiet"] + extra
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        p = next((json.loads(x) for x in path.read_text().splitlines() if '"probe"' in x), None) \
+            if path.exists() else None
+        if r.returncode != 0 or p is None:
+            lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+            print(f"| {name} | skipped: {lines[-1] if lines else r.returncode} | | | |", flush=True)
+            continue
+        print(f"| {name} | {p['forward_ms']:.1f} | {p['backward_ms']:.1f} | {p['attention_fwd_bwd_ms']:.1f} | "
+              f"{100 * p['attention_share']:.0f} % |", flush=True)
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog="Other options (e.g. --d-model, --layers, --tokens-per-step, --device) "
@@ -90,6 +112,8 @@ def main(argv=None):
     ap.add_argument("--only", nargs="*", default=None, help="variant names to run (default: all of the task)")
     ap.add_argument("--results", type=Path, default=HERE / "results")
     ap.add_argument("--list", action="store_true", help="print the variants and exit")
+    ap.add_argument("--probe-only", action="store_true",
+                    help="only time each variant's step and attention (seconds per variant) and print the shares")
     ap.add_argument("--verbose", action="store_true", help="print the stderr of skipped runs")
     a, extra = ap.parse_known_args(argv)
     variants = VARIANTS[a.task]
@@ -103,6 +127,8 @@ def main(argv=None):
     if unknown:
         ap.error(f"unknown variants for {a.task}: {', '.join(unknown)} (known: {', '.join(variants)})")
     a.results.mkdir(parents=True, exist_ok=True)
+    if a.probe_only:
+        return probe_grid(names, variants, a, extra)
     for name in names:
         path = a.results / f"{a.task}-n{a.seq_len}-{name}-s{a.seed}.jsonl"
         if finished(path):

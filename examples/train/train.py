@@ -53,6 +53,7 @@ def parse_args(argv=None):
     ap.add_argument("--text-files", nargs="*", default=None, help="train on these text files instead")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--no-probe", action="store_true", help="skip the timing probe")
+    ap.add_argument("--probe-only", action="store_true", help="stop after the timing probe (no training)")
     ap.add_argument("--out", type=Path, default=None, help="JSONL log")
     ap.add_argument("--commit", default=None, help="commit to record where the tree is not a git checkout")
     ap.add_argument("--quiet", action="store_true")
@@ -223,9 +224,14 @@ def run(a):
           "corpus": {"train_bytes": len(corpus.train), "val_bytes": len(corpus.val),
                      **{k: corpus.source[k] for k in ("packages", "files") if k in corpus.source}},
           **environment(device), **({"commit": a.commit} if a.commit else {})})
-    if not a.no_probe:
-        emit({"type": "probe", **probe(model, a, train_batch(corpus, 0, batch_size, a.seq_len, a.seed), device,
-                                      amp, amp_dtype)})
+    if not a.no_probe or a.probe_only:
+        rec = {"type": "probe", **probe(model, a, train_batch(corpus, 0, batch_size, a.seq_len, a.seed), device,
+                                        amp, amp_dtype)}
+        emit(rec)
+        if a.probe_only:
+            if log_file:
+                log_file.close()
+            return rec
 
     checkpoints = [(k / a.evals) for k in range(1, a.evals + 1)]  # fractions of the budget
     last_eval = {"step": 0, **evaluate(model, a.task, val, device, amp)}
