@@ -54,7 +54,9 @@ void print_help(FILE* to) {
                "\nexit status: 0 ok; 1 a failed --check or an internal/GPU/compiler failure; 2 a usage or input\n"
                "  error, an unwritable output, or sizes that need more memory than there is (out of memory).\n"
                "  Sizes are >= 1: empty problems (N = 0, B = 0) are refused with exit 2.\n"
-               "  An option's value is never empty; one that starts with '--' is written --option=--value.\n");
+               "  An option's value is never empty; one that starts with '--' is written --option=--value.\n"
+               "outputs (--out, --json, --png, --cubin) replace a regular file atomically or write through a\n"
+               "  symlink to one; anything else (a directory, FIFO, socket, device such as /dev/null) is refused.\n");
 }
 
 // An allocation failed although the memory guard (runner.cpp) let the sizes through (other processes'
