@@ -101,7 +101,7 @@ TEST(Cli, NpyInputErrors) {
   ints.dtype = NpyDType::I32;
   ints.shape = {1, 2, 16, 4};
   ints.data.assign(128 * 4, 0);
-  expect_usage_error(run(write_tmp("int.npy", ints), kp, vp), "float32 or float16");
+  expect_usage_error(run(write_tmp("int.npy", ints), kp, vp), "float32, float16 or float64");
   expect_usage_error(run(write_tmp("q3.npy", random_tensor(NpyDType::F32, {2, 16, 4}, 4)), kp, vp), "4-D");
   expect_usage_error(run(qp, write_tmp("kshort.npy", random_tensor(NpyDType::F32, {1, 2, 15, 4}, 5)), vp),
                      "sequence length");
