@@ -215,7 +215,7 @@ def test_sparse_attention_layer_trains(gen):
         loss = torch.nn.functional.mse_loss(run_or_skip(lambda: layer(x)), target)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
 
 
