@@ -165,28 +165,35 @@ void projection_backward(const FlurkaInputs& in, const FlurkaGrads& g, const Flu
   for (int64_t t = 0; t < He * nb; ++t)
     errors.guard([&] {
       const int64_t he = t / nb, j0 = (t % nb) * kKeyBlock, j1 = std::min(N, j0 + kKeyBlock);
-      std::vector<float> kr(static_cast<size_t>(D)), vr(static_cast<size_t>(D));
-      float* e = &dE[size_t(he * k * N)];
-      float* f = &dF[size_t(he * k * N)];
-      for (int64_t j = j0; j < j1; ++j)
-        for (int64_t r = 0; r < k; ++r) e[r * N + j] = f[r * N + j] = 0.0f;
+      // Columns j0 .. j1 as [k, JB] tiles: per head, K and V rows transposed to [D, JB], then axpys over j
+      // (vectorised, no horizontal sums).
+      constexpr int64_t JB = kKeyBlock;
+      const int64_t nj = j1 - j0;
+      std::vector<float> KT(static_cast<size_t>(D * JB)), VT(KT.size()), ae(static_cast<size_t>(k * JB), 0.0f),
+          af(ae.size(), 0.0f);
       for (int64_t bh = 0; bh < BH; ++bh) {
         const int64_t b = bh / s.H, h = bh % s.H;
         if (He != 1 && h != he) continue;
         const float *dk = dKp[size_t(bh)].data(), *dv = dVp[size_t(bh)].data();
-        for (int64_t j = j0; j < j1; ++j) {
+        for (int64_t j = 0; j < nj; ++j)
           for (int64_t d = 0; d < D; ++d) {
-            kr[d] = load_element(in.k.data, in.k.dtype, in.k.offset(b, h, j) + d);
-            vr[d] = load_element(in.v.data, in.v.dtype, in.v.offset(b, h, j) + d);
+            KT[d * JB + j] = load_element(in.k.data, in.k.dtype, in.k.offset(b, h, j0 + j) + d);
+            VT[d * JB + j] = load_element(in.v.data, in.v.dtype, in.v.offset(b, h, j0 + j) + d);
           }
-          for (int64_t r = 0; r < k; ++r) {
-            float ak = 0, av = 0;
-#pragma omp simd reduction(+ : ak, av)
-            for (int64_t d = 0; d < D; ++d) ak += dk[r * D + d] * kr[d], av += dv[r * D + d] * vr[d];
-            e[r * N + j] += ak, f[r * N + j] += av;
+        for (int64_t r = 0; r < k; ++r) {
+          float *er = &ae[r * JB], *fr = &af[r * JB];
+          for (int64_t d = 0; d < D; ++d) {
+            const float a = dk[r * D + d], c = dv[r * D + d];
+            const float *kt = &KT[d * JB], *vt = &VT[d * JB];
+#pragma omp simd
+            for (int64_t j = 0; j < JB; ++j) er[j] += a * kt[j], fr[j] += c * vt[j];
           }
         }
       }
+      float* e = &dE[size_t(he * k * N)];
+      float* f = &dF[size_t(he * k * N)];
+      for (int64_t r = 0; r < k; ++r)
+        for (int64_t j = 0; j < nj; ++j) e[r * N + j0 + j] = ae[r * JB + j], f[r * N + j0 + j] = af[r * JB + j];
     });
   errors.rethrow();
   store_matrix(g.de, in.e, dE.data());
