@@ -305,11 +305,18 @@ void flurka_backward_cpu(FlurkaMethod method, const FlurkaInputs& in, const Flur
       const size_t eo = in.e.offset(h), fo = in.f.offset(h);
       std::vector<float> dk(static_cast<size_t>(D)), dv(static_cast<size_t>(D));
       const float *gk = dKp[size_t(bh)].data(), *gv = dVp[size_t(bh)].data();
+      // E, F columns j0 .. j1 of this head as floats [k, j1 - j0].
+      const int64_t nj = j1 - j0;
+      std::vector<float> Et(static_cast<size_t>(s.k * nj)), Ft(Et.size());
+      for (int64_t r = 0; r < s.k; ++r)
+        for (int64_t j = 0; j < nj; ++j) {
+          Et[r * nj + j] = load_element(in.e.data, in.e.dtype, eo + size_t(r * s.N + j0 + j));
+          Ft[r * nj + j] = load_element(in.f.data, in.f.dtype, fo + size_t(r * s.N + j0 + j));
+        }
       for (int64_t j = j0; j < j1; ++j) {
         std::fill(dk.begin(), dk.end(), 0.0f), std::fill(dv.begin(), dv.end(), 0.0f);
         for (int64_t r = 0; r < s.k; ++r) {
-          const float e = load_element(in.e.data, in.e.dtype, eo + size_t(r * s.N + j));
-          const float f = load_element(in.f.data, in.f.dtype, fo + size_t(r * s.N + j));
+          const float e = Et[r * nj + j - j0], f = Ft[r * nj + j - j0];
 #pragma omp simd
           for (int64_t d = 0; d < D; ++d) dk[d] += e * gk[r * D + d], dv[d] += f * gv[r * D + d];
         }

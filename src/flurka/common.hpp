@@ -43,6 +43,11 @@ template <class T>
 void load_matrix(const MatrixView& x, int64_t h, std::vector<T>& dst) {
   const size_t n = size_t(x.rows * x.cols), o = x.offset(h);
   dst.resize(n);
+  if (x.dtype == DType::F32) {
+    const float* p = static_cast<const float*>(x.data) + o;
+    for (size_t i = 0; i < n; ++i) dst[i] = T(p[i]);
+    return;
+  }
   for (size_t i = 0; i < n; ++i) dst[i] = T(load_element_f64(x.data, x.dtype, o + i));
 }
 
