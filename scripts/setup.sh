@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build and tests need, and nothing that is already there (idempotent).
-# Debian packages: scripts/apt-packages.txt; PyPI packages: scripts/pip-requirements.txt.
+# Debian packages: scripts/apt-packages.txt (system-wide); PyPI packages: scripts/pip-requirements.txt, into the
+# virtual environment build-venv/ (scripts/venv.sh; $SPLAT_VENV moves it).
 # Runs as root directly, otherwise through sudo.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,21 +27,5 @@ else
   echo "setup: Debian packages present"
 fi
 
-if [ -f "$here/pip-requirements.txt" ] && command -v python3 >/dev/null; then
-  pip_missing=()
-  for req in $(read_list "$here/pip-requirements.txt"); do
-    # The importable name is the distribution name up to any version specifier.
-    name="${req%%[<>=!~\[]*}"
-    if ! python3 -c "import importlib.metadata as m, sys; m.version(sys.argv[1])" "$name" 2>/dev/null; then
-      pip_missing+=("$req")
-    fi
-  done
-  if [ "${#pip_missing[@]}" -gt 0 ]; then
-    echo "setup: installing Python packages: ${pip_missing[*]}"
-    # Debian marks its Python as externally managed; the flag lets pip install beside it.
-    python3 -m pip install -q "${pip_missing[@]}" 2>/dev/null ||
-      python3 -m pip install -q --break-system-packages "${pip_missing[@]}"
-  else
-    echo "setup: Python packages present"
-  fi
-fi
+# PyPI packages go into the project's virtual environment (build-venv/), not the system Python.
+"$here/venv.sh" >/dev/null

@@ -1,7 +1,7 @@
 """Hugging Face transformers integration: splat as an attention implementation.
 
     import splat.hf                      # registers attn_implementation="splat"
-    config.splat_pattern = "causal_window:w=256+sink:g=4"   # or a list, one pattern per layer
+    config.splat_pattern = "causal_window:w=256+sink:g=4&causal"   # or a list, one pattern per layer
     model = AutoModelForCausalLM.from_config(config, attn_implementation="splat")
 
 The pattern replaces the structural part of the model's mask (causal, sliding window). A causal model (the
