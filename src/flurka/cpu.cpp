@@ -23,7 +23,22 @@ namespace flurka_detail {
 
 void project_rows(const float* P, int64_t rows, int64_t n, const float* X, int64_t D, float* out) {
   std::fill(out, out + rows * D, 0.0f);
-  for (int64_t r = 0; r < rows; ++r) {
+  // Four rows of P per pass over X: X streams from memory rows / 4 times instead of rows times.
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    float *o0 = out + r * D, *o1 = o0 + D, *o2 = o1 + D, *o3 = o2 + D;
+    const float *p0 = P + r * n, *p1 = p0 + n, *p2 = p1 + n, *p3 = p2 + n;
+    for (int64_t j = 0; j < n; ++j) {
+      const float e0 = p0[j], e1 = p1[j], e2 = p2[j], e3 = p3[j];
+      const float* x = X + j * D;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) {
+        const float xd = x[d];
+        o0[d] += e0 * xd, o1[d] += e1 * xd, o2[d] += e2 * xd, o3[d] += e3 * xd;
+      }
+    }
+  }
+  for (; r < rows; ++r) {
     float* o = out + r * D;
     const float* p = P + r * n;
     for (int64_t j = 0; j < n; ++j) {
