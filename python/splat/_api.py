@@ -45,9 +45,14 @@ def check_out(out, q, fw):
         raise ValueError(f"splat: out has shape {tuple(out.shape)} but q has {tuple(q.shape)}")
 
 
+def _elements(x):
+    n = getattr(x, "size", None)  # NumPy, JAX, CuPy: an int; torch: a method (numel() is the count)
+    return x.numel() if callable(n) else int(n) if n is not None else math.prod(int(s) for s in x.shape)
+
+
 def empty_call(q, k, v):
     """True for a call with no elements (B = 0 or N = 0): the result is empty, as SDPA's."""
-    sizes_ = [math.prod(int(s) for s in x.shape) for x in (q, k, v)]
+    sizes_ = [_elements(x) for x in (q, k, v)]
     if all(sizes_):
         return False
     if any(sizes_) or any(len(x.shape) != len(q.shape) for x in (k, v)):
