@@ -29,7 +29,7 @@ fails=0
 summary() { echo "$1 rc=$2 $(grep -E '^\[  (PASSED|FAILED) |tests? ran' "$R/$1.log" | tr -s ' ' | tr '\n' ' ')"; }
 if [ "$mode" = tests ] || [ "$mode" = all ]; then
   b=CudaBackward
-  groups=("$b.SuiteSmall:$b.SanitizerSet:$b.Deterministic:$b.GraphCapture*:$b.ArgumentErrors:CudaLse.*"
+  groups=("$b.SuiteSmall:$b.SanitizerSet:$b.Deterministic:$b.GraphCapture*:$b.ArgumentErrors:$b.OutputsOverlapping*:CudaLse.*"
     "$b.SuiteDtypesAndHeadDims" "$b.MorePatternsAndCompositions:$b.ExplicitMask*"
     "$b.OddSequenceLengths:$b.GqaAndStridedLayouts:$b.KeyLengths")
   pids=()

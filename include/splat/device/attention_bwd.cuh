@@ -10,7 +10,8 @@
 // earlier pass's result (CONTINUE): no atomics, bitwise-identical results run to run.
 // mma.sync m16n8k16 or, on sm_90a (WGMMA), warpgroup MMAs (both score products from shared memory, both
 // gradient updates with the 16-bit P / dS from registers), fp32 accumulation; K/V (dQ) or Q/dO (dK/dV) tiles stream
-// through a cp.async ring of STAGES swizzled buffers as in the forward. Rows without keys (lse = -inf) get L = +inf, so P = 0.
+// through a cp.async ring of STAGES swizzled buffers as in the forward. Rows without keys (lse = -inf) get L = +inf, so
+// P = 0.
 #pragma once
 #include "splat/device/attention_parts.cuh"
 
@@ -342,9 +343,9 @@ __device__ __forceinline__ void attn_bwd_dkdv(const AttnParams& p, unsigned char
     if (ld_head < G) {
       const int h = hk * G + ld_head;
       const i64 bh = i64(b) * p.H + h;
-      load_pair<C>(p, ld.sp, ld.kt, static_cast<const u16*>(p.q) + b * p.q_sb + h * p.q_sh, p.q_sn,
-                   static_cast<const u16*>(p.dout) + b * p.do_sb + h * p.do_sh, p.do_sn, sQ + buf * BN * D,
-                   sdO + buf * BN * D);
+      load_pair<C, true>(p, ld.sp, ld.kt, static_cast<const u16*>(p.q) + b * p.q_sb + h * p.q_sh,
+                         static_cast<const u16*>(p.dout) + b * p.do_sb + h * p.do_sh, sQ + buf * BN * D,
+                         sdO + buf * BN * D);
       for (int t = threadIdx.x; t < BN; t += THREADS) {
         const int c = ld.kt * BN + t;
         const bool ok = c < ld.sp.key_count;

@@ -146,6 +146,10 @@ struct StepCursor {
 template <class C>
 __device__ __forceinline__ void seek_span(const AttnParams& p, const DevTask& task, StepCursor& c, bool next) {
   if (next) ++c.si;
+  if constexpr (!C::KEY_PAD) {  // every span has keys
+    if (c.si < task.span_end) c.sp = p.spans[c.si];
+    return;
+  }
   for (; c.si < task.span_end; ++c.si) {
     c.sp = fetch_span<C>(p, c.si, c.klen);
     if (!C::KEY_PAD || c.sp.key_count > 0) break;
