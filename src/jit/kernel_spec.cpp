@@ -133,7 +133,8 @@ KernelSpec backward_common(const KernelSpec& base, Direction d) {
   // Tuning overrides for benchmarks: SPLAT_CUDA_BWD_BN (key/query step), SPLAT_CUDA_BWD_STAGES.
   if (const char* e = std::getenv("SPLAT_CUDA_BWD_BN"); e && *e) s.block_n = std::atoi(e);
   if (const char* e = std::getenv("SPLAT_CUDA_BWD_STAGES"); e && *e) s.stages = std::max(2, std::min(4, std::atoi(e)));
-  if (s.block_n != 32 && s.block_n != 64 && s.block_n != 128) fail(ErrorCode::InvalidArgument, "SPLAT_CUDA_BWD_BN: 32, 64 or 128");
+  if (s.block_n != 32 && s.block_n != 64 && s.block_n != 128)
+    fail(ErrorCode::InvalidArgument, "SPLAT_CUDA_BWD_BN: 32, 64 or 128");
   if (s.wgmma && s.block_n == 32) s.wgmma = false;
   s.min_blocks = 0;
   s.write_lse = s.continuation = false;
@@ -205,13 +206,12 @@ std::string KernelSpec::name() const {
 std::string KernelSpec::describe() const {
   std::ostringstream o;
   if (direction == Direction::BackwardPre)
-    return std::string("attention_bwd_pre dtype=") + dtype_name(dtype) + " D=" + std::to_string(head_dim) + " arch=" +
-           arch + " (Delta = rowsum(dO * O), lse * log2 e)";
+    return std::string("attention_bwd_pre dtype=") + dtype_name(dtype) + " D=" + std::to_string(head_dim) +
+           " arch=" + arch + " (Delta = rowsum(dO * O), lse * log2 e)";
   o << "attention_" << direction_name(direction) << " dtype=" << dtype_name(dtype) << " D=" << head_dim
-    << " tile=" << block_m << "x" << block_n
-    << " warps=" << warps << " stages=" << stages << (wgmma ? " mma=wgmma" : " mma=mma.sync")
-    << (overlap ? " overlap" : "") << " arch=" << arch << " spans=affine" << (has_block ? "+block" : "")
-    << (has_gather ? "+gather" : "") << " masks=" << (mask_affine ? "affine" : "none")
+    << " tile=" << block_m << "x" << block_n << " warps=" << warps << " stages=" << stages
+    << (wgmma ? " mma=wgmma" : " mma=mma.sync") << (overlap ? " overlap" : "") << " arch=" << arch << " spans=affine"
+    << (has_block ? "+block" : "") << (has_gather ? "+gather" : "") << " masks=" << (mask_affine ? "affine" : "none")
     << (two_segments ? "(2 segments)" : "") << (continuation ? " continues-pass" : "")
     << (write_lse ? " writes-lse" : "") << (key_padding ? " key-padding" : "") << " smem=" << smem_bytes();
   return o.str();

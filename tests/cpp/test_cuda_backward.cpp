@@ -51,9 +51,12 @@ struct FwdBwd {
 };
 
 FwdBwd run_cuda(const CudaPlan& plan, const Case& c, const Tensor& q, const Tensor& k, const Tensor& v,
-             const Tensor& dout) {
-  FwdBwd r{Tensor(c.dt, c.B, c.H, c.N, c.D, c.bnhd), Tensor(c.dt, c.B, c.H, c.N, c.D, c.bnhd),
-        Tensor(c.dt, c.B, c.Hkv, c.N, c.D, c.bnhd), Tensor(c.dt, c.B, c.Hkv, c.N, c.D, c.bnhd), {}};
+                const Tensor& dout) {
+  FwdBwd r{Tensor(c.dt, c.B, c.H, c.N, c.D, c.bnhd),
+           Tensor(c.dt, c.B, c.H, c.N, c.D, c.bnhd),
+           Tensor(c.dt, c.B, c.Hkv, c.N, c.D, c.bnhd),
+           Tensor(c.dt, c.B, c.Hkv, c.N, c.D, c.bnhd),
+           {}};
   for (Tensor* t : {&r.out, &r.dq, &r.dk, &r.dv}) t->poison();
   DevTensor dq_(q), dk_(k), dv_(v), ddo(dout), dout_(r.out), ddq(r.dq), ddk(r.dk), ddv(r.dv);
   const size_t rows = size_t(c.B * c.H * c.N);
@@ -142,11 +145,10 @@ TEST(CudaBackward, SuiteDtypesAndHeadDims) {
 
 TEST(CudaBackward, MorePatternsAndCompositions) {
   REQUIRE_GPU();
-  for (const char* s :
-       {"dense", "causal", "global:g=5", "sink:g=3", "fixed:l=32,c=4", "causal_dilated:w=20,d=3", "dilated:w=9,d=7",
-        "strided:s=13", "blocked:b=50", "longformer:w=7,g=3", "causal_window:w=100+sink:g=4", "strided:s=16&causal",
-        "window:w=40&blocked:b=64", "sink:g=8&blocked:b=16", "bigbird:b=32,w=1,g=1,r=2,seed=7",
-        "strided:s=13+dilated:w=8,d=13"})
+  for (const char* s : {"dense", "causal", "global:g=5", "sink:g=3", "fixed:l=32,c=4", "causal_dilated:w=20,d=3",
+                        "dilated:w=9,d=7", "strided:s=13", "blocked:b=50", "longformer:w=7,g=3",
+                        "causal_window:w=100+sink:g=4", "strided:s=16&causal", "window:w=40&blocked:b=64",
+                        "sink:g=8&blocked:b=16", "bigbird:b=32,w=1,g=1,r=2,seed=7", "strided:s=13+dilated:w=8,d=13"})
     check_spec({s, 1, 2, 1, 211, 64});
 }
 
@@ -235,8 +237,8 @@ TEST(CudaBackward, GraphCaptureOfForwardAndBackward) {
   cudaGraph_t graph;
   ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
   attention_cuda(*plan, q_.view, k_.view, v_.view, out_.view, opt, s, nullptr, lse.get());
-  attention_backward_cuda(*plan, {q_.view, k_.view, v_.view, out_.view, do_.view, lse.get(), dq_.view, dk_.view, dv_.view},
-                          opt, s, bws.p);
+  attention_backward_cuda(
+      *plan, {q_.view, k_.view, v_.view, out_.view, do_.view, lse.get(), dq_.view, dk_.view, dv_.view}, opt, s, bws.p);
   ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
   cudaGraphExec_t exec;
   ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
@@ -259,7 +261,8 @@ TEST(CudaLse, ForwardOnlyPlanWritesLseWithPadding) {
   REQUIRE_GPU();
   for (const char* spec : {"window:w=32", "strided:s=11", "bigbird:b=32,w=1,g=1,r=2,seed=4"})
     for (bool pad : {false, true}) {
-      const Case c{spec, 3, 2, 1, 190, 64, DType::F16, true, pad ? std::vector<int32_t>{190, 100, 0} : std::vector<int32_t>{}};
+      const Case c{
+          spec, 3, 2, 1, 190, 64, DType::F16, true, pad ? std::vector<int32_t>{190, 100, 0} : std::vector<int32_t>{}};
       SCOPED_TRACE(describe(c));
       std::mt19937 rng(11);
       Tensor q(c.dt, c.B, c.H, c.N, c.D, c.bnhd), k(c.dt, c.B, c.Hkv, c.N, c.D, c.bnhd);
@@ -334,10 +337,10 @@ TEST(CudaBackward, OutputsOverlappingInputsAreErrors) {
   const BackwardTensors good{q_.view, k_.view, v_.view, o_.view, d_.view, lse.get(), dq_.view, dk_.view, dv_.view};
   for (int which = 0; which < 4; ++which) {
     BackwardTensors t = good;
-    if (which == 0) t.dq = d_.view;   // dq over dout
-    if (which == 1) t.dk = v_.view;   // dk over v
-    if (which == 2) t.dv = t.dk;      // dv over dk
-    if (which == 3) t.dq = o_.view;   // dq over out
+    if (which == 0) t.dq = d_.view;  // dq over dout
+    if (which == 1) t.dk = v_.view;  // dk over v
+    if (which == 2) t.dv = t.dk;     // dv over dk
+    if (which == 3) t.dq = o_.view;  // dq over out
     EXPECT_THROW(attention_backward_cuda(*plan, t, {}, nullptr, ws.p), Error) << which;
   }
   attention_backward_cuda(*plan, good, {}, nullptr, ws.p);  // distinct buffers are fine

@@ -25,7 +25,7 @@ __device__ __forceinline__ void attn_fwd_overlap(const AttnParams& p, unsigned c
 
   load_q<C>(p, x);
   StepCursor lk = first_step<C>(p, task, x.klen);  // next step whose K and V are loaded; kb: its buffer
-  StepCursor cu = lk;  // next step whose scores are computed
+  StepCursor cu = lk;                              // next step whose scores are computed
   int kb = 0;
   auto load_kv_step = [&]() {  // then commit: one group per step
     if (lk.si < task.span_end) {

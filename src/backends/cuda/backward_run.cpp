@@ -8,7 +8,8 @@
 namespace splat {
 
 size_t cuda_backward_workspace_bytes(const CudaPlan& plan, int64_t batch, int64_t heads) {
-  if (batch < 0 || heads < 0) fail(ErrorCode::InvalidArgument, "cuda_backward_workspace_bytes: negative batch or heads");
+  if (batch < 0 || heads < 0)
+    fail(ErrorCode::InvalidArgument, "cuda_backward_workspace_bytes: negative batch or heads");
   return 2 * size_t(batch * heads * plan.plan.acsr.n) * sizeof(float);  // Delta and lse * log2 e per query row
 }
 

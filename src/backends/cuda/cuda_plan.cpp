@@ -319,8 +319,8 @@ void attention_cuda(const CudaPlan& plan, const TensorView& q, const TensorView&
                                size_t(q.B() * q.H() * q.N()), true);
   auto s = static_cast<cudaStream_t>(stream);
   const bool pad = opt.key_lengths != nullptr;
-  const cuda::Variant var = lse_out ? (pad ? cuda::kForwardLsePad : cuda::kForwardLse)
-                                    : (pad ? cuda::kForwardPad : cuda::kForward);
+  const cuda::Variant var =
+      lse_out ? (pad ? cuda::kForwardLsePad : cuda::kForwardLse) : (pad ? cuda::kForwardPad : cuda::kForward);
   const cuda::KernelSet& ks = cuda::kernel_set(plan, var, s);
   // The caller's lse doubles as the passes' merge workspace: same layout, and its last write is the final lse.
   float* lse = lse_out ? lse_out : static_cast<float*>(workspace);
@@ -357,9 +357,12 @@ std::vector<std::string> describe_cuda_plan(const CudaPlan& plan) {
       const bool dq = i >= 1 && i < 1 + ks.dq_count;
       const size_t pass = i == 0 ? 0 : dq ? i - 1 : i - 1 - ks.dq_count;
       const Plan& pl = dq || i == 0 ? plan.plan : *plan.plan.transposed;
-      out.push_back("backward " + std::string(i == 0 ? "preprocess" : dq ? "dQ pass " : "dK/dV pass ") +
-                    (i == 0 ? std::string() : std::to_string(pass) + " (" + std::to_string(pl.passes[pass].tasks.size()) +
-                                                  " tiles)") +
+      out.push_back("backward " +
+                    std::string(i == 0 ? "preprocess"
+                                : dq   ? "dQ pass "
+                                       : "dK/dV pass ") +
+                    (i == 0 ? std::string()
+                            : std::to_string(pass) + " (" + std::to_string(pl.passes[pass].tasks.size()) + " tiles)") +
                     ": " + ks.specs[i].describe());
     }
   }

@@ -3,8 +3,8 @@
 #pragma once
 #include <initializer_list>
 #include <mutex>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backends/cuda/cuda_util.hpp"
