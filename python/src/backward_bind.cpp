@@ -65,6 +65,9 @@ void attention_lse(PlanHandle& plan, const InArray& q, const InArray& k, const I
   const AttentionOptions opt = options(scale, threads, key_lengths_pointer(key_lengths, tq));
   const TensorView tk = array_view(k, l, dtype, "k"), tv = array_view(v, l, dtype, "v");
   const TensorView to = array_view(out, l, dtype, "out");
+  check_disjoint(to, tq, "out", "q");  // as _core.attention: out written while q, k, v are still read
+  check_disjoint(to, tk, "out", "k");
+  check_disjoint(to, tv, "out", "v");
   nb::gil_scoped_release release;
   run_plan(plan, tq, tk, tv, to, opt, reinterpret_cast<void*>(stream), reinterpret_cast<void*>(workspace),
            workspace_size, lp);

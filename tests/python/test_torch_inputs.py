@@ -118,6 +118,8 @@ def test_torch_dtypes_aliasing_and_plans(gen):
         st.attention(q.bfloat16(), k.half(), v.bfloat16(), pattern="window:w=2")
     with pytest.raises(ValueError, match="shares memory"):
         st.attention(q, k, v, pattern="strided:s=4", out=k)
+    with pytest.raises(ValueError, match="shares memory"):  # the forward with key lengths / lse too
+        st.attention(q, k, v, pattern="strided:s=4", out=v, key_lengths=torch.full((1,), 9, dtype=torch.int32))
     with pytest.raises(TypeError, match="splat.Plan"):
         st.attention(q, k, v, q)
     q64, k64, v64 = q.double(), k.double(), v.double()
