@@ -19,8 +19,8 @@ from transformers import AttentionInterface
 from transformers.masking_utils import (ALL_MASK_ATTENTION_FUNCTIONS, bidirectional_mask_function,
                                         causal_mask_function, flash_attention_mask, sdpa_mask)
 
-from . import _core
 from . import torch as splat_torch
+from ._api import dense_mask
 from ._dispatch import causal_pattern
 from ._plans import content_key
 
@@ -117,7 +117,7 @@ def _rows(pattern, nk, device):
     if m is None:
         if len(_row_masks) > 64:
             _row_masks.clear()
-        m = torch.from_numpy(_core.dense_mask(pattern, nk).astype(bool)).to(device)
+        m = torch.from_numpy(dense_mask(pattern, nk).astype(bool)).to(device)
         _row_masks[key] = m
     return m
 
