@@ -12,7 +12,7 @@ effective TF/s of the backward (2.5 x the forward's 4*nnz*D*B*H FLOPs), and the 
 the inputs, dO, out and the three gradients (peak allocated minus those). The gradients of splat are checked
 against Flex's (max abs difference, printed).
 
-  python3 bench/bench_backward.py [--sizes 4096,16384] [--dims 64,128] [--out docs/results.md]
+  python3 bench/bench_backward.py [--configs 16384x128,4096x64] [--patterns window,dilated] [--out results.md]
 """
 import argparse
 import json
@@ -81,8 +81,7 @@ def extra_memory(fwd, q, k, v, dO):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="4096,16384")
-    ap.add_argument("--dims", default="64,128")
+    ap.add_argument("--configs", default="4096x64,4096x128,16384x64,16384x128", help="NxD list")
     ap.add_argument("--patterns", default="", help="comma-separated subset of the suite's names")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reps", type=int, default=10)
@@ -92,16 +91,21 @@ def main():
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     import torch._dynamo
+    import torch._functorch.config
 
+    # The timed backward replays a saved forward (retain_graph=True), which compiled backwards with donated buffers
+    # refuse; donation only saves memory, not time.
+    torch._functorch.config.donated_buffer = False
     torch._dynamo.config.cache_size_limit = 256
     if hasattr(torch._dynamo.config, "recompile_limit"):
         torch._dynamo.config.recompile_limit = 256
     flex = torch.compile(flex_attention, dynamic=False)
     only = {p for p in args.patterns.split(",") if p}
     rows = []
-    for n in (int(x) for x in args.sizes.split(",")):
+    partial = open(os.path.splitext(args.out)[0] + ".partial.jsonl", "w") if args.out else None
+    for n, D in ((int(c.split("x")[0]), int(c.split("x")[1])) for c in args.configs.split(",")):
         B, H = (4, 16) if n <= 4096 else (1, 16)
-        for D in (int(x) for x in args.dims.split(",")):
+        if True:
             torch.manual_seed(n + D)
             q, k, v, dO = (torch.randn(B, H, n, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
             for t in (q, k, v):
@@ -155,6 +159,9 @@ def main():
                          splat_extra_mb=mem_s / 2**20, flex_extra_mb=mem_f / 2**20, grad_diff_vs_flex=diff)
                 rows.append(r)
                 print(json.dumps(r), file=sys.stderr, flush=True)
+                if partial:  # a run cut short still leaves its rows
+                    partial.write(json.dumps(r) + "\n")
+                    partial.flush()
 
     lines = [f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}; splat {splat.__version__}; bf16; "
              f"medians of {args.rounds} interleaved rounds x {args.reps} CUDA-event timings", "",
