@@ -8,7 +8,8 @@ The ops torch.ops.splat.attention / torch.ops.splat.flurka have fake implementat
 them without graph breaks), launch on the current CUDA stream without synchronising or allocating outside
 PyTorch's allocator (CUDA-graph capturable once the plan exists: run one call before capturing).
 torch.ops.splat.attention_fwd returns (out, lse) and its autograd formula calls torch.ops.splat.attention_bwd
-(the fused backward: dq, dk, dv from q, k, v, out, lse and dout; nothing nnz-sized is saved).
+(the fused backward: dq, dk, dv from q, k, v, out, lse and dout; nothing nnz-sized is saved);
+torch.ops.splat.flurka's is torch.ops.splat.flurka_backward (dq, dk, dv, dE, dF; W is a fixed feature matrix).
 """
 
 import math
