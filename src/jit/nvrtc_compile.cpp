@@ -3,12 +3,12 @@
 #include <nvrtc.h>
 
 #include <cctype>
-#include <fstream>
 
 #include "jit/embedded.hpp"
 #include "jit/hash.hpp"
 #include "jit/kernel_cache.hpp"
 #include "splat/error.hpp"
+#include "splat/npy.hpp"  // write_file_atomic
 
 namespace splat::jit {
 
@@ -38,9 +38,8 @@ std::string save_failed_source(const std::string& source) {
   const std::string path = cache_directory() + "/failed-" + h.hex() + ".cu";
   try {
     ensure_directory(cache_directory());
-    std::ofstream f(path, std::ios::binary);
-    f << source;
-    if (f) return path;
+    write_file_atomic(path, source.data(), source.size());  // checked writes, never a half file, regular files only
+    return path;
   } catch (const Error&) {
   }
   return "(could not save source)";
