@@ -33,7 +33,8 @@ DType array_dtype(const nb::dlpack::dtype& t, const std::string& dtype_override,
   if (t.code == uint8_t(nb::dlpack::dtype_code::Float) && t.bits == 16) return DType::F16;
   if (t.code == uint8_t(nb::dlpack::dtype_code::Bfloat) && t.bits == 16) return DType::BF16;
   fail(ErrorCode::InvalidArgument, who + ": unsupported dtype (code " + std::to_string(t.code) + ", " +
-                                       std::to_string(t.bits) + " bits); expected float32, float16, bfloat16 or float64");
+                                       std::to_string(t.bits) +
+                                       " bits); expected float32, float16, bfloat16 or float64");
 }
 
 int array_device(int device_type, int device_id, const char* name) {

@@ -95,8 +95,8 @@ nb::ndarray<nb::numpy, uint8_t, nb::ndim<2>> mask_array(const std::string& spec,
 using HostMask = nb::ndarray<nb::ro, uint8_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 
 // The reference with the pattern given as a spec string or as an n x n uint8 mask.
-void reference(const std::variant<std::string, HostMask>& pattern, const InArray& q, const InArray& k,
-               const InArray& v, const OutArray& out, float scale, const std::string& layout, const std::string& dtype) {
+void reference(const std::variant<std::string, HostMask>& pattern, const InArray& q, const InArray& k, const InArray& v,
+               const OutArray& out, float scale, const std::string& layout, const std::string& dtype) {
   const Views w = views(q, k, v, out, layout, dtype);
   require(w.q.device < 0, "the reference runs on host arrays only");
   const int64_t n = w.q.N();
@@ -196,8 +196,7 @@ NB_MODULE(_core, m) {
         "device memory of workspace_bytes(plan, B, H, device) bytes (0 = the plan's own buffer).");
   m.def(
       "make_mask_plan",
-      [](const HostMask& mask, std::string name,
-         int32_t head_dim, const std::string& dtype, int device) {
+      [](const HostMask& mask, std::string name, int32_t head_dim, const std::string& dtype, int device) {
         const int64_t n = int64_t(mask.shape(0));
         require(n > 0 && int64_t(mask.shape(1)) == n, "mask must be a non-empty square [N, N] array");
         const DType dt = parse_dtype(dtype);

@@ -15,8 +15,8 @@ std::shared_ptr<PlanHandle> build_plan(const std::string& spec, int64_t seq_len,
   return build_plan_from(analyse(p, seq_len), to_string(p), seq_len, head_dim, dtype, device);
 }
 
-std::shared_ptr<PlanHandle> build_plan_from(Acsr acsr, std::string spec, int64_t seq_len, int32_t head_dim,
-                                            DType dtype, int device) {
+std::shared_ptr<PlanHandle> build_plan_from(Acsr acsr, std::string spec, int64_t seq_len, int32_t head_dim, DType dtype,
+                                            int device) {
   require(seq_len > 0, "seq_len must be positive, got " + std::to_string(seq_len));
   require(head_dim > 0, "head_dim must be positive, got " + std::to_string(head_dim));
   require(device >= -1, "device must be -1 (CPU) or a CUDA ordinal, got " + std::to_string(device));

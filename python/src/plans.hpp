@@ -39,8 +39,8 @@ struct PlanHandle {
 std::shared_ptr<PlanHandle> build_plan(const std::string& spec, int64_t seq_len, int32_t head_dim, DType dtype,
                                        int device);
 // The same from an analysed pattern (e.g. an in-memory mask); spec names it in reprs and messages.
-std::shared_ptr<PlanHandle> build_plan_from(Acsr acsr, std::string spec, int64_t seq_len, int32_t head_dim,
-                                            DType dtype, int device);
+std::shared_ptr<PlanHandle> build_plan_from(Acsr acsr, std::string spec, int64_t seq_len, int32_t head_dim, DType dtype,
+                                            int device);
 
 // Checks q/k/v/out against the plan and launches on the backend of q's device. CUDA launches go on
 // `stream` (a cudaStream_t, nullptr = default stream) and do not synchronise. workspace: device memory of
