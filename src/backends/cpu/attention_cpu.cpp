@@ -22,6 +22,7 @@
 #include "f64_path.hpp"
 #include "simd.hpp"
 #include "span_masks.hpp"
+#include "spin_wait.hpp"
 #include "splat/attention.hpp"
 #include "splat/cpu_features.hpp"
 #include "splat/error.hpp"
@@ -31,14 +32,7 @@ namespace splat {
 
 namespace {
 
-void wait_until(const std::atomic<int64_t>& counter, int64_t target) {
-  for (int spin = 0; counter.load(std::memory_order_acquire) < target; ++spin) {
-    if (spin < 2000)
-      _mm_pause();
-    else
-      std::this_thread::yield();
-  }
-}
+using cpu::wait_until;
 
 }  // namespace
 

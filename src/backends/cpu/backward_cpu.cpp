@@ -20,6 +20,7 @@
 #include "checks.hpp"
 #include "f64_path.hpp"
 #include "simd.hpp"
+#include "spin_wait.hpp"
 #include "splat/attention.hpp"
 #include "splat/cpu_features.hpp"
 #include "splat/error.hpp"
@@ -29,14 +30,7 @@ namespace splat {
 
 namespace {
 
-void wait_until(const std::atomic<int64_t>& counter, int64_t target) {
-  for (int spin = 0; counter.load(std::memory_order_acquire) < target; ++spin) {
-    if (spin < 2000)
-      _mm_pause();
-    else
-      std::this_thread::yield();
-  }
-}
+using cpu::wait_until;
 
 void check_backward_args(const Plan& plan, const BackwardTensors& t) {
   check_attention_args(t.q, t.k, t.v, t.out);
