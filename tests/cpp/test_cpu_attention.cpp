@@ -423,6 +423,22 @@ TEST(CpuAttention, KeyLengthsOutOfRangeAreErrors) {
   }
 }
 
+// A thread count is checked like the CLI's (0 = all hardware threads, else 1 ... 4096): 65536 used to reach the
+// OpenMP runtime and crash it.
+TEST(CpuAttention, ThreadCountsOutOfRangeAreErrors) {
+  const int64_t n = 16;
+  const Plan plan = make_plan(analyse(parse_pattern("window:w=2"), n));
+  Tensor q(DType::F32, 1, 1, n, 8, false), k = q, v = q, o = q;
+  k.view.data = k.bytes.data(), v.view.data = v.bytes.data(), o.view.data = o.bytes.data();
+  const std::vector<uint8_t> mask = dense_mask(parse_pattern("window:w=2"), n);
+  for (int bad : {-1, 4097, 65536}) {
+    AttentionOptions opt;
+    opt.threads = bad;
+    EXPECT_THROW(attention_cpu(plan, q.view, k.view, v.view, o.view, opt), Error);
+    EXPECT_THROW(attention_reference(mask.data(), q.view, k.view, v.view, o.view, opt), Error);
+  }
+}
+
 // float64 tensors are computed in float64: ours equals the float64 oracle to rounding, lse included.
 TEST(CpuAttention, Float64) {
   struct F64Case {

@@ -41,7 +41,8 @@ void attention_cpu(const Plan& plan, const TensorView& q, const TensorView& k, c
   require_x86_64_v3("attention_cpu");  // before any AVX2 code path runs
   check_attention_args(q, k, v, out);
   require(q.device < 0, "attention_cpu needs host tensors (device = -1)");
-  require(opt.threads >= 0, "threads must be >= 0");
+  require(opt.threads >= 0 && opt.threads <= 4096,
+          "threads must be 0 (all hardware threads) or 1 ... 4096, got " + std::to_string(opt.threads));
   require(std::isfinite(opt.scale), "scale must be finite");
   const int64_t B = q.B(), H = q.H(), Hkv = k.H(), N = q.N(), D = q.D();
   cpu::check_plan(plan, N);

@@ -69,7 +69,8 @@ struct Queue {
 void attention_backward_cpu(const Plan& plan, const BackwardTensors& t, const AttentionOptions& opt) {
   require_x86_64_v3("attention_backward_cpu");
   check_backward_args(plan, t);
-  require(opt.threads >= 0, "threads must be >= 0");
+  require(opt.threads >= 0 && opt.threads <= 4096,
+          "threads must be 0 (all hardware threads) or 1 ... 4096, got " + std::to_string(opt.threads));
   require(std::isfinite(opt.scale), "scale must be finite");
   const int64_t B = t.q.B(), H = t.q.H(), Hkv = t.k.H(), N = t.q.N(), D = t.q.D(), group = H / Hkv;
   cpu::check_plan(plan, N);

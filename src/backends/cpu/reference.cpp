@@ -52,7 +52,8 @@ Common common_checks(const uint8_t* mask, const TensorView& q, const TensorView&
                      const char* what) {
   require(q.device < 0, std::string(what) + " runs on host tensors only");
   require(mask != nullptr, std::string(what) + ": null mask");
-  require(opt.threads >= 0, "threads must be >= 0");
+  require(opt.threads >= 0 && opt.threads <= 4096,
+          "threads must be 0 (all hardware threads) or 1 ... 4096, got " + std::to_string(opt.threads));
   require(std::isfinite(opt.scale), "scale must be finite");
   cpu::check_key_lengths(opt.key_lengths, q.B(), q.N());
   Common c{q.B(), q.H(), k.H(), q.N(), q.D(), q.H() / k.H(), 0.0, 0};
