@@ -186,7 +186,11 @@ struct Builder {
   }
 
   void finish_task(Pass& pass, TileTask task, bool keep_empty) {
-    if (plan.options.merge_split_segments) merge_spans(pass, task);
+    // Merging tries every pair of the task's spans. It pays for the few split bands of strided-like patterns; a
+    // task with many spans (an irregular composition's per-row segments) is left unmerged so planning stays linear.
+    constexpr size_t kMergeSpansMax = 64;
+    if (plan.options.merge_split_segments && pass.spans.size() - size_t(task.span_begin) <= kMergeSpansMax)
+      merge_spans(pass, task);
     task.span_end = int32_t(pass.spans.size());
     for (int32_t s = task.span_begin; s < task.span_end; ++s) {
       const KeySpan& sp = pass.spans[size_t(s)];
@@ -220,14 +224,33 @@ struct Builder {
   }
 
   void residue_pass(Pass& pass, int64_t d, const std::vector<int32_t>& segs, bool keep_empty) {
-    const int64_t bm = plan.options.block_m, n = a.n;
-    for (int64_t c = 0; c < std::min(d, n); ++c) {
+    const int64_t bm = plan.options.block_m, n = a.n, classes = std::min(d, n);
+    // The segments meeting each (class, tile), in segment order, so a tile never scans all of them. A segment of
+    // fewer than d rows meets only the classes of its rows (per-row segments of irregular compositions: one).
+    std::vector<std::vector<std::vector<int32_t>>> per_tile(static_cast<size_t>(classes));
+    for (int64_t c = 0; c < classes; ++c) per_tile[size_t(c)].resize(size_t(ceil_div(ceil_div(n - c, d), bm)));
+    auto bucket = [&](int32_t k, int64_t c) {
+      const Segment& s = a.segments[size_t(k)];
+      const int64_t rows = ceil_div(n - c, d);
+      const int64_t lo = std::max<int64_t>(0, ceil_div(s.row_begin - c, d));
+      const int64_t hi = std::min<int64_t>(rows, ceil_div(s.row_end - c, d));
+      for (int64_t t = lo / bm; lo < hi && t <= (hi - 1) / bm; ++t) per_tile[size_t(c)][size_t(t)].push_back(k);
+    };
+    for (int32_t k : segs) {
+      const Segment& s = a.segments[size_t(k)];
+      if (s.row_end - s.row_begin >= classes) {
+        for (int64_t c = 0; c < classes; ++c) bucket(k, c);
+      } else {
+        for (int64_t i = std::max<int64_t>(0, s.row_begin); i < std::min(s.row_end, n); ++i) bucket(k, pos_mod(i, d));
+      }
+    }
+    for (int64_t c = 0; c < classes; ++c) {
       const int64_t rows = ceil_div(n - c, d);
       for (int64_t u0 = 0; u0 < rows; u0 += bm) {
         TileTask task;
         task.row_begin = c + d * u0, task.row_stride = d, task.row_count = int32_t(std::min(bm, rows - u0));
         task.span_begin = int32_t(pass.spans.size());
-        for (int32_t k : segs) {
+        for (int32_t k : per_tile[size_t(c)][size_t(u0 / bm)]) {
           const Segment& s = a.segments[size_t(k)];
           const int64_t lo = std::max<int64_t>(0, ceil_div(s.row_begin - task.row_begin, d));
           const int64_t hi = std::min<int64_t>(task.row_count, ceil_div(s.row_end - task.row_begin, d));
