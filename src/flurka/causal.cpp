@@ -49,29 +49,7 @@ void flurka_causal_cpu(FlurkaMethod method, const FlurkaInputs& in, const Tensor
           // Kernel part as one virtual key: log-weight la, value kv.
           float la = -INFINITY;
           std::fill(kv.begin(), kv.end(), 0.0f);
-          if (c0 > 0) {
-            slot_weights(hs, q, D, w.data());
-            float mx = -INFINITY, den = 0;
-            if (fm == FeatureMap::Favor) {
-              for (float x : w) mx = nan_max(mx, x);
-              for (auto& x : w) x = mx == -INFINITY ? 0.0f : std::exp(x - mx);
-            }
-            for (int64_t l = 0; l < m; ++l) {
-              den += w[l];
-              const float* u = &hs.U[l * D];
-              for (int64_t d = 0; d < D; ++d) kv[d] += w[l] * u[d];
-            }
-            if (den != 0) {  // NaN too: la = NaN carries it into the row
-              for (auto& x : kv) x /= den;
-              if (fm == FeatureMap::Favor) {
-                float n2 = 0;
-                for (int64_t d = 0; d < D; ++d) n2 += (sfeat * q[d]) * (sfeat * q[d]);
-                la = mx + std::log(den) - n2 / 2 - std::log(float(m));
-              } else {
-                la = std::log(den / relu_div);
-              }
-            }
-          }
+          if (c0 > 0) la = history_key(hs, q, D, sfeat, relu_div, w.data(), kv).la;
           float M = la;
           for (int64_t j = c0; j <= i; ++j) {
             float dot = 0;

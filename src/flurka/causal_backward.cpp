@@ -63,26 +63,8 @@ void causal_head_backward(FlurkaMethod method, const FlurkaInputs& in, const Flu
       float la = -INFINITY, wsum = 0;
       std::fill(kv.begin(), kv.end(), 0.0f);
       if (c0 > 0) {  // kernel part (as the forward): one virtual key of log-weight la and value kv
-        slot_weights(hs, q, D, w.data());
-        float mx = -INFINITY;
-        if (fm == FeatureMap::Favor) {
-          for (float v : w) mx = nan_max(mx, v);
-          for (auto& v : w) v = mx == -INFINITY ? 0.0f : std::exp(v - mx);
-        }
-        for (int64_t l = 0; l < m; ++l) {
-          wsum += w[l];
-          for (int64_t d = 0; d < D; ++d) kv[d] += w[l] * hs.U[l * D + d];
-        }
-        if (wsum != 0) {
-          for (auto& v : kv) v /= wsum;
-          if (fm == FeatureMap::Favor) {
-            float n2 = 0;
-            for (int64_t d = 0; d < D; ++d) n2 += (sfeat * q[d]) * (sfeat * q[d]);
-            la = mx + std::log(wsum) - n2 / 2 - std::log(float(m));
-          } else {
-            la = std::log(wsum / relu_div);
-          }
-        }
+        const HistoryKey hk = history_key(hs, q, D, sfeat, relu_div, w.data(), kv);
+        la = hk.la, wsum = hk.wsum;
       }
       float M = la;
       for (int64_t j = c0; j <= i; ++j) {

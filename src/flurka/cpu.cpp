@@ -126,6 +126,33 @@ void slot_weights(const HeadSlots& hs, const float* q, int64_t D, float* w) {
   }
 }
 
+HistoryKey history_key(const HeadSlots& hs, const float* q, int64_t D, float sfeat, float relu_div, float* w,
+                       std::vector<float>& kv) {
+  const int64_t m = hs.L;
+  HistoryKey h;
+  slot_weights(hs, q, D, w);
+  if (hs.map == FeatureMap::Favor) {
+    for (int64_t l = 0; l < m; ++l) h.mx = nan_max(h.mx, w[l]);
+    for (int64_t l = 0; l < m; ++l) w[l] = h.mx == -INFINITY ? 0.0f : std::exp(w[l] - h.mx);
+  }
+  for (int64_t l = 0; l < m; ++l) {
+    h.wsum += w[l];
+    const float* u = &hs.U[size_t(l * D)];
+    for (int64_t d = 0; d < D; ++d) kv[size_t(d)] += w[l] * u[d];
+  }
+  if (h.wsum != 0) {  // NaN too: la = NaN carries it into the row
+    for (auto& x : kv) x /= h.wsum;
+    if (hs.map == FeatureMap::Favor) {
+      float n2 = 0;
+      for (int64_t d = 0; d < D; ++d) n2 += (sfeat * q[d]) * (sfeat * q[d]);
+      h.la = h.mx + std::log(h.wsum) - n2 / 2 - std::log(float(m));
+    } else {
+      h.la = std::log(h.wsum / relu_div);
+    }
+  }
+  return h;
+}
+
 bool softmax_slots(FeatureMap fm) {
   return fm == FeatureMap::None || fm == FeatureMap::Favor;
 }

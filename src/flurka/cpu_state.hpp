@@ -1,5 +1,6 @@
 // Internal: per-head slots (the query-side form of every method) and the float kernels that build them.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -32,6 +33,14 @@ void key_features(FeatureMap fm, const float* x, int64_t D, const float* W, int6
 void add_state(FeatureMap fm, const float* phi, const float* y, int64_t m, int64_t D, float* S, float* z, float* c);
 void slot_weights(const HeadSlots& hs, const float* q, int64_t D, float* w);
 bool softmax_slots(FeatureMap fm);
+// The chunked causal variant's compressed history seen from query q as one virtual key: w gets the slot weights
+// (favor: relative to their max mx), kv (zeroed by the caller) their mean value sum_l w_l U_l / wsum, and la its
+// log-weight (-inf when wsum = 0; a NaN carries through). The forward and the backward's recompute share it.
+struct HistoryKey {
+  float la = -INFINITY, wsum = 0, mx = -INFINITY;
+};
+HistoryKey history_key(const HeadSlots& hs, const float* q, int64_t D, float sfeat, float relu_div, float* w,
+                       std::vector<float>& kv);
 // Slots of head (b, h) as the non-causal fast path uses them (projection, key features, state).
 void build_head_slots(FlurkaMethod method, const FlurkaInputs& in, const FlurkaShape& s, int64_t b, int64_t h,
                       HeadSlots& hs);
