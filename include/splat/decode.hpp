@@ -1,0 +1,115 @@
+// Serving: decode attention against a KV cache (contiguous or paged) and packed variable-length prefill.
+//
+// Decode: each sequence b has a KV cache of L_b tokens (the T newest already appended); its T queries sit at
+// positions L_b-T .. L_b-1 and attend the keys of their pattern rows intersected with causal: out[b, h, t] is row
+// L_b-T+t of the full attention of a sequence of length L_b. No N x N mask and no L-sized analysis: a DecodePlan is
+// the pattern's row geometry as a small program, evaluated per query row at (row, L) in O(runs), so one plan serves
+// every length (plan once, call per token). The CUDA decode kernels follow as a KernelSpec direction of their own
+// that evaluates the same program per query row on the device, with the lengths read from device memory.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "splat/attention.hpp"
+#include "splat/pattern.hpp"
+#include "splat/plan.hpp"
+#include "splat/tensor.hpp"
+
+namespace splat {
+
+// Keys j of one run of a row: lo <= j <= hi and pos_mod(j - base, stride) < width (1 <= width <= stride). An
+// interval is stride = width = 1; a dilated or strided residue class width 1; fixed's column families width c.
+struct KeyRun {
+  int64_t lo = 0, hi = -1, base = 0, stride = 1, width = 1;
+  int64_t count() const;  // keys in the run
+  bool contains(int64_t j) const;
+};
+
+// One instruction of the row program (postfix): a leaf pattern pushes its runs at (i, n); Union pops `arity`
+// run lists and pushes their concatenation (runs may overlap: a key counts once, in the first run holding it);
+// Intersection pops `arity` lists and pushes their pairwise intersections.
+struct RowOp {
+  enum Kind : uint8_t { Leaf, Union, Intersection } kind = Leaf;
+  int32_t arity = 0;  // Union / Intersection
+  Pattern leaf;       // Leaf: the pattern (no children)
+};
+
+struct DecodeOptions {
+  DType dtype = DType::BF16;
+  int32_t head_dim = 64;
+};
+
+// A pattern & causal as a row program. Depends on the pattern only (and records dtype and head dim for the
+// backends), never on a length. Every family qualifies except explicit masks (Error(Unsupported): a mask has rows
+// for its own N only; use the forward). BigBird's random blocks are drawn modulo ceil(L/b) as in the forward, so its
+// rows are those of a sequence of length L (exact, but a token's keys change as L grows).
+struct DecodePlan {
+  std::string pattern;  // canonical spec of the pattern (without the implied & causal)
+  Pattern source;       // the pattern itself (what the float64 reference evaluates, key by key)
+  std::vector<RowOp> program;
+  int32_t max_runs = 0;  // bound on the runs of one row (fixed-size scratch for kernels)
+  DecodeOptions options;
+};
+DecodePlan make_decode_plan(const Pattern& pattern, const DecodeOptions& options = {});
+
+// Runs of row i (0 <= i < n) of a sequence of length n, clipped to causal [0, i]. May overlap.
+void decode_row_runs(const DecodePlan& plan, int64_t i, int64_t n, std::vector<KeyRun>& out);
+// The same as sorted distinct keys.
+void decode_row_keys(const DecodePlan& plan, int64_t i, int64_t n, std::vector<int32_t>& out);
+
+// A KV cache. Contiguous: k, v are [B, H_kv, capacity, D] views (any strides, e.g. [B, capacity, H_kv, D] memory).
+// Paged: k, v are [pages, H_kv, P, D] views of the page pool (P = page size, 16 ... 256; any strides, e.g. vLLM's
+// [pages, P, H_kv, D]); token j of sequence b lives in page block_table[b * max_pages + j / P] at row j % P, pages in
+// any order. seqlens: B lengths L_b (0 <= L_b <= capacity, or max_pages * P). starts (optional): sequence b's token
+// at position p sits at cache row starts[b] + p (left-padded batches); starts[b] + L_b must fit. All host memory for
+// the CPU backend (device memory for CUDA).
+struct KvCache {
+  TensorView k, v;
+  const int32_t* seqlens = nullptr;
+  const int32_t* block_table = nullptr;  // nullptr: contiguous
+  int64_t max_pages = 0;                 // block table row length (paged)
+  const int32_t* starts = nullptr;
+};
+
+// q, out: [B, H, T, D] (T = 1 ... 64 newest positions per sequence; rows at positions < 0, when L_b < T, and rows
+// without keys give zeros and lse -inf). lse (optional): float32 [B, H, T], natural log. opt.key_lengths must be null
+// (the cache lengths are the key lengths).
+void decode_reference(const DecodePlan& plan, const TensorView& q, const KvCache& cache, const TensorView& out,
+                      const AttentionOptions& opt = {}, float* lse = nullptr);  // float64, pattern_contains per key
+void decode_cpu(const DecodePlan& plan, const TensorView& q, const KvCache& cache, const TensorView& out,
+                const AttentionOptions& opt = {}, float* lse = nullptr);  // fast: fp32 accumulation, threads
+
+// Packed variable-length batches: sequence b is tokens cu_seqlens[b] .. cu_seqlens[b+1]-1 of q, k, v, which are
+// [1, H, total, D] views (e.g. [total, H, D] memory: stride[2] = H*D, stride[1] = D); the pattern is applied per
+// sequence (position 0 at its first token). Runs the forward per sequence with the plan of its length.
+struct Varlen {
+  const int32_t* cu_seqlens = nullptr;  // B+1 offsets, cu_seqlens[0] = 0, non-decreasing, cu_seqlens[B] = total
+  int64_t batch = 0;
+  int64_t max_seqlen = 0;  // >= every sequence's length
+};
+// The plans of one pattern by length, built on first use (thread-safe); at most `capacity` kept.
+class VarlenPlans {
+ public:
+  explicit VarlenPlans(Pattern pattern, size_t capacity = 64);
+  std::shared_ptr<const Plan> get(int64_t n);
+  const Pattern& pattern() const { return pattern_; }
+
+ private:
+  Pattern pattern_;
+  size_t capacity_;
+  std::mutex mu_;
+  std::map<int64_t, std::shared_ptr<const Plan>> plans_;
+};
+// lse (optional): float32 [H, total].
+void attention_varlen_cpu(VarlenPlans& plans, const TensorView& q, const TensorView& k, const TensorView& v,
+                          const TensorView& out, const Varlen& batch, const AttentionOptions& opt = {},
+                          float* lse = nullptr);
+void attention_varlen_reference(const Pattern& pattern, const TensorView& q, const TensorView& k, const TensorView& v,
+                                const TensorView& out, const Varlen& batch, const AttentionOptions& opt = {},
+                                float* lse = nullptr);  // float64, dense mask per sequence
+
+}  // namespace splat
