@@ -361,13 +361,14 @@ TEST(CpuBackward, BadInputIsAnError) {
   EXPECT_THROW(attention_backward_cpu(plan, t, opt), Error);
   const Plan other = transposed_plan(analyse(parse_pattern("window:w=2"), n + 1));
   EXPECT_THROW(attention_backward_cpu(other, t), Error);
-  // Gradients over inputs: dq = dout, dk = k, dv = v, dq over the lse.
-  for (int which = 0; which < 4; ++which) {
+  // Gradients over inputs (dq = dout, dk = k, dv = v, dq over the lse) or over each other (dv = dk).
+  for (int which = 0; which < 5; ++which) {
     BackwardTensors alias = t;
     if (which == 0) alias.dq = t.dout;
     if (which == 1) alias.dk = t.k;
     if (which == 2) alias.dv = t.v;
     if (which == 3) alias.lse = reinterpret_cast<const float*>(dq.bytes.data());
+    if (which == 4) alias.dv = t.dk;
     EXPECT_THROW(attention_backward_cpu(plan, alias), Error) << which;
     EXPECT_THROW(attention_backward_reference(dense_mask(parse_pattern("window:w=2"), n).data(), alias), Error)
         << which;

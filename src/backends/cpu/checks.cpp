@@ -108,9 +108,12 @@ void check_backward_disjoint(const BackwardTensors& t) {
   const std::initializer_list<Memory> inputs = {
       memory_of(t.q, "q"),     memory_of(t.k, "k"),       memory_of(t.v, "v"),
       memory_of(t.out, "out"), memory_of(t.dout, "dout"), memory_of(t.lse, t.q.B() * t.q.H() * t.q.N(), "lse")};
-  check_disjoint(memory_of(t.dq, "dq"), inputs);
-  check_disjoint(memory_of(t.dk, "dk"), inputs);
-  check_disjoint(memory_of(t.dv, "dv"), inputs);
+  const Memory dq = memory_of(t.dq, "dq"), dk = memory_of(t.dk, "dk"), dv = memory_of(t.dv, "dv");
+  check_disjoint(dq, inputs);
+  check_disjoint(dk, inputs);
+  check_disjoint(dv, inputs);
+  check_disjoint(dq, {dk, dv});  // gradients written over each other are wrong too
+  check_disjoint(dk, {dv});
 }
 
 }  // namespace splat::cpu
