@@ -2,8 +2,9 @@
 # The CUDA backward's GPU checks and timings in one device call, on binaries built here (no GPU needed to build):
 #   bash bench/run_backward_gpu.sh --stage [BUILD_DIR]   # dev machine: copy the binaries into .carry/bwd
 #   bash bench/run_backward_gpu.sh tests|sanitize|bench|all [bench args...]   # GPU machine (carry .carry/bwd)
-# tests: the backward / lse / padding tests (parallel groups) and the forward tests; sanitize: compute-sanitizer
-# memcheck and racecheck on the backward at small N; bench: splat_backward_bench (args passed on).
+# tests: the backward / lse / padding tests (parallel groups, both modes) and the forward tests; sanitize:
+# compute-sanitizer memcheck and racecheck on the backward at small N (SANITIZE_FILTER, default both modes' sets);
+# bench: splat_backward_bench (args passed on).
 # Logs and results go to $OUT (or build-bwd-out); the summary to $OUT/summary.txt. Exit status: failed steps.
 set -u
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,49 +28,60 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$R/devic
 cat "$bin/commit.txt" >>"$R/device.txt"
 fails=0
 summary() { echo "$1 rc=$2 $(grep -E '^\[  (PASSED|FAILED) |tests? ran' "$R/$1.log" | tr -s ' ' | tr '\n' ' ')"; }
+# Timeouts (seconds): T_TEST per test process, T_SAN per sanitizer run, T_BENCH for the timed bench run.
+t_test=${T_TEST:-420} t_san=${T_SAN:-300} t_bench=${T_BENCH:-500}
+pids=()
+names=()
+if [ "$mode" = sanitize ] || [ "$mode" = all ]; then  # beside the tests: the sanitizers are slow, not GPU-bound
+  for tool in memcheck racecheck; do
+    timeout $t_san compute-sanitizer --tool $tool --print-limit 20 "$bin/test_cuda_backward" \
+      --gtest_filter="${SANITIZE_FILTER:-CudaBackward.SanitizerSet*}" >"$R/sanitize_$tool.log" 2>&1 &
+    pids+=($!)
+    names+=("sanitize_$tool")
+  done
+fi
 if [ "$mode" = tests ] || [ "$mode" = all ]; then
   b=CudaBackward
-  groups=("$b.SuiteSmall:$b.SanitizerSet:$b.Deterministic:$b.GraphCapture*:$b.ArgumentErrors:$b.OutputsOverlapping*:CudaLse.*"
+  nd=CudaBackwardNonDeterministic
+  groups=("$b.SuiteSmall:$b.SanitizerSet*:$b.Deterministic:$b.GraphCapture*:$b.ArgumentErrors:$b.OutputsOverlapping*:CudaLse.*"
     "$b.SuiteDtypesAndHeadDims" "$b.MorePatternsAndCompositions:$b.ExplicitMask*"
-    "$b.OddSequenceLengths:$b.GqaAndStridedLayouts:$b.KeyLengths")
-  pids=()
-  for g in 0 1 2 3; do
-    timeout 420 "$bin/test_cuda_backward" --gtest_filter="${groups[$g]}" >"$R/backward$g.log" 2>&1 &
+    "$b.OddSequenceLengths:$b.GqaAndStridedLayouts:$b.KeyLengths" "$nd.Suite" "$nd.OddLengthsGqaPaddingAndEmptyRows"
+    "$nd.DkDvBitwiseDqCloseAndWorkspace:$nd.GraphCapture")
+  for g in "${!groups[@]}"; do
+    timeout $t_test "$bin/test_cuda_backward" --gtest_filter="${groups[$g]}" >"$R/backward$g.log" 2>&1 &
     pids+=($!)
+    names+=("backward$g")
   done
-  timeout 420 "$bin/test_cuda_attention" >"$R/attention.log" 2>&1 &
+  timeout $t_test "$bin/test_cuda_attention" >"$R/attention.log" 2>&1 &
   pids+=($!)
-  timeout 420 "$bin/test_cuda_workspace" >"$R/workspace.log" 2>&1 &
+  timeout $t_test "$bin/test_cuda_workspace" >"$R/workspace.log" 2>&1 &
   pids+=($!)
-  SPLAT_CUDA_WGMMA=0 timeout 420 "$bin/test_cuda_backward" \
-    --gtest_filter="$b.SuiteSmall:$b.KeyLengths:$b.GqaAndStridedLayouts:$b.SuiteDtypesAndHeadDims" >"$R/mma_sync.log" 2>&1 &
+  SPLAT_CUDA_WGMMA=0 timeout $t_test "$bin/test_cuda_backward" \
+    --gtest_filter="$b.SuiteSmall:$b.KeyLengths:$b.GqaAndStridedLayouts:$b.SuiteDtypesAndHeadDims:$nd.DkDv*" \
+    >"$R/mma_sync.log" 2>&1 &
   pids+=($!)
-  names=(backward0 backward1 backward2 backward3 attention workspace mma_sync)
-  for i in "${!pids[@]}"; do
-    wait "${pids[$i]}"
-    rc=$?
-    [ $rc -eq 0 ] || fails=$((fails + 1))
-    summary "${names[$i]}" $rc | tee -a "$R/summary.txt"
-    grep -E "Failure|Which is|naive error|error:|Expected" "$R/${names[$i]}.log" | head -12
-  done
+  names+=(attention workspace mma_sync)
 fi
-if [ "$mode" = sanitize ] || [ "$mode" = all ]; then
-  for tool in memcheck racecheck; do
-    timeout 300 compute-sanitizer --tool $tool --print-limit 20 "$bin/test_cuda_backward" \
-      --gtest_filter='CudaBackward.SanitizerSet' >"$R/sanitize_$tool.log" 2>&1
-    rc=$?
-    [ $rc -eq 0 ] || fails=$((fails + 1))
-    echo "sanitize_$tool rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$R/sanitize_$tool.log" | tail -1)" |
-      tee -a "$R/summary.txt"
-  done
-fi
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}"
+  rc=$?
+  [ $rc -eq 0 ] || fails=$((fails + 1))
+  case "${names[$i]}" in
+    sanitize_*)
+      echo "${names[$i]} rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$R/${names[$i]}.log" | tail -1)" |
+        tee -a "$R/summary.txt"
+      ;;
+    *) summary "${names[$i]}" $rc | tee -a "$R/summary.txt" ;;
+  esac
+  grep -E "Failure|Which is|naive error|error:|Expected|ERROR" "$R/${names[$i]}.log" | head -12
+done
 if [ "$mode" = bench ] || [ "$mode" = all ]; then
   # Fill the kernel cache first, one process per pattern (NVRTC is serial within a process).
   for p in window causal_window dilated strided blocked longformer bigbird; do
     timeout 300 "$bin/splat_backward_bench" "$@" --reps 1 --only $p >/dev/null 2>&1 &
   done
   wait
-  timeout 500 "$bin/splat_backward_bench" "$@" >"$R/bench.jsonl" 2>"$R/bench.err"
+  timeout $t_bench "$bin/splat_backward_bench" "$@" >"$R/bench.jsonl" 2>"$R/bench.err"
   rc=$?
   [ $rc -eq 0 ] || fails=$((fails + 1))
   echo "bench rc=$rc rows=$(wc -l <"$R/bench.jsonl")" | tee -a "$R/summary.txt"

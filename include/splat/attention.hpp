@@ -13,6 +13,10 @@ struct AttentionOptions {
   // the pattern; rows left without keys give zeros (lse -inf). B int32 values, host memory for the CPU backend and
   // device memory for CUDA (read by the kernels, so a captured graph sees new lengths). nullptr: all N keys.
   const int32_t* key_lengths = nullptr;
+  // Backward: true gives bitwise-identical gradients run to run. false allows a faster non-deterministic CUDA
+  // backward (sm_90a: dQ accumulated with fp32 atomics, so its last bits vary from run to run; see cuda.hpp); the
+  // CPU backward and the forward ignore it.
+  bool deterministic = true;
 };
 
 // Row log-sum-exp, the one tensor backward needs beyond O: lse[b, h, i] = log sum_{j in S(i)} exp(scale * q_i . k_j)

@@ -21,7 +21,7 @@ struct CudaPlanOptions {
   DType dtype = DType::BF16;
   int32_t head_dim = 64;
   int device = 0;
-  std::string arch;  // "" = the device's own (e.g. "sm_90")
+  std::string arch;       // "" = the device's own (e.g. "sm_90")
   bool backward = false;  // also prepare the backward kernels and the transposed plan (for training)
 };
 
@@ -38,9 +38,13 @@ std::shared_ptr<CudaPlan> plan_cuda(const Acsr& acsr, const CudaPlanOptions& opt
 void attention_cuda(const CudaPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
                     const TensorView& out, const AttentionOptions& opt = {}, void* stream = nullptr,
                     void* workspace = nullptr, float* lse = nullptr);
-// Backward on device tensors (a plan made with CudaPlanOptions::backward). Deterministic (no atomics).
-// workspace: at least cuda_backward_workspace_bytes(plan, B, H) bytes (Delta and fp32 accumulators), caller-owned.
-size_t cuda_backward_workspace_bytes(const CudaPlan& plan, int64_t batch, int64_t heads);
+// Backward on device tensors (a plan made with CudaPlanOptions::backward). Deterministic by default (no atomics);
+// opt.deterministic = false runs the faster non-deterministic mode where there is one (sm_90a: dQ added with fp32
+// atomics inside the dK/dV pass; its kernels load on first use, outside a graph capture, like key padding's).
+// workspace: at least cuda_backward_workspace_bytes(plan, B, H, opt.deterministic) bytes, 16-byte aligned,
+// caller-owned: Delta and lse per row (2 * B*H*N floats), and in the non-deterministic mode the fp32 dQ accumulator
+// (+ B*H*N*D floats).
+size_t cuda_backward_workspace_bytes(const CudaPlan& plan, int64_t batch, int64_t heads, bool deterministic = true);
 void attention_backward_cuda(const CudaPlan& plan, const BackwardTensors& t, const AttentionOptions& opt = {},
                              void* stream = nullptr, void* workspace = nullptr);
 // Host convenience for the CLI and tests: copies host tensors to the device, runs `repeats` times after

@@ -148,10 +148,21 @@ void pass_masks(KernelSpec& s, const Plan& plan, size_t pass_index) {
 }
 }  // namespace
 
-KernelSpec backward_pre_spec(const KernelSpec& base) {
+KernelSpec backward_pre_spec(const KernelSpec& base, bool atomic_dq) {
   KernelSpec s = backward_common(base, Direction::BackwardPre);
   s.block_m = 0, s.block_n = 0, s.warps = 8, s.stages = 0;
+  s.atomic_dq = atomic_dq;
   return s;
+}
+
+KernelSpec backward_dq_cast_spec(const KernelSpec& base) {
+  KernelSpec s = backward_pre_spec(base, true);
+  s.direction = Direction::BackwardDqCast;
+  return s;
+}
+
+bool backward_atomic_dq(const KernelSpec& base) {
+  return backward_common(base, Direction::BackwardDkDv).wgmma;
 }
 
 KernelSpec backward_dq_spec(const KernelSpec& base, const Plan& plan, size_t pass_index, bool key_padding) {
@@ -172,12 +183,14 @@ PlanOptions backward_plan_options(const KernelSpec& base) {
   return po;
 }
 
-KernelSpec backward_dkdv_spec(const KernelSpec& base, const Plan& transposed, size_t pass_index, bool key_padding) {
+KernelSpec backward_dkdv_spec(const KernelSpec& base, const Plan& transposed, size_t pass_index, bool key_padding,
+                              bool atomic_dq) {
   KernelSpec s = backward_common(base, Direction::BackwardDkDv);
   s.block_m = transposed.options.block_m;
   s.warps = s.block_m / 16;
   pass_masks(s, transposed, pass_index);
   s.key_padding = key_padding;
+  s.atomic_dq = atomic_dq && s.wgmma;
   return s;
 }
 
@@ -187,6 +200,7 @@ const char* direction_name(Direction d) {
     case Direction::BackwardPre: return "bwd_pre";
     case Direction::BackwardDq: return "bwd_dq";
     case Direction::BackwardDkDv: return "bwd_dkdv";
+    case Direction::BackwardDqCast: return "bwd_dqcast";
   }
   return "?";
 }
@@ -194,10 +208,11 @@ const char* direction_name(Direction d) {
 std::string KernelSpec::name() const {
   std::ostringstream o;
   o << "splat_attn_" << direction_name(direction) << "_" << dtype_name(dtype) << "_d" << head_dim;
-  if (direction == Direction::BackwardPre) return o.str();
+  if (direction == Direction::BackwardPre || direction == Direction::BackwardDqCast)
+    return o.str() + (atomic_dq && direction == Direction::BackwardPre ? "_adq" : "");
   o << "_m" << block_m << "n" << block_n << "w" << warps << (mask_affine ? "_ma" : "") << (two_segments ? "_2seg" : "")
     << (has_block ? "_bl" : "") << (has_gather ? "_ga" : "") << (write_lse ? "_lse" : "")
-    << (continuation ? "_cont" : "") << (key_padding ? "_kp" : "");
+    << (continuation ? "_cont" : "") << (key_padding ? "_kp" : "") << (atomic_dq ? "_adq" : "");
   o << "_s" << stages << (wgmma ? "_wg" : "") << (overlap ? "_ov" : "");
   if (min_blocks > 0) o << "_mb" << min_blocks;
   return o.str();
@@ -207,13 +222,18 @@ std::string KernelSpec::describe() const {
   std::ostringstream o;
   if (direction == Direction::BackwardPre)
     return std::string("attention_bwd_pre dtype=") + dtype_name(dtype) + " D=" + std::to_string(head_dim) +
-           " arch=" + arch + " (Delta = rowsum(dO * O), lse * log2 e)";
+           " arch=" + arch + " (Delta = rowsum(dO * O), lse * log2 e" +
+           (atomic_dq ? "; zeroes the fp32 dQ accumulator)" : ")");
+  if (direction == Direction::BackwardDqCast)
+    return std::string("attention_bwd_dqcast dtype=") + dtype_name(dtype) + " D=" + std::to_string(head_dim) +
+           " arch=" + arch + " (dQ = the fp32 accumulator in the gradient's dtype)";
   o << "attention_" << direction_name(direction) << " dtype=" << dtype_name(dtype) << " D=" << head_dim
     << " tile=" << block_m << "x" << block_n << " warps=" << warps << " stages=" << stages
     << (wgmma ? " mma=wgmma" : " mma=mma.sync") << (overlap ? " overlap" : "") << " arch=" << arch << " spans=affine"
     << (has_block ? "+block" : "") << (has_gather ? "+gather" : "") << " masks=" << (mask_affine ? "affine" : "none")
     << (two_segments ? "(2 segments)" : "") << (continuation ? " continues-pass" : "")
-    << (write_lse ? " writes-lse" : "") << (key_padding ? " key-padding" : "") << " smem=" << smem_bytes();
+    << (write_lse ? " writes-lse" : "") << (key_padding ? " key-padding" : "")
+    << (atomic_dq ? " dq=atomic(non-deterministic)" : "") << " smem=" << smem_bytes();
   return o.str();
 }
 
@@ -221,10 +241,12 @@ size_t KernelSpec::smem_bytes() const {
   // + 1 KB so the kernel can align its tiles to 1024 bytes (the 128-byte swizzle atoms).
   const size_t e = dtype_size(dtype), d = size_t(head_dim);
   switch (direction) {
-    case Direction::BackwardPre: return 0;
+    case Direction::BackwardPre:
+    case Direction::BackwardDqCast: return 0;
     case Direction::BackwardDq: return size_t(2 * block_m + 2 * stages * block_n) * d * e + 1024;
-    case Direction::BackwardDkDv:  // + the steps' lse and Delta
-      return size_t(2 * block_m + 2 * stages * block_n) * d * e + size_t(2 * stages * block_n) * 4 + 1024;
+    case Direction::BackwardDkDv:  // + the steps' lse and Delta (atomic_dq: + dS^T [BM][BN] and the query rows)
+      return size_t(2 * block_m + 2 * stages * block_n) * d * e + size_t(2 * stages * block_n) * 4 +
+             (atomic_dq ? size_t(block_m * block_n) * e + size_t(stages * block_n) * 4 : 0) + 1024;
     case Direction::Forward: break;
   }
   return size_t(block_m + 2 * stages * block_n) * d * e + 1024;
@@ -241,12 +263,15 @@ std::string generate_source(const std::vector<KernelSpec>& specs) {
   for (const KernelSpec& s : specs) {
     const std::string n = s.name();
     if (!done.insert(n).second) continue;
-    if (s.direction == Direction::BackwardPre) {
+    if (s.direction == Direction::BackwardPre || s.direction == Direction::BackwardDqCast) {
       o << "\n// " << s.describe() << "\n"
         << "struct " << n << "_cfg {\n  static constexpr int D = " << s.head_dim
-        << ";\n  static constexpr bool BF16 = " << (s.dtype == DType::BF16 ? "true" : "false") << ";\n};\n"
+        << ";\n  static constexpr bool BF16 = " << (s.dtype == DType::BF16 ? "true" : "false")
+        << ", ATOMIC_DQ = " << (s.atomic_dq ? "true" : "false") << ";\n};\n"
         << "extern \"C\" __global__ void __launch_bounds__(" << s.threads() << ") " << n
-        << "(const splat::dev::AttnParams p) {\n  splat::dev::attn_bwd_pre<" << n << "_cfg>(p);\n}\n";
+        << "(const splat::dev::AttnParams p) {\n  splat::dev::"
+        << (s.direction == Direction::BackwardPre ? "attn_bwd_pre" : "attn_bwd_dq_cast") << "<" << n
+        << "_cfg>(p);\n}\n";
       continue;
     }
     const char* fn = s.direction == Direction::BackwardDq     ? "attn_bwd_dq"
@@ -265,7 +290,8 @@ std::string generate_source(const std::vector<KernelSpec>& specs) {
       << ", HAS_BLOCK = " << (s.has_block ? "true" : "false") << ", HAS_GATHER = " << (s.has_gather ? "true" : "false")
       << ", HAS_SEGMENT2 = " << (s.two_segments ? "true" : "false") << ";\n"
       << "  static constexpr bool KEY_PAD = " << (s.key_padding ? "true" : "false")
-      << ", DKDV = " << (s.direction == Direction::BackwardDkDv ? "true" : "false") << ";\n};\n"
+      << ", DKDV = " << (s.direction == Direction::BackwardDkDv ? "true" : "false")
+      << ", ATOMIC_DQ = " << (s.atomic_dq ? "true" : "false") << ";\n};\n"
       << "extern \"C\" __global__ void __launch_bounds__(" << s.threads()
       << (s.min_blocks > 0 ? ", " + std::to_string(s.min_blocks) : std::string()) << ") " << n
       << "(const splat::dev::AttnParams p) {\n"

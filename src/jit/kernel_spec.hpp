@@ -14,8 +14,9 @@ enum class KernelOp { AttentionForward };
 
 // Which way a kernel runs over a plan: the forward (a pass of the plan), or a step of the backward: the
 // preprocess (Delta and lse per query row, no plan), dQ (a pass of the forward plan), dK/dV (a pass of the
-// transposed plan). Part of the generator's input, the kernel name and so of the cache key.
-enum class Direction { Forward, BackwardPre, BackwardDq, BackwardDkDv };
+// transposed plan), and in the non-deterministic mode (KernelSpec::atomic_dq) the cast of the dQ accumulator to the
+// gradient's dtype. Part of the generator's input, the kernel name and so of the cache key.
+enum class Direction { Forward, BackwardPre, BackwardDq, BackwardDkDv, BackwardDqCast };
 const char* direction_name(Direction d);
 
 struct KernelSpec {
@@ -42,6 +43,9 @@ struct KernelSpec {
   bool continuation = false;  // backward: start from the gradients an earlier pass wrote
   // Key padding: keys j >= key_lengths[b] are masked (AttentionOptions::key_lengths); off: the kernel reads none.
   bool key_padding = false;
+  // Backward, AttentionOptions::deterministic = false (sm_90a): the dK/dV pass also accumulates dQ with fp32 atomics
+  // into the workspace (zeroed by the preprocess; cast by BackwardDqCast), and no dQ pass runs.
+  bool atomic_dq = false;
 
   std::string name() const;      // the kernel's extern "C" symbol, unique per spec (arch aside)
   std::string describe() const;  // one human line
@@ -63,9 +67,16 @@ KernelSpec pass_spec(const KernelSpec& base, const Plan& plan, size_t pass_index
 KernelSpec forward_spec(const KernelSpec& base, const Plan& plan, size_t pass_index, bool lse, bool key_padding);
 // The backward's kernels: the preprocess; dQ over pass `pass_index` of the forward plan (whose tile rows are
 // base's); dK/dV over pass `pass_index` of the transposed plan, built with backward_plan_options' tile shape.
-KernelSpec backward_pre_spec(const KernelSpec& base);
+// atomic_dq: the non-deterministic mode's kernels (see KernelSpec::atomic_dq; backward_atomic_dq says where they
+// exist) and the cast of its accumulator.
+KernelSpec backward_pre_spec(const KernelSpec& base, bool atomic_dq = false);
 KernelSpec backward_dq_spec(const KernelSpec& base, const Plan& plan, size_t pass_index, bool key_padding);
-KernelSpec backward_dkdv_spec(const KernelSpec& base, const Plan& transposed, size_t pass_index, bool key_padding);
+KernelSpec backward_dkdv_spec(const KernelSpec& base, const Plan& transposed, size_t pass_index, bool key_padding,
+                              bool atomic_dq = false);
+KernelSpec backward_dq_cast_spec(const KernelSpec& base);
+// Whether the non-deterministic mode has its own kernels for base (warpgroup MMAs on sm_90a); elsewhere it runs the
+// deterministic ones.
+bool backward_atomic_dq(const KernelSpec& base);
 PlanOptions backward_plan_options(const KernelSpec& base);
 // Throws Error(Unsupported) for head dims / dtypes the kernels do not cover.
 void check_supported(DType dtype, int head_dim);

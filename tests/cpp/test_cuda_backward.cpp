@@ -34,6 +34,7 @@ struct Case {
   DType dt = DType::BF16;
   bool bnhd = false;
   std::vector<int32_t> key_lengths;  // empty: none
+  bool deterministic = true;         // false: the non-deterministic mode (dQ by atomics inside the dK/dV pass)
 };
 
 std::string describe(const Case& c) {
@@ -41,7 +42,7 @@ std::string describe(const Case& c) {
   for (int32_t l : c.key_lengths) kl += (kl.empty() ? " len=" : ",") + std::to_string(l);
   return c.spec + " B=" + std::to_string(c.B) + " H=" + std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) +
          " N=" + std::to_string(c.N) + " D=" + std::to_string(c.D) + " " + dtype_name(c.dt) + (c.bnhd ? " bnhd" : "") +
-         kl;
+         kl + (c.deterministic ? "" : " non-deterministic");
 }
 
 // Everything a forward + backward run produced, on the host.
@@ -62,9 +63,13 @@ FwdBwd run_cuda(const CudaPlan& plan, const Case& c, const Tensor& q, const Tens
   const size_t rows = size_t(c.B * c.H * c.N);
   DevArray<float> lse(std::vector<float>(rows, std::nanf("")));
   DevArray<int32_t> lens(c.key_lengths);
-  cudatest::DeviceBuffer fws(cuda_workspace_bytes(plan, c.B, c.H)), bws(cuda_backward_workspace_bytes(plan, c.B, c.H));
+  const size_t bwsb = cuda_backward_workspace_bytes(plan, c.B, c.H, c.deterministic);
+  cudatest::DeviceBuffer fws(cuda_workspace_bytes(plan, c.B, c.H)), bws(bwsb);
+  // The workspace poisoned too: the fast mode's accumulator must be zeroed by the kernels.
+  EXPECT_EQ(cudaMemset(bws.p, 0xff, bwsb), cudaSuccess);
   AttentionOptions opt;
   if (!c.key_lengths.empty()) opt.key_lengths = lens.get();
+  opt.deterministic = c.deterministic;
   attention_cuda(plan, dq_.view, dk_.view, dv_.view, dout_.view, opt, nullptr, fws.p, lse.get());
   BackwardTensors t{dq_.view, dk_.view, dv_.view, dout_.view, ddo.view, lse.get(), ddq.view, ddk.view, ddv.view};
   attention_backward_cuda(plan, t, opt, nullptr, bws.p);
@@ -130,6 +135,15 @@ TEST(CudaBackward, SanitizerSet) {
   check_spec({"longformer:w=8,g=3", 1, 4, 2, 130, 64, DType::F16, true});
 }
 
+// The same for the non-deterministic mode's kernels (sm_90a: the dK/dV kernel with atomic dQ, the cast).
+TEST(CudaBackward, SanitizerSetNonDeterministic) {
+  REQUIRE_GPU();
+  check_spec({"window:w=8", 1, 2, 1, 130, 64, DType::BF16, false, {}, false});
+  check_spec({"strided:s=9", 1, 2, 1, 130, 128, DType::BF16, false, {}, false});
+  check_spec({"bigbird:b=32,w=1,g=1,r=2,seed=3", 2, 2, 1, 130, 64, DType::BF16, false, {130, 77}, false});
+  check_spec({"longformer:w=8,g=3", 1, 4, 2, 130, 64, DType::F16, true, {}, false});
+}
+
 TEST(CudaBackward, SuiteSmall) {
   REQUIRE_GPU();
   for (int64_t n : {256, 333})
@@ -188,6 +202,136 @@ TEST(CudaBackward, KeyLengths) {
   for (const char* s : {"window:w=16", "causal", "strided:s=9", "bigbird:b=32,w=1,g=1,r=2,seed=3", "dense"})
     check_spec({s, 4, 2, 1, 200, 64, DType::BF16, false, {200, 131, 64, 0}});
   check_spec({"longformer:w=8,g=3", 2, 4, 2, 150, 128, DType::F16, true, {77, 150}});
+}
+
+// The non-deterministic mode (AttentionOptions::deterministic = false; sm_90a: dQ added with fp32 atomics inside
+// the dK/dV pass, elsewhere the deterministic kernels run): the same tolerance against the float64 oracle on the
+// suite, both dtypes and head dims, odd N (1 included), GQA with strided layouts, key padding, empty rows/columns.
+TEST(CudaBackwardNonDeterministic, Suite) {
+  REQUIRE_GPU();
+  for (int64_t n : {256, 333})
+    for (const SuiteEntry& e : suite(n)) check_spec({e.spec, 1, 2, 1, n, 64, DType::BF16, false, {}, false});
+  for (DType t : {DType::BF16, DType::F16})
+    for (const SuiteEntry& e : suite(300)) check_spec({e.spec, 1, 2, 2, 300, 128, t, false, {}, false});
+}
+
+TEST(CudaBackwardNonDeterministic, OddLengthsGqaPaddingAndEmptyRows) {
+  REQUIRE_GPU();
+  for (int64_t n : {1, 17, 200})
+    for (const char* s : {"window:w=3", "causal", "strided:s=5", "longformer:w=4,g=2"})
+      check_spec({s, 1, 2, 1, n, 64, DType::BF16, false, {}, false});
+  check_spec({"causal_window:w=100", 1, 1, 1, 1000, 128, DType::BF16, false, {}, false});
+  check_spec({"longformer:w=16,g=8", 2, 4, 2, 200, 64, DType::BF16, true, {}, false});
+  check_spec({"strided:s=15", 2, 4, 1, 230, 128, DType::F16, true, {}, false});
+  check_spec({"bigbird:b=64,w=1,g=2,r=3,seed=1", 3, 6, 3, 320, 64, DType::BF16, false, {}, false});
+  check_spec({"dilated:w=16,d=4", 2, 8, 1, 257, 128, DType::BF16, true, {}, false});
+  for (const char* s : {"window:w=16", "causal", "strided:s=9", "bigbird:b=32,w=1,g=1,r=2,seed=3", "dense"})
+    check_spec({s, 4, 2, 1, 200, 64, DType::BF16, false, {200, 131, 64, 0}, false});
+  check_spec({"longformer:w=8,g=3", 2, 4, 2, 150, 128, DType::F16, true, {77, 150}, false});
+  for (const char* s : {"causal_window:w=100+sink:g=4", "strided:s=16&causal", "strided:s=13+dilated:w=8,d=13"})
+    check_spec({s, 1, 2, 1, 211, 64, DType::BF16, false, {}, false});
+  const int64_t n = 190;
+  std::mt19937 rng(43);
+  std::vector<uint8_t> mask(size_t(n * n), 0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      mask[size_t(i * n + j)] = (i % 17 == 3 || j % 13 == 5) ? 0 : (std::abs(i - j) <= 5 || rng() % 9 == 0);
+  for (int64_t d : {64, 128})
+    check_acsr(analyse_mask(mask.data(), n), mask,
+               {"mask(random, empty rows and columns)", 2, 2, 1, n, d, DType::BF16, false, {}, false});
+}
+
+namespace {
+// |a - b| within a few units of the dtype's last place at a's largest magnitude (unordered fp32 sums round apart).
+void expect_close(const Tensor& a, const Tensor& b, const char* what) {
+  const Tensor zero(DType::F32, a.view.B(), a.view.H(), a.view.N(), a.view.D(), false);
+  EXPECT_LE(cputest::max_abs_err(a, b), 4.0 / 256 * (cputest::max_abs_err(a, zero) + 1e-3)) << what;
+}
+bool hopper_wgmma() {
+  cudaDeviceProp prop{};
+  const char* wg = std::getenv("SPLAT_CUDA_WGMMA");
+  return cudaGetDeviceProperties(&prop, 0) == cudaSuccess && prop.major == 9 && !(wg && std::string(wg) == "0");
+}
+}  // namespace
+
+// Only dQ's additions are unordered: dK and dV stay bitwise identical run to run, dQ within rounding. The workspace
+// holds the fp32 accumulator (sm_90a) and the default mode needs none of it.
+TEST(CudaBackwardNonDeterministic, DkDvBitwiseDqCloseAndWorkspace) {
+  REQUIRE_GPU();
+  for (const char* s : {"strided:s=17", "longformer:w=16,g=4", "window:w=64"}) {
+    Case c{s, 2, 4, 1, 500, 64};
+    c.deterministic = false;
+    std::mt19937 rng(6);
+    Tensor q(c.dt, c.B, c.H, c.N, c.D, false), k(c.dt, c.B, c.Hkv, c.N, c.D, false);
+    Tensor v(c.dt, c.B, c.Hkv, c.N, c.D, false), dout(c.dt, c.B, c.H, c.N, c.D, false);
+    q.randomise(rng, 1.0f), k.randomise(rng, 1.0f), v.randomise(rng, 1.0f), dout.randomise(rng, 1.0f);
+    CudaPlanOptions o;
+    o.backward = true;
+    const auto plan = plan_cuda(analyse(parse_pattern(s), c.N), o);
+    const FwdBwd a = run_cuda(*plan, c, q, k, v, dout), b = run_cuda(*plan, c, q, k, v, dout);
+    EXPECT_EQ(a.dk.bytes, b.dk.bytes) << s;
+    EXPECT_EQ(a.dv.bytes, b.dv.bytes) << s;
+    expect_close(a.dq, b.dq, s);
+    const size_t det = cuda_backward_workspace_bytes(*plan, c.B, c.H);
+    const size_t fast = cuda_backward_workspace_bytes(*plan, c.B, c.H, false);
+    EXPECT_EQ(det, size_t(2 * c.B * c.H * c.N * 4));
+    if (hopper_wgmma())
+      EXPECT_EQ(fast, (det + 15) / 16 * 16 + size_t(c.B * c.H * c.N * c.D * 4)) << s;
+    else
+      EXPECT_EQ(fast, det) << s;
+  }
+}
+
+// A capture of the non-deterministic backward works once its kernels are loaded (an eager call first); before, it is
+// an Error (they load on first use), never a broken graph.
+TEST(CudaBackwardNonDeterministic, GraphCapture) {
+  REQUIRE_GPU();
+  Case c{"strided:s=17", 2, 4, 2, 300, 64};
+  c.deterministic = false;
+  std::mt19937 rng(10);
+  Tensor q(c.dt, c.B, c.H, c.N, c.D, false), k(c.dt, c.B, c.Hkv, c.N, c.D, false);
+  Tensor v(c.dt, c.B, c.Hkv, c.N, c.D, false), dout(c.dt, c.B, c.H, c.N, c.D, false);
+  q.randomise(rng, 1.0f), k.randomise(rng, 1.0f), v.randomise(rng, 1.0f), dout.randomise(rng, 1.0f);
+  CudaPlanOptions o;
+  o.backward = true;
+  const auto plan = plan_cuda(analyse(parse_pattern(c.spec), c.N), o);
+  Tensor out(c.dt, c.B, c.H, c.N, c.D, false), dq(c.dt, c.B, c.H, c.N, c.D, false);
+  Tensor dk(c.dt, c.B, c.Hkv, c.N, c.D, false), dv(c.dt, c.B, c.Hkv, c.N, c.D, false);
+  for (Tensor* t : {&out, &dq, &dk, &dv}) t->poison();
+  DevTensor q_(q), k_(k), v_(v), do_(dout), out_(out), dq_(dq), dk_(dk), dv_(dv);
+  DevArray<float> lse(std::vector<float>(size_t(c.B * c.H * c.N), std::nanf("")));
+  cudatest::DeviceBuffer bws(cuda_backward_workspace_bytes(*plan, c.B, c.H, false));
+  AttentionOptions opt;
+  opt.deterministic = false;
+  const BackwardTensors t{q_.view, k_.view, v_.view, out_.view, do_.view, lse.get(), dq_.view, dk_.view, dv_.view};
+  cudaStream_t s;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  attention_cuda(*plan, q_.view, k_.view, v_.view, out_.view, opt, s, nullptr, lse.get());
+  cudaGraph_t graph;
+  if (hopper_wgmma()) {  // the fast kernels are not loaded yet
+    ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    EXPECT_THROW(attention_backward_cuda(*plan, t, opt, s, bws.p), Error);
+    cudaStreamEndCapture(s, &graph);
+    if (graph) cudaGraphDestroy(graph);
+  }
+  const FwdBwd eager = run_cuda(*plan, c, q, k, v, dout);  // loads them
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  attention_cuda(*plan, q_.view, k_.view, v_.view, out_.view, opt, s, nullptr, lse.get());
+  attention_backward_cuda(*plan, t, opt, s, bws.p);
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  out_.to_host(out), dq_.to_host(dq), dk_.to_host(dk), dv_.to_host(dv);
+  EXPECT_EQ(out.bytes, eager.out.bytes);
+  EXPECT_EQ(dk.bytes, eager.dk.bytes);
+  EXPECT_EQ(dv.bytes, eager.dv.bytes);
+  expect_close(dq, eager.dq, "dq");
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(s);
 }
 
 // Two runs give bitwise-identical gradients (no atomics), also with GQA and a multi-pass plan.

@@ -7,7 +7,10 @@
 //       transposed ACSR with the same span geometry code): S^T = K Q^T, P^T, dV += P^T dO, dP^T = V dO^T,
 //       dS^T = P^T (dP^T - Delta), dK += scale dS^T Q, looping over the query heads of a GQA group inside the CTA.
 // Every gradient row is written by one CTA of one launch, and a later pass of a multi-pass plan continues from the
-// earlier pass's result (CONTINUE): no atomics, bitwise-identical results run to run.
+// earlier pass's result (CONTINUE): no atomics, bitwise-identical results run to run. The opt-in non-deterministic
+// mode (ATOMIC_DQ, sm_90a) runs no dQ pass: the dK/dV kernel also forms dQ = scale dS K per step (dS^T through
+// shared memory, one more warpgroup MMA) and adds it with fp32 atomics into a workspace accumulator that the
+// preprocess zeroes and attn_bwd_dq_cast converts; the order of those additions varies from run to run.
 // mma.sync m16n8k16 or, on sm_90a (WGMMA), warpgroup MMAs (both score products from shared memory, both
 // gradient updates with the 16-bit P / dS from registers), fp32 accumulation; K/V (dQ) or Q/dO (dK/dV) tiles stream
 // through a cp.async ring of STAGES swizzled buffers as in the forward. Rows without keys (lse = -inf) get L = +inf, so
@@ -45,6 +48,28 @@ __device__ __forceinline__ void attn_bwd_pre(const AttnParams& p) {
     const float l = p.lse[r];
     p.lse2[r] = l == neg_inf() ? -neg_inf() : l * 1.4426950408889634f;
   }
+  if (C::ATOMIC_DQ && row < rows) {
+    float4* acc = reinterpret_cast<float4*>(p.dq_acc + r * C::D + ch * 8);
+    acc[0] = make_float4(0.f, 0.f, 0.f, 0.f);
+    acc[1] = make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+}
+
+// dQ = the fp32 accumulator (ATOMIC_DQ) in the gradient's dtype and strides; one 8-column chunk per thread.
+template <class C>
+__device__ __forceinline__ void attn_bwd_dq_cast(const AttnParams& p) {
+  constexpr int CH = C::D / 8;
+  const i64 row = (i64(blockIdx.x) * blockDim.x + threadIdx.x) / CH;
+  const int ch = int(threadIdx.x % CH);
+  if (row >= i64(p.B) * p.H * p.N) return;
+  const int bh = int(row / p.N), i = int(row % p.N), b = bh / p.H, h = bh % p.H;
+  const float4* acc = reinterpret_cast<const float4*>(p.dq_acc + row * C::D + ch * 8);
+  const float4 x = acc[0], y = acc[1];
+  u32* out = reinterpret_cast<u32*>(static_cast<u16*>(p.dq) + b * p.dq_sb + h * p.dq_sh + i64(i) * p.dq_sn + ch * 8);
+  out[0] = pack2<C::BF16>(x.x, x.y);
+  out[1] = pack2<C::BF16>(x.z, x.w);
+  out[2] = pack2<C::BF16>(y.x, y.y);
+  out[3] = pack2<C::BF16>(y.z, y.w);
 }
 
 // s = A rows [wr0, wr0+16) of a swizzled [ROWS][D] tile times B^T, B a swizzled [BN][D] tile (both D-contiguous).
@@ -302,6 +327,85 @@ __device__ __forceinline__ void ds_cols(float (&dp)[1][C::BN / 8][4], const floa
     for (int e = 0; e < 4; ++e) dp[0][j][e] = s[0][j][e] * (dp[0][j][e] - cDl[j * 8 + 2 * tq + (e & 1)]) * scale;
 }
 
+// sm_90a, ATOMIC_DQ: D(64x64, f32) (+)= A(64x16) * B(16x64), both from 128B-swizzled shared memory stored MN-major
+// (rows of k, m or n contiguous: the transposed layouts, allowed for 16-bit types).
+__device__ __forceinline__ void wgmma_m64n64k16_tt(float* d, unsigned long long adesc, unsigned long long bdesc,
+                                                   int accumulate, bool bf16) {
+#define SPLAT_DQ_ACC                                                                                          \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), \
+      "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),  \
+      "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), \
+      "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define SPLAT_DQ_BODY(T)                                                                                         \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                                                   \
+  "wgmma.mma_async.sync.aligned.m64n64k16.f32." T "." T                                                          \
+  " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28," \
+  "%29,%30,%31}, %32, %33, p, 1, 1, 1, 1;\n}\n"
+  if (bf16)
+    asm volatile(SPLAT_DQ_BODY("bf16") : SPLAT_DQ_ACC : "l"(adesc), "l"(bdesc), "r"(accumulate));
+  else
+    asm volatile(SPLAT_DQ_BODY("f16") : SPLAT_DQ_ACC : "l"(adesc), "l"(bdesc), "r"(accumulate));
+#undef SPLAT_DQ_BODY
+#undef SPLAT_DQ_ACC
+}
+
+// ATOMIC_DQ: this step's dQ rows (its BN queries) += scale dS K over this warpgroup's 64 key rows. pb: dS^T in the A
+// layout (rows: keys, columns: queries); it goes to sDS ([64 keys][BN queries], swizzled) and from there, read
+// transposed, into one m64 x D x k64 warpgroup MMA with the K tile; the result is added to dq_acc with vector fp32
+// atomics (red.global.add.v4: the two quad neighbours swap half their values so each holds four columns of one row).
+// sQi: the step's query rows (-1 past the span). wgmma groups in flight (dK) stay in flight until the final wait.
+template <class C>
+__device__ __forceinline__ void dq_atomic_step(const AttnParams& p, const u32 (&pb)[C::BN / 16][4], u16* sDS,
+                                               const u16* sK, const int* sQi, i64 bh) {
+  constexpr int D = C::D, BN = C::BN, BM = C::BM;
+  static_assert(BN == 64, "ATOMIC_DQ: 64-query steps (one m64 MMA)");
+  const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, wg = threadIdx.x >> 7;
+  const int kr = ((threadIdx.x >> 5) & 3) * 16 + g;  // this thread's key rows kr, kr + 8 (of the warpgroup's 64)
+  u16* wds = sDS + wg * 64 * BN;
+#pragma unroll
+  for (int kk = 0; kk < BN / 16; ++kk)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int c = kk * 16 + (e >> 1) * 8 + 2 * tq;
+      *reinterpret_cast<u32*>(wds + swz<BN, 64>(kr + 8 * (e & 1), c >> 3) + (c & 7)) = pb[kk][e];
+    }
+  fence_proxy_async();  // the generic-proxy stores, then the warpgroup's async-proxy reads
+  if (wg == 0)          // named barriers 1, 2: one per warpgroup (immediates: ptxas then reserves only those)
+    asm volatile("bar.sync 1, 128;\n" ::: "memory");
+  else
+    asm volatile("bar.sync 2, 128;\n" ::: "memory");
+  const unsigned long long da = wgmma_desc_sw128(smem_addr(wds));
+  const unsigned long long dk = wgmma_desc_sw128(smem_addr(sK + wg * 64 * 64));
+  // After the swap an even tq holds row g, columns 4 (tq/2) .. +3 of each n8 tile; an odd tq row g + 8, the same.
+  const bool odd = tq & 1;
+  const int qrow = sQi[((threadIdx.x >> 5) & 3) * 16 + g + (odd ? 8 : 0)];
+  float* dst = p.dq_acc + (bh * p.N + qrow) * D + 2 * (tq & ~1);
+  // One 64-column block of dQ at a time: 32 accumulators (64 at D=128 spilled next to dK, dV and dS^T).
+#pragma unroll
+  for (int hb = 0; hb < D / 64; ++hb) {
+    float acc[8][4];
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      wgmma_m64n64k16_tt(&acc[0][0], da + kk * (16 * 64 * 2 / 16),
+                         dk + hb * (BM * 64 * 2 / 16) + kk * (16 * 64 * 2 / 16), kk > 0, C::BF16);
+    wgmma_commit();
+    wgmma_wait0();
+#pragma unroll
+    for (int dn = 0; dn < 8; ++dn) {
+      // even tq sends its row g + 8 pair, odd tq its row g pair
+      const float s0 = odd ? acc[dn][0] : acc[dn][2], s1 = odd ? acc[dn][1] : acc[dn][3];
+      const float r0 = __shfl_xor_sync(0xffffffffu, s0, 1), r1 = __shfl_xor_sync(0xffffffffu, s1, 1);
+      const float v0 = odd ? r0 : acc[dn][0], v1 = odd ? r1 : acc[dn][1];
+      const float v2 = odd ? acc[dn][2] : r0, v3 = odd ? acc[dn][3] : r1;
+      if (qrow >= 0)
+        asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(dst + hb * 64 + dn * 8), "f"(v0), "f"(v1),
+                     "f"(v2), "f"(v3)
+                     : "memory");
+    }
+  }
+}
+
 // dK, dV over a pass of the transposed plan (rows: keys of one (batch, kv head); spans: the queries attending them,
 // for each query head of the GQA group in turn). Shared memory: K, V [BM][D]; Q, dO rings [STAGES][BN][D]; the
 // steps' lse * log2 e and Delta [STAGES][BN] floats.
@@ -309,6 +413,7 @@ template <class C>
 __device__ __forceinline__ void attn_bwd_dkdv(const AttnParams& p, unsigned char* smem) {
   constexpr int D = C::D, BM = C::BM, BN = C::BN, NT = BN / 8, S = C::STAGES, THREADS = C::WARPS * 32;
   static_assert(C::MT == 1 && BM == 16 * C::WARPS && S >= 2 && C::DKDV, "backward: 16 rows per warp");
+  static_assert(!C::ATOMIC_DQ || C::WGMMA, "ATOMIC_DQ: warpgroup MMAs only");
   static_assert(D % 64 == 0 && (BN * D / 8) % THREADS == 0 && (BM * D / 8) % THREADS == 0, "tile");
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2;
   const int BK = p.B * p.Hkv, G = p.H / p.Hkv;
@@ -323,8 +428,10 @@ __device__ __forceinline__ void attn_bwd_dkdv(const AttnParams& p, unsigned char
   u16* sV = sK + BM * D;
   u16* sQ = sV + BM * D;
   u16* sdO = sQ + S * BN * D;
-  float* sL = reinterpret_cast<float*>(sdO + S * BN * D);
+  u16* sDS = sdO + S * BN * D;  // ATOMIC_DQ: dS^T of the step, [BM][BN] (1024-aligned)
+  float* sL = reinterpret_cast<float*>(sDS + (C::ATOMIC_DQ ? BM * BN : 0));
   float* sDl = sL + S * BN;
+  int* sQi = reinterpret_cast<int*>(sDl + S * BN);  // ATOMIC_DQ: the steps' query rows, -1 past the span
 
   load_rows<C>(task, kbase, p.k_sn, sK);
   load_rows<C>(task, vbase, p.v_sn, sV);
@@ -352,6 +459,7 @@ __device__ __forceinline__ void attn_bwd_dkdv(const AttnParams& p, unsigned char
         const i64 qi = bh * p.N + (ok ? span_key<C>(p, ld.sp, c) : 0);
         cp_async4(smem_addr(sL + buf * BN + t), p.lse2 + qi, ok ? 4 : 0);
         cp_async4(smem_addr(sDl + buf * BN + t), p.delta + qi, ok ? 4 : 0);
+        if (C::ATOMIC_DQ) sQi[buf * BN + t] = ok ? int(qi - bh * p.N) : -1;
       }
       next(ld, ld_head);
     }
@@ -411,7 +519,10 @@ __device__ __forceinline__ void attn_bwd_dkdv(const AttnParams& p, unsigned char
         wgmma_fence();
         wgmma_pv<C>(dk, pb, cQ);
         wgmma_commit();
-        wgmma_wait0();
+        if constexpr (C::ATOMIC_DQ)  // dQ += scale dS K while dK += dS^T Q runs
+          dq_atomic_step<C>(p, pb, sDS, sK, sQi + cbuf * BN, i64(b) * p.H + hk * G + cu_head);
+        else
+          wgmma_wait0();
       } else {
         two_scores<C, BM>(s, sK, cQ, dp, sV, cdO, wr0);
         mask_scores<C>(p, task, cu, wr0, rr, s);

@@ -59,9 +59,10 @@ struct AttnParams {
   i64 dq_sb, dq_sh, dq_sn;
   i64 dk_sb, dk_sh, dk_sn;
   i64 dv_sb, dv_sh, dv_sn;
-  float* delta;  // [B*H][N]
-  float* lse2;   // [B*H][N]
-  float scale;   // softmax scale (dQ, dK carry it)
+  float* delta;   // [B*H][N]
+  float* lse2;    // [B*H][N]
+  float scale;    // softmax scale (dQ, dK carry it)
+  float* dq_acc;  // ATOMIC_DQ kernels: [B*H][N][D] fp32 dQ accumulator in the workspace (zeroed by the preprocess)
 };
 
 }  // namespace dev

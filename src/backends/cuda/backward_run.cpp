@@ -1,16 +1,30 @@
 // attention_backward_cuda: the preprocess (Delta, lse * log2 e into the caller's workspace), the dQ passes over the
 // forward plan, then the dK/dV passes over the transposed plan, all on the caller's stream: no allocation, no
 // synchronisation (CUDA-graph capturable), no atomics (each gradient row is written by one CTA per pass, passes in
-// order), so the gradients are bitwise identical run to run.
+// order), so the gradients are bitwise identical run to run. With opt.deterministic = false (sm_90a) no dQ pass runs:
+// the dK/dV passes add dQ into an fp32 accumulator in the workspace (atomics, so the low bits vary run to run) and
+// a last kernel casts it into dq.
 #include "backends/cuda/cuda_plan.hpp"
 #include "splat/error.hpp"
 
 namespace splat {
 
-size_t cuda_backward_workspace_bytes(const CudaPlan& plan, int64_t batch, int64_t heads) {
+namespace {
+size_t align16(size_t x) {
+  return (x + 15) / 16 * 16;
+}
+bool atomic_dq(const CudaPlan& plan, bool deterministic) {
+  return !deterministic && jit::backward_atomic_dq(plan.base);
+}
+}  // namespace
+
+size_t cuda_backward_workspace_bytes(const CudaPlan& plan, int64_t batch, int64_t heads, bool deterministic) {
   if (batch < 0 || heads < 0)
     fail(ErrorCode::InvalidArgument, "cuda_backward_workspace_bytes: negative batch or heads");
-  return 2 * size_t(batch * heads * plan.plan.acsr.n) * sizeof(float);  // Delta and lse * log2 e per query row
+  const size_t rows = size_t(batch * heads * plan.plan.acsr.n);
+  if (!atomic_dq(plan, deterministic)) return 2 * rows * sizeof(float);  // Delta and lse * log2 e per query row
+  // + the fp32 dQ accumulator of the non-deterministic mode, 16-byte aligned
+  return align16(2 * rows * sizeof(float)) + rows * size_t(plan.options.head_dim) * sizeof(float);
 }
 
 namespace {
@@ -49,11 +63,14 @@ void attention_backward_cuda(const CudaPlan& plan, const BackwardTensors& t, con
                                size_t(rows), false);
   if (!workspace || reinterpret_cast<uintptr_t>(workspace) % 16 != 0)
     fail(ErrorCode::InvalidArgument, "attention_backward_cuda: needs a 16-byte aligned workspace of " +
-                                         std::to_string(cuda_backward_workspace_bytes(plan, B, H)) +
+                                         std::to_string(cuda_backward_workspace_bytes(plan, B, H, opt.deterministic)) +
                                          " bytes (cuda_backward_workspace_bytes)");
   if (rows == 0) return;
   auto s = static_cast<cudaStream_t>(stream);
-  const cuda::KernelSet& ks = cuda::kernel_set(plan, opt.key_lengths ? cuda::kBackwardPad : cuda::kBackward, s);
+  const bool pad = opt.key_lengths != nullptr;
+  const cuda::Variant var = opt.deterministic ? (pad ? cuda::kBackwardPad : cuda::kBackward)
+                                              : (pad ? cuda::kBackwardFastPad : cuda::kBackwardFast);
+  const cuda::KernelSet& ks = cuda::kernel_set(plan, var, s);
 
   p.o = t.out.data, p.o_sb = t.out.stride[0], p.o_sh = t.out.stride[1], p.o_sn = t.out.stride[2];
   p.dout = t.dout.data, p.do_sb = t.dout.stride[0], p.do_sh = t.dout.stride[1], p.do_sn = t.dout.stride[2];
@@ -64,19 +81,36 @@ void attention_backward_cuda(const CudaPlan& plan, const BackwardTensors& t, con
   p.delta = static_cast<float*>(workspace);
   p.lse2 = p.delta + rows;
 
-  const int chunks = int(t.q.D() / 8), threads = ks.specs[0].threads();
-  const int64_t blocks = (rows * chunks + threads - 1) / threads;
-  if (blocks > INT32_MAX) fail(ErrorCode::Unsupported, "CUDA backend: too many rows for one launch");
+  if (atomic_dq(plan, opt.deterministic))
+    p.dq_acc = reinterpret_cast<float*>(static_cast<unsigned char*>(workspace) + align16(2 * size_t(rows) * 4));
+
+  // Per row (preprocess, dQ cast): one thread per 16-byte chunk.
+  const int64_t chunks = t.q.D() / 8, row_threads = ks.specs[0].threads();
+  const int64_t row_blocks = (rows * chunks + row_threads - 1) / row_threads;
+  if (row_blocks > INT32_MAX) fail(ErrorCode::Unsupported, "CUDA backend: too many rows for one launch");
   void* args[] = {&p};
-  cuda::check(cudaLaunchKernel(reinterpret_cast<const void*>(ks.kernels[0]), dim3(unsigned(blocks)),
-                               dim3(unsigned(threads)), args, 0, s),
-              "launching the backward preprocess kernel");
-  cuda::set_tables(p, plan.fwd);
-  for (size_t pass = 0; pass < ks.dq_count; ++pass)
-    cuda::launch_pass(p, plan.fwd, pass, B * H, ks.kernels[1 + pass], ks.specs[1 + pass], s);
-  cuda::set_tables(p, plan.bwd);
-  for (size_t i = 1 + ks.dq_count; i < ks.kernels.size(); ++i)
-    cuda::launch_pass(p, plan.bwd, i - 1 - ks.dq_count, B * t.k.H(), ks.kernels[i], ks.specs[i], s);
+  size_t dq_pass = 0, dkdv_pass = 0;
+  for (size_t i = 0; i < ks.specs.size(); ++i) {
+    const jit::KernelSpec& spec = ks.specs[i];
+    switch (spec.direction) {
+      case jit::Direction::BackwardPre:
+      case jit::Direction::BackwardDqCast:
+        cuda::check(cudaLaunchKernel(reinterpret_cast<const void*>(ks.kernels[i]), dim3(unsigned(row_blocks)),
+                                     dim3(unsigned(row_threads)), args, 0, s),
+                    spec.direction == jit::Direction::BackwardPre ? "launching the backward preprocess kernel"
+                                                                  : "launching the backward dQ cast kernel");
+        break;
+      case jit::Direction::BackwardDq:
+        if (dq_pass == 0) cuda::set_tables(p, plan.fwd);
+        cuda::launch_pass(p, plan.fwd, dq_pass++, B * H, ks.kernels[i], spec, s);
+        break;
+      case jit::Direction::BackwardDkDv:
+        if (dkdv_pass == 0) cuda::set_tables(p, plan.bwd);
+        cuda::launch_pass(p, plan.bwd, dkdv_pass++, B * t.k.H(), ks.kernels[i], spec, s);
+        break;
+      case jit::Direction::Forward: break;
+    }
+  }
 }
 
 }  // namespace splat

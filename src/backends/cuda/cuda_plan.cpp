@@ -51,7 +51,7 @@ PlanKernels plan_kernels(const Acsr& acsr, DType dtype, int head_dim, const std:
   pk.source = jit::generate_source(pk.specs);
   if (backward) {
     std::vector<jit::KernelSpec> all = pk.specs;
-    for (Variant v : {kForwardLse, kBackward})
+    for (Variant v : {kForwardLse, kBackward, kBackwardFast})
       for (const jit::KernelSpec& s : variant_specs(base, pk.plan, v).specs) all.push_back(s);
     pk.source = jit::generate_source(all);
   }
@@ -60,8 +60,16 @@ PlanKernels plan_kernels(const Acsr& acsr, DType dtype, int head_dim, const std:
 
 KernelSet variant_specs(const jit::KernelSpec& base, const Plan& plan, Variant v) {
   KernelSet ks;
-  const bool pad = v == kForwardPad || v == kForwardLsePad || v == kBackwardPad;
-  if (v == kBackward || v == kBackwardPad) {
+  const bool pad = v == kForwardPad || v == kForwardLsePad || v == kBackwardPad || v == kBackwardFastPad;
+  if ((v == kBackwardFast || v == kBackwardFastPad) && jit::backward_atomic_dq(base)) {
+    if (!plan.transposed) fail(ErrorCode::InvalidArgument, "the CUDA plan was made without CudaPlanOptions::backward");
+    ks.specs.push_back(jit::backward_pre_spec(base, true));
+    for (size_t p = 0; p < plan.transposed->passes.size(); ++p)
+      ks.specs.push_back(jit::backward_dkdv_spec(base, *plan.transposed, p, pad, true));
+    ks.specs.push_back(jit::backward_dq_cast_spec(base));
+    return ks;
+  }
+  if (v == kBackward || v == kBackwardPad || v == kBackwardFast || v == kBackwardFastPad) {
     if (!plan.transposed) fail(ErrorCode::InvalidArgument, "the CUDA plan was made without CudaPlanOptions::backward");
     ks.specs.push_back(jit::backward_pre_spec(base));
     for (size_t p = 0; p < plan.passes.size(); ++p) ks.specs.push_back(jit::backward_dq_spec(base, plan, p, pad));
@@ -122,8 +130,9 @@ const KernelSet& kernel_set(const CudaPlan& plan, Variant v, cudaStream_t stream
   check(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
   if (capture != cudaStreamCaptureStatusNone)
     fail(ErrorCode::InvalidArgument,
-         "the CUDA plan's key-padding kernels load on their first use, which a CUDA graph capture cannot contain: "
-         "run once with key_lengths before capturing");
+         "the CUDA plan's key-padding kernels (and the non-deterministic backward's) load on their first use, which "
+         "a CUDA graph capture cannot contain: run once with the same options (key_lengths, deterministic) before "
+         "capturing");
   load_set_now(plan, v);
   return plan.sets[v];
 }

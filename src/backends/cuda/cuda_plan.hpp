@@ -23,9 +23,23 @@ struct DevicePlan {
 };
 
 // The kernels a plan may launch, one set per variant (each its own generated source and cache entry).
-enum Variant { kForward, kForwardLse, kForwardPad, kForwardLsePad, kBackward, kBackwardPad, kVariantCount };
+// kBackwardFast*: AttentionOptions::deterministic = false (dQ by atomics inside the dK/dV pass where
+// jit::backward_atomic_dq, else the deterministic kernels).
+enum Variant {
+  kForward,
+  kForwardLse,
+  kForwardPad,
+  kForwardLsePad,
+  kBackward,
+  kBackwardPad,
+  kBackwardFast,
+  kBackwardFastPad,
+  kVariantCount
+};
 struct KernelSet {
-  std::vector<jit::KernelSpec> specs;  // forward: one per pass; backward: preprocess, dQ per pass, dK/dV per pass
+  // forward: one per pass; backward: preprocess, dQ per pass, dK/dV per pass (the fast mode: preprocess, dK/dV per
+  // pass, the dQ cast)
+  std::vector<jit::KernelSpec> specs;
   std::vector<cudaKernel_t> kernels;
   size_t dq_count = 0;  // backward: specs[1 .. 1+dq_count) are dQ, the rest dK/dV
   std::string from;     // memory / disk / compiled
