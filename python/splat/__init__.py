@@ -5,6 +5,7 @@
     plan = splat.plan("dilated:w=256,d=4", seq_len=N, head_dim=D, dtype="bfloat16", device="cuda")
     out = splat.attention(q, k, v, plan)
 
+Serving (KV-cache decode, packed varlen batches): splat.decode, splat.varlen_attention.
 PyTorch ops and layers: splat.torch; JAX (jit/vmap via XLA FFI): splat.jax; transformers: splat.hf.
 """
 
@@ -12,10 +13,11 @@ from . import _core
 from ._api import attention, cuda_available, dense_mask, reference
 from ._flurka import flurka, flurka_methods
 from ._plans import clear_plan_cache, plan
+from ._serving import decode, varlen_attention
 
 Plan = _core.Plan
 __version__ = "0.1.0"
 built_with_cuda = _core.built_with_cuda
 
 __all__ = ["attention", "flurka", "flurka_methods", "plan", "Plan", "reference", "dense_mask",
-           "cuda_available", "clear_plan_cache", "built_with_cuda", "__version__"]
+           "cuda_available", "clear_plan_cache", "built_with_cuda", "__version__", "decode", "varlen_attention"]

@@ -10,8 +10,12 @@ pattern says: its pattern is intersected with causal. Padding (attention_mask ze
 as per-row key lengths, left padding by moving each row's real tokens to position 0 (where transformers' position
 ids start them) and back. Pattern positions therefore count from each row's first real token. Masks that are not
 plain padding (holes inside a row, packed sequences, custom 4-D masks) raise ValueError; no mask is ever ignored.
-Prefill (query length == key length) runs the sparse kernel; cached decoding steps (fewer queries than keys) use
-PyTorch SDPA with the pattern's rows as the mask.
+Prefill (query length == key length) runs the sparse kernel. Cached decoding steps (fewer queries than keys, up to 64
+of them: DynamicCache, and StaticCache whose padding mask is shorter than the cache) run splat.torch.decode on the
+cache as it is (left padding as per-row cache starts, the valid length from the mask): only each query's pattern
+rows are read, no mask is built. Where decode does not apply (explicit mask patterns, more than 64 queries, a
+bidirectional model, CUDA tensors in this version, right padding during decoding) the step uses PyTorch SDPA with
+the pattern's rows as the mask.
 """
 
 import torch
@@ -20,6 +24,7 @@ from transformers.masking_utils import (ALL_MASK_ATTENTION_FUNCTIONS, bidirectio
                                         causal_mask_function, flash_attention_mask, sdpa_mask)
 
 from . import torch as splat_torch
+from ._torch_serving import decode as _splat_decode  # = splat.torch.decode
 from ._api import dense_mask
 from ._dispatch import causal_pattern
 from ._plans import content_key
@@ -93,10 +98,12 @@ def _padding(attention_mask, b, nq, nk, causal):
     m = attention_mask
     if m.dim() == 4:
         keys = _keys_from_4d(m, b, nq, nk, causal)
-    elif m.dim() == 2 and m.shape == (b, nk):
+    elif m.dim() == 2 and m.shape[0] == b and m.shape[1] <= nk:
         if m.dtype != torch.bool and not torch.all((m == 0) | (m == 1)):
             raise ValueError("splat: a 2-D attention mask must hold 0/1 (or booleans)")
         keys = m.bool()
+        if m.shape[1] < nk:  # a StaticCache: the rows past the mask are not written yet
+            keys = torch.nn.functional.pad(keys, (0, nk - m.shape[1]), value=False)
     else:
         raise ValueError(f"splat: attention mask of shape {tuple(m.shape)} fits neither [B, Nk] nor [B, 1, Nq, Nk]")
     if bool(keys.all()):
@@ -120,6 +127,30 @@ def _rows(pattern, nk, device):
         m = torch.from_numpy(dense_mask(pattern, nk).astype(bool)).to(device)
         _row_masks[key] = m
     return m
+
+
+_MAX_DECODE_QUERIES = 64  # splat.torch.decode's T limit
+
+
+def _decode_splat(query, key, value, pattern, pad, scaling, mask_width):
+    """The newest nq tokens against the cache with splat.torch.decode -> [B, nq, H, D], or None where it does not
+    apply. Positions count from each row's first real key (cache_starts); the real keys end with the queries."""
+    b, nq, nk = query.shape[0], query.shape[-2], key.shape[-2]
+    if nq > _MAX_DECODE_QUERIES or query.device.type != "cpu":
+        return None
+    if pad is None:
+        lengths = torch.full((b,), mask_width, dtype=torch.int32, device=query.device)
+        starts = None
+    else:
+        first, count = pad
+        if not bool((first + count == mask_width).all()):  # right padding while decoding: keys after the queries
+            return None
+        lengths, starts = count.to(torch.int32), first.to(torch.int32)
+    try:
+        out = _splat_decode(query, key, value, lengths, pattern=pattern, scale=scaling, cache_starts=starts)
+    except NotImplementedError:  # e.g. an explicit mask pattern: no rows at every position
+        return None
+    return out.transpose(1, 2)
 
 
 def _decode(query, key, value, pattern, pad, scaling):
@@ -160,7 +191,11 @@ def attention_forward(module, query, key, value, attention_mask, scaling=None, d
     b, nq, nk = query.shape[0], query.shape[-2], key.shape[-2]
     pad = _padding(attention_mask, b, nq, nk, causal)
     if nq != nk:  # decoding against a KV cache
-        return _decode(query, key, value, pattern, pad, scaling), None
+        width = attention_mask.shape[-1] if attention_mask is not None and attention_mask.dim() == 2 else nk
+        out = _decode_splat(query, key, value, pattern, pad, scaling, width) if causal else None
+        if out is None:
+            out = _decode(query, key, value, pattern, pad, scaling)
+        return out, None
     if pad is None:
         return _prefill(query, key, value, pattern, scaling, None).contiguous(), None
     first, count = pad

@@ -240,4 +240,5 @@ NB_MODULE(_core, m) {
   bind_xla(m);
   bind_flurka(m);
   bind_backward(m);
+  bind_decode(m);
 }

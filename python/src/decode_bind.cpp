@@ -1,0 +1,163 @@
+// Serving entry points of splat._core: decode against a KV cache (contiguous or paged) and packed varlen attention.
+// Thin like the rest of the module: views, checks of the index arrays, GIL release; the work is in the library.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/shared_ptr.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <optional>
+
+#include "arrays.hpp"
+#include "bindings.hpp"
+#include "splat/decode.hpp"
+#include "splat/error.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace splat::py {
+namespace {
+
+using IntArray = std::optional<nb::ndarray<nb::ro>>;
+
+// An int32 host array of `count` elements (C-contiguous when 2-D: rows of `cols`), or nullptr when absent.
+const int32_t* int32_array(const IntArray& arr, int64_t count, const char* name, int64_t* cols = nullptr) {
+  if (!arr) return nullptr;
+  const auto& a = *arr;
+  const std::string who(name);
+  require(a.dtype() == nb::dtype<int32_t>(), who + ": must be int32");
+  require(array_device(a.device_type(), a.device_id(), name) < 0,
+          who + ": must be in host memory (the CPU backend reads it)");
+  if (cols) {
+    require(a.ndim() == 2 && int64_t(a.shape(0)) == count,
+            who + ": must be [B, max_pages] with B = " + std::to_string(count) + " rows");
+    require((a.shape(1) <= 1 || a.stride(1) == 1) && (a.shape(0) <= 1 || a.stride(0) == int64_t(a.shape(1))),
+            who + ": must be C-contiguous");
+    *cols = int64_t(a.shape(1));
+  } else {
+    require(a.ndim() == 1 && int64_t(a.shape(0)) == count && (count <= 1 || a.stride(0) == 1),
+            who + ": must be a contiguous vector of " + std::to_string(count) + " int32 values");
+  }
+  return static_cast<const int32_t*>(a.data());
+}
+
+float* lse_array(const std::optional<nb::ndarray<>>& lse, int64_t count, const char* name) {
+  if (!lse) return nullptr;
+  const auto& a = *lse;
+  const std::string who(name);
+  require(a.dtype() == nb::dtype<float>(), who + ": must be float32");
+  require(array_device(a.device_type(), a.device_id(), name) < 0, who + ": must be in host memory");
+  int64_t expect = 1, n = 1;
+  for (size_t i = a.ndim(); i-- > 0;) {
+    require(a.shape(i) == 1 || a.stride(i) == expect, who + ": must be contiguous");
+    expect *= int64_t(a.shape(i)), n *= int64_t(a.shape(i));
+  }
+  require(n == count, who + ": must have " + std::to_string(count) + " elements, got " + std::to_string(n));
+  return static_cast<float*>(a.data());
+}
+
+AttentionOptions options(float scale, int threads) {
+  require(threads >= 0 && threads <= 4096, "threads must be in [0, 4096] (0 = all), got " + std::to_string(threads));
+  AttentionOptions opt;
+  opt.scale = scale;
+  opt.threads = threads;
+  return opt;
+}
+
+void decode(const DecodePlan& plan, const InArray& q, const InArray& k_cache, const InArray& v_cache,
+            const IntArray& seqlens, const IntArray& block_table, const IntArray& starts, const OutArray& out,
+            const std::optional<nb::ndarray<>>& lse, float scale, const std::string& layout, const std::string& dtype,
+            int threads, bool reference) {
+  const int l = parse_layout(layout);
+  const TensorView tq = array_view(q, l, dtype, "q"), to = array_view(out, l, dtype, "out");
+  KvCache c;
+  c.k = array_view(k_cache, l, dtype, "k_cache"), c.v = array_view(v_cache, l, dtype, "v_cache");
+  if (tq.device >= 0 || c.k.device >= 0)
+    fail(ErrorCode::Unsupported, "decode runs on the CPU in this version (CUDA decode kernels are not built yet)");
+  require(seqlens.has_value(), "decode: cache_seqlens is required");
+  c.seqlens = int32_array(seqlens, tq.B(), "cache_seqlens");
+  c.block_table = int32_array(block_table, tq.B(), "block_table", &c.max_pages);
+  c.starts = int32_array(starts, tq.B(), "cache_starts");
+  check_disjoint(to, tq, "out", "q");
+  check_disjoint(to, c.k, "out", "k_cache");
+  check_disjoint(to, c.v, "out", "v_cache");
+  float* lp = lse_array(lse, tq.B() * tq.H() * tq.N(), "lse");
+  const AttentionOptions opt = options(scale, threads);
+  nb::gil_scoped_release release;
+  (reference ? decode_reference : decode_cpu)(plan, tq, c, to, opt, lp);
+}
+
+void varlen(VarlenPlans& plans, const InArray& q, const InArray& k, const InArray& v, const IntArray& cu_seqlens,
+            int64_t max_seqlen, const OutArray& out, const std::optional<nb::ndarray<>>& lse, float scale,
+            const std::string& dtype, int threads, bool reference) {
+  // [total, H, D] arrays: the bnhd view of a rank-3 array is [1, H, total, D].
+  const TensorView tq = array_view(q, 1, dtype, "q"), tk = array_view(k, 1, dtype, "k"),
+                   tv = array_view(v, 1, dtype, "v");
+  const TensorView to = array_view(out, 1, dtype, "out");
+  require(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3 && out.ndim() == 3,
+          "varlen_attention: q, k, v and out must be packed [total, H, D] arrays");
+  if (tq.device >= 0) fail(ErrorCode::Unsupported, "varlen_attention runs on the CPU in this version");
+  require(cu_seqlens.has_value() && cu_seqlens->ndim() == 1 && cu_seqlens->shape(0) >= 2,
+          "varlen_attention: cu_seqlens must be an int32 vector of B+1 >= 2 offsets");
+  const int64_t B = int64_t(cu_seqlens->shape(0)) - 1;
+  const Varlen batch{int32_array(cu_seqlens, B + 1, "cu_seqlens"), B, max_seqlen};
+  check_disjoint(to, tq, "out", "q");
+  check_disjoint(to, tk, "out", "k");
+  check_disjoint(to, tv, "out", "v");
+  float* lp = lse_array(lse, tq.H() * tq.N(), "lse");
+  const AttentionOptions opt = options(scale, threads);
+  nb::gil_scoped_release release;
+  if (reference)
+    attention_varlen_reference(plans.pattern(), tq, tk, tv, to, batch, opt, lp);
+  else
+    attention_varlen_cpu(plans, tq, tk, tv, to, batch, opt, lp);
+}
+
+}  // namespace
+
+void bind_decode(nb::module_& m) {
+  nb::class_<DecodePlan>(m, "DecodePlan", "A pattern & causal as a row program: one plan serves every cache length")
+      .def_prop_ro("pattern", [](const DecodePlan& p) { return p.pattern; })
+      .def_prop_ro("head_dim", [](const DecodePlan& p) { return p.options.head_dim; })
+      .def_prop_ro("dtype", [](const DecodePlan& p) { return std::string(dtype_name(p.options.dtype)); })
+      .def_prop_ro("max_runs", [](const DecodePlan& p) { return p.max_runs; })
+      .def(
+          "row_keys",
+          [](const DecodePlan& p, int64_t i, int64_t n) {
+            std::vector<int32_t> keys;
+            decode_row_keys(p, i, n, keys);
+            return std::vector<int64_t>(keys.begin(), keys.end());
+          },
+          "i"_a, "n"_a, "Sorted keys of row i of a sequence of length n (pattern & causal)")
+      .def("__repr__", [](const DecodePlan& p) {
+        return "splat.DecodePlan('" + p.pattern + "', head_dim=" + std::to_string(p.options.head_dim) +
+               ", dtype=" + dtype_name(p.options.dtype) + ")";
+      });
+  m.def(
+      "make_decode_plan",
+      [](const std::string& spec, int32_t head_dim, const std::string& dtype) {
+        DecodeOptions o;
+        o.head_dim = head_dim;
+        o.dtype = parse_dtype(dtype);
+        return std::make_shared<DecodePlan>(make_decode_plan(parse_pattern(spec), o));
+      },
+      "pattern"_a, "head_dim"_a, "dtype"_a = "f32");
+  m.def("decode", &decode, "plan"_a, "q"_a, "k_cache"_a, "v_cache"_a, "cache_seqlens"_a, "block_table"_a.none(),
+        "cache_starts"_a.none(), "out"_a, "lse"_a.none(), "scale"_a = 0.0f, "layout"_a = "bhnd", "dtype"_a = "",
+        "threads"_a = 0, "reference"_a = false,
+        "Decode attention of the T newest positions against a KV cache into `out` (reference=True: float64 oracle)");
+
+  nb::class_<VarlenPlans>(m, "VarlenPlans", "The forward plans of one pattern by sequence length")
+      .def_prop_ro("pattern", [](const VarlenPlans& p) { return to_string(p.pattern()); });
+  m.def(
+      "make_varlen_plans", [](const std::string& spec) { return std::make_shared<VarlenPlans>(parse_pattern(spec)); },
+      "pattern"_a);
+  m.def("varlen_attention", &varlen, "plans"_a, "q"_a, "k"_a, "v"_a, "cu_seqlens"_a.none(), "max_seqlen"_a, "out"_a,
+        "lse"_a.none(), "scale"_a = 0.0f, "dtype"_a = "", "threads"_a = 0, "reference"_a = false,
+        "Attention over packed sequences [total, H, D] with cu_seqlens (B+1 int32 offsets) into `out`");
+  m.attr("has_decode") = true;
+}
+
+}  // namespace splat::py
