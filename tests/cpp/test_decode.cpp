@@ -147,10 +147,10 @@ TEST(Decode, EmptyKeySetsGiveZerosAndMinusInfinity) {
 }
 
 TEST(Decode, LongRowsSplitAcrossThreadsMergeExactly) {
-  Case s;  // one sequence, one kv head: the row's keys are split into chunks and merged
-  s.pattern = "dense", s.H = 2, s.Hkv = 1, s.D = 32, s.lengths = {1100}, s.page = 64;  // 5 chunks of 220 keys
+  Case s;  // one sequence: its rows' keys are split into chunks, computed on several threads and merged
+  s.pattern = "dense", s.H = 8, s.Hkv = 2, s.D = 32, s.lengths = {2100}, s.page = 64;
   check(s, 4);
-  s.pattern = "strided:s=64", s.T = 2;
+  s.pattern = "strided:s=64", s.T = 2, s.lengths = {3000};
   check(s, 3);
 }
 

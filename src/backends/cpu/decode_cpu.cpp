@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -154,25 +155,27 @@ void decode_cpu(const DecodePlan& plan, const TensorView& q, const KvCache& cach
   if (q.dtype == DType::F64) return decode_f64(plan, q, cache, out, s, lse);
   const int64_t B = s.B, T = s.T, D = s.D, G = s.group, Hkv = s.Hkv, rows = B * T;
 
-  // 1. Every query row's keys (positions), from the row program at the sequence's length.
+  // 1. Every query row's keys (positions), from the row program at the sequence's length: O(runs + keys) per row.
   std::vector<std::vector<int32_t>> keys(static_cast<size_t>(rows));
-#pragma omp parallel for schedule(dynamic, 4) num_threads(s.threads)
+  int64_t total = 0;
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t b = r / T, L = cache.seqlens[b], p = L - T + r % T;
     if (p >= 0) decode_row_keys(plan, p, L, keys[size_t(r)]);
+    total += int64_t(keys[size_t(r)].size());
   }
 
   // 2. Work items (row, kv head, chunk): rows split into chunks of at least 256 keys while there are fewer than
-  // about 4 items per thread, so that one long sequence still fills the machine.
-  int64_t total = 0;
-  for (const auto& k : keys) total += int64_t(k.size());
-  const int64_t target = int64_t(s.threads) * 4;
-  const int64_t chunk = std::max<int64_t>(256, (total * Hkv + target - 1) / std::max<int64_t>(target, 1));
+  // about 4 items per thread, so that one long sequence still fills the machine. Small steps run on one thread:
+  // waking others costs more than they save (and on a loaded machine a descheduled helper stalls the step).
+  const int threads = int(std::min<int64_t>(s.threads, std::max<int64_t>(1, total * Hkv * G * D / (1 << 17))));
+  const int64_t target = int64_t(threads) * 4;
+  const int64_t chunk = std::max<int64_t>(256, (total * Hkv + target - 1) / target);
   struct Item {
     int64_t row, hk, k0, k1, slot;  // slot: partial state index, -1 = the row's only chunk (writes out)
   };
   std::vector<Item> items;
-  std::vector<int64_t> first_slot(size_t(rows * Hkv), -1), chunks(size_t(rows * Hkv), 0);
+  const size_t RH = size_t(rows * Hkv);
+  std::vector<int64_t> first_slot(RH, -1), chunks(RH, 0);
   int64_t slots = 0;
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t hk = 0; hk < Hkv; ++hk) {
@@ -183,9 +186,11 @@ void decode_cpu(const DecodePlan& plan, const TensorView& q, const KvCache& cach
     }
   const int64_t per = G * (D + 2);  // one partial state: acc, m, l of the group
   std::vector<float> partial(size_t(slots * per));
-  std::vector<std::unique_ptr<Scratch>> scratch(size_t(s.threads));
-  std::vector<std::vector<float>> own(size_t(s.threads));  // states of unsplit rows, and the group's queries
-  for (int th = 0; th < s.threads; ++th) {
+  const std::unique_ptr<std::atomic<int64_t>[]> left(new std::atomic<int64_t>[RH]);  // chunks not yet computed
+  for (size_t e = 0; e < RH; ++e) left[e].store(chunks[e], std::memory_order_relaxed);
+  std::vector<std::unique_ptr<Scratch>> scratch(static_cast<size_t>(threads));
+  std::vector<std::vector<float>> own(static_cast<size_t>(threads));  // states of unsplit rows, and the group's queries
+  for (int th = 0; th < threads; ++th) {
     scratch[size_t(th)] = std::make_unique<Scratch>(D, G);
     own[size_t(th)].resize(size_t(per + G * D + D));
   }
@@ -197,23 +202,42 @@ void decode_cpu(const DecodePlan& plan, const TensorView& q, const KvCache& cach
     const int64_t b = r / T, t = r % T;
     for (int64_t g = 0; g < G; ++g) {
       const int64_t h = hk * G + g;
-      const bool any = m[g] != kNegInf || std::isnan(m[g]) || std::isnan(l[g]);
+      const bool any = m[g] != kNegInf || std::isnan(l[g]);
       const float inv = any ? 1.0f / l[g] : 0.0f;
       for (int64_t d = 0; d < D; ++d) tmp[d] = any ? acc[g * D + d] * inv : 0.0f;
       cpu::store_row(tmp, out.dtype, out.data, out.offset(b, h, t), D);
       if (lse) lse[(b * s.H + h) * T + t] = any ? (m[g] + std::log2(l[g])) * ln2 : kNegInf;
     }
   };
+  // 3. The chunks of a split row merge exactly (each state rescaled to the common max), by whichever thread
+  // computed the row's last chunk: no barrier anywhere.
+  auto merge = [&](int64_t e, float* acc, float* tmp) {
+    const int64_t nc = chunks[size_t(e)], f = first_slot[size_t(e)];
+    float *m = acc + G * D, *l = m + G;
+    for (int64_t g = 0; g < G; ++g) {
+      float mx = kNegInf;
+      for (int64_t c = 0; c < nc; ++c) mx = std::max(mx, partial[size_t((f + c) * per + G * D + g)]);
+      m[g] = mx, l[g] = 0;
+      std::fill(acc + g * D, acc + (g + 1) * D, 0.0f);
+      for (int64_t c = 0; c < nc; ++c) {
+        const float* st = partial.data() + (f + c) * per;
+        const float cm = st[G * D + g], cl = st[G * D + G + g];
+        if (cm == kNegInf) continue;  // a chunk with no weight
+        const float a = std::exp2(cm - mx);
+        l[g] += cl * a;
+        for (int64_t d = 0; d < D; ++d) acc[g * D + d] += st[g * D + d] * a;
+      }
+    }
+    finish(e / Hkv, e % Hkv, acc, m, l, tmp);
+  };
 
-#pragma omp parallel num_threads(s.threads)
-  {
-    const int th = omp_get_thread_num();
+  std::atomic<size_t> next{0};
+  auto work = [&](int th) {
     Scratch& w = *scratch[size_t(th)];
     float* mine = own[size_t(th)].data();
     float* qs = mine + per;
     float* tmp = qs + G * D;
-#pragma omp for schedule(dynamic, 1)
-    for (size_t it = 0; it < items.size(); ++it) {
+    for (size_t it; (it = next.fetch_add(1, std::memory_order_relaxed)) < items.size();) {
       const Item& x = items[it];
       const int64_t b = x.row / T, t = x.row % T;
       for (int64_t g = 0; g < G; ++g) {
@@ -223,31 +247,16 @@ void decode_cpu(const DecodePlan& plan, const TensorView& q, const KvCache& cach
       float* st = x.slot < 0 ? mine : partial.data() + x.slot * per;
       State state{st, st + G * D, st + G * D + G};
       attend(cache, s, b, x.hk, keys[size_t(x.row)].data() + x.k0, x.k1 - x.k0, qs, state, w);
-      if (x.slot < 0) finish(x.row, x.hk, state.acc, state.m, state.l, tmp);
-    }
-    // 3. Merge the chunks of split rows (exact: rescale each chunk's state to the common max).
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t e = 0; e < rows * Hkv; ++e) {
-      const int64_t nc = chunks[size_t(e)], f = first_slot[size_t(e)];
-      if (nc < 2) continue;
-      float *acc = mine, *m = mine + G * D, *l = m + G;
-      for (int64_t g = 0; g < G; ++g) {
-        float mx = kNegInf;
-        for (int64_t c = 0; c < nc; ++c) mx = std::max(mx, partial[size_t((f + c) * per + G * D + g)]);
-        m[g] = mx, l[g] = 0;
-        std::fill(acc + g * D, acc + (g + 1) * D, 0.0f);
-        for (int64_t c = 0; c < nc; ++c) {
-          const float* st = partial.data() + (f + c) * per;
-          const float cm = st[G * D + g], cl = st[G * D + G + g];
-          if (cm == kNegInf) continue;  // a chunk with no weight
-          const float a = std::exp2(cm - mx);
-          l[g] += cl * a;
-          for (int64_t d = 0; d < D; ++d) acc[g * D + d] += st[g * D + d] * a;
-        }
+      if (x.slot < 0) {
+        finish(x.row, x.hk, state.acc, state.m, state.l, tmp);
+      } else if (left[size_t(x.row * Hkv + x.hk)].fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        merge(x.row * Hkv + x.hk, mine, tmp);  // the acquire above sees every other chunk's state
       }
-      finish(e / Hkv, e % Hkv, acc, m, l, tmp);
     }
-  }
+  };
+  if (threads == 1) return work(0);
+#pragma omp parallel num_threads(threads)
+  work(omp_get_thread_num());
 }
 
 }  // namespace splat
