@@ -68,9 +68,11 @@ def _plan_for(plan, pattern, q, layout):
         return resolve_plan(plan, pattern, q.shape, layout, dtype_name(q.dtype), -1)
 
 
-def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd"):
+def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd", deterministic=True):
     """Sparse attention. q [..., H, N, D] (layout='bhnd') or [..., N, H, D] ('bnhd'); k, v alike with
     H_kv heads (H % H_kv == 0). Leading dims are batch dims (vmap adds more). Works under jit and vmap.
+    deterministic=True (the default): gradients bitwise identical run to run. deterministic=False allows a
+    faster CUDA backward (on sm_90a dQ from fp32 atomics inside the dK/dV pass; dq's last bits vary run to run).
     """
     _register()
     q, k, v = jnp.asarray(q), jnp.asarray(k), jnp.asarray(v)
@@ -82,7 +84,7 @@ def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd"):
     plan_id = p._register()
     _plans_by_id[plan_id] = p  # registered plans live until exit anyway; the backward needs its device
     return _call(q, k, v, plan_id, layout_code(layout), 0.0 if scale is None else float(scale),
-                 _workspace_bytes(p, q, layout))
+                 _workspace_bytes(p, q, layout), bool(deterministic))
 
 
 def _workspace_bytes(p, q, layout):
@@ -94,8 +96,8 @@ def _workspace_bytes(p, q, layout):
     return max(1, int(_core.workspace_bytes(p, q.size // (n * d), 1, p.device)))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
-def _call(q, k, v, plan_id, layout, scale, nbytes):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
+def _call(q, k, v, plan_id, layout, scale, nbytes, deterministic):
     results = (jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((nbytes,), jnp.uint8))
     call = jax.ffi.ffi_call(_TARGET, results, vmap_method="broadcast_all")
     out, _ = call(q, k, v, plan_id=np.int64(plan_id), layout=np.int64(layout), scale=np.float32(scale))
@@ -107,7 +109,7 @@ def _lse_shape(q, layout):
     return (*q.shape[:-3], q.shape[-2], q.shape[-3]) if layout == 1 else q.shape[:-1]
 
 
-def _call_fwd(q, k, v, plan_id, layout, scale, nbytes):
+def _call_fwd(q, k, v, plan_id, layout, scale, nbytes, deterministic):
     # Training forward: the same kernels, also writing lse; the residuals are q, k, v, out and lse (O(B*H*N) extra).
     results = (jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(_lse_shape(q, layout), jnp.float32),
                jax.ShapeDtypeStruct((nbytes,), jnp.uint8))
@@ -116,16 +118,17 @@ def _call_fwd(q, k, v, plan_id, layout, scale, nbytes):
     return out, (q, k, v, out, lse)
 
 
-def _call_bwd(plan_id, layout, scale, nbytes, residuals, grad):
+def _call_bwd(plan_id, layout, scale, nbytes, deterministic, residuals, grad):
     q, k, v, out, lse = residuals
     p = _core_plan(plan_id)
     n, d = q.shape[-3 if layout == 1 else -2], q.shape[-1]
-    bwd_bytes = 1 if p.device < 0 else max(1, int(_core.backward_workspace_bytes(p, q.size // (n * d), 1, p.device)))
+    bwd_bytes = 1 if p.device < 0 else max(1, int(_core.backward_workspace_bytes(p, q.size // (n * d), 1, p.device,
+                                                                                   deterministic)))
     results = (jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(k.shape, k.dtype),
                jax.ShapeDtypeStruct(v.shape, v.dtype), jax.ShapeDtypeStruct((bwd_bytes,), jnp.uint8))
     call = jax.ffi.ffi_call(_BWD_TARGET, results, vmap_method="broadcast_all")
     dq, dk, dv, _ = call(q, k, v, out, lse, grad.astype(q.dtype), plan_id=np.int64(plan_id), layout=np.int64(layout),
-                         scale=np.float32(scale))
+                         scale=np.float32(scale), deterministic=np.int64(bool(deterministic)))
     return dq, dk, dv
 
 

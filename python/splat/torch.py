@@ -81,7 +81,7 @@ def _lse_like(q, layout):
     return torch.empty(shape, dtype=torch.float32, device=q.device)
 
 
-def _backward_launch(dout, q, k, v, out, lse, pattern, scale, layout, key_lengths):
+def _backward_launch(dout, q, k, v, out, lse, pattern, scale, layout, key_lengths, deterministic=True):
     p = resolve_plan(None, pattern, q.shape, layout, _dtype(q), q.get_device())
     if dout.stride(-1) != 1:  # e.g. the expanded ones of out.sum().backward()
         dout = dout.contiguous()
@@ -89,10 +89,11 @@ def _backward_launch(dout, q, k, v, out, lse, pattern, scale, layout, key_length
     ws = None
     if q.is_cuda:
         n, d = sizes(q.shape, layout)
-        ws = _workspace(_core.backward_workspace_bytes(p, q.numel() // (n * d), 1, q.get_device()), q.device)
+        ws = _workspace(_core.backward_workspace_bytes(p, q.numel() // (n * d), 1, q.get_device(), deterministic),
+                        q.device)
     _core.attention_backward(p, _dl(q), _dl(k), _dl(v), _dl(out), _dl(dout), _dl(lse), _dl(dq), _dl(dk), _dl(dv),
                              scale, layout, "", _stream(q), 0, *_ptr(ws),
-                             None if key_lengths is None else _dl(key_lengths))
+                             None if key_lengths is None else _dl(key_lengths), deterministic)
     return dq, dk, dv
 
 
@@ -107,41 +108,45 @@ def _needs_op(*ts):
 
 @torch.library.custom_op("splat::attention_fwd", mutates_args=())
 def _attention_fwd_op(q: Tensor, k: Tensor, v: Tensor, pattern: str, scale: float, layout: str,
-                      key_lengths: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+                      key_lengths: Optional[Tensor] = None, deterministic: bool = True) -> tuple[Tensor, Tensor]:
+    # deterministic: only for the backward (the autograd formula passes it on to attention_bwd)
     out, lse = torch.empty_like(q), _lse_like(q, layout)
     _launch(q, k, v, out, None, pattern, scale, layout, lse=lse, key_lengths=key_lengths)
     return out, lse
 
 
 @_attention_fwd_op.register_fake
-def _(q, k, v, pattern, scale, layout, key_lengths=None):
+def _(q, k, v, pattern, scale, layout, key_lengths=None, deterministic=True):
     return torch.empty_like(q), _lse_like(q, layout)
 
 
 @torch.library.custom_op("splat::attention_bwd", mutates_args=())
 def _attention_bwd_op(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, pattern: str,
-                      scale: float, layout: str, key_lengths: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
-    return _backward_launch(dout, q, k, v, out, lse, pattern, scale, layout, key_lengths)
+                      scale: float, layout: str, key_lengths: Optional[Tensor] = None,
+                      deterministic: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+    return _backward_launch(dout, q, k, v, out, lse, pattern, scale, layout, key_lengths, deterministic)
 
 
 @_attention_bwd_op.register_fake
-def _(dout, q, k, v, out, lse, pattern, scale, layout, key_lengths=None):
+def _(dout, q, k, v, out, lse, pattern, scale, layout, key_lengths=None, deterministic=True):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
 def _fwd_setup(ctx, inputs, output):
-    q, k, v, pattern, scale, layout, key_lengths = inputs
+    q, k, v, pattern, scale, layout, key_lengths, *rest = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, key_lengths)
     ctx.pattern, ctx.scale, ctx.layout = pattern, scale, layout
+    ctx.deterministic = bool(rest[0]) if rest else True
+    ctx.num_inputs = len(inputs)
     ctx.mark_non_differentiable(lse)  # lse is returned for inspection; no gradient flows through it
 
 
 def _fwd_backward(ctx, dout, dlse):
     q, k, v, out, lse, key_lengths = ctx.saved_tensors
     dq, dk, dv = torch.ops.splat.attention_bwd(dout, q, k, v, out, lse, ctx.pattern, ctx.scale, ctx.layout,
-                                               key_lengths)
-    return dq, dk, dv, None, None, None, None
+                                               key_lengths, ctx.deterministic)
+    return (dq, dk, dv) + (None,) * (ctx.num_inputs - 3)
 
 
 torch.library.register_autograd("splat::attention_fwd", _fwd_backward, setup_context=_fwd_setup)
@@ -177,14 +182,17 @@ torch.library.register_autograd("splat::attention", _attention_backward, setup_c
 
 
 def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd", out=None, return_lse=False,
-              key_lengths=None):
+              key_lengths=None, deterministic=True):
     """Sparse attention on tensors [B, H, N, D] (layout='bhnd') or [B, N, H, D] (layout='bnhd'); differentiable.
 
     Any strides with D contiguous (no copies); k, v may have fewer heads (GQA: their gradients sum over each
     group). plan: splat.plan(...) or a pattern string; pattern= builds and caches the plan. scale defaults to
     1/sqrt(D). return_lse=True also returns the row log-sum-exp (float32 [..., H, N], natural log, -inf for rows
     without keys; not differentiable). key_lengths: int32 [B] on q's device; batch row b attends only keys
-    j < key_lengths[b] (right padding).
+    j < key_lengths[b] (right padding). deterministic=True (the default): the backward's gradients are bitwise
+    identical run to run. deterministic=False allows a faster CUDA backward (on sm_90a dQ is accumulated with fp32
+    atomics inside the dK/dV pass: no separate dQ pass, but dq's last bits vary from run to run, and the workspace
+    grows by B*H*N*D floats); dk and dv, the CPU backward and the forward are unaffected.
     """
     s = 0.0 if scale is None else float(scale)
     if pattern is not None and not isinstance(pattern, str):  # a mask tensor: the op carries its name
@@ -206,7 +214,10 @@ def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd", ou
         pat = pattern if pattern is not None else (plan if isinstance(plan, str) else getattr(plan, "pattern", None))
         if pat is None:
             raise ValueError("splat: attention needs a plan or pattern=")
-        o, lse = torch.ops.splat.attention_fwd(q, k, v, pat, s, layout, key_lengths)
+        if deterministic:  # the op's schema default: the traced graph stays as it was
+            o, lse = torch.ops.splat.attention_fwd(q, k, v, pat, s, layout, key_lengths)
+        else:
+            o, lse = torch.ops.splat.attention_fwd(q, k, v, pat, s, layout, key_lengths, False)
         return (o, lse) if return_lse else o
     if out is None:
         out = torch.empty_like(q)

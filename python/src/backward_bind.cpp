@@ -47,11 +47,12 @@ const int32_t* key_lengths_pointer(const std::optional<nb::ndarray<nb::ro>>& len
   return static_cast<const int32_t*>(a.data());
 }
 
-AttentionOptions options(float scale, int threads, const int32_t* key_lengths) {
+AttentionOptions options(float scale, int threads, const int32_t* key_lengths, bool deterministic = true) {
   AttentionOptions opt;
   opt.scale = scale;
   opt.threads = threads;
   opt.key_lengths = key_lengths;
+  opt.deterministic = deterministic;
   return opt;
 }
 
@@ -77,7 +78,7 @@ void attention_backward(PlanHandle& plan, const InArray& q, const InArray& k, co
                         const InArray& dout, const InArray& lse, const OutArray& dq, const OutArray& dk,
                         const OutArray& dv, float scale, const std::string& layout, const std::string& dtype,
                         uintptr_t stream, int threads, uintptr_t workspace, size_t workspace_size,
-                        const std::optional<nb::ndarray<nb::ro>>& key_lengths) {
+                        const std::optional<nb::ndarray<nb::ro>>& key_lengths, bool deterministic) {
   const int l = parse_layout(layout);
   BackwardTensors t;
   t.q = array_view(q, l, dtype, "q");
@@ -89,7 +90,7 @@ void attention_backward(PlanHandle& plan, const InArray& q, const InArray& k, co
   t.dk = array_view(dk, l, dtype, "dk");
   t.dv = array_view(dv, l, dtype, "dv");
   t.lse = lse_pointer(lse, t.q, "lse");
-  const AttentionOptions opt = options(scale, threads, key_lengths_pointer(key_lengths, t.q));
+  const AttentionOptions opt = options(scale, threads, key_lengths_pointer(key_lengths, t.q), deterministic);
   nb::gil_scoped_release release;
   run_backward(plan, t, opt, reinterpret_cast<void*>(stream), reinterpret_cast<void*>(workspace), workspace_size);
 }
@@ -105,14 +106,18 @@ void bind_backward(nb::module_& m) {
   m.def("attention_backward", &attention_backward, "plan"_a, "q"_a, "k"_a, "v"_a, "out"_a, "dout"_a, "lse"_a,
         "dq"_a, "dk"_a, "dv"_a, "scale"_a = 0.0f, "layout"_a = "bhnd", "dtype"_a = "", "stream"_a = 0,
         "threads"_a = 0, "workspace"_a = 0, "workspace_size"_a = 0, "key_lengths"_a = nb::none(),
-        "Gradients dq, dk, dv (written) from the forward's out and lse and the output gradient dout");
+        "deterministic"_a = true,
+        "Gradients dq, dk, dv (written) from the forward's out and lse and the output gradient dout; "
+        "deterministic=False allows the faster CUDA backward whose dQ comes from fp32 atomics (last bits vary run "
+        "to run; its workspace is backward_workspace_bytes(..., deterministic=False))");
   m.def(
       "backward_workspace_bytes",
-      [](PlanHandle& plan, int64_t batch, int64_t heads, int device) {
+      [](PlanHandle& plan, int64_t batch, int64_t heads, int device, bool deterministic) {
         nb::gil_scoped_release release;
-        return backward_workspace_bytes(plan, batch, heads, device);
+        return backward_workspace_bytes(plan, batch, heads, device, deterministic);
       },
-      "plan"_a, "batch"_a, "heads"_a, "device"_a, "Bytes of device workspace a CUDA backward needs (0 on the CPU)");
+      "plan"_a, "batch"_a, "heads"_a, "device"_a, "deterministic"_a = true,
+      "Bytes of device workspace a CUDA backward needs (0 on the CPU)");
   bind_xla_backward(m);
 }
 

@@ -115,12 +115,12 @@ void run_plan(PlanHandle& plan, const TensorView& q, const TensorView& k, const 
 #endif
 }
 
-size_t backward_workspace_bytes(PlanHandle& plan, int64_t batch, int64_t heads, int device) {
+size_t backward_workspace_bytes(PlanHandle& plan, int64_t batch, int64_t heads, int device, bool deterministic) {
   if (device < 0) return 0;
 #if SPLAT_WITH_CUDA
-  return cuda_backward_workspace_bytes(*cuda_plan_for(plan, device, true), batch, heads);
+  return cuda_backward_workspace_bytes(*cuda_plan_for(plan, device, true), batch, heads, deterministic);
 #else
-  (void)plan, (void)batch, (void)heads;
+  (void)plan, (void)batch, (void)heads, (void)deterministic;
   fail(ErrorCode::Unsupported, "splat was built without CUDA (SPLAT_WITH_CUDA=OFF): no CUDA workspace");
 #endif
 }
@@ -150,7 +150,7 @@ void run_backward(PlanHandle& plan, const BackwardTensors& t, const AttentionOpt
   require(t.q.dtype == plan.dtype, std::string("the plan was compiled for ") + dtype_name(plan.dtype) +
                                        " but the tensors are " + dtype_name(t.q.dtype));
   const std::shared_ptr<CudaPlan> cp = cuda_plan_for(plan, t.q.device, true);
-  const size_t need = cuda_backward_workspace_bytes(*cp, t.q.B(), t.q.H());
+  const size_t need = cuda_backward_workspace_bytes(*cp, t.q.B(), t.q.H(), opt.deterministic);
   require(!need || (workspace && workspace_size >= need),
           "backward workspace of " + std::to_string(workspace_size) + " bytes is too small: the plan needs " +
               std::to_string(need));

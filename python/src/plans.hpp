@@ -54,7 +54,7 @@ void run_plan(PlanHandle& plan, const TensorView& q, const TensorView& k, const 
 // CUDA the backward kernels). workspace: backward_workspace_bytes(...) bytes of device memory (CUDA).
 void run_backward(PlanHandle& plan, const BackwardTensors& t, const AttentionOptions& opt, void* stream,
                   void* workspace = nullptr, size_t workspace_size = 0);
-size_t backward_workspace_bytes(PlanHandle& plan, int64_t batch, int64_t heads, int device);
+size_t backward_workspace_bytes(PlanHandle& plan, int64_t batch, int64_t heads, int device, bool deterministic = true);
 // Workspace a CUDA launch of this plan on `device` needs (0 for CPU and single-pass plans).
 size_t attention_workspace_bytes(PlanHandle& plan, int64_t batch, int64_t heads, int device);
 

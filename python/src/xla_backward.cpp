@@ -39,7 +39,7 @@ ffi::Error forward(int device, void* stream, const ffi::AnyBuffer& q, const ffi:
 ffi::Error backward(int device, void* stream, const ffi::AnyBuffer& q, const ffi::AnyBuffer& k,
                     const ffi::AnyBuffer& v, const ffi::AnyBuffer& out, const ffi::AnyBuffer& lse,
                     const ffi::AnyBuffer& dout, ffi::AnyBuffer& dq, ffi::AnyBuffer& dk, ffi::AnyBuffer& dv,
-                    ffi::AnyBuffer& ws, int64_t plan_id, int64_t layout, float scale) {
+                    ffi::AnyBuffer& ws, int64_t plan_id, int64_t layout, float scale, int64_t deterministic) {
   PlanHandle* plan = find_plan(plan_id);
   if (!plan) return ffi::Error::InvalidArgument("splat: unknown plan id " + std::to_string(plan_id));
   return xla::guarded([&] {
@@ -56,6 +56,7 @@ ffi::Error backward(int device, void* stream, const ffi::AnyBuffer& q, const ffi
     t.lse = lse_of(const_cast<ffi::AnyBuffer&>(lse), t.q);
     AttentionOptions opt;
     opt.scale = scale;
+    opt.deterministic = deterministic != 0;
     run_backward(*plan, t, opt, stream, ws.untyped_data(), ws.size_bytes());
   });
 }
@@ -75,15 +76,17 @@ ffi::Error forward_device(void* stream, int32_t device, ffi::AnyBuffer q, ffi::A
 ffi::Error backward_host(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::AnyBuffer out, ffi::AnyBuffer lse,
                          ffi::AnyBuffer dout, ffi::Result<ffi::AnyBuffer> dq, ffi::Result<ffi::AnyBuffer> dk,
                          ffi::Result<ffi::AnyBuffer> dv, ffi::Result<ffi::AnyBuffer> ws, int64_t plan_id,
-                         int64_t layout, float scale) {
-  return backward(-1, nullptr, q, k, v, out, lse, dout, *dq, *dk, *dv, *ws, plan_id, layout, scale);
+                         int64_t layout, float scale, int64_t deterministic) {
+  return backward(-1, nullptr, q, k, v, out, lse, dout, *dq, *dk, *dv, *ws, plan_id, layout, scale, deterministic);
 }
 
 ffi::Error backward_device(void* stream, int32_t device, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
                            ffi::AnyBuffer out, ffi::AnyBuffer lse, ffi::AnyBuffer dout, ffi::Result<ffi::AnyBuffer> dq,
                            ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv,
-                           ffi::Result<ffi::AnyBuffer> ws, int64_t plan_id, int64_t layout, float scale) {
-  return backward(device, stream, q, k, v, out, lse, dout, *dq, *dk, *dv, *ws, plan_id, layout, scale);
+                           ffi::Result<ffi::AnyBuffer> ws, int64_t plan_id, int64_t layout, float scale,
+                           int64_t deterministic) {
+  return backward(device, stream, q, k, v, out, lse, dout, *dq, *dk, *dv, *ws, plan_id, layout, scale,
+                  deterministic);
 }
 
 }  // namespace
@@ -129,7 +132,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionBwdHost, splat::py::backward_host,
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("plan_id")
                                   .Attr<int64_t>("layout")
-                                  .Attr<float>("scale"));
+                                  .Attr<float>("scale")
+                                  .Attr<int64_t>("deterministic"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionBwdDevice, splat::py::backward_device,
                               ffi::Ffi::Bind()
@@ -147,7 +151,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionBwdDevice, splat::py::backward_devic
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("plan_id")
                                   .Attr<int64_t>("layout")
-                                  .Attr<float>("scale"));
+                                  .Attr<float>("scale")
+                                  .Attr<int64_t>("deterministic"));
 
 void splat::py::bind_xla_backward(nanobind::module_& m) {
   namespace nb = nanobind;
