@@ -1,5 +1,6 @@
 """Serving: decode against a KV cache (contiguous or paged) and packed variable-length attention, for NumPy arrays
-(PyTorch tensors go to splat.torch.decode / splat.torch.varlen_attention).
+(PyTorch tensors go to splat.torch.decode / splat.torch.varlen_attention, JAX arrays to XLA FFI calls that work under
+jax.jit).
 
     out = splat.decode(q, k_cache, v_cache, cache_seqlens, pattern="causal_window:w=4096+sink:g=4")
     out = splat.varlen_attention(q, k, v, cu_seqlens, max_seqlen, pattern="causal")
@@ -92,6 +93,10 @@ def decode(q, k_cache, v_cache, cache_seqlens, pattern=None, block_table=None, s
     Returns out like q (and lse float32 [B, H, T], natural log, -inf for rows without keys, with return_lse=True).
     reference=True runs the float64 oracle (each key tested against the pattern's definition).
     """
+    if framework(q) == "jax":
+        from ._jax_serving import decode as jax_decode
+        return jax_decode(q, k_cache, v_cache, cache_seqlens, pattern, block_table, scale, cache_starts=cache_starts,
+                          layout=layout, return_lse=return_lse)
     if framework(q) == "torch":
         from ._torch_serving import decode as torch_decode  # = splat.torch.decode
         return torch_decode(q, k_cache, v_cache, cache_seqlens, pattern=pattern, block_table=block_table,
@@ -118,6 +123,9 @@ def varlen_attention(q, k, v, cu_seqlens, max_seqlen, pattern=None, scale=None, 
     """Attention over sequences packed along one token axis: q [total, H, D], k, v [total, H_kv, D]; sequence b is
     tokens cu_seqlens[b] .. cu_seqlens[b+1]-1 (int32 [B+1]) and sees `pattern` at its own length (position 0 at its
     first token). Returns out like q (and lse float32 [H, total] with return_lse=True)."""
+    if framework(q) == "jax":
+        from ._jax_serving import varlen_attention as jax_varlen
+        return jax_varlen(q, k, v, cu_seqlens, max_seqlen, pattern, scale, return_lse=return_lse)
     if framework(q) == "torch":
         from ._torch_serving import varlen_attention as torch_varlen  # = splat.torch.varlen_attention
         return torch_varlen(q, k, v, cu_seqlens, max_seqlen, pattern=pattern, scale=scale,

@@ -157,6 +157,7 @@ void bind_decode(nb::module_& m) {
   m.def("varlen_attention", &varlen, "plans"_a, "q"_a, "k"_a, "v"_a, "cu_seqlens"_a.none(), "max_seqlen"_a, "out"_a,
         "lse"_a.none(), "scale"_a = 0.0f, "dtype"_a = "", "threads"_a = 0, "reference"_a = false,
         "Attention over packed sequences [total, H, D] with cu_seqlens (B+1 int32 offsets) into `out`");
+  bind_xla_decode(m);
   m.attr("has_decode") = true;
 }
 

@@ -147,3 +147,15 @@ def test_torch_decode_bf16(rng):
     t = [torch.from_numpy(np.asarray(x, np.float32)).to(torch.bfloat16) for x in (case.q, case.k, case.v)]
     out = splat.torch.decode(*t, torch.from_numpy(case.lengths), pattern=case.pattern)
     check(out.float().numpy(), case, "bf16")
+
+
+def test_jax_decode_under_jit(rng):
+    jax = pytest.importorskip("jax")
+    case = Case(rng, "causal_dilated:w=6,d=3+sink:g=2", [3, 40], T=2)
+    pool_k, pool_v, table = case.paged(rng, 16)
+    fn = jax.jit(lambda q, k, v, s, t: splat.decode(q, k, v, s, pattern=case.pattern, block_table=t, return_lse=True))
+    out, lse = fn(case.q, pool_k, pool_v, case.lengths, table)
+    check(np.asarray(out), case)
+    _, want_lse = splat.decode(case.q, pool_k, pool_v, case.lengths, pattern=case.pattern, block_table=table,
+                               return_lse=True)
+    np.testing.assert_allclose(np.asarray(lse), want_lse, rtol=1e-6)

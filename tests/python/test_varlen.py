@@ -56,7 +56,7 @@ def test_errors(rng):
 
 
 torch = pytest.importorskip("torch")
-import splat.torch  # noqa: E402
+import splat.torch  # noqa: E402,F401
 
 
 def test_torch_varlen_matches_and_compiles(rng):
@@ -67,3 +67,10 @@ def test_torch_varlen_matches_and_compiles(rng):
     fn = torch.compile(lambda *a: splat.torch.varlen_attention(*a, 64, pattern="causal"), fullgraph=True)
     torch.testing.assert_close(fn(*args), out)
     torch.library.opcheck(torch.ops.splat.varlen_attention.default, (*args, 64, "causal", 0.0))
+
+
+def test_jax_varlen_under_jit(rng):
+    jax = pytest.importorskip("jax")
+    q, k, v, cu = packed(rng, LENGTHS)
+    out = jax.jit(lambda q, k, v, cu: splat.varlen_attention(q, k, v, cu, 64, pattern="causal_window:w=8"))(q, k, v, cu)
+    check_per_sequence(np.asarray(out), q, k, v, cu, "causal_window:w=8", "f32")

@@ -1,0 +1,135 @@
+// XLA FFI handlers of the serving entry points (CPU): decode against a KV cache and packed varlen attention. Plans
+// are registered at trace time and passed by id, as for the forward.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/shared_ptr.h>
+
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "bindings.hpp"
+#include "splat/decode.hpp"
+#include "splat/error.hpp"
+
+#if SPLAT_WITH_XLA_FFI
+#include "xla_common.hpp"
+
+namespace ffi = xla::ffi;
+
+namespace splat::py {
+namespace {
+
+// Registered plans live until exit (an executable may run long after tracing).
+std::mutex registry_mu;
+std::vector<std::shared_ptr<const DecodePlan>> decode_plans;
+std::vector<std::shared_ptr<VarlenPlans>> varlen_plans;
+
+template <class T>
+T* lookup(std::vector<std::shared_ptr<T>>& v, int64_t id) {
+  std::lock_guard<std::mutex> lock(registry_mu);
+  return id >= 0 && size_t(id) < v.size() ? v[size_t(id)].get() : nullptr;
+}
+
+// An int32 buffer's data, nullptr when it has no elements (an absent optional argument).
+const int32_t* int32_buffer(const ffi::AnyBuffer& b, const char* name) {
+  require(b.element_type() == ffi::DataType::S32, std::string(name) + ": must be int32");
+  return b.element_count() ? static_cast<const int32_t*>(b.untyped_data()) : nullptr;
+}
+
+ffi::Error decode_host(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::AnyBuffer seqlens,
+                       ffi::AnyBuffer table, ffi::AnyBuffer starts, ffi::Result<ffi::AnyBuffer> out,
+                       ffi::Result<ffi::AnyBuffer> lse, int64_t plan_id, int64_t layout, float scale) {
+  const DecodePlan* plan = lookup(decode_plans, plan_id);
+  if (!plan) return ffi::Error::InvalidArgument("splat: unknown decode plan id " + std::to_string(plan_id));
+  return xla::guarded([&] {
+    const int l = int(layout);
+    const TensorView tq = xla::buffer_view(q, l, -1, "q");
+    KvCache c;
+    c.k = xla::buffer_view(k, l, -1, "k_cache"), c.v = xla::buffer_view(v, l, -1, "v_cache");
+    c.seqlens = int32_buffer(seqlens, "cache_seqlens");
+    require(c.seqlens && int64_t(seqlens.element_count()) == tq.B(), "cache_seqlens: must hold B int32 lengths");
+    c.block_table = int32_buffer(table, "block_table");
+    if (c.block_table) {
+      const auto dims = table.dimensions();
+      require(dims.size() == 2 && dims[0] == tq.B(), "block_table: must be [B, max_pages]");
+      c.max_pages = dims[1];
+    }
+    c.starts = int32_buffer(starts, "cache_starts");
+    require(!c.starts || int64_t(starts.element_count()) == tq.B(), "cache_starts: must hold B int32 values");
+    AttentionOptions opt;
+    opt.scale = scale;
+    decode_cpu(*plan, tq, c, xla::buffer_view(*out, l, -1, "out"), opt, static_cast<float*>(lse->untyped_data()));
+  });
+}
+
+ffi::Error varlen_host(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::AnyBuffer cu,
+                       ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> lse, int64_t plans_id,
+                       int64_t max_seqlen, float scale) {
+  VarlenPlans* plans = lookup(varlen_plans, plans_id);
+  if (!plans) return ffi::Error::InvalidArgument("splat: unknown varlen plans id " + std::to_string(plans_id));
+  return xla::guarded([&] {
+    const Varlen batch{int32_buffer(cu, "cu_seqlens"), int64_t(cu.element_count()) - 1, max_seqlen};
+    AttentionOptions opt;
+    opt.scale = scale;
+    attention_varlen_cpu(*plans, xla::buffer_view(q, 1, -1, "q"), xla::buffer_view(k, 1, -1, "k"),
+                         xla::buffer_view(v, 1, -1, "v"), xla::buffer_view(*out, 1, -1, "out"), batch, opt,
+                         static_cast<float*>(lse->untyped_data()));
+  });
+}
+
+}  // namespace
+}  // namespace splat::py
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatDecodeHost, splat::py::decode_host,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("plan_id")
+                                  .Attr<int64_t>("layout")
+                                  .Attr<float>("scale"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatVarlenHost, splat::py::varlen_host,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("plans_id")
+                                  .Attr<int64_t>("max_seqlen")
+                                  .Attr<float>("scale"));
+
+void splat::py::bind_xla_decode(nanobind::module_& m) {
+  namespace nb = nanobind;
+  nb::dict decode, varlen;
+  decode["cpu"] = nb::capsule(reinterpret_cast<void*>(&SplatDecodeHost));
+  varlen["cpu"] = nb::capsule(reinterpret_cast<void*>(&SplatVarlenHost));
+  m.attr("xla_decode_targets") = decode;
+  m.attr("xla_varlen_targets") = varlen;
+  m.def("_register_decode_plan", [](std::shared_ptr<DecodePlan> p) {
+    std::lock_guard<std::mutex> lock(registry_mu);
+    decode_plans.push_back(std::move(p));
+    return int64_t(decode_plans.size() - 1);
+  });
+  m.def("_register_varlen_plans", [](std::shared_ptr<VarlenPlans> p) {
+    std::lock_guard<std::mutex> lock(registry_mu);
+    varlen_plans.push_back(std::move(p));
+    return int64_t(varlen_plans.size() - 1);
+  });
+}
+
+#else
+
+void splat::py::bind_xla_decode(nanobind::module_& m) {
+  m.attr("xla_decode_targets") = nanobind::dict();
+  m.attr("xla_varlen_targets") = nanobind::dict();
+}
+
+#endif
