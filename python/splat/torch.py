@@ -437,3 +437,9 @@ class FLuRKAAttention(nn.Module):
 
     def extra_repr(self):
         return f"method='{self.method}', heads={self.num_heads}, head_dim={self.head_dim}, causal={self.causal}"
+
+
+# ---- serving: decode against a KV cache, packed varlen attention (ops in splat._torch_serving) ----
+from ._torch_serving import decode, varlen_attention  # noqa: E402
+
+__all__ += ["decode", "varlen_attention"]
