@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The CUDA backward's GPU checks and timings in one device call, on binaries built here (no GPU needed to build):
 #   bash bench/run_backward_gpu.sh --stage [BUILD_DIR]   # dev machine: copy the binaries into .carry/bwd
-#   bash bench/run_backward_gpu.sh tests|sanitize|bench|all [bench args...]   # GPU machine (carry .carry/bwd)
+#   bash bench/run_backward_gpu.sh tests|sanitize|check|bench|all [bench args...]   # GPU machine (carry .carry/bwd)
 # tests: the backward / lse / padding tests (parallel groups, both modes) and the forward tests; sanitize:
 # compute-sanitizer memcheck and racecheck on the backward at small N (SANITIZE_FILTER, default both modes' sets);
-# bench: splat_backward_bench (args passed on).
+# check: tests and sanitize at once; bench: splat_backward_bench (args passed on). BWD_GROUPS (e.g. "0 4 5 6") picks
+# test_cuda_backward's groups and leaves out the forward and mma.sync runs; SPLAT_CACHE_DIR may point to a kernel
+# cache filled beforehand (kernels compile without a GPU).
 # Logs and results go to $OUT (or build-bwd-out); the summary to $OUT/summary.txt. Exit status: failed steps.
 set -u
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,7 +34,7 @@ summary() { echo "$1 rc=$2 $(grep -E '^\[  (PASSED|FAILED) |tests? ran' "$R/$1.l
 t_test=${T_TEST:-420} t_san=${T_SAN:-300} t_bench=${T_BENCH:-500}
 pids=()
 names=()
-if [ "$mode" = sanitize ] || [ "$mode" = all ]; then  # beside the tests: the sanitizers are slow, not GPU-bound
+if [ "$mode" = sanitize ] || [ "$mode" = check ] || [ "$mode" = all ]; then  # beside the tests: the sanitizers are slow, not GPU-bound
   for tool in memcheck racecheck; do
     timeout $t_san compute-sanitizer --tool $tool --print-limit 20 "$bin/test_cuda_backward" \
       --gtest_filter="${SANITIZE_FILTER:-CudaBackward.SanitizerSet*}" >"$R/sanitize_$tool.log" 2>&1 &
@@ -40,27 +42,29 @@ if [ "$mode" = sanitize ] || [ "$mode" = all ]; then  # beside the tests: the sa
     names+=("sanitize_$tool")
   done
 fi
-if [ "$mode" = tests ] || [ "$mode" = all ]; then
+if [ "$mode" = tests ] || [ "$mode" = check ] || [ "$mode" = all ]; then
   b=CudaBackward
   nd=CudaBackwardNonDeterministic
   groups=("$b.SuiteSmall:$b.SanitizerSet*:$b.Deterministic:$b.GraphCapture*:$b.ArgumentErrors:$b.OutputsOverlapping*:CudaLse.*"
     "$b.SuiteDtypesAndHeadDims" "$b.MorePatternsAndCompositions:$b.ExplicitMask*"
     "$b.OddSequenceLengths:$b.GqaAndStridedLayouts:$b.KeyLengths" "$nd.Suite" "$nd.OddLengthsGqaPaddingAndEmptyRows"
     "$nd.DkDvBitwiseDqCloseAndWorkspace:$nd.GraphCapture")
-  for g in "${!groups[@]}"; do
+  for g in ${BWD_GROUPS:-${!groups[@]}}; do
     timeout $t_test "$bin/test_cuda_backward" --gtest_filter="${groups[$g]}" >"$R/backward$g.log" 2>&1 &
     pids+=($!)
     names+=("backward$g")
   done
-  timeout $t_test "$bin/test_cuda_attention" >"$R/attention.log" 2>&1 &
-  pids+=($!)
-  timeout $t_test "$bin/test_cuda_workspace" >"$R/workspace.log" 2>&1 &
-  pids+=($!)
-  SPLAT_CUDA_WGMMA=0 timeout $t_test "$bin/test_cuda_backward" \
-    --gtest_filter="$b.SuiteSmall:$b.KeyLengths:$b.GqaAndStridedLayouts:$b.SuiteDtypesAndHeadDims:$nd.DkDv*" \
-    >"$R/mma_sync.log" 2>&1 &
-  pids+=($!)
-  names+=(attention workspace mma_sync)
+  if [ -z "${BWD_GROUPS:-}" ]; then
+    timeout $t_test "$bin/test_cuda_attention" >"$R/attention.log" 2>&1 &
+    pids+=($!)
+    timeout $t_test "$bin/test_cuda_workspace" >"$R/workspace.log" 2>&1 &
+    pids+=($!)
+    SPLAT_CUDA_WGMMA=0 timeout $t_test "$bin/test_cuda_backward" \
+      --gtest_filter="$b.SuiteSmall:$b.KeyLengths:$b.GqaAndStridedLayouts:$b.SuiteDtypesAndHeadDims:$nd.DkDv*" \
+      >"$R/mma_sync.log" 2>&1 &
+    pids+=($!)
+    names+=(attention workspace mma_sync)
+  fi
 fi
 for i in "${!pids[@]}"; do
   wait "${pids[$i]}"
