@@ -2,6 +2,9 @@
 // call them from torch). Random bf16 inputs on the device, E, F, W per head; median of --repeats timed calls
 // (CUDA events) after warm-up; NaN-poisoned output checked for non-finite values. One JSON object per line.
 //   flurka_bench --B 4 --H 16 --N 4096 --D 64 --k 256 --m 256 [--methods all|a,b] [--repeats 50] [--shared]
+//                [--backward]
+// --backward also times flurka_backward_cuda (median, same way) and checks its gradients: finite, bitwise equal
+// over two calls, and their relative error against the fp32 SIMT kernels (SPLAT_FLURKA_BWD=simt).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -34,18 +37,98 @@ void* dev_random(size_t n, float sd, std::mt19937& g) {
   ck(cudaMemcpy(p, h.data(), n * 2, cudaMemcpyHostToDevice), "copy");
   return p;
 }
+std::vector<uint16_t> to_host(const void* p, size_t n) {
+  std::vector<uint16_t> h(n);
+  ck(cudaMemcpy(h.data(), p, n * 2, cudaMemcpyDeviceToHost), "copy back");
+  return h;
+}
+
+// Times the backward and checks it (see the header); returns the JSON fields to append.
+std::string time_backward(FlurkaMethod meth, const FlurkaInputs& in, int64_t B, int64_t H, int64_t N, int64_t D,
+                          int64_t k, int64_t He, int repeats, std::mt19937& g) {
+  const size_t n = size_t(B * H * N * D), ne = uses_projection(meth) ? size_t(He * k * N) : 0;
+  FlurkaGrads gr;
+  gr.dout = contiguous_view(dev_random(n, 1.0f, g), DType::BF16, B, H, N, D, 0);
+  std::vector<void*> bufs;
+  for (size_t sz : {n, n, n, std::max<size_t>(ne, 1), std::max<size_t>(ne, 1)}) {
+    void* p = nullptr;
+    ck(cudaMalloc(&p, sz * 2), "malloc grad");
+    ck(cudaMemset(p, 0xff, sz * 2), "poison");
+    bufs.push_back(p);
+  }
+  gr.dq = contiguous_view(bufs[0], DType::BF16, B, H, N, D, 0);
+  gr.dk = contiguous_view(bufs[1], DType::BF16, B, H, N, D, 0);
+  gr.dv = contiguous_view(bufs[2], DType::BF16, B, H, N, D, 0);
+  gr.de = bufs[3], gr.df = bufs[4];
+  const size_t sizes[5] = {n, n, n, ne, ne};
+  auto snapshot = [&] {
+    std::vector<std::vector<uint16_t>> r;
+    for (int i = 0; i < 5; ++i) r.push_back(to_host(bufs[i], sizes[i]));
+    return r;
+  };
+  flurka_backward_cuda(meth, in, gr, nullptr);
+  ck(cudaDeviceSynchronize(), "backward");
+  const auto first = snapshot();
+  int64_t bad = 0;
+  for (const auto& v : first)
+    for (uint16_t x : v) bad += !std::isfinite(bf16_to_float(x));
+  cudaEvent_t e0, e1;
+  ck(cudaEventCreate(&e0), "event");
+  ck(cudaEventCreate(&e1), "event");
+  for (int i = 0; i < 3; ++i) flurka_backward_cuda(meth, in, gr, nullptr);
+  std::vector<float> t;
+  for (int i = 0; i < repeats; ++i) {
+    ck(cudaEventRecord(e0), "rec");
+    flurka_backward_cuda(meth, in, gr, nullptr);
+    ck(cudaEventRecord(e1), "rec");
+    ck(cudaEventSynchronize(e1), "sync");
+    float ms_ = 0;
+    cudaEventElapsedTime(&ms_, e0, e1);
+    t.push_back(ms_);
+  }
+  std::sort(t.begin(), t.end());
+  const auto again = snapshot();
+  const bool same = again == first;
+  setenv("SPLAT_FLURKA_BWD", "simt", 1);
+  flurka_backward_cuda(meth, in, gr, nullptr);
+  ck(cudaDeviceSynchronize(), "backward simt");
+  unsetenv("SPLAT_FLURKA_BWD");
+  const auto ref = snapshot();
+  std::ostringstream os;
+  os << ", \"bwd_ms\": " << t[t.size() / 2] << ", \"bwd_nonfinite\": " << bad
+     << ", \"bwd_deterministic\": " << (same ? "true" : "false") << ", \"bwd_rel_vs_simt\": {";
+  const char* names[5] = {"dq", "dk", "dv", "dE", "dF"};
+  for (int i = 0; i < 5; ++i) {
+    double num = 0, den = 0;
+    for (size_t j = 0; j < sizes[i]; ++j) {
+      const double a = bf16_to_float(first[i][j]), b = bf16_to_float(ref[i][j]);
+      num += (a - b) * (a - b), den += b * b;
+    }
+    os << (i ? ", " : "") << "\"" << names[i] << "\": " << (sizes[i] ? std::sqrt(num / std::max(den, 1e-30)) : 0.0);
+  }
+  os << "}";
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  for (void* p : bufs) cudaFree(p);
+  cudaFree(const_cast<void*>(gr.dout.data));
+  return os.str();
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   int64_t B = 4, H = 16, N = 4096, D = 64, k = 256, m = 256;
   int repeats = 50;
-  bool shared = false;
+  bool shared = false, backward = false;
   std::string methods = "all";
-  for (int i = 1; i + 1 < argc || (i < argc && std::string(argv[i]) == "--shared"); ++i) {
+  for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--shared") {
-      shared = true;
+    if (a == "--shared" || a == "--backward") {
+      (a == "--shared" ? shared : backward) = true;
       continue;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "option %s needs a value\n", a.c_str());
+      return 2;
     }
     const std::string v = argv[++i];
     if (a == "--B")
@@ -119,12 +202,14 @@ int main(int argc, char** argv) {
     int64_t bad = 0;
     for (uint16_t x : host) bad += !std::isfinite(bf16_to_float(x));
     const FlurkaCost c = flurka_cost(meth, B, H, N, D, k, m, 2, shared);
+    std::string bw;
+    if (backward) bw = time_backward(meth, in, B, H, N, D, k, He, repeats, g);
     std::printf(
         "{\"method\": \"%s\", \"B\": %lld, \"H\": %lld, \"N\": %lld, \"D\": %lld, \"k\": %lld, \"m\": %lld, "
         "\"ms\": %.4f, \"min_ms\": %.4f, \"flops\": %.4g, \"bytes\": %.4g, \"predicted_ms\": %.4f, \"nonfinite\": "
-        "%lld}\n",
+        "%lld%s}\n",
         flurka_method_name(meth), (long long)B, (long long)H, (long long)N, (long long)D, (long long)k, (long long)m,
-        t[t.size() / 2], t[0], c.flops, c.bytes, c.predicted_s * 1e3, (long long)bad);
+        t[t.size() / 2], t[0], c.flops, c.bytes, c.predicted_s * 1e3, (long long)bad, bw.c_str());
     std::fflush(stdout);
     cudaFree(ws);
   }

@@ -1,13 +1,18 @@
 #!/bin/bash
 # One device call for FLuRKA: GPU tests, the C++ timing harness and the PyTorch comparison, logs under $OUT.
 # Binaries come from .carry/flurka (staged on the dev machine: `bash bench/run_flurka_gpu.sh --stage`).
-#   bash bench/run_flurka_gpu.sh [tests] [profile] [ncu] [harness] [bench] [--no-compile]
+#   bash bench/run_flurka_gpu.sh [tests] [profile] [ncu] [harness] [bwd] [bench] [--no-compile]
+# bwd: the C++ harness with --backward (times and checks flurka_backward_cuda; SPLAT_FLURKA_PROFILE per kernel).
+# bench: bench/bench_flurka.py (the Python bindings against torch.compile); needs the package installed.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ "${1:-}" = "--stage" ]; then
-  cmake --build "$ROOT/build-flurka-cuda" -j2 --target test_flurka_cuda flurka_bench || exit 1
+  cmake --build "$ROOT/build-flurka-cuda" -j2 --target test_flurka_cuda test_flurka_cuda_backward flurka_bench || exit 1
   mkdir -p "$ROOT/.carry/flurka"
-  cp "$ROOT"/build-flurka-cuda/tests/cpp/test_flurka_cuda "$ROOT"/build-flurka-cuda/bin/flurka_bench "$ROOT/.carry/flurka/"
+  cp "$ROOT"/build-flurka-cuda/tests/cpp/test_flurka_cuda "$ROOT"/build-flurka-cuda/tests/cpp/test_flurka_cuda_backward \
+    "$ROOT"/build-flurka-cuda/bin/flurka_bench "$ROOT/.carry/flurka/"
+  (cd "$ROOT" && git log -1 --format=%H && git status --short -- src/flurka bench include/splat/flurka.hpp) \
+    >"$ROOT/.carry/flurka/commit.txt"
   cp /lib/x86_64-linux-gnu/libgomp.so.1 "$ROOT/.carry/flurka/"
   exit 0
 fi
@@ -21,11 +26,22 @@ for a in "$@"; do case "$a" in --*) EXTRA+=("$a") ;; *) STEPS+=("$a") ;; esac; d
 [ ${#STEPS[@]} -eq 0 ] && STEPS=(tests harness bench)
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/flurka_device.txt"
 (cd "$ROOT" && git log -1 --format='commit %H %s' 2>/dev/null) | tee -a "$OUT/flurka_device.txt"
+bwd_harness() {  # C++ harness, forward + backward per method, per-kernel backward profile
+  for cfg in "4 16 4096 64" "1 16 16384 64" "4 16 4096 128"; do
+    set -- $cfg
+    SPLAT_FLURKA_PROFILE=1 "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 256 --m 256 --repeats 10 --backward 2>&1 |
+      awk '/backward profile/ {p=$0} /^\{/ {print p; print $0}' | sed 's/"flops.*"bwd_ms/"bwd_ms/'
+  done 2>&1
+}
 for s in "${STEPS[@]}"; do
   case "$s" in
     tests)
-      "$BIN/test_flurka_cuda" >"$OUT/flurka_tests.log" 2>&1
-      grep -E "FAILED|Failure|Expected|PASSED|SKIPPED" "$OUT/flurka_tests.log" | head -40 ;;
+      "$BIN/test_flurka_cuda" >"$OUT/flurka_tests.log" 2>&1 &
+      "$BIN/test_flurka_cuda_backward" >"$OUT/flurka_bwd_tests.log" 2>&1
+      wait
+      grep -hE "FAILED|Failure|Expected|Which is|error|PASSED|SKIPPED" "$OUT/flurka_tests.log" "$OUT/flurka_bwd_tests.log" |
+        head -60 ;;
+    bwd) bwd_harness | tee "$OUT/flurka_bwd.log" ;;
     profile)
       for cfg in "4 16 4096 64" "1 16 16384 64" "4 16 4096 128"; do
         set -- $cfg
@@ -58,9 +74,30 @@ for s in "${STEPS[@]}"; do
           "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k $k --m $m --repeats 30
         done
       done 2>&1 | tee "$OUT/flurka_harness.jsonl" ;;
-    bench)
-      timeout 480 python3 "$ROOT/bench/bench_flurka.py" --harness "$BIN/flurka_bench" --out "$OUT" "${EXTRA[@]}" 2>&1 |
+    bench)  # the package (CUDA) is built while the C++ tests run and 4 processes fill the inductor cache with the
+      # torch.compile baselines; then one process times everything (bench/bench_flurka.py)
+      export TORCHINDUCTOR_CACHE_DIR=/tmp/flurka-inductor TORCHINDUCTOR_COMPILE_THREADS=4 CMAKE_BUILD_PARALLEL_LEVEL=12
+      # the package from the committed tree (HEAD), not from whatever else is being edited in the working tree
+      rm -rf /tmp/flurka-src && mkdir -p /tmp/flurka-src && git -C "$ROOT" archive HEAD | tar -x -C /tmp/flurka-src
+      (cd /tmp/flurka-src && timeout 300 python3 -m pip install --no-build-isolation --no-deps -q \
+        -C cmake.define.SPLAT_WITH_CUDA=ON -C cmake.define.SPLAT_FLURKA_CUDA_ARCHS=90 -C build-dir=/tmp/flurka-py . \
+        >"$OUT/flurka_pip.log" 2>&1; echo "pip rc=$? ($SECONDS s)") &
+      pip_pid=$!
+      for w in 0 1 2 3; do
+        timeout 200 python3 "$ROOT/bench/bench_flurka.py" --precompile $w/4 >"/tmp/flurka_pre$w.log" 2>&1 &
+      done
+      if [ -x "$BIN/test_flurka_cuda_backward" ]; then
+        "$BIN/test_flurka_cuda_backward" >"$OUT/flurka_tests.log" 2>&1
+        SPLAT_FLURKA_BWD=simt "$BIN/test_flurka_cuda_backward" --gtest_filter='*bf16_D64' >>"$OUT/flurka_tests.log" 2>&1
+        "$BIN/test_flurka_cuda" >>"$OUT/flurka_tests.log" 2>&1
+        bwd_harness >"$OUT/flurka_bwd.log"
+      fi
+      wait
+      cat /tmp/flurka_pre*.log >"$OUT/flurka_pre.log"
+      tail -3 "$OUT/flurka_pip.log"; grep -c precompiled "$OUT/flurka_pre.log"; grep -v precompiled "$OUT/flurka_pre.log" | tail -5
+      grep -hE "Failure|Expected|^\[  (PASSED|FAILED)" "$OUT/flurka_tests.log" | head -20
+      (cd /tmp && timeout 300 python3 "$ROOT/bench/bench_flurka.py" --out "$OUT" "${EXTRA[@]}" 2>&1) |
         tee "$OUT/flurka_bench.log" ;;
   esac
 done
-[ -f "$OUT/flurka_tests.log" ] && echo "GPU tests: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/flurka_tests.log" | tr '\n' ' ')"
+[ -f "$OUT/flurka_tests.log" ] && echo "GPU tests: $(grep -hE '^\[  (PASSED|FAILED)' "$OUT/flurka_tests.log" "$OUT/flurka_bwd_tests.log" | tr '\n' ' ')"

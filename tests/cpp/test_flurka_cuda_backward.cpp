@@ -48,6 +48,27 @@ TEST_P(FlurkaCudaBackward, MatchesReference) {
   }
 }
 
+// Every partial has one owner and every sum a fixed order: two calls give bitwise-equal gradients (bf16: the
+// tensor-core kernels; f32: the SIMT ones), for every method, shared and per-head E/F/W.
+TEST(FlurkaCudaBackwardDeterminism, BitwiseEqualOverCalls) {
+  std::string why;
+  if (!flurka_cuda_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
+  uint32_t seed = 1700;
+  for (FlurkaMethod m : all_flurka_methods())
+    for (DType t : {DType::BF16, DType::F32}) {
+      Case c{2, 3, 300, 517, 64, 96, 128};
+      c.dtype = t, c.shared = (seed % 2) == 1;
+      Problem p = make_problem(c, seed++);
+      Grads a = make_grads(p, t, seed), b = make_grads(p, t, seed);
+      flurka_backward_cuda_host(m, p.in, a.g);
+      flurka_backward_cuda_host(m, p.in, b.g);
+      for (auto [x, y] : {std::pair{&a.dq, &b.dq}, {&a.dk, &b.dk}, {&a.dv, &b.dv}, {&a.de, &b.de}, {&a.df, &b.df}}) {
+        if ((x == &a.de || x == &a.df) && !uses_projection(m)) continue;
+        EXPECT_EQ(x->bytes, y->bytes) << flurka_method_name(m) << " " << dtype_name(t);
+      }
+    }
+}
+
 std::vector<Param> params() {
   std::vector<Param> v;
   for (FlurkaMethod m : all_flurka_methods())

@@ -1,5 +1,6 @@
 // Host side of the CUDA FLuRKA backward (non-causal): argument checks, a stream-ordered scratch allocation
-// (cudaMallocAsync: no synchronisation, capturable) and the launch sequence of backward.cuh.
+// (cudaMallocAsync: no synchronisation, capturable) and the launch sequence of backward.cuh (fp32, fp16, and
+// shapes past the tensor-core kernels' limits); bf16 runs backward_tc.cu.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 
 #include "common/int_math.hpp"
 #include "flurka/cuda/backward.cuh"
+#include "flurka/cuda/backward_tc.hpp"
 #include "splat/error.hpp"
 #include "splat/flurka.hpp"
 
@@ -134,9 +136,10 @@ void flurka_backward_cuda(FlurkaMethod m, const FlurkaInputs& in, const FlurkaGr
   if (uses_random_features(m)) require(in.w.dtype == t, "flurka_backward_cuda: W must have q's dtype");
   std::string why;
   if (!flurka_cuda_supports(m, s, &why)) fail(ErrorCode::Unsupported, why + " (use the CPU backend)");
-  const Scratch x = scratch(m, s);
   check(cudaSetDevice(in.q.device), "cudaSetDevice");
   cudaStream_t st = static_cast<cudaStream_t>(stream);
+  if (tc_backward_applies(m, s, in)) return tc_backward(m, s, in, g, st);  // bf16: the tensor-core kernels
+  const Scratch x = scratch(m, s);
   float* ws = nullptr;
   check(cudaMallocAsync(reinterpret_cast<void**>(&ws), std::max<size_t>(x.total, 64) * 4, st),
         "cudaMallocAsync(backward scratch)");

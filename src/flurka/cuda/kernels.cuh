@@ -70,7 +70,7 @@ __global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
 }
 
 // ---- 2. Conversion of the projected fp32 K', V' to bf16 for the softmax path (keys K', values U = V') ----
-__global__ void convert_projection(const float* kp, const float* vp, int64_t n, bf16* kp16, bf16* vp16) {
+static __global__ void convert_projection(const float* kp, const float* vp, int64_t n, bf16* kp16, bf16* vp16) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     kp16[i] = __float2bfloat16_rn(kp[i]);
     vp16[i] = __float2bfloat16_rn(vp[i]);
@@ -225,6 +225,8 @@ __global__ void __launch_bounds__(256)
     if (t == 0) {
       if (la < m) slot[bh * m + la] = map == kFavor ? (za > 0 ? ca + __logf(za) : -INFINITY) : za;
       if (lb < m) slot[bh * m + lb] = map == kFavor ? (zb > 0 ? cb + __logf(zb) : -INFINITY) : zb;
+      if (z && la < m) z[bh * m + la] = za;  // z itself too (the backward's dS~ = dU / z~)
+      if (z && lb < m) z[bh * m + lb] = zb;
     }
     return;
   }
@@ -245,8 +247,8 @@ __global__ void __launch_bounds__(256)
 // ---- 5. Finalise the state into query-side slots: U [BH, m, D] = S / z in bf16 (row-major, coalesced), and
 // per slot either the softmax bias c_l + log z_l (favor) or the weight z_l (relu, elu); empty slots get -inf / 0.
 // block (D, 4): threadIdx.x = d, one slot row r = bh * m + l per threadIdx.y (no index division per element).
-__global__ void finalize_state(const float* S, const float* z, const float* shift, int64_t Hw, int64_t H, int64_t BH,
-                               int64_t m, int D, int map, bf16* u, float* slot) {
+static __global__ void finalize_state(const float* S, const float* z, const float* shift, int64_t Hw, int64_t H,
+                                      int64_t BH, int64_t m, int D, int map, bf16* u, float* slot) {
   const int d = threadIdx.x;
   for (int64_t r = blockIdx.x * int64_t(blockDim.y) + threadIdx.y; r < BH * m; r += int64_t(gridDim.x) * blockDim.y) {
     const float zz = z[r];

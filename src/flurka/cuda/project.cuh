@@ -21,7 +21,7 @@ struct ProjPipe {
 template <class T, int D>
 __global__ void __launch_bounds__(512, 1)
     project_pipe_kernel(Rows e, Rows f, Rows k, Rows v, int64_t Bn, int64_t H, int64_t kk, int64_t N, int64_t chunk,
-                        int ctiles, bool atomic, float* kp, float* vp) {
+                        int ctiles, bool atomic, float* kp, float* vp, int64_t split_stride = 0) {
   using C = ProjPipe;
   constexpr int BM = C::BM, BC = C::BC, BK = C::BK, ST = C::ST, NT = C::NT, PA = C::PA, PX = C::PX;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -93,7 +93,8 @@ __global__ void __launch_bounds__(512, 1)
   cp_async_wait<0>();
   if (!live) return;
   const int g = lane / 4, t = lane % 4;
-  float* out = second ? vp : kp;
+  // split_stride > 0: split y writes its own slice at + y split_stride (plain stores, summed later in order).
+  float* out = (second ? vp : kp) + int64_t(blockIdx.y) * split_stride;
 #pragma unroll
   for (int nt = 0; nt < 8; ++nt) {
     const int64_t col = c0 + wc * 64 + nt * 8 + 2 * t, b = col / D, d = col % D;

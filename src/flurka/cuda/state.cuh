@@ -18,7 +18,7 @@ struct StatePipe {
 template <int D>
 __global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
     state_pipe_kernel(Rows x, Rows y, const bf16* wt, int64_t Hw, float* shift, int64_t H, int64_t L, int64_t m,
-                      int64_t chunk, int map, float s, float* S, float* z) {
+                      int64_t chunk, int map, float s, float* S, float* z, bool partial = false) {
   using C = StatePipe<D>;
   constexpr int BM = C::BM, BN = C::BN, ST = C::ST, NT = C::NT, PK = C::PK;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -101,15 +101,19 @@ __global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
     for (int kc = 0; kc < BN / 16; ++kc) mma_p_u<D>(lg, kc, ys, PK, lane, acc, accz);
   }
   cp_async_wait<0>();
-  float* Sb = S + bh * m * D;
+  // partial: one slice per split (S [split][BH][m][D], z [split][BH][m]), plain stores, summed later in split
+  // order (the backward's deterministic recompute); else fp32 atomics.
+  const int64_t slice = partial ? int64_t(blockIdx.y) * gridDim.z + bh : bh;
+  float* Sb = S + slice * m * D;
+  float* zb_ = z + slice * m;
   if (t == 0) {
-    if (la < m) atomicAdd(z + bh * m + la, accz[0]);
-    if (lb < m) atomicAdd(z + bh * m + lb, accz[2]);
+    if (la < m) partial ? void(zb_[la] = accz[0]) : void(atomicAdd(zb_ + la, accz[0]));
+    if (lb < m) partial ? void(zb_[lb] = accz[2]) : void(atomicAdd(zb_ + lb, accz[2]));
   }
 #pragma unroll
   for (int nt = 0; nt < D / 8; ++nt) {
-    if (la < m) add2(Sb + la * D + nt * 8 + 2 * t, acc[nt][0], acc[nt][1], true);
-    if (lb < m) add2(Sb + lb * D + nt * 8 + 2 * t, acc[nt][2], acc[nt][3], true);
+    if (la < m) add2(Sb + la * D + nt * 8 + 2 * t, acc[nt][0], acc[nt][1], !partial);
+    if (lb < m) add2(Sb + lb * D + nt * 8 + 2 * t, acc[nt][2], acc[nt][3], !partial);
   }
 }
 

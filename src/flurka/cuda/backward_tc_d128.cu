@@ -1,0 +1,6 @@
+// The tensor-core FLuRKA backward for head dim 128 (one translation unit per D: they compile in parallel).
+#include "flurka/cuda/backward_tc_launch.cuh"
+
+namespace splat::fk::tcrun {
+template void run<128>(FlurkaMethod, const FlurkaShape&, const FlurkaInputs&, const FlurkaGrads&, cudaStream_t);
+}  // namespace splat::fk::tcrun
