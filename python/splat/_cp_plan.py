@@ -1,0 +1,254 @@
+"""The context-parallel planner: from (pattern, N, world, sharding) to every rank's tasks and messages.
+
+Pure Python (no torch, no communication): every rank builds the same plans for all ranks, so the sends of one rank
+are exactly the receives of another without any handshake. Two strategies:
+
+halo   the pattern is a union of terms that are each a shift-invariant band of finite reach (window, causal_window,
+       dilated, intersections with causal, ...) or a threshold term (sink:g, global:g, longformer:w,g, possibly
+       intersected with shift-invariant parts). A query segment [a, b) then needs the keys [a - left, b + right)
+       (its band buffer: own rows plus halos from neighbours), the threshold columns j < g outside that buffer
+       (gathered), and rows i < g of global terms attend every key (computed against each rank's keys and merged
+       by log-sum-exp at their owner).
+ring   anything else (random blocks, masks, strided, fixed, causal, dense, ...): a query segment meets every key
+       segment of every rank; pairs without nonzeros are skipped (no compute, no message).
+
+A Task computes queries x keys as one square splat call on an "extended" buffer of m rows: the queries at rows
+[q_off, q_off + nq), the keys at rows [k_off, k_off + nk); the rest of the buffer is zero and its outputs are
+discarded (wasted rows, counted in RankPlan.wasted_rows).
+"""
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _cp_geometry as geo
+
+
+@dataclass
+class Task:
+    kind: str                 # "translate" (spec over a contiguous buffer), "dense" (every pair), "mask"
+    qpos: list                # query position intervals (concatenated in order)
+    kpos: list                # key position intervals (concatenated in order)
+    m: int                    # extended buffer rows
+    q_off: int
+    k_off: int
+    spec: str = None          # translate / dense
+    mask: np.ndarray = None   # mask: bool [m, m]
+    owner: int = -1           # global-row partials: the rank that owns the query rows
+
+    @property
+    def nq(self):
+        return geo.total(self.qpos)
+
+    def wasted(self):
+        return self.m - self.nq
+
+
+@dataclass
+class RankPlan:
+    rank: int
+    world: int
+    n: int
+    strategy: str
+    segments: list                                  # own position intervals, in local row order
+    tasks: list = field(default_factory=list)       # own queries
+    recv: dict = field(default_factory=dict)        # src -> key intervals received (forward)
+    send: dict = field(default_factory=dict)        # dst -> own key intervals sent (forward)
+    override: list = field(default_factory=list)    # own rows replaced by the global-row reduction
+    grow_q_send: list = field(default_factory=list)  # helpers that get our global query rows
+    grow_q: list = field(default_factory=list)      # our global query rows (position intervals)
+    partial_tasks: list = field(default_factory=list)  # global rows of an owner x our keys
+    reach: tuple = (0, 0)
+    g_col: int = 0
+    g_row: int = 0
+
+    @property
+    def wasted_rows(self):
+        return sum(t.wasted() for t in self.tasks) + sum(t.wasted() for t in self.partial_tasks)
+
+
+def _union_terms(node):
+    """The pattern as a union of terms, distributing one '&' over a '+' ((A+B)&C = A&C + B&C)."""
+    if node[0] == "+":
+        return [t for c in node[1] for t in _union_terms(c)]
+    if node[0] == "&":
+        sums = [c for c in node[1] if c[0] == "+"]
+        if len(sums) == 1:
+            rest = [c for c in node[1] if c is not sums[0]]
+            return [t for c in sums[0][1] for t in _union_terms(("&", [c] + rest))]
+    return [node]
+
+
+def _flat_and(node):
+    return [p for c in node[1] for p in _flat_and(c)] if node[0] == "&" else [node]
+
+
+def halo_form(node):
+    """(left, right, g_col, g_row) when the pattern fits the halo strategy, else None."""
+    terms = _union_terms(node)
+    left = right = g_col = g_row = 0
+    for t in terms:
+        if geo.shift_invariant(t):
+            lr = geo.reach(t)
+            if geo.INF in lr:
+                return None
+            left, right = max(left, lr[0]), max(right, lr[1])
+            continue
+        parts = _flat_and(t)
+        th = [p for p in parts if p[0] in geo.THRESHOLD]
+        if len(th) != 1 or not all(geo.shift_invariant(p) for p in parts if p is not th[0]):
+            return None
+        leaf, g = th[0], geo.threshold(th[0])
+        if leaf[0] == "longformer":  # its window part is a band
+            w = leaf[1].get("w", 0)
+            left, right = max(left, w), max(right, w)
+        g_col = max(g_col, g)
+        if leaf[0] in ("global", "longformer"):
+            g_row = max(g_row, g)
+    return left, right, g_col, g_row
+
+
+def _pos_block(node, n, qpos, kpos):
+    return geo.block(node, n, geo.positions(qpos), geo.positions(kpos))
+
+
+def _classify(node, n, qpos, kpos):
+    """'empty', 'full' or 'mixed' for queries qpos x keys kpos; shift-invariant patterns by their diff range."""
+    if geo.shift_invariant(node) and len(qpos) == 1 and len(kpos) == 1:
+        (a, b), (c, d) = qpos[0], kpos[0]
+        diffs = np.arange(a - (d - 1), b - c)  # every i - j of the block
+        hit = geo.block(node, n, diffs, np.zeros(1, dtype=np.int64))[:, 0]
+    else:
+        hit = _pos_block(node, n, qpos, kpos)
+    return "empty" if not hit.any() else "full" if hit.all() else "mixed"
+
+
+def _translate_task(node, n, rows, buf):
+    m = buf[1] - buf[0]
+    spec = geo.translate(node, buf[0], m)
+    if spec is None:
+        return None
+    return Task("translate", [rows], [buf], m, rows[0] - buf[0], 0, spec=spec)
+
+
+def _keys_task(node, n, qpos, kpos, kind, owner=-1):
+    """Queries x keys at other positions: 'dense' (sink trick: keys first) or 'mask' (queries first)."""
+    nq, nk = geo.total(qpos), geo.total(kpos)
+    if kind == "full":
+        return Task("dense", qpos, kpos, nk + nq, nk, 0, spec=f"sink:g={nk}", owner=owner)
+    if qpos == kpos:  # a diagonal block: the square mask itself
+        return Task("mask", qpos, kpos, nq, 0, 0, mask=_pos_block(node, n, qpos, kpos).copy(), owner=owner)
+    mask = np.zeros((nq + nk, nq + nk), dtype=bool)
+    mask[:nq, nq:] = _pos_block(node, n, qpos, kpos)
+    return Task("mask", qpos, kpos, nq + nk, 0, nq, mask=mask, owner=owner)
+
+
+def _band_tasks(node, n, seg, left, right, overlap):
+    """(rows, buffer) pieces covering the rows of seg once; with overlap, interior rows (all keys local) get
+    their own piece, which runs while the halos travel."""
+    a, b = seg
+    lo, hi = max(0, a - left), min(n, b + right)
+    xl = a + left if lo < a else a
+    xr = b - right if hi > b else b
+    if not overlap or xl >= xr or (xl == a and xr == b):
+        pieces = [((a, b), (lo, hi))]
+    else:
+        pieces = [((xl, xr), (max(lo, xl - left), min(hi, xr + right)))]
+        if xl > a:
+            pieces.append(((a, xl), (lo, min(hi, xl + right))))
+        if xr < b:
+            pieces.append(((xr, b), (max(lo, xr - left), hi)))
+    return pieces
+
+
+def _halo_plans(node, n, world, segs, form, overlap):
+    left, right, g_col, g_row = form
+    plans = [RankPlan(r, world, n, "halo", segs[r], reach=(left, right), g_col=g_col, g_row=g_row)
+             for r in range(world)]
+    for p in plans:
+        for seg in p.segments:
+            for rows, buf in _band_tasks(node, n, seg, left, right, overlap):
+                task = _translate_task(node, n, rows, buf)
+                if task is not None:
+                    p.tasks.append(task)
+                # threshold columns outside this buffer: every row of the piece attends them (or a mask says)
+                cols = geo.subtract([(0, min(g_col, n))], [buf])
+                kind = _classify(node, n, [rows], cols) if cols else "empty"
+                if kind != "empty":
+                    p.tasks.append(_keys_task(node, n, [rows], cols, kind))
+        p.override = geo.intersect(p.segments, [(0, g_row)])
+    # global rows: each owner's rows against every rank's keys, merged at the owner
+    for o in plans:
+        o.grow_q = o.override
+        if not o.grow_q:
+            continue
+        for h in plans:
+            kind = _classify(node, n, o.grow_q, h.segments) if h.segments else "empty"
+            if kind == "empty":
+                continue
+            h.partial_tasks.append(_keys_task(node, n, o.grow_q, h.segments, kind, owner=o.rank))
+            if h.rank != o.rank:
+                o.grow_q_send.append(h.rank)
+    return plans
+
+
+def _ring_plans(node, n, world, segs):
+    plans = [RankPlan(r, world, n, "ring", segs[r]) for r in range(world)]
+    trans = geo.translatable(node)
+    for p in plans:
+        for seg in p.segments:
+            full, mixed = [], []
+            for t in range(world):
+                for kseg in segs[t]:
+                    if kseg == seg:
+                        task = (_translate_task(node, n, seg, seg) if trans else
+                                _keys_task(node, n, [seg], [seg], "mixed"))
+                        if task is not None and (trans or task.mask.any()):
+                            p.tasks.append(task)
+                        continue
+                    kind = _classify(node, n, [seg], [kseg])
+                    if kind != "empty":
+                        (full if kind == "full" else mixed).append(kseg)
+            if full:
+                p.tasks.append(_keys_task(node, n, [seg], full, "full"))
+            if mixed:
+                p.tasks.append(_keys_task(node, n, [seg], mixed, "mixed"))
+    return plans
+
+
+def _add_messages(plans, segs):
+    for p in plans:
+        need = geo.subtract(geo.merge_intervals([iv for t in p.tasks for iv in t.kpos]), p.segments)
+        for src in range(len(plans)):
+            if src == p.rank:
+                continue
+            got = geo.intersect(need, segs[src])
+            if got:
+                p.recv[src] = got
+                plans[src].send[p.rank] = got
+
+
+@functools.lru_cache(maxsize=64)
+def _plans(spec, n, world, sharding, strategy, overlap):
+    node = geo.parse(spec)
+    segs = geo.shard_segments(n, world, sharding)
+    form = halo_form(node) if strategy in ("auto", "halo") else None
+    if strategy == "halo" and form is None:
+        raise ValueError(f"splat: pattern {spec!r} has no halo form (a union of finite bands and sink/global/"
+                         "longformer terms); use strategy='auto' or 'ring'")
+    plans = _halo_plans(node, n, world, segs, form, overlap) if form else _ring_plans(node, n, world, segs)
+    _add_messages(plans, segs)
+    return tuple(plans)
+
+
+STRATEGIES = ("auto", "halo", "ring")
+
+
+def plans(spec, n, world, sharding="contiguous", strategy="auto", overlap=True):
+    """Every rank's RankPlan (cached; treat as read-only)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"splat: strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if n < 1:
+        raise ValueError(f"splat: seq_len must be at least 1, got {n}")
+    return _plans(spec, int(n), int(world), sharding, strategy, bool(overlap))

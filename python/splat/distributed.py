@@ -1,0 +1,245 @@
+"""Context parallelism: sparse attention over a sequence sharded across the ranks of a torch.distributed group.
+
+    import splat.distributed as sd
+    q_loc = sd.shard(q, rank, world, sharding="contiguous")          # [B, H, n_r, D]: this rank's rows
+    out_loc = sd.attention(q_loc, k_loc, v_loc, pattern="window:w=512", seq_len=N)   # differentiable
+
+Every rank passes its own rows (shard_segments(N, world, sharding)[rank], concatenated in that order) and the
+same pattern, N and sharding. The pattern's geometry decides what travels: banded patterns exchange halos with
+neighbours only, sink / global columns are gathered, global rows are reduced at their owner, everything else
+falls back to a ring-like exchange that skips (query shard, key shard) pairs without nonzeros. See
+docs/DISTRIBUTED.md. torch.distributed is imported on first use only (import splat never needs it).
+"""
+
+import torch
+
+from . import _cp_comm as comm
+from . import _cp_geometry as geo
+from . import _cp_plan as cpp
+from ._cp_model import comm_bytes, scaling_table
+from ._cp_run import KeyStore, _acc_dtype, finish, gather_rows, local_slices, merge, run_task, task_backward
+from ._plans import pattern_name
+
+__all__ = ["attention", "shard", "shard_segments", "shard_sizes", "comm_bytes", "comm_stats", "reset_comm_stats",
+           "scaling_table", "plans"]
+
+comm_stats, reset_comm_stats = comm.comm_stats, comm.reset_comm_stats
+shard_segments = geo.shard_segments
+plans = cpp.plans
+
+
+def shard_sizes(n, world, sharding="contiguous"):
+    """Rows held by each rank."""
+    return [geo.total(s) for s in geo.shard_segments(n, world, sharding)]
+
+
+def shard(x, rank, world, sharding="contiguous", dim=-2):
+    """This rank's rows of a full-sequence tensor x (along dim), in local order."""
+    n = x.shape[dim]
+    parts = [x.narrow(dim, lo, hi - lo) for lo, hi in geo.shard_segments(n, world, sharding)[rank]]
+    return torch.cat(parts, dim) if len(parts) != 1 else parts[0]
+
+
+def _check(q, k, v, layout):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"splat: {name} must be a torch.Tensor")
+        if t.dim() != 4:
+            raise ValueError(f"splat: {name} must be 4-D ([B, H, n, D] or [B, n, H, D]), got shape {tuple(t.shape)}")
+    if layout not in ("bhnd", "bnhd"):
+        raise ValueError(f"splat: layout must be 'bhnd' or 'bnhd', got {layout!r}")
+    if k.shape != v.shape or k.dtype != q.dtype or v.dtype != q.dtype or k.device != q.device or v.device != q.device:
+        raise ValueError("splat: k and v must have one shape, and q, k, v one dtype and device")
+
+
+def attention(q, k, v, pattern, *, seq_len, group=None, sharding="contiguous", strategy="auto", overlap=True,
+              scale=None, layout="bhnd", return_lse=False):
+    """Sequence-sharded attention: this rank's query rows against all keys the pattern gives them.
+
+    q [B, H, n_r, D], k, v [B, Hk, n_r, D] (layout 'bhnd'; 'bnhd' is [B, n_r, H, D]); Hk divides H (GQA). n_r is
+    shard_sizes(seq_len, world, sharding)[rank]; pattern is a spec string or a boolean [N, N] mask (the same on
+    every rank). sharding: 'contiguous' (rank r holds rows [r*N/world...] of split_sizes) or 'zigzag' (pieces r and
+    2*world-1-r of 2*world: balances causal work). strategy: 'auto' (halo where the pattern has the geometry,
+    else ring), 'halo' (error if impossible) or 'ring' (the fallback, for any pattern). overlap: banded rows
+    whose keys are all local run while the halos travel. Differentiable (dq, dk, dv; the backward sends halo
+    gradients back to their owners). return_lse: also the float32 row log-sum-exp [B, H, n_r].
+    """
+    _check(q, k, v, layout)
+    d = comm.dist()
+    if not d.is_initialized():
+        raise RuntimeError("splat: torch.distributed is not initialised (call init_process_group first)")
+    world, rank = d.get_world_size(group), d.get_rank(group)
+    n = int(seq_len)
+    spec = pattern_name(pattern, n)
+    ps = cpp.plans(spec, n, world, sharding, strategy, overlap)
+    if layout == "bnhd":
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    nl = geo.total(ps[rank].segments)
+    if q.shape[2] != nl or k.shape[2] != nl:
+        raise ValueError(f"splat: rank {rank} holds {nl} of {n} rows with sharding={sharding!r}, "
+                         f"got q with {q.shape[2]} and k with {k.shape[2]}")
+    if q.shape[1] % k.shape[1] or q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
+        raise ValueError("splat: q [B, H, n, D] and k [B, Hk, n, D] need equal B and D, and Hk dividing H")
+    out, lse = _CPAttention.apply(q, k, v, ps[rank], scale, group)
+    if layout == "bnhd":
+        out = out.transpose(1, 2)
+    return (out, lse) if return_lse else out
+
+
+class _CPAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, plan, scale, group):
+        with torch.no_grad():
+            out, lse, store, gq = _forward(plan, q, k, v, scale, group)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.plan, ctx.scale, ctx.group, ctx.store, ctx.gq = plan, scale, group, store, gq
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, _dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        with torch.no_grad():
+            dq, dk, dv = _backward(ctx.plan, q, k, v, out, lse, dout, ctx.store, ctx.gq, ctx.scale, ctx.group)
+        ctx.store = ctx.gq = None
+        return dq, dk, dv, None, None, None
+
+
+def _queries(task, plan, q, gq):
+    return gather_rows(q, plan.segments, task.qpos) if task.owner in (-1, plan.rank) else gq[task.owner]
+
+
+def _forward(plan, q, k, v, scale, group):
+    b, h, nl, d = q.shape
+    hk, ph = k.shape[1], "forward"
+    store = KeyStore(plan.segments, k, v)
+    kv_pend, q_pend, o_pend = comm.Pending(), comm.Pending(), comm.Pending()
+    keep = []
+    for dst, ivs in sorted(plan.send.items()):
+        keep.append(comm.send(torch.stack(store.rows(ivs)), dst, comm.KV, group, ph, kv_pend))
+    got = {src: comm.recv((2, b, hk, geo.total(ivs), d), k.dtype, k.device, src, comm.KV, group, kv_pend)
+           for src, ivs in sorted(plan.recv.items())}
+    if plan.grow_q_send:
+        qg = gather_rows(q, plan.segments, plan.grow_q)
+        keep += [comm.send(qg, hh, comm.GQ, group, ph, q_pend) for hh in plan.grow_q_send]
+    gq = {t.owner: comm.recv((b, h, t.nq, d), q.dtype, q.device, t.owner, comm.GQ, group, q_pend)
+          for t in plan.partial_tasks if t.owner != plan.rank}
+    acc = _acc_dtype(q.dtype)
+    o_acc = torch.full((b, h, nl, d), float("nan"), dtype=acc, device=q.device)  # every row is written below
+    l_acc = torch.full((b, h, nl), float("-inf"), dtype=torch.float64, device=q.device)
+    # tasks whose keys are all local first: they overlap the halo messages
+    todo = sorted(plan.tasks, key=lambda t: not store.has(t.kpos))
+    waited = False
+    for t in todo:
+        if not waited and not store.has(t.kpos):
+            kv_pend.wait()
+            for src, ivs in sorted(plan.recv.items()):
+                store.add(ivs, got[src])
+            waited = True
+        o, l = run_task(t, _queries(t, plan, q, gq), store, q, k, scale)
+        merge(o_acc, l_acc, local_slices(plan.segments, t.qpos), o, l)
+    kv_pend.wait()
+    if not waited:
+        for src, ivs in sorted(plan.recv.items()):
+            store.add(ivs, got[src])
+    # global rows: partials of every owner's rows against our keys, merged at the owner
+    q_pend.wait()
+    own, parts = None, []
+    for t in plan.partial_tasks:
+        o, l = run_task(t, _queries(t, plan, q, gq), store, q, k, scale)
+        if t.owner == plan.rank:
+            own = (o, l)
+        else:
+            keep.append(comm.send(o, t.owner, comm.GO, group, ph, o_pend))
+            keep.append(comm.send(l, t.owner, comm.GL, group, ph, o_pend))
+    if plan.override:
+        ng = geo.total(plan.grow_q)
+        recvd = [(comm.recv((b, h, ng, d), q.dtype, q.device, hh, comm.GO, group, o_pend),
+                  comm.recv((b, h, ng), torch.float32, q.device, hh, comm.GL, group, o_pend))
+                 for hh in plan.grow_q_send]
+        o_pend.wait()
+        go = torch.full((b, h, ng, d), float("nan"), dtype=acc, device=q.device)
+        gl = torch.full((b, h, ng), float("-inf"), dtype=torch.float64, device=q.device)
+        whole = [(0, ng, 0)]
+        for o, l in ([own] if own is not None else []) + recvd:
+            merge(go, gl, whole, o, l)
+        for a, bb, off in local_slices(plan.segments, plan.grow_q):
+            o_acc[..., a:bb, :] = go[..., off:off + bb - a, :]
+            l_acc[..., a:bb] = gl[..., off:off + bb - a]
+    o_pend.wait()
+    del keep
+    finish(o_acc, l_acc)
+    return o_acc.to(q.dtype), l_acc.to(torch.float32), store, gq
+
+
+def _backward(plan, q, k, v, out, lse, dout, store, gq, scale, group):
+    b, h, nl, d = q.shape
+    hk, ph, acc = k.shape[1], "backward", _acc_dtype(q.dtype)
+    dq = torch.zeros((b, h, nl, d), dtype=acc, device=q.device)
+    dk = torch.zeros((b, hk, nl, d), dtype=acc, device=q.device)
+    dv = torch.zeros_like(dk)
+    grads = store.grads(dk, dv)
+    g_pend, kv_pend, dq_pend = comm.Pending(), comm.Pending(), comm.Pending()
+    keep = []
+    dout = dout.contiguous()
+    # the owner's global rows travel back to the helpers: dout and out (for delta), and lse
+    if plan.grow_q_send:
+        pair = torch.stack([gather_rows(dout, plan.segments, plan.grow_q), gather_rows(out, plan.segments, plan.grow_q)])
+        lg = gather_rows(lse[..., None], plan.segments, plan.grow_q)[..., 0]
+        for hh in plan.grow_q_send:
+            keep.append(comm.send(pair, hh, comm.GDO, group, ph, g_pend))
+            keep.append(comm.send(lg, hh, comm.GDL, group, ph, g_pend))
+    grecv = {t.owner: (comm.recv((2, b, h, t.nq, d), q.dtype, q.device, t.owner, comm.GDO, group, g_pend),
+                       comm.recv((b, h, t.nq), torch.float32, q.device, t.owner, comm.GDL, group, g_pend))
+             for t in plan.partial_tasks if t.owner != plan.rank}
+    # rows replaced by the global reduction take no gradient through the ordinary tasks
+    d_reg = dout
+    if plan.override:
+        d_reg = dout.clone()
+        for a, bb, _ in local_slices(plan.segments, plan.override):
+            d_reg[..., a:bb, :] = 0
+    for t in plan.tasks:
+        sl = local_slices(plan.segments, t.qpos)
+        rows = lambda x: gather_rows(x, plan.segments, t.qpos)  # noqa: E731
+        lrows = gather_rows(lse[..., None], plan.segments, t.qpos)[..., 0]
+        gdq, gdk, gdv = task_backward(t, rows(q), store, q, k, rows(d_reg), rows(out), lrows, scale)
+        for a, bb, off in sl:
+            dq[..., a:bb, :] += gdq[..., off:off + bb - a, :]
+        grads.add(t.kpos, gdk, gdv)
+    # gradients of received key rows go back to their owners, summed there
+    for src, ivs in sorted(plan.recv.items()):
+        keep.append(comm.send(grads.received(ivs, k.dtype), src, comm.DKV, group, ph, kv_pend))
+    back = {dst: comm.recv((2, b, hk, geo.total(ivs), d), k.dtype, k.device, dst, comm.DKV, group, kv_pend)
+            for dst, ivs in sorted(plan.send.items())}
+    g_pend.wait()
+    for t in plan.partial_tasks:
+        if t.owner == plan.rank:
+            dd = gather_rows(dout, plan.segments, t.qpos)
+            oo = gather_rows(out, plan.segments, t.qpos)
+            ll = gather_rows(lse[..., None], plan.segments, t.qpos)[..., 0]
+        else:
+            (dd, oo), ll = grecv[t.owner][0], grecv[t.owner][1]
+        gdq, gdk, gdv = task_backward(t, _queries(t, plan, q, gq), store, q, k, dd, oo, ll, scale)
+        grads.add(t.kpos, gdk, gdv)
+        if t.owner == plan.rank:
+            for a, bb, off in local_slices(plan.segments, t.qpos):
+                dq[..., a:bb, :] += gdq[..., off:off + bb - a, :]
+        else:
+            keep.append(comm.send(gdq.to(q.dtype), t.owner, comm.GDQ, group, ph, dq_pend))
+    if plan.override:
+        ng = geo.total(plan.grow_q)
+        parts = [comm.recv((b, h, ng, d), q.dtype, q.device, hh, comm.GDQ, group, dq_pend) for hh in plan.grow_q_send]
+        dq_pend.wait()
+        for p in parts:
+            for a, bb, off in local_slices(plan.segments, plan.grow_q):
+                dq[..., a:bb, :] += p[..., off:off + bb - a, :]
+    kv_pend.wait()
+    for dst, ivs in sorted(plan.send.items()):
+        g = back[dst]
+        for a, bb, off in local_slices(plan.segments, ivs):
+            dk[..., a:bb, :] += g[0, ..., off:off + bb - a, :]
+            dv[..., a:bb, :] += g[1, ..., off:off + bb - a, :]
+    dq_pend.wait()
+    g_pend.wait()
+    del keep
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
