@@ -74,9 +74,16 @@ struct Scenario {
       kc = Tensor(s.dt, pages, s.Hkv, s.page, s.D, s.bnhd), vc = Tensor(s.dt, pages, s.Hkv, s.page, s.D, s.bnhd);
       kc.poison(), vc.poison();
     }
+    // Only the keys some queried row attends are written: every other cache row stays NaN, so a decode that reads
+    // one key outside the rows' sets shows (the oracle reads k_full, v_full).
+    const Pattern pat = parse_pattern(s.pattern);
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < s.Hkv; ++h)
         for (int64_t p = 0; p < s.lengths[size_t(b)]; ++p) {
+          const int64_t L = s.lengths[size_t(b)];
+          bool used = false;
+          for (int64_t i = std::max<int64_t>(p, L - s.T); i < L && !used; ++i) used = pattern_contains(pat, L, i, p);
+          if (!used) continue;
           int64_t pb = b, row = p;
           if (s.page) {
             pb = table[size_t(b * max_pages + p / s.page)], row = p % s.page;
