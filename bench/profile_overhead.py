@@ -3,6 +3,7 @@
 
 For one pattern and shape (default window:w=256, B=4, H=16, N=4096, D=64, bf16), the median of
   autograd:  out = st.attention(q, k, v, pattern=...); torch.autograd.grad(out, (q, k, v), dO)
+  ops:       the same through the registered torch.library ops instead of the eager autograd.Function
   graph:     the same, captured once in a CUDA graph and replayed (device time only: no Python, no dispatch)
   raw:       the two binding calls (_core.attention_lse, _core.attention_backward) on preallocated tensors
   host:      the CPU time of one autograd fwd+bwd call (no synchronisation, averaged over --host-reps calls at
@@ -67,6 +68,10 @@ def main():
         return torch.autograd.grad(out, (q, k, v), dO)
 
     rows = {"autograd": median_ms(autograd)}
+    eager = st._plain_eager
+    st._plain_eager = lambda *ts: False  # the same call through the registered ops (what torch.compile sees)
+    rows["ops"] = median_ms(autograd)
+    st._plain_eager = eager
     autograd()
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
@@ -102,9 +107,12 @@ def main():
     small = (1, 2, 256, shape[3])
     sq, sk, sv, sdo = tensors(small)
     pat_small = a.pattern if "=" not in a.pattern else "window:w=16"
-    us = host_us(lambda: torch.autograd.grad(st.attention(sq, sk, sv, pattern=pat_small), (sq, sk, sv), sdo),
-                 a.host_reps)
-    print(f"  host time per splat fwd+bwd call ({pat_small}, N=256): {us:.0f} us")
+    small_call = lambda: torch.autograd.grad(st.attention(sq, sk, sv, pattern=pat_small), (sq, sk, sv), sdo)  # noqa: E731
+    us = host_us(small_call, a.host_reps)
+    st._plain_eager = lambda *ts: False
+    us_ops = host_us(small_call, a.host_reps)
+    st._plain_eager = eager
+    print(f"  host time per splat fwd+bwd call ({pat_small}, N=256): {us:.0f} us ({us_ops:.0f} us through the ops)")
     try:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
         flex = torch.compile(flex_attention, dynamic=False)

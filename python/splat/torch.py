@@ -152,6 +152,46 @@ def _fwd_backward(ctx, dout, dlse):
 torch.library.register_autograd("splat::attention_fwd", _fwd_backward, setup_context=_fwd_setup)
 
 
+class _EagerAttention(torch.autograd.Function):
+    """The eager path of a differentiable call: the same launches as splat::attention_fwd / attention_bwd and
+    their autograd formula, without the dispatcher's per-call wrapping of Python ops (about 3x the host time of
+    the launches themselves: bench/profile_overhead.py). Only for plain tensors outside torch.compile, functorch
+    and dispatch modes (_plain_eager); everything else goes through the registered ops."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, pattern, scale, layout, key_lengths, deterministic):
+        out, lse = torch.empty_like(q), _lse_like(q, layout)
+        _launch(q, k, v, out, None, pattern, scale, layout, lse=lse, key_lengths=key_lengths)
+        ctx.save_for_backward(q, k, v, out, lse, key_lengths)
+        ctx.pattern, ctx.scale, ctx.layout, ctx.deterministic = pattern, scale, layout, deterministic
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, dlse):
+        q, k, v, out, lse, key_lengths = ctx.saved_tensors
+        dq, dk, dv = _backward_launch(dout, q, k, v, out, lse, ctx.pattern, ctx.scale, ctx.layout, key_lengths,
+                                      ctx.deterministic)
+        return dq, dk, dv, None, None, None, None, None
+
+
+_dispatch_stack_len = getattr(torch._C, "_len_torch_dispatch_stack", None)
+_function_mode_on = getattr(torch._C, "_is_torch_function_mode_enabled", None)
+_functorch_on = getattr(torch._C, "_are_functorch_transforms_active", None)
+
+
+def _plain_eager(*ts):
+    """True when a call can skip the registered ops: plain tensors, no tracing, no modes or transforms watching."""
+    if torch.compiler.is_compiling():  # first: dynamo folds it and never traces the hooks below
+        return False
+    if None in (_dispatch_stack_len, _function_mode_on, _functorch_on):
+        return False  # a torch without these hooks: always the ops
+    if _dispatch_stack_len() or _function_mode_on() or _functorch_on():
+        return False
+    return all(t is None or type(t) is Tensor for t in ts)
+
+
 @torch.library.custom_op("splat::attention", mutates_args=())
 def _attention_op(q: Tensor, k: Tensor, v: Tensor, pattern: str, scale: float, layout: str) -> Tensor:
     out = torch.empty_like(q)
@@ -214,7 +254,9 @@ def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd", ou
         pat = pattern if pattern is not None else (plan if isinstance(plan, str) else getattr(plan, "pattern", None))
         if pat is None:
             raise ValueError("splat: attention needs a plan or pattern=")
-        if deterministic:  # the op's schema default: the traced graph stays as it was
+        if _plain_eager(q, k, v, key_lengths):
+            o, lse = _EagerAttention.apply(q, k, v, pat, s, layout, key_lengths, bool(deterministic))
+        elif deterministic:  # the op's schema default: the traced graph stays as it was
             o, lse = torch.ops.splat.attention_fwd(q, k, v, pat, s, layout, key_lengths)
         else:
             o, lse = torch.ops.splat.attention_fwd(q, k, v, pat, s, layout, key_lengths, False)

@@ -160,6 +160,48 @@ def test_key_lengths_forward_and_backward(gen, device):
     check_grads(grads, ref[1:4], naive, name)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_eager_path_equals_the_registered_ops(gen, device, monkeypatch):
+    # Eager autograd skips the dispatcher (splat.torch._EagerAttention); the registered ops and their autograd
+    # formula must give bitwise the same outputs and gradients (GQA, bnhd, key lengths, an odd N).
+    n, d = 37, head_dim(device)
+    dt = torch.float32 if device == "cpu" else torch.bfloat16
+    q = rand(gen, (2, n, 4, d), device, dt).requires_grad_()
+    k, v = (rand(gen, (2, n, 2, d), device, dt).requires_grad_() for _ in range(2))
+    dout = rand(gen, (2, n, 4, d), device, dt)
+    kl = torch.tensor([n, 20], dtype=torch.int32, device=device)
+
+    def run():
+        out, lse = st.attention(q, k, v, pattern="longformer:w=5,g=2", layout="bnhd", key_lengths=kl,
+                                return_lse=True)
+        return (out, lse) + torch.autograd.grad(out, (q, k, v), dout)
+
+    assert st._plain_eager(q, k, v, kl)
+    eager = run_or_skip(run)
+    monkeypatch.setattr(st, "_plain_eager", lambda *ts: False)
+    ops = run()
+    for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), eager, ops):
+        assert torch.equal(a, b), name
+
+
+def test_dispatch_modes_see_the_registered_ops(gen):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Seen(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.add(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    q, k, v = (rand(gen, (1, 2, 24, 16), "cpu", torch.float32).requires_grad_() for _ in range(3))
+    with Seen() as seen:
+        torch.autograd.grad(run_or_skip(lambda: st.attention(q, k, v, pattern="window:w=3")).sum(), (q, k, v))
+    assert {"splat.attention_fwd", "splat.attention_bwd"} <= seen.ops, seen.ops
+
+
 def test_gradcheck_float64_cpu(gen):
     q, k, v = (rand(gen, (1, 2, 12, 8), "cpu", torch.float64).requires_grad_() for _ in range(3))
     for pattern in ("window:w=2", "strided:s=4", "bigbird:b=4,w=0,g=1,r=1"):
