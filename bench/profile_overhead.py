@@ -13,6 +13,8 @@ so that autograd - graph is what the framework path costs on the device's timeli
   python3 bench/profile_overhead.py [--pattern window:w=256] [--shape 4,16,4096,64]
 """
 import argparse
+import os
+import sys
 import time
 
 import torch
@@ -20,20 +22,15 @@ import torch
 import splat
 import splat.torch as st
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_backward import events_ms, median  # noqa: E402
+
 
 def median_ms(fn, reps=30, warmup=5):
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
+    return median(events_ms(fn, reps))
 
 
 def host_us(fn, reps):
