@@ -13,6 +13,7 @@ fwd+bwd), both ceilings measured in this process. Errors: ||x - ref|| / ||ref|| 
 (eager) on the same inputs, for out and every gradient, for splat and for the baseline.
   python3 bench/bench_flurka.py --out DIR                   # the benchmark (needs the splat package)
   python3 bench/bench_flurka.py --precompile I/N            # fill the inductor cache with shard I of N (no splat)
+  python3 bench/bench_flurka.py --device cpu --configs 1,2,256,32 --km 32   # smoke test of this script, no GPU
 Writes DIR/bench_flurka.json and DIR/bench_flurka.md.
 """
 import argparse
@@ -29,6 +30,7 @@ CONFIGS = [(4, 16, 4096, 64), (1, 16, 16384, 64), (4, 16, 4096, 128)]
 K = M = 256
 METHODS = ["flurka-favor", "flurka-elu", "flurka-relu", "linformer", "performer-favor", "performer-relu", "linear"]
 BF = torch.bfloat16
+DEV = "cuda"
 
 
 def fmap_of(method):
@@ -77,13 +79,13 @@ def make_formula(method):
 
 def inputs(cfg, method, seed=0, dtype=BF):
     B, H, N, D = cfg
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    q, k, v, do = (torch.randn(B, H, N, D, device="cuda", generator=g).to(dtype) for _ in range(4))
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    q, k, v, do = (torch.randn(B, H, N, D, device=DEV, generator=g).to(dtype) for _ in range(4))
     E = F = W = None
     if projected(method):
-        E, F = (torch.randn(H, K, N, device="cuda", generator=g).div(math.sqrt(N)).to(dtype) for _ in range(2))
+        E, F = (torch.randn(H, K, N, device=DEV, generator=g).div(math.sqrt(N)).to(dtype) for _ in range(2))
     if fmap_of(method) in ("favor", "relu"):
-        W = torch.randn(H, D, M, device="cuda", generator=g).to(dtype)
+        W = torch.randn(H, D, M, device=DEV, generator=g).to(dtype)
     leaves = [q, k, v] + ([E, F] if E is not None else [])
     for t in leaves:
         t.requires_grad_(True)
@@ -95,11 +97,17 @@ def median_ms(fn, repeats, warmup, before=None):
         if before:
             before()
         fn()
-    torch.cuda.synchronize()
+    if DEV == "cuda":
+        torch.cuda.synchronize()
     ts = []
     for _ in range(repeats):
         if before:
             before()
+        if DEV != "cuda":  # smoke runs only
+            t0 = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t0) * 1e3)
+            continue
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
         fn()
@@ -111,17 +119,18 @@ def median_ms(fn, repeats, warmup, before=None):
 
 
 def ceilings():
-    n = 1 << 30
-    x = torch.empty(n, dtype=torch.uint8, device="cuda")
+    n = 1 << 30 if DEV == "cuda" else 1 << 24
+    x = torch.empty(n, dtype=torch.uint8, device=DEV)
     x.random_()
     y = torch.empty_like(x)
     t = median_ms(lambda: y.copy_(x), 10, 3)
     bw = 2 * n / (t * 1e-3)
     del x, y
-    a = torch.randn(8192, 8192, device="cuda", dtype=BF)
-    b = torch.randn(8192, 8192, device="cuda", dtype=BF)
+    n = 8192 if DEV == "cuda" else 512
+    a = torch.randn(n, n, device=DEV, dtype=BF)
+    b = torch.randn(n, n, device=DEV, dtype=BF)
     t = median_ms(lambda: a @ b, 10, 3)
-    return bw, 2 * 8192 ** 3 / (t * 1e-3)
+    return bw, 2 * n ** 3 / (t * 1e-3)
 
 
 def cost(method, cfg):
@@ -181,7 +190,16 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--precompile", default=None, help="I/N: compile shard I of N of the baselines and exit")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--device", default="cuda", help="cpu: a smoke test of this script (not a benchmark)")
+    ap.add_argument("--configs", default=None, help="B,H,N,D[;B,H,N,D...] instead of the three benchmark shapes")
+    ap.add_argument("--km", type=int, default=None, help="k = m (default 256)")
     args = ap.parse_args()
+    global DEV, K, M, CONFIGS
+    DEV = args.device
+    if args.km:
+        K = M = args.km
+    if args.configs:
+        CONFIGS = [tuple(int(x) for x in c.split(",")) for c in args.configs.split(";")]
     for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
         if hasattr(torch._dynamo.config, name):  # one formula per method and shape: never fall back to eager
             setattr(torch._dynamo.config, name, 1024)
@@ -191,7 +209,7 @@ def main():
         return
     import splat.torch as st
 
-    dev = torch.cuda.get_device_name()
+    dev = torch.cuda.get_device_name() if DEV == "cuda" else "cpu (smoke test)"
     bw, gemm = ceilings()
     print(f"device {dev}; copy bandwidth {bw / 1e12:.2f} TB/s (read + write), bf16 GEMM {gemm / 1e12:.0f} TFLOP/s; "
           f"torch {torch.__version__}", flush=True)
@@ -201,13 +219,14 @@ def main():
         for meth in args.methods.split(","):
             a, leaves, do = inputs(cfg, meth)
             q, k, v, E, F, W = a
-            ours = lambda: st.flurka(q, k, v, E, F, W, method=meth)  # noqa: E731
+            ours_fn = lambda *x: st.flurka(*x, method=meth)  # noqa: E731
             fn = compiled.setdefault(meth, torch.compile(make_formula(meth), dynamic=False))
+            ours = lambda: ours_fn(q, k, v, E, F, W)  # noqa: E731
             base = lambda: fn(q, k, v, E, F, W)  # noqa: E731
             t0 = time.time()
-            o_b, g_b = run_pair(base, a, leaves, do)  # compiles (or loads) the baseline's graphs
+            o_b, g_b = run_pair(fn, a, leaves, do)  # compiles (or loads) the baseline's graphs
             compile_s = time.time() - t0
-            o_s, g_s = run_pair(ours, a, leaves, do)
+            o_s, g_s = run_pair(ours_fn, a, leaves, do)
             # float32 reference of the same formula on the same (bf16) values
             a32 = [None if x is None else x.detach().float().requires_grad_(x.requires_grad) for x in a]
             l32 = [x for x in a32[:5] if x is not None]
@@ -243,7 +262,8 @@ def main():
                   f"({r['splat_fb'] / r['floor_fb']:.1f}x) | max err splat {es:.2e} base {eb:.2e} | "
                   f"compile {compile_s:.1f}s", flush=True)
             del a, leaves, do, q, k, v, E, F, W, o_b, g_b, o_s, g_s
-            torch.cuda.empty_cache()
+            if DEV == "cuda":
+                torch.cuda.empty_cache()
     meta = dict(device=dev, bandwidth=bw, gemm=gemm, torch=torch.__version__,
                 baseline="torch.compile(dynamic=False) of the plain bf16 formula (bench/bench_flurka.py make_formula)")
     os.makedirs(args.out, exist_ok=True)

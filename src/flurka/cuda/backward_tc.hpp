@@ -6,7 +6,8 @@
 
 namespace splat::fk {
 
-// bf16 storage, D in {32, 64, 128}, k, m <= 256, E and F with the same heads; SPLAT_FLURKA_BWD=simt turns it off.
+// bf16 storage, D in {32, 64, 128}, k, m <= 256, E and F with the same heads, every method but flurka-relu;
+// SPLAT_FLURKA_BWD=simt turns it off.
 bool tc_backward_applies(FlurkaMethod m, const FlurkaShape& s, const FlurkaInputs& in);
 // Launches the whole backward on st (scratch from cudaMallocAsync on st, freed stream-ordered).
 void tc_backward(FlurkaMethod m, const FlurkaShape& s, const FlurkaInputs& in, const FlurkaGrads& g, cudaStream_t st);
