@@ -9,6 +9,7 @@ import math
 
 from . import _cp_geometry as geo
 from . import _cp_plan as cpp
+from ._plans import pattern_name
 
 _SIZES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "f64": 8, "f32": 4, "f16": 2, "bf16": 2}
 
@@ -35,7 +36,7 @@ def comm_bytes(pattern, seq_len, world, *, heads, head_dim, dtype, kv_heads=None
     kv_row = 2 * batch * hk * head_dim * es
     q_row = batch * heads * head_dim * es
     l_row = batch * heads * 4
-    ps = cpp.plans(pattern if isinstance(pattern, str) else pattern, seq_len, world, sharding, strategy, overlap)
+    ps = cpp.plans(pattern_name(pattern, seq_len), seq_len, world, sharding, strategy, overlap)
     out = []
     for p in ps:
         fwd = sum(geo.total(iv) for iv in p.send.values()) * kv_row

@@ -1,0 +1,260 @@
+"""Context parallelism (splat.distributed) on CPU processes with the gloo backend.
+
+One torch.multiprocessing spawn per world size (1, 2, 3, 4) runs every case inside and writes its findings; the
+tests below read them. Per case: the sharded outputs and gradients (dq, dk, dv) against the float64 dense
+reference and the single-process splat result, with fresh random inputs and the tolerance idiom
+err(ours) <= k * err(same-dtype naive) + atol; the bytes each rank sent against the communication model. N is
+prime (not divisible by any world size), k / v have half the heads of q (GQA).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+
+import numpy as np
+import pytest
+
+import splat
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available() or not dist.is_gloo_available():
+    pytest.skip("torch.distributed with the gloo backend is not available", allow_module_level=True)
+import splat.distributed as sd  # noqa: E402
+import splat.torch as st  # noqa: E402
+from splat import _cp_geometry as geo  # noqa: E402
+
+N, H, HK, D = 61, 4, 2, 16
+ATOL = {"float32": 2e-6, "float64": 1e-6}  # float64: the lse is float32 in every merge and backward, as in splat
+
+
+def _mask(n):
+    """An explicit mask: random 8 x 8 blocks (many block pairs empty), random entries inside, one empty row."""
+    rng = np.random.default_rng(7)
+    blocks = rng.random(((n + 7) // 8, (n + 7) // 8)) < 0.3
+    m = np.kron(blocks, np.ones((8, 8), dtype=bool))[:n, :n] & (rng.random((n, n)) < 0.6)
+    m |= np.eye(n, dtype=bool)
+    m[10] = False
+    return m
+
+
+def _case(pattern, sharding="contiguous", **kw):
+    c = dict(pattern=pattern, sharding=sharding, strategy="auto", overlap=True, dtype="float32", layout="bhnd",
+             batch=1, n=N)
+    c.update(kw)
+    c["name"] = "-".join(f"{k}={v}" for k, v in sorted(kw.items())) + ("-" if kw else "") + f"{pattern}-{sharding}"
+    return c
+
+
+CAUSAL = ["causal_window:w=7", "causal_dilated:w=3,d=2", "causal_window:w=8+sink:g=4&causal", "causal",
+          "strided:s=8&causal", "(window:w=3+sink:g=2)&causal"]
+CASES = ([_case(p) for p in ["window:w=5", "dilated:w=4,d=3", "strided:s=8", "sink:g=2", "global:g=3",
+                             "causal_window:w=8+sink:g=4", "longformer:w=4,g=2", "bigbird:b=8,w=1,g=1,r=2",
+                             "mask", "window:w=40", "longformer:w=30,g=20", "fixed:l=16,c=4&window:w=9"]]
+         + [_case(p) for p in CAUSAL] + [_case(p, "zigzag") for p in CAUSAL]
+         + [_case("window:w=5", "zigzag"), _case("longformer:w=4,g=2", "zigzag"), _case("mask", "zigzag"),
+            _case("window:w=5", strategy="ring"), _case("causal_window:w=7", "zigzag", strategy="ring"),
+            _case("longformer:w=4,g=2", overlap=False), _case("window:w=6", dtype="float64"),
+            _case("longformer:w=4,g=2", layout="bnhd", batch=2), _case("window:w=5", n=200),
+            _case("blocked:b=16", n=64)])
+
+
+# no halo form: random blocks, masks, wide or non-translatable patterns
+RING = {"strided:s=8", "bigbird:b=8,w=1,g=1,r=2", "mask", "causal", "strided:s=8&causal", "blocked:b=16",
+        "fixed:l=16,c=4&window:w=9"}
+
+
+def _ref(q, k, v, dout, mask):
+    """float64 dense attention and its gradients (GQA groups summed)."""
+    q, k, v = (x.detach().double().requires_grad_() for x in (q, k, v))
+    g = q.shape[1] // k.shape[1]
+    s = (q @ k.repeat_interleave(g, 1).transpose(-1, -2)) * q.shape[-1] ** -0.5
+    p = torch.softmax(s.masked_fill(~torch.from_numpy(mask), float("-inf")), -1).nan_to_num(0.0)
+    out = p @ v.repeat_interleave(g, 1)
+    out.backward(dout.double())
+    return [out.detach(), q.grad, k.grad, v.grad]
+
+
+def _naive(q, k, v, dout, mask):
+    """Dense masked attention by autograd in the inputs' dtype: the same-dtype naive error."""
+    q, k, v = (x.detach().clone().requires_grad_() for x in (q, k, v))
+    g = q.shape[1] // k.shape[1]
+    s = (q @ k.repeat_interleave(g, 1).transpose(-1, -2)) * q.shape[-1] ** -0.5
+    p = torch.softmax(s.masked_fill(~torch.from_numpy(mask), float("-inf")), -1).nan_to_num(0.0)
+    out = p @ v.repeat_interleave(g, 1)
+    out.backward(dout)
+    return [out.detach(), q.grad, k.grad, v.grad]
+
+
+def _single(q, k, v, dout, pattern):
+    q, k, v = (x.detach().clone().requires_grad_() for x in (q, k, v))
+    out = st.attention(q, k, v, pattern=pattern)
+    out.backward(dout)
+    return [out.detach(), q.grad, k.grad, v.grad]
+
+
+def _run_case(c, rank, world):
+    n, dt = c["n"], getattr(torch, c["dtype"])
+    gen = torch.Generator().manual_seed(1000 + n + len(c["name"]))
+    b = c["batch"]
+    q, dout = (torch.randn(b, H, n, D, generator=gen, dtype=torch.float64).to(dt) for _ in range(2))
+    k, v = (torch.randn(b, HK, n, D, generator=gen, dtype=torch.float64).to(dt) for _ in range(2))
+    pattern = torch.from_numpy(_mask(n)) if c["pattern"] == "mask" else c["pattern"]
+    mask = splat.dense_mask(pattern.numpy() if c["pattern"] == "mask" else pattern, n).astype(bool)
+    ref, naive, single = _ref(q, k, v, dout, mask), _naive(q, k, v, dout, mask), _single(q, k, v, dout, pattern)
+    sh = c["sharding"]
+    loc = [sd.shard(x, rank, world, sh).clone() for x in (q, k, v, dout)]
+    if c["layout"] == "bnhd":
+        loc = [x.transpose(1, 2).contiguous() for x in loc]
+    ql, kl, vl = (x.requires_grad_() for x in loc[:3])
+    sd.reset_comm_stats()
+    out = sd.attention(ql, kl, vl, pattern, seq_len=n, sharding=sh, strategy=c["strategy"], overlap=c["overlap"],
+                       layout=c["layout"])
+    fwd = sd.comm_stats()["bytes"].get("forward", 0)
+    out.backward(loc[3])
+    bwd = sd.comm_stats()["bytes"].get("backward", 0)
+    ours = [out.detach(), ql.grad, kl.grad, vl.grad]
+    if c["layout"] == "bnhd":
+        ours = [x.transpose(1, 2) for x in ours]
+    model = sd.comm_bytes(pattern, n, world, heads=H, kv_heads=HK, head_dim=D, dtype=dt, batch=b, sharding=sh,
+                          strategy=c["strategy"], overlap=c["overlap"])
+    res = {"bytes": [fwd, bwd], "model": [model[rank]["forward"], model[rank]["backward"]],
+           "strategy": model[rank]["strategy"], "checks": []}
+    for name, a, r, nv, s1 in zip(("out", "dq", "dk", "dv"), ours, ref, naive, single):
+        a = a.double()
+        rs = sd.shard(r, rank, world, sh)
+        res["checks"].append({
+            "name": name, "nan": bool(torch.isnan(a).any()),
+            "err": (a - rs).abs().max().item() if a.numel() else 0.0,
+            "err_single": (a - sd.shard(s1.double(), rank, world, sh)).abs().max().item() if a.numel() else 0.0,
+            "naive": (nv.double() - r).abs().max().item(), "single": (s1.double() - r).abs().max().item(),
+            "scale": max(1.0, r.abs().max().item())})
+    return res
+
+
+def _worker(rank, world, tmp):
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    results = {}
+    for c in CASES:
+        try:
+            results[c["name"]] = _run_case(c, rank, world)
+        except Exception:  # recorded: the test of this case fails with the traceback
+            results[c["name"]] = {"error": traceback.format_exc()}
+    # bad input is one clear error, on every rank alike
+    try:
+        sd.attention(torch.zeros(1, H, 3, D), torch.zeros(1, HK, 3, D), torch.zeros(1, HK, 3, D), "window:w=2",
+                     seq_len=N)
+        results["bad_size"] = "no error"
+    except ValueError as e:
+        results["bad_size"] = str(e)
+    dist.barrier()
+    dist.destroy_process_group()
+    with open(os.path.join(tmp, f"rank{rank}.json"), "w") as f:
+        json.dump(results, f)
+
+
+_RESULTS = {}
+
+
+def _results(world):
+    if world not in _RESULTS:
+        import torch.multiprocessing as mp
+
+        with tempfile.TemporaryDirectory() as tmp:
+            mp.spawn(_worker, args=(world, tmp), nprocs=world, join=True)
+            _RESULTS[world] = []
+            for r in range(world):
+                with open(os.path.join(tmp, f"rank{r}.json")) as f:
+                    _RESULTS[world].append(json.load(f))
+    return _RESULTS[world]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_sharded_equals_single_process(world, case):
+    for rank, res in enumerate(_results(world)):
+        r = res[case["name"]]
+        assert "error" not in r, f"rank {rank}: {r.get('error')}"
+        for ch in r["checks"]:
+            where = f"rank {rank}/{world} {ch['name']}"
+            assert not ch["nan"], f"{where} has NaNs"
+            atol = ATOL[case["dtype"]] * ch["scale"]
+            bound = 4.0 * max(ch["naive"], ch["single"]) + atol
+            assert ch["err"] <= bound, f"{where}: error {ch['err']:.3g} > {bound:.3g} vs the float64 reference"
+            assert ch["err_single"] <= bound, f"{where}: differs from single-process splat by {ch['err_single']:.3g}"
+        assert r["bytes"] == r["model"], f"rank {rank}/{world}: sent (fwd, bwd) {r['bytes']} != model {r['model']}"
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_strategies_and_closed_form_bytes(world):
+    res = _results(world)
+    for c in CASES:
+        want = "ring" if c["strategy"] == "ring" or c["pattern"] in RING else "halo"
+        assert res[0][c["name"]]["strategy"] == want, c["name"]
+    # window:w=5 over shards of 200 / world rows: each rank sends 5 k/v rows to each neighbour, gradients back
+    row = 2 * HK * D * 4
+    for rank in range(world):
+        nb = (rank > 0) + (rank < world - 1)
+        assert res[rank]["n=200-window:w=5-contiguous"]["bytes"] == [nb * 5 * row] * 2
+        # blocked:b=16 on 64 rows: block-diagonal by shard at world 2 and 4: every other pair is skipped
+        if 64 % (16 * world) == 0 or world == 4:
+            assert res[rank]["n=64-blocked:b=16-contiguous"]["bytes"] == [0, 0]
+        assert res[rank]["bad_size"].startswith(f"splat: rank {rank} holds"), res[rank]["bad_size"]
+
+
+def test_geometry_matches_splat():
+    n = 45
+    pats = ["dense", "causal", "window:w=5", "causal_window:w=7", "dilated:w=4,d=3", "causal_dilated:w=3,d=2",
+            "strided:s=8", "fixed:l=16,c=4", "blocked:b=16", "global:g=3", "sink:g=2", "longformer:w=4,g=2",
+            "bigbird:b=8,w=1,g=1,r=2", "causal_window:w=8+sink:g=4&causal", "(window:w=3+sink:g=2)&causal"]
+    for p in pats:
+        node, full = geo.parse(p), splat.dense_mask(p, n).astype(bool)
+        assert (geo.block(node, n, np.arange(n), np.arange(n)) == full).all(), p
+        if geo.translatable(node):
+            for lo in (1, 7, 30):
+                s = geo.translate(node, lo, n - lo)
+                got = splat.dense_mask(s, n - lo).astype(bool) if s else np.zeros((n - lo,) * 2, dtype=bool)
+                assert (got == full[lo:, lo:]).all(), (p, lo, s)
+
+
+def test_shards():
+    assert sd.shard_sizes(61, 4) == [16, 15, 15, 15]
+    assert sd.shard_segments(10, 2, "zigzag") == [[(0, 3), (8, 10)], [(3, 8)]]
+    assert sd.shard_sizes(3, 4) == [1, 1, 1, 0]
+    x = torch.arange(10)[:, None]
+    assert sd.shard(x, 0, 2, "zigzag", dim=0)[:, 0].tolist() == [0, 1, 2, 8, 9]
+    with pytest.raises(ValueError):
+        sd.shard_segments(10, 2, "striped")
+
+
+def test_model_and_table():
+    kw = dict(heads=16, head_dim=128, dtype=torch.bfloat16)
+    row = 2 * 16 * 128 * 2
+    m = sd.comm_bytes("window:w=512", 65536, 8, **kw)
+    assert [r["forward"] for r in m] == [512 * row] + [1024 * row] * 6 + [512 * row]
+    assert all(r["strategy"] == "halo" for r in m)
+    ring = sd.comm_bytes("window:w=512", 8192, 8, strategy="ring", **kw)
+    assert ring[3]["forward"] == 2 * 1024 * row  # the ring skips every pair beyond the band: 2 shards
+    dense = sd.comm_bytes("dense", 8192, 8, **kw)
+    assert all(r["forward"] == 7 * 1024 * row for r in dense)
+    table = sd.scaling_table()
+    assert table and all(r[4] < r[5] for r in table if r[0] != "longformer" and r[2] * 4096 <= r[1])
+    with pytest.raises(ValueError):
+        sd.plans("bigbird:b=8,w=1,g=1,r=2", 64, 2, strategy="halo")
+
+
+def test_import_splat_needs_no_torch_distributed():
+    code = "import sys, splat; assert 'torch.distributed' not in sys.modules and 'splat.distributed' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_uninitialised_group_is_an_error():
+    if dist.is_initialized():
+        pytest.skip("a process group exists in this process")
+    x = torch.zeros(1, 2, 4, 8)
+    with pytest.raises(RuntimeError, match="not initialised"):
+        sd.attention(x, x, x, "window:w=1", seq_len=4)
