@@ -179,7 +179,8 @@ def precompile(shard, nshards):
         args, leaves, do = inputs(cfg, meth)
         fn = torch.compile(make_formula(meth), dynamic=False)
         run_pair(fn, args, leaves, do)
-        torch.cuda.synchronize()
+        if DEV == "cuda":
+            torch.cuda.synchronize()
         print(f"precompiled {cfg} {meth} in {time.time() - t0:.1f}s", flush=True)
 
 
