@@ -293,3 +293,32 @@ def test_jax_grad_causal():
     ref = torch.autograd.grad((out ** 2).sum(), [t[0], t[3]])
     for a, r in zip(g, ref):
         assert rel(torch.from_numpy(np.array(a)), r) <= 1e-4
+
+
+CUDA = torch.cuda.is_available() and splat.cuda_available()[0]
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA device (or a build without CUDA)")
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("layout,per_head", [("bhnd", True), ("bnhd", False)])
+def test_cuda_bf16_grads_vs_float64_formula(method, layout, per_head):
+    # bf16 on the GPU (the tensor-core backward; flurka-relu the SIMT one) against the float64 formula on the CPU:
+    # err(splat) <= 4 * err(bf16 autograd of the formula on the GPU) + atol, every gradient, sizes off every tile.
+    x64 = make(method, torch.float64, b=2, h=3, n=301, nq=130, d=64, kk=40, m=72, per_head=per_head, seed=7)
+    dout = torch.randn(x64[0].shape, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    _, g_ref = grads(lambda *a: plain(method, *a), x64, dout)
+    xb = [None if x is None else x.to("cuda", torch.bfloat16) for x in x64]
+    _, g_naive = grads(lambda *a: plain(method, *a), xb, dout.to("cuda", torch.bfloat16))
+
+    def to_layout(x):  # [B, H, N, D] -> the layout's order
+        return x.transpose(1, 2).contiguous() if layout == "bnhd" else x
+
+    def ours_fn(q, k, v, E, F, W):
+        out = st.flurka(to_layout(q), to_layout(k), to_layout(v), E, F, W, method=method, layout=layout)
+        return out.transpose(1, 2) if layout == "bnhd" else out
+
+    out, g_ours = grads(ours_fn, xb, dout.to("cuda", torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and out.is_cuda
+    for name, a, n_, r in zip("qkvEF", g_ours, g_naive, g_ref):
+        assert torch.isfinite(a).all(), name
+        assert rel(a.cpu(), r) <= 4 * rel(n_.cpu(), r) + 2e-3, (name, rel(a.cpu(), r), rel(n_.cpu(), r))
