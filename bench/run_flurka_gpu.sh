@@ -93,9 +93,11 @@ for s in "${STEPS[@]}"; do
         bwd_harness >"$OUT/flurka_bwd.log"
       fi
       wait
+      (cd /tmp/flurka-src/tests/python && timeout 200 python3 -m pytest -q -p no:cacheprovider test_flurka_autograd.py \
+        -k cuda 2>&1 | tail -15) >>"$OUT/flurka_tests.log"  # torch autograd through the CUDA backward
       cat /tmp/flurka_pre*.log >"$OUT/flurka_pre.log"
       tail -3 "$OUT/flurka_pip.log"; grep -c precompiled "$OUT/flurka_pre.log"; grep -v precompiled "$OUT/flurka_pre.log" | tail -5
-      grep -hE "Failure|Expected|^\[  (PASSED|FAILED)" "$OUT/flurka_tests.log" | head -20
+      grep -hE "Failure|Expected|^\[  (PASSED|FAILED)|passed|failed" "$OUT/flurka_tests.log" | head -20
       (cd /tmp && timeout 300 python3 "$ROOT/bench/bench_flurka.py" --out "$OUT" "${EXTRA[@]}" 2>&1) |
         tee "$OUT/flurka_bench.log" ;;
   esac
