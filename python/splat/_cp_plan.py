@@ -198,8 +198,11 @@ def _ring_plans(node, n, world, segs):
     trans = geo.translatable(node)
     for p in plans:
         for seg in p.segments:
-            full, mixed = [], []
-            for t in range(world):
+            # key shards in ring order (own first, then rank - 1, rank - 2, ...): the forward waits for each
+            # source's message just before its tasks, so later messages travel while earlier shards compute
+            for step in range(world):
+                t = (p.rank - step) % world
+                full, mixed = [], []
                 for kseg in segs[t]:
                     if kseg == seg:
                         task = (_translate_task(node, n, seg, seg) if trans else
@@ -210,10 +213,10 @@ def _ring_plans(node, n, world, segs):
                     kind = _classify(node, n, [seg], [kseg])
                     if kind != "empty":
                         (full if kind == "full" else mixed).append(kseg)
-            if full:
-                p.tasks.append(_keys_task(node, n, [seg], full, "full"))
-            if mixed:
-                p.tasks.append(_keys_task(node, n, [seg], mixed, "mixed"))
+                if full:
+                    p.tasks.append(_keys_task(node, n, [seg], full, "full"))
+                if mixed:
+                    p.tasks.append(_keys_task(node, n, [seg], mixed, "mixed"))
     return plans
 
 

@@ -109,16 +109,23 @@ def _queries(task, plan, q, gq):
     return gather_rows(q, plan.segments, task.qpos) if task.owner in (-1, plan.rank) else gq[task.owner]
 
 
+def _sources(plan, task):
+    """The ranks whose messages a task reads."""
+    return [src for src, ivs in sorted(plan.recv.items()) if geo.intersect(ivs, task.kpos)]
+
+
 def _forward(plan, q, k, v, scale, group):
     b, h, nl, d = q.shape
     hk, ph = k.shape[1], "forward"
     store = KeyStore(plan.segments, k, v)
-    kv_pend, q_pend, o_pend = comm.Pending(), comm.Pending(), comm.Pending()
+    q_pend, o_pend, s_pend = comm.Pending(), comm.Pending(), comm.Pending()
     keep = []
     for dst, ivs in sorted(plan.send.items()):
-        keep.append(comm.send(torch.stack(store.rows(ivs)), dst, comm.KV, group, ph, kv_pend))
-    got = {src: comm.recv((2, b, hk, geo.total(ivs), d), k.dtype, k.device, src, comm.KV, group, kv_pend)
-           for src, ivs in sorted(plan.recv.items())}
+        keep.append(comm.send(torch.stack(store.rows(ivs)), dst, comm.KV, group, ph, s_pend))
+    got = {}
+    for src, ivs in sorted(plan.recv.items()):
+        pend = comm.Pending()
+        got[src] = (comm.recv((2, b, hk, geo.total(ivs), d), k.dtype, k.device, src, comm.KV, group, pend), pend)
     if plan.grow_q_send:
         qg = gather_rows(q, plan.segments, plan.grow_q)
         keep += [comm.send(qg, hh, comm.GQ, group, ph, q_pend) for hh in plan.grow_q_send]
@@ -127,21 +134,19 @@ def _forward(plan, q, k, v, scale, group):
     acc = _acc_dtype(q.dtype)
     o_acc = torch.full((b, h, nl, d), float("nan"), dtype=acc, device=q.device)  # every row is written below
     l_acc = torch.full((b, h, nl), float("-inf"), dtype=torch.float64, device=q.device)
-    # tasks whose keys are all local first: they overlap the halo messages
-    todo = sorted(plan.tasks, key=lambda t: not store.has(t.kpos))
-    waited = False
-    for t in todo:
-        if not waited and not store.has(t.kpos):
-            kv_pend.wait()
-            for src, ivs in sorted(plan.recv.items()):
-                store.add(ivs, got[src])
-            waited = True
+    # tasks whose keys are all local first (they overlap the messages), then in the plan's order, each waiting
+    # only for the messages it reads
+    for t in sorted(plan.tasks, key=lambda t: bool(_sources(plan, t))):
+        for src in _sources(plan, t):
+            if got[src][1].works:
+                got[src][1].wait()
+                store.add(plan.recv[src], got[src][0])
         o, l = run_task(t, _queries(t, plan, q, gq), store, q, k, scale)
         merge(o_acc, l_acc, local_slices(plan.segments, t.qpos), o, l)
-    kv_pend.wait()
-    if not waited:
-        for src, ivs in sorted(plan.recv.items()):
-            store.add(ivs, got[src])
+    for src, (buf, pend) in got.items():
+        if pend.works:
+            pend.wait()
+            store.add(plan.recv[src], buf)
     # global rows: partials of every owner's rows against our keys, merged at the owner
     q_pend.wait()
     own, parts = None, []
@@ -167,9 +172,19 @@ def _forward(plan, q, k, v, scale, group):
             o_acc[..., a:bb, :] = go[..., off:off + bb - a, :]
             l_acc[..., a:bb] = gl[..., off:off + bb - a]
     o_pend.wait()
+    s_pend.wait()
     del keep
     finish(o_acc, l_acc)
     return o_acc.to(q.dtype), l_acc.to(torch.float32), store, gq
+
+
+def _send_back(plan, grads, k, group, ph, pend, keep, back):
+    """Gradients of received key rows go back to their owners (summed there); ours come from our receivers."""
+    b, hk, _, d = k.shape
+    for src, ivs in sorted(plan.recv.items()):
+        keep.append(comm.send(grads.received(ivs, k.dtype), src, comm.DKV, group, ph, pend))
+    for dst, ivs in sorted(plan.send.items()):
+        back[dst] = comm.recv((2, b, hk, geo.total(ivs), d), k.dtype, k.device, dst, comm.DKV, group, pend)
 
 
 def _backward(plan, q, k, v, out, lse, dout, store, gq, scale, group):
@@ -198,19 +213,21 @@ def _backward(plan, q, k, v, out, lse, dout, store, gq, scale, group):
         d_reg = dout.clone()
         for a, bb, _ in local_slices(plan.segments, plan.override):
             d_reg[..., a:bb, :] = 0
-    for t in plan.tasks:
-        sl = local_slices(plan.segments, t.qpos)
+    # tasks that read received rows first: their key gradients go back while the local-only tasks run
+    order = sorted(plan.tasks, key=lambda t: not _sources(plan, t))
+    n_remote = sum(1 for t in order if _sources(plan, t))
+    back = {}
+    for idx, t in enumerate(order):
+        if idx == n_remote:
+            _send_back(plan, grads, k, group, ph, kv_pend, keep, back)
         rows = lambda x: gather_rows(x, plan.segments, t.qpos)  # noqa: E731
         lrows = gather_rows(lse[..., None], plan.segments, t.qpos)[..., 0]
         gdq, gdk, gdv = task_backward(t, rows(q), store, q, k, rows(d_reg), rows(out), lrows, scale)
-        for a, bb, off in sl:
+        for a, bb, off in local_slices(plan.segments, t.qpos):
             dq[..., a:bb, :] += gdq[..., off:off + bb - a, :]
         grads.add(t.kpos, gdk, gdv)
-    # gradients of received key rows go back to their owners, summed there
-    for src, ivs in sorted(plan.recv.items()):
-        keep.append(comm.send(grads.received(ivs, k.dtype), src, comm.DKV, group, ph, kv_pend))
-    back = {dst: comm.recv((2, b, hk, geo.total(ivs), d), k.dtype, k.device, dst, comm.DKV, group, kv_pend)
-            for dst, ivs in sorted(plan.send.items())}
+    if n_remote == len(order):
+        _send_back(plan, grads, k, group, ph, kv_pend, keep, back)
     g_pend.wait()
     for t in plan.partial_tasks:
         if t.owner == plan.rank:
