@@ -15,43 +15,34 @@
 #include <vector>
 
 #include "splat/attention.hpp"
+#include "splat/device/decode_rows.cuh"
 #include "splat/pattern.hpp"
 #include "splat/plan.hpp"
 #include "splat/tensor.hpp"
 
 namespace splat {
 
-// Keys j of one run of a row: lo <= j <= hi and pos_mod(j - base, stride) < width (1 <= width <= stride). An
-// interval is stride = width = 1; a dilated or strided residue class width 1; fixed's column families width c.
-struct KeyRun {
-  int64_t lo = 0, hi = -1, base = 0, stride = 1, width = 1;
-  int64_t count() const;  // keys in the run
-  bool contains(int64_t j) const;
-};
-
-// One instruction of the row program (postfix): a leaf pattern pushes its runs at (i, n); Union pops `arity`
-// run lists and pushes their concatenation (runs may overlap: a key counts once, in the first run holding it);
-// Intersection pops `arity` lists and pushes their pairwise intersections.
-struct RowOp {
-  enum Kind : uint8_t { Leaf, Union, Intersection } kind = Leaf;
-  int32_t arity = 0;  // Union / Intersection
-  Pattern leaf;       // Leaf: the pattern (no children)
-};
+// Keys j of one run of a row: lo <= j <= hi and pos_mod(j - base, stride) < width (1 <= width < stride, or an interval:
+// stride = width = 1). A window is one interval, a dilated or strided residue class a run of width 1, fixed's column
+// families a run of width c. dev::decode_run_count / dev::decode_run_contains count and test its keys.
+using KeyRun = dev::DecodeRun;
 
 struct DecodeOptions {
   DType dtype = DType::BF16;
   int32_t head_dim = 64;
 };
 
-// A pattern & causal as a row program. Depends on the pattern only (and records dtype and head dim for the
-// backends), never on a length. Every family qualifies except explicit masks (Error(Unsupported): a mask has rows
-// for its own N only; use the forward). BigBird's random blocks are drawn modulo ceil(L/b) as in the forward, so its
-// rows are those of a sequence of length L (exact, but a token's keys change as L grows).
+// A pattern & causal as a row program: plain-data instructions in postfix order (leaves with their parameters, unions
+// and intersections), evaluated per row by dev::decode_row_eval on the host and, as is, by device code. Depends on the
+// pattern only (and records dtype and head dim for the backends), never on a length. Every family qualifies except
+// explicit masks (Error(Unsupported): a mask has rows for its own N only; use the forward). BigBird's random blocks are
+// drawn modulo ceil(L/b) as in the forward, so its rows are those of a sequence of length L (exact, but a token's keys
+// change as L grows).
 struct DecodePlan {
   std::string pattern;  // canonical spec of the pattern (without the implied & causal)
   Pattern source;       // the pattern itself (what the float64 reference evaluates, key by key)
-  std::vector<RowOp> program;
-  int32_t max_runs = 0;  // bound on the runs of one row (fixed-size scratch for kernels)
+  std::vector<dev::DecodeInstr> program;
+  int32_t max_runs = 0;  // runs one row's evaluation holds at most (the capacity decode_row_eval needs)
   DecodeOptions options;
 };
 DecodePlan make_decode_plan(const Pattern& pattern, const DecodeOptions& options = {});
