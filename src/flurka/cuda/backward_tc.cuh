@@ -12,7 +12,8 @@
 //   project_back: projected methods: per head and 64 columns of N, dX = P^T G for each batch and dP = sum G X^T
 //                over the batches (and heads, for shared E/F) in registers, in a fixed order.
 // Partials have one owner each and are summed in a fixed order: gradients are bitwise reproducible. Slots and
-// projected rows are at most 256 (kSlotMax); larger k or m run the SIMT kernels (backward.cuh).
+// projected rows are at most 256 (kSlotMax); larger k or m, and flurka-relu for now (backward_tc.cu says why), run
+// the SIMT kernels (backward.cuh).
 #pragma once
 #include "flurka/cuda/kernels.cuh"
 #include "flurka/cuda/pipe.cuh"
