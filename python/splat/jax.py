@@ -271,3 +271,9 @@ def _flurka_callback(q, k, v, E, F, W, method, causal, layout):
     present = [m for m in mats if m is not None]
     return jax.pure_callback(host, jax.ShapeDtypeStruct(q.shape, q.dtype), q, k, v, *present,
                              vmap_method="sequential")
+
+
+# ---- serving: decode against a KV cache, packed varlen attention (CPU; the handlers in splat._jax_serving) ----
+from ._jax_serving import decode, varlen_attention  # noqa: E402
+
+__all__ += ["decode", "varlen_attention"]

@@ -153,7 +153,8 @@ def test_jax_decode_under_jit(rng):
     jax = pytest.importorskip("jax")
     case = Case(rng, "causal_dilated:w=6,d=3+sink:g=2", [3, 40], T=2)
     pool_k, pool_v, table = case.paged(rng, 16)
-    fn = jax.jit(lambda q, k, v, s, t: splat.decode(q, k, v, s, pattern=case.pattern, block_table=t, return_lse=True))
+    import splat.jax
+    fn = jax.jit(lambda q, k, v, s, t: splat.jax.decode(q, k, v, s, case.pattern, block_table=t, return_lse=True))
     out, lse = fn(case.q, pool_k, pool_v, case.lengths, table)
     check(np.asarray(out), case)
     _, want_lse = splat.decode(case.q, pool_k, pool_v, case.lengths, pattern=case.pattern, block_table=table,
