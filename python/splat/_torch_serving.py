@@ -70,7 +70,10 @@ def decode(q, k_cache, v_cache, cache_seqlens, pattern=None, block_table=None, s
         cache_seqlens = _index(cache_seqlens, "cache_seqlens", q)
         block_table = _index(block_table, "block_table", q)
         cache_starts = _index(cache_starts, "cache_starts", q)
-    if torch.compiler.is_compiling() or return_lse:
+    # Through the op when compiling, for lse, or when autograd would see the call (the op has no autograd formula:
+    # backward through it raises instead of silently giving no gradient).
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k_cache, v_cache))
+    if torch.compiler.is_compiling() or return_lse or grad:
         out, lse = torch.ops.splat.decode(q, k_cache, v_cache, cache_seqlens, block_table, cache_starts, pattern, s,
                                           layout)
         return (out, lse) if return_lse else out

@@ -160,3 +160,12 @@ def test_jax_decode_under_jit(rng):
     _, want_lse = splat.decode(case.q, pool_k, pool_v, case.lengths, pattern=case.pattern, block_table=table,
                                return_lse=True)
     np.testing.assert_allclose(np.asarray(lse), want_lse, rtol=1e-6)
+
+
+def test_torch_decode_is_not_differentiable_loudly(rng):
+    case = Case(rng, "causal", [5], T=1)
+    q = torch.from_numpy(case.q).requires_grad_()
+    out = splat.torch.decode(q, torch.from_numpy(case.k), torch.from_numpy(case.v), torch.from_numpy(case.lengths),
+                             pattern="causal")
+    with pytest.raises(RuntimeError):
+        out.sum().backward()
