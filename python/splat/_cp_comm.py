@@ -34,33 +34,50 @@ def reset_comm_stats():
     _messages.clear()
 
 
-class Pending:
-    """Outstanding requests of one exchange; wait() completes them all."""
+class Batch:
+    """Point-to-point messages started together (torch.distributed.batch_isend_irecv: one NCCL group, so two
+    ranks that send to each other cannot deadlock; gloo gets one request per message).
 
-    def __init__(self):
-        self.works = []
+    Every rank starts its batches in the same order (the plans fix it), which is how NCCL matches messages
+    between one pair of ranks (it ignores tags); a rank with nothing to send or receive skips the call."""
 
-    def wait(self):
-        for w in self.works:
-            w.wait()
-        self.works = []
+    def __init__(self, group, phase):
+        self.group, self.phase, self.ops, self.works, self.keep = group, phase, [], None, []
 
+    def send(self, tensor, dst, tag):
+        d = dist()
+        t = tensor.contiguous()
+        _sent[self.phase] += t.numel() * t.element_size()
+        _messages[self.phase] += 1
+        self.keep.append(t)  # alive until the request completes
+        self.ops.append(d.P2POp(d.isend, t, _global(dst, self.group), self.group, tag))
 
-def send(tensor, dst, tag, group, phase, pending):
-    t = tensor.contiguous()
-    _sent[phase] += t.numel() * t.element_size()
-    _messages[phase] += 1
-    pending.works.append(dist().isend(t, _global(dst, group), group=group, tag=tag))
-    return t  # keep it alive until the request completes
+    def recv(self, shape, dtype, device, src, tag):
+        """A buffer that holds the message once wait(index) returned; index = the returned second value."""
+        import torch
 
+        d = dist()
+        # poisoned: a message that did not fully arrive shows up as NaN, never as stale memory
+        buf = torch.full(shape, float("nan"), dtype=dtype, device=device)
+        self.ops.append(d.P2POp(d.irecv, buf, _global(src, self.group), self.group, tag))
+        return buf, len(self.ops) - 1
 
-def recv(shape, dtype, device, src, tag, group, pending):
-    import torch
+    def start(self):
+        self.works = dist().batch_isend_irecv(self.ops) if self.ops else []
+        return self
 
-    # poisoned: a message that did not fully arrive shows up as NaN, never as stale memory
-    buf = torch.full(shape, float("nan"), dtype=dtype, device=device)
-    pending.works.append(dist().irecv(buf, _global(src, group), group=group, tag=tag))
-    return buf
+    def wait(self, index=None):
+        """Completes message `index` (every message when None, or when the backend returned one request)."""
+        if index is not None and len(self.works) == len(self.ops):
+            w = self.works[index]
+            if w is not None:
+                w.wait()
+                self.works[index] = None
+            return
+        for i, w in enumerate(self.works):
+            if w is not None:
+                w.wait()
+                self.works[i] = None
 
 
 def _global(rank, group):
@@ -68,4 +85,6 @@ def _global(rank, group):
     if group is None:
         return rank
     d = dist()
-    return d.get_global_rank(group, rank) if hasattr(d, "get_global_rank") else d.distributed_c10d._get_global_rank(group, rank)
+    if hasattr(d, "get_global_rank"):
+        return d.get_global_rank(group, rank)
+    return d.distributed_c10d._get_global_rank(group, rank)

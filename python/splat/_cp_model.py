@@ -61,42 +61,46 @@ def comm_bytes(pattern, seq_len, world, *, heads, head_dim, dtype, kv_heads=None
 
 # ---- closed form for the scaling table ----
 
-def halo_rows(family, w, d=1, g=0):
-    """Key rows an interior rank sends per call (forward) for contiguous shards wider than the reach."""
+FAMILIES = ("window", "causal_window", "dilated", "causal_window+sink", "longformer")
+
+
+def busiest_rank_bytes(family, n, world, *, heads=16, kv_heads=None, head_dim=128, dtype="bfloat16", w=512, d=4,
+                       g=64):
+    """Forward bytes sent by the busiest rank, contiguous shards of ceil(N / R) rows, the reach within one
+    neighbour shard (as comm_bytes counts them): (halo, skipping_ring, ring, halo_steps)."""
+    es, hk = itemsize(dtype), kv_heads or heads
+    kv_row, q_row = 2 * hk * head_dim * es, heads * head_dim * es
+    s = math.ceil(n / world)
     if family == "window":
-        return 2 * w
-    if family == "causal_window":
-        return w
-    if family == "dilated":
-        return 2 * w * d
-    if family == "causal_window+sink":
-        return w + g  # the sink rows go from rank 0 to everyone: g per receiving rank (rank 0 sends (R-1) g)
-    if family == "longformer":
-        return 2 * w
-    raise ValueError(f"splat: no halo form for {family!r}")
+        halo, nbrs = 2 * w * kv_row, 2
+    elif family == "causal_window":
+        halo, nbrs = w * kv_row, 1
+    elif family == "dilated":
+        halo, nbrs = 2 * w * d * kv_row, 2
+    elif family == "causal_window+sink":  # rank 0: its last w rows to rank 1, the g sink rows to every rank
+        halo, nbrs = (w + (world - 1) * g) * kv_row, world - 1
+    elif family == "longformer":  # rank 0: halo, global columns to all, global query rows to all
+        halo, nbrs = w * kv_row + (world - 1) * g * (kv_row + q_row), world - 1
+    else:
+        raise ValueError(f"splat: unknown family {family!r}")
+    ring = (world - 1) * s * kv_row  # ring attention: the K/V shard visits every rank
+    skipping = min(nbrs, world - 1) * s * kv_row  # a ring that skips empty pairs still sends whole shards
+    steps = 1 if family in ("window", "causal_window", "dilated") else 2
+    return halo, skipping, ring, steps
 
 
-def scaling_table(ns=(131072, 1048576, 10485760), worlds=(64, 128, 256, 512, 1024), *, heads=16, head_dim=128,
-                  dtype="bfloat16", w=512, d=4, g=64, link_gbps=50.0):
-    """Rows of (family, N, R, shard, halo bytes per rank, ring bytes per rank, ratio, halo ms, ring ms) for the
-    forward pass: ring attention sends its K/V shard R-1 times (R-1 steps); the halo exchange sends the rows in
-    the band's reach to the neighbours (one step). Times at link_gbps GB/s per rank, transfer only. The halo
-    form holds while the reach fits one neighbour shard (w * d <= N / R); otherwise the halo spans several
-    ranks and its bytes are still the reach, not the shard."""
-    es = itemsize(dtype)
-    kv_row = 2 * heads * head_dim * es
+def scaling_table(ns=(1048576, 10485760), worlds=(64, 128, 256, 512, 1024), families=FAMILIES, link_gbs=50.0,
+                  **kw):
+    """One dict per (family, N, R): shard rows, busiest-rank forward bytes of the halo exchange, of a ring that
+    skips empty pairs and of ring attention, and their transfer times at link_gbs GB/s per rank (no overlap,
+    no latency). kw: heads, kv_heads, head_dim, dtype, w, d, g as in busiest_rank_bytes."""
     rows = []
-    for family in ("window", "causal_window", "dilated", "causal_window+sink", "longformer"):
+    for fam in families:
         for n in ns:
             for r in worlds:
-                shard = math.ceil(n / r)
-                hr = halo_rows(family, w, d, g)
-                halo = hr * kv_row
-                if family == "causal_window+sink":
-                    halo = max(w * kv_row, (r - 1) * g * kv_row)  # rank 0 sends the sink rows to all
-                if family == "longformer":  # global rows: owner sends g query rows out, gets g partials back
-                    halo += (r - 1) * g * heads * head_dim * es
-                ring = (r - 1) * shard * kv_row
-                rows.append((family, n, r, shard, halo, ring, ring / halo, halo / (link_gbps * 1e6),
-                             ring / (link_gbps * 1e6)))
+                halo, skip, ring, steps = busiest_rank_bytes(fam, n, r, **kw)
+                rows.append({"family": fam, "n": n, "ranks": r, "shard": math.ceil(n / r), "halo": halo,
+                             "skipping_ring": skip, "ring": ring, "ring_over_halo": ring / halo,
+                             "halo_ms": halo / (link_gbs * 1e6), "ring_ms": ring / (link_gbs * 1e6),
+                             "halo_steps": steps, "ring_steps": r - 1})
     return rows

@@ -16,12 +16,12 @@ import torch
 from . import _cp_comm as comm
 from . import _cp_geometry as geo
 from . import _cp_plan as cpp
-from ._cp_model import comm_bytes, scaling_table
+from ._cp_model import busiest_rank_bytes, comm_bytes, scaling_table
 from ._cp_run import KeyStore, _acc_dtype, finish, gather_rows, local_slices, merge, run_task, task_backward
 from ._plans import pattern_name
 
 __all__ = ["attention", "shard", "shard_segments", "shard_sizes", "comm_bytes", "comm_stats", "reset_comm_stats",
-           "scaling_table", "plans"]
+           "scaling_table", "busiest_rank_bytes", "plans"]
 
 comm_stats, reset_comm_stats = comm.comm_stats, comm.reset_comm_stats
 shard_segments = geo.shard_segments
@@ -116,97 +116,102 @@ def _sources(plan, task):
 
 def _forward(plan, q, k, v, scale, group):
     b, h, nl, d = q.shape
-    hk, ph = k.shape[1], "forward"
+    hk = k.shape[1]
     store = KeyStore(plan.segments, k, v)
-    q_pend, o_pend, s_pend = comm.Pending(), comm.Pending(), comm.Pending()
-    keep = []
+    # one batch: key/value rows to and from the neighbours (or key shards), global query rows to the helpers
+    first = comm.Batch(group, "forward")
     for dst, ivs in sorted(plan.send.items()):
-        keep.append(comm.send(torch.stack(store.rows(ivs)), dst, comm.KV, group, ph, s_pend))
-    got = {}
-    for src, ivs in sorted(plan.recv.items()):
-        pend = comm.Pending()
-        got[src] = (comm.recv((2, b, hk, geo.total(ivs), d), k.dtype, k.device, src, comm.KV, group, pend), pend)
+        first.send(torch.stack(store.rows(ivs)), dst, comm.KV)
+    got = {src: first.recv((2, b, hk, geo.total(ivs), d), k.dtype, k.device, src, comm.KV)
+           for src, ivs in sorted(plan.recv.items())}
     if plan.grow_q_send:
         qg = gather_rows(q, plan.segments, plan.grow_q)
-        keep += [comm.send(qg, hh, comm.GQ, group, ph, q_pend) for hh in plan.grow_q_send]
-    gq = {t.owner: comm.recv((b, h, t.nq, d), q.dtype, q.device, t.owner, comm.GQ, group, q_pend)
+        for hh in plan.grow_q_send:
+            first.send(qg, hh, comm.GQ)
+    gq = {t.owner: first.recv((b, h, t.nq, d), q.dtype, q.device, t.owner, comm.GQ)
           for t in plan.partial_tasks if t.owner != plan.rank}
+    first.start()
     acc = _acc_dtype(q.dtype)
     o_acc = torch.full((b, h, nl, d), float("nan"), dtype=acc, device=q.device)  # every row is written below
     l_acc = torch.full((b, h, nl), float("-inf"), dtype=torch.float64, device=q.device)
+    arrived = set()
+
+    def need(srcs):
+        for src in srcs:
+            if src not in arrived:
+                first.wait(got[src][1])
+                store.add(plan.recv[src], got[src][0])
+                arrived.add(src)
+
     # tasks whose keys are all local first (they overlap the messages), then in the plan's order, each waiting
     # only for the messages it reads
     for t in sorted(plan.tasks, key=lambda t: bool(_sources(plan, t))):
-        for src in _sources(plan, t):
-            if got[src][1].works:
-                got[src][1].wait()
-                store.add(plan.recv[src], got[src][0])
-        o, l = run_task(t, _queries(t, plan, q, gq), store, q, k, scale)
-        merge(o_acc, l_acc, local_slices(plan.segments, t.qpos), o, l)
-    for src, (buf, pend) in got.items():
-        if pend.works:
-            pend.wait()
-            store.add(plan.recv[src], buf)
+        need(_sources(plan, t))
+        o, lse = run_task(t, _queries(t, plan, q, {}), store, q, k, scale)
+        merge(o_acc, l_acc, local_slices(plan.segments, t.qpos), o, lse)
+    need(sorted(plan.recv))
+    first.wait()
+    gq = {owner: buf for owner, (buf, _) in gq.items()}
     # global rows: partials of every owner's rows against our keys, merged at the owner
-    q_pend.wait()
-    own, parts = None, []
+    second, own = comm.Batch(group, "forward"), None
     for t in plan.partial_tasks:
-        o, l = run_task(t, _queries(t, plan, q, gq), store, q, k, scale)
+        o, lse = run_task(t, _queries(t, plan, q, gq), store, q, k, scale)
         if t.owner == plan.rank:
-            own = (o, l)
+            own = (o, lse)
         else:
-            keep.append(comm.send(o, t.owner, comm.GO, group, ph, o_pend))
-            keep.append(comm.send(l, t.owner, comm.GL, group, ph, o_pend))
+            second.send(o, t.owner, comm.GO)
+            second.send(lse, t.owner, comm.GL)
+    ng = geo.total(plan.grow_q)
+    parts = [(second.recv((b, h, ng, d), q.dtype, q.device, hh, comm.GO)[0],
+              second.recv((b, h, ng), torch.float32, q.device, hh, comm.GL)[0]) for hh in plan.grow_q_send]
+    second.start().wait()
     if plan.override:
-        ng = geo.total(plan.grow_q)
-        recvd = [(comm.recv((b, h, ng, d), q.dtype, q.device, hh, comm.GO, group, o_pend),
-                  comm.recv((b, h, ng), torch.float32, q.device, hh, comm.GL, group, o_pend))
-                 for hh in plan.grow_q_send]
-        o_pend.wait()
         go = torch.full((b, h, ng, d), float("nan"), dtype=acc, device=q.device)
         gl = torch.full((b, h, ng), float("-inf"), dtype=torch.float64, device=q.device)
-        whole = [(0, ng, 0)]
-        for o, l in ([own] if own is not None else []) + recvd:
-            merge(go, gl, whole, o, l)
+        for o, lse in ([own] if own is not None else []) + parts:
+            merge(go, gl, [(0, ng, 0)], o, lse)
         for a, bb, off in local_slices(plan.segments, plan.grow_q):
             o_acc[..., a:bb, :] = go[..., off:off + bb - a, :]
             l_acc[..., a:bb] = gl[..., off:off + bb - a]
-    o_pend.wait()
-    s_pend.wait()
-    del keep
     finish(o_acc, l_acc)
     return o_acc.to(q.dtype), l_acc.to(torch.float32), store, gq
 
 
-def _send_back(plan, grads, k, group, ph, pend, keep, back):
+def _send_back(plan, grads, k, group):
     """Gradients of received key rows go back to their owners (summed there); ours come from our receivers."""
     b, hk, _, d = k.shape
+    batch = comm.Batch(group, "backward")
     for src, ivs in sorted(plan.recv.items()):
-        keep.append(comm.send(grads.received(ivs, k.dtype), src, comm.DKV, group, ph, pend))
-    for dst, ivs in sorted(plan.send.items()):
-        back[dst] = comm.recv((2, b, hk, geo.total(ivs), d), k.dtype, k.device, dst, comm.DKV, group, pend)
+        batch.send(grads.received(ivs, k.dtype), src, comm.DKV)
+    back = {dst: batch.recv((2, b, hk, geo.total(ivs), d), k.dtype, k.device, dst, comm.DKV)[0]
+            for dst, ivs in sorted(plan.send.items())}
+    return batch.start(), back
 
 
 def _backward(plan, q, k, v, out, lse, dout, store, gq, scale, group):
     b, h, nl, d = q.shape
-    hk, ph, acc = k.shape[1], "backward", _acc_dtype(q.dtype)
+    hk, acc = k.shape[1], _acc_dtype(q.dtype)
     dq = torch.zeros((b, h, nl, d), dtype=acc, device=q.device)
     dk = torch.zeros((b, hk, nl, d), dtype=acc, device=q.device)
     dv = torch.zeros_like(dk)
     grads = store.grads(dk, dv)
-    g_pend, kv_pend, dq_pend = comm.Pending(), comm.Pending(), comm.Pending()
-    keep = []
     dout = dout.contiguous()
-    # the owner's global rows travel back to the helpers: dout and out (for delta), and lse
+    lse1 = lse[..., None]
+
+    def rows(x, ivs):
+        return gather_rows(x, plan.segments, ivs)
+
+    # the owner's global rows travel to the helpers: dout and out (for delta), and lse
+    first = comm.Batch(group, "backward")
     if plan.grow_q_send:
-        pair = torch.stack([gather_rows(dout, plan.segments, plan.grow_q), gather_rows(out, plan.segments, plan.grow_q)])
-        lg = gather_rows(lse[..., None], plan.segments, plan.grow_q)[..., 0]
+        pair, lg = torch.stack([rows(dout, plan.grow_q), rows(out, plan.grow_q)]), rows(lse1, plan.grow_q)[..., 0]
         for hh in plan.grow_q_send:
-            keep.append(comm.send(pair, hh, comm.GDO, group, ph, g_pend))
-            keep.append(comm.send(lg, hh, comm.GDL, group, ph, g_pend))
-    grecv = {t.owner: (comm.recv((2, b, h, t.nq, d), q.dtype, q.device, t.owner, comm.GDO, group, g_pend),
-                       comm.recv((b, h, t.nq), torch.float32, q.device, t.owner, comm.GDL, group, g_pend))
+            first.send(pair, hh, comm.GDO)
+            first.send(lg, hh, comm.GDL)
+    grecv = {t.owner: (first.recv((2, b, h, t.nq, d), q.dtype, q.device, t.owner, comm.GDO)[0],
+                       first.recv((b, h, t.nq), torch.float32, q.device, t.owner, comm.GDL)[0])
              for t in plan.partial_tasks if t.owner != plan.rank}
+    first.start()
     # rows replaced by the global reduction take no gradient through the ordinary tasks
     d_reg = dout
     if plan.override:
@@ -215,48 +220,42 @@ def _backward(plan, q, k, v, out, lse, dout, store, gq, scale, group):
             d_reg[..., a:bb, :] = 0
     # tasks that read received rows first: their key gradients go back while the local-only tasks run
     order = sorted(plan.tasks, key=lambda t: not _sources(plan, t))
-    n_remote = sum(1 for t in order if _sources(plan, t))
-    back = {}
-    for idx, t in enumerate(order):
+    n_remote, returning = sum(1 for t in order if _sources(plan, t)), None
+    for idx, t in enumerate(order + [None]):
         if idx == n_remote:
-            _send_back(plan, grads, k, group, ph, kv_pend, keep, back)
-        rows = lambda x: gather_rows(x, plan.segments, t.qpos)  # noqa: E731
-        lrows = gather_rows(lse[..., None], plan.segments, t.qpos)[..., 0]
-        gdq, gdk, gdv = task_backward(t, rows(q), store, q, k, rows(d_reg), rows(out), lrows, scale)
+            returning = _send_back(plan, grads, k, group)
+        if t is None:
+            break
+        gdq, gdk, gdv = task_backward(t, rows(q, t.qpos), store, q, k, rows(d_reg, t.qpos), rows(out, t.qpos),
+                                      rows(lse1, t.qpos)[..., 0], scale)
         for a, bb, off in local_slices(plan.segments, t.qpos):
             dq[..., a:bb, :] += gdq[..., off:off + bb - a, :]
         grads.add(t.kpos, gdk, gdv)
-    if n_remote == len(order):
-        _send_back(plan, grads, k, group, ph, kv_pend, keep, back)
-    g_pend.wait()
+    first.wait()
+    last = comm.Batch(group, "backward")
     for t in plan.partial_tasks:
         if t.owner == plan.rank:
-            dd = gather_rows(dout, plan.segments, t.qpos)
-            oo = gather_rows(out, plan.segments, t.qpos)
-            ll = gather_rows(lse[..., None], plan.segments, t.qpos)[..., 0]
+            dd, oo, ll = rows(dout, t.qpos), rows(out, t.qpos), rows(lse1, t.qpos)[..., 0]
         else:
-            (dd, oo), ll = grecv[t.owner][0], grecv[t.owner][1]
+            (dd, oo), ll = grecv[t.owner]
         gdq, gdk, gdv = task_backward(t, _queries(t, plan, q, gq), store, q, k, dd, oo, ll, scale)
         grads.add(t.kpos, gdk, gdv)
         if t.owner == plan.rank:
             for a, bb, off in local_slices(plan.segments, t.qpos):
                 dq[..., a:bb, :] += gdq[..., off:off + bb - a, :]
         else:
-            keep.append(comm.send(gdq.to(q.dtype), t.owner, comm.GDQ, group, ph, dq_pend))
-    if plan.override:
-        ng = geo.total(plan.grow_q)
-        parts = [comm.recv((b, h, ng, d), q.dtype, q.device, hh, comm.GDQ, group, dq_pend) for hh in plan.grow_q_send]
-        dq_pend.wait()
-        for p in parts:
-            for a, bb, off in local_slices(plan.segments, plan.grow_q):
-                dq[..., a:bb, :] += p[..., off:off + bb - a, :]
-    kv_pend.wait()
+            last.send(gdq.to(q.dtype), t.owner, comm.GDQ)
+    ng = geo.total(plan.grow_q)
+    parts = [last.recv((b, h, ng, d), q.dtype, q.device, hh, comm.GDQ)[0] for hh in plan.grow_q_send]
+    last.start()
+    batch, back = returning
+    batch.wait()
     for dst, ivs in sorted(plan.send.items()):
-        g = back[dst]
         for a, bb, off in local_slices(plan.segments, ivs):
-            dk[..., a:bb, :] += g[0, ..., off:off + bb - a, :]
-            dv[..., a:bb, :] += g[1, ..., off:off + bb - a, :]
-    dq_pend.wait()
-    g_pend.wait()
-    del keep
+            dk[..., a:bb, :] += back[dst][0, ..., off:off + bb - a, :]
+            dv[..., a:bb, :] += back[dst][1, ..., off:off + bb - a, :]
+    last.wait()
+    for p in parts:
+        for a, bb, off in local_slices(plan.segments, plan.grow_q):
+            dq[..., a:bb, :] += p[..., off:off + bb - a, :]
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)

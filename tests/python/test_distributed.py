@@ -242,7 +242,14 @@ def test_model_and_table():
     dense = sd.comm_bytes("dense", 8192, 8, **kw)
     assert all(r["forward"] == 7 * 1024 * row for r in dense)
     table = sd.scaling_table()
-    assert table and all(r[4] < r[5] for r in table if r[0] != "longformer" and r[2] * 4096 <= r[1])
+    assert len(table) == 5 * 2 * 5 and all(r["halo"] < r["ring"] for r in table)
+    # the closed form is what the plans send, at a size where both can be computed
+    for fam, spec in [("window", "window:w=512"), ("causal_window", "causal_window:w=512"),
+                      ("dilated", "dilated:w=128,d=4"), ("causal_window+sink", "causal_window:w=512+sink:g=64"),
+                      ("longformer", "longformer:w=512,g=64")]:
+        plan = max(r["forward"] for r in sd.comm_bytes(spec, 65536, 8, **kw))
+        w = 128 if fam == "dilated" else 512
+        assert plan == sd.busiest_rank_bytes(fam, 65536, 8, heads=16, w=w, d=4, g=64)[0], fam
     with pytest.raises(ValueError):
         sd.plans("bigbird:b=8,w=1,g=1,r=2", 64, 2, strategy="halo")
 
