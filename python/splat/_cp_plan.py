@@ -14,7 +14,7 @@ ring   anything else (random blocks, masks, strided, fixed, causal, dense, ...):
 
 A Task computes queries x keys as one square splat call on an "extended" buffer of m rows: the queries at rows
 [q_off, q_off + nq), the keys at rows [k_off, k_off + nk); the rest of the buffer is zero and its outputs are
-discarded (wasted rows, counted in RankPlan.wasted_rows).
+discarded (wasted rows, counted in RankPlan.wasted_rows; docs/DISTRIBUTED.md says what each kind costs).
 """
 
 import functools
@@ -133,15 +133,17 @@ def _translate_task(node, n, rows, buf):
 
 
 def _keys_task(node, n, qpos, kpos, kind, owner=-1):
-    """Queries x keys at other positions: 'dense' (sink trick: keys first) or 'mask' (queries first)."""
+    """Queries x keys at other positions, both from row 0 of a square buffer of max(nq, nk) rows. 'full' blocks:
+    sink:g=nk when nk < nq (no waste), global:g=nq when nk > nq (the nk - nq zero rows each touch nq keys), dense
+    when equal; 'mixed' blocks: their mask in the top-left corner (empty rows cost nothing)."""
     nq, nk = geo.total(qpos), geo.total(kpos)
+    m = max(nq, nk)
     if kind == "full":
-        return Task("dense", qpos, kpos, nk + nq, nk, 0, spec=f"sink:g={nk}", owner=owner)
-    if qpos == kpos:  # a diagonal block: the square mask itself
-        return Task("mask", qpos, kpos, nq, 0, 0, mask=_pos_block(node, n, qpos, kpos).copy(), owner=owner)
-    mask = np.zeros((nq + nk, nq + nk), dtype=bool)
-    mask[:nq, nq:] = _pos_block(node, n, qpos, kpos)
-    return Task("mask", qpos, kpos, nq + nk, 0, nq, mask=mask, owner=owner)
+        spec = "dense" if nq == nk else f"sink:g={nk}" if nk < nq else f"global:g={nq}"
+        return Task("dense", qpos, kpos, m, 0, 0, spec=spec, owner=owner)
+    mask = np.zeros((m, m), dtype=bool)
+    mask[:nq, :nk] = _pos_block(node, n, qpos, kpos)
+    return Task("mask", qpos, kpos, m, 0, 0, mask=mask, owner=owner)
 
 
 def _band_tasks(node, n, seg, left, right, overlap):
