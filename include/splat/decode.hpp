@@ -52,12 +52,13 @@ void decode_row_runs(const DecodePlan& plan, int64_t i, int64_t n, std::vector<K
 // The same as sorted distinct keys.
 void decode_row_keys(const DecodePlan& plan, int64_t i, int64_t n, std::vector<int32_t>& out);
 
-// A KV cache. Contiguous: k, v are [B, H_kv, capacity, D] views (any strides, e.g. [B, capacity, H_kv, D] memory).
-// Paged: k, v are [pages, H_kv, P, D] views of the page pool (P = page size, 16 ... 256; any strides, e.g. vLLM's
-// [pages, P, H_kv, D]); token j of sequence b lives in page block_table[b * max_pages + j / P] at row j % P, pages in
-// any order. seqlens: B lengths L_b (0 <= L_b <= capacity, or max_pages * P). starts (optional): sequence b's token
-// at position p sits at cache row starts[b] + p (left-padded batches); starts[b] + L_b must fit. All host memory for
-// the CPU backend (device memory for CUDA).
+// A KV cache. Sequence b's token at position p sits at cache row r = starts[b] + p (starts optional: 0; it reads
+// left-padded batches in place). Contiguous: k, v are [B, H_kv, capacity, D] views (any strides, e.g.
+// [B, capacity, H_kv, D] memory) and row r is k[b, :, r]. Paged: k, v are [pages, H_kv, P, D] views of the page pool
+// (P = page size, 16 ... 256 for the CUDA kernels, any P >= 1 on the CPU; any strides, e.g. vLLM's
+// [pages, P, H_kv, D]) and row r is k[block_table[b * max_pages + r / P], :, r % P], pages in any order. seqlens: B
+// lengths L_b >= 0 with starts[b] + L_b <= capacity (or max_pages * P). All host memory for the CPU backend (device
+// memory for CUDA).
 struct KvCache {
   TensorView k, v;
   const int32_t* seqlens = nullptr;
