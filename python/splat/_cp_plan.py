@@ -35,6 +35,7 @@ class Task:
     k_off: int
     spec: str = None          # translate / dense
     mask: np.ndarray = None   # mask: bool [m, m]
+    mask_name: str = None     # its registered name (set on first use)
     owner: int = -1           # global-row partials: the rank that owns the query rows
 
     @property
@@ -146,22 +147,41 @@ def _keys_task(node, n, qpos, kpos, kind, owner=-1):
     return Task("mask", qpos, kpos, m, 0, 0, mask=mask, owner=owner)
 
 
-def _band_tasks(node, n, seg, left, right, overlap):
-    """(rows, buffer) pieces covering the rows of seg once; with overlap, interior rows (all keys local) get
-    their own piece, which runs while the halos travel."""
+def _segment_tasks(node, n, seg, left, right, g_col, overlap):
+    """Tasks covering the rows of seg once, with every key the pattern gives them.
+
+    overlap=False: one translate task on the buffer [a - left, b + right) (its halo rows are computed and
+    discarded: left + right wasted rows). overlap=True: the shard's own keys (a translate task on [a, b), no
+    waste, runs while the halos travel), then each halo as its own block (the reach-sized rows x halo keys,
+    by its exact mask), merged by log-sum-exp. Threshold columns outside a row group's keys come last."""
     a, b = seg
     lo, hi = max(0, a - left), min(n, b + right)
-    xl = a + left if lo < a else a
-    xr = b - right if hi > b else b
-    if not overlap or xl >= xr or (xl == a and xr == b):
-        pieces = [((a, b), (lo, hi))]
+    if not overlap or (lo == a and hi == b):
+        task = _translate_task(node, n, seg, (lo, hi))
+        groups = [((a, b), [(lo, hi)])]
+        tasks = [task] if task is not None else []
     else:
-        pieces = [((xl, xr), (max(lo, xl - left), min(hi, xr + right)))]
-        if xl > a:
-            pieces.append(((a, xl), (lo, min(hi, xl + right))))
-        if xr < b:
-            pieces.append(((xr, b), (max(lo, xr - left), hi)))
-    return pieces
+        task = _translate_task(node, n, seg, seg)
+        tasks = [task] if task is not None else []
+        lrows = (a, min(b, a + left)) if lo < a else None
+        rrows = (max(a, b - right), b) if hi > b else None
+        for rows, keys in ((lrows, (lo, a)), (rrows, (b, hi))):
+            if rows is not None:
+                kind = _classify(node, n, [rows], [keys])
+                if kind != "empty":
+                    tasks.append(_keys_task(node, n, [rows], [keys], kind))
+        cuts = sorted({a, b} | ({lrows[1]} if lrows else set()) | ({rrows[0]} if rrows else set()))
+        groups = []
+        for x, y in zip(cuts, cuts[1:]):
+            keys = [(a, b)] + ([(lo, a)] if lrows and y <= lrows[1] else []) + ([(b, hi)] if rrows and x >= rrows[0]
+                                                                              else [])
+            groups.append(((x, y), keys))
+    for rows, keys in groups:  # threshold columns: every row attends them (or the block's mask says which)
+        cols = geo.subtract([(0, min(g_col, n))], keys)
+        kind = _classify(node, n, [rows], cols) if cols else "empty"
+        if kind != "empty":
+            tasks.append(_keys_task(node, n, [rows], cols, kind))
+    return tasks
 
 
 def _halo_plans(node, n, world, segs, form, overlap):
@@ -170,15 +190,7 @@ def _halo_plans(node, n, world, segs, form, overlap):
              for r in range(world)]
     for p in plans:
         for seg in p.segments:
-            for rows, buf in _band_tasks(node, n, seg, left, right, overlap):
-                task = _translate_task(node, n, rows, buf)
-                if task is not None:
-                    p.tasks.append(task)
-                # threshold columns outside this buffer: every row of the piece attends them (or a mask says)
-                cols = geo.subtract([(0, min(g_col, n))], [buf])
-                kind = _classify(node, n, [rows], cols) if cols else "empty"
-                if kind != "empty":
-                    p.tasks.append(_keys_task(node, n, [rows], cols, kind))
+            p.tasks += _segment_tasks(node, n, seg, left, right, g_col, overlap)
         p.override = geo.intersect(p.segments, [(0, g_row)])
     # global rows: each owner's rows against every rank's keys, merged at the owner
     for o in plans:

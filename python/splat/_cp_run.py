@@ -10,7 +10,7 @@ import torch
 
 from . import _cp_comm as comm
 from . import _cp_geometry as geo
-from ._plans import register_mask
+from ._plans import _masks as registered_masks, register_mask
 
 
 def _acc_dtype(dtype):
@@ -121,7 +121,12 @@ def _ext(task, qrows, store, q_like, kv_like):
 
 
 def _spec(task):
-    return task.spec if task.spec is not None else register_mask(task.mask)
+    # masks are registered once (hashing a reach-sized mask per call would cost more than the call)
+    if task.spec is not None:
+        return task.spec
+    if task.mask_name is None or task.mask_name not in registered_masks:
+        task.mask_name = register_mask(task.mask)
+    return task.mask_name
 
 
 def run_task(task, qrows, store, q_like, kv_like, scale):
@@ -134,14 +139,20 @@ def run_task(task, qrows, store, q_like, kv_like, scale):
     return o[..., task.q_off:task.q_off + nq, :], lse[..., task.q_off:task.q_off + nq]
 
 
-def task_backward(task, qrows, store, q_like, kv_like, dout, out, lse, scale):
-    """(dq of the queries, dk and dv of the task's keys) given the merged out and lse of its query rows."""
+def task_backward(task, qrows, store, q_like, kv_like, dout, out, lse, own_lse, scale):
+    """(dq of the queries, dk and dv of the task's keys) given the merged out and lse of its query rows and the
+    task's own lse from the forward.
+
+    The task's softmax P' = exp(S - own_lse) equals P / c of the merged one, c = exp(own_lse - lse) per row, so
+    passing its own lse with dout scaled by exp(own_lse - lse) gives exactly the merged gradients, both to
+    backward paths that read the lse and to those that recompute it (the CPU float64 path does)."""
     q_ext, k_ext, v_ext = _ext(task, qrows, store, q_like, kv_like)
-    nq, rows = qrows.shape[-2], slice(task.q_off, task.q_off + qrows.shape[-2])
+    rows = slice(task.q_off, task.q_off + qrows.shape[-2])
+    c = torch.exp(own_lse.double() - lse.double()).nan_to_num(0.0)  # 0 where the task gave the row no keys
     o_ext, do_ext = torch.zeros_like(q_ext), torch.zeros_like(q_ext)
-    o_ext[..., rows, :], do_ext[..., rows, :] = out, dout
+    o_ext[..., rows, :], do_ext[..., rows, :] = out, (dout.double() * c[..., None]).to(dout.dtype)
     l_ext = torch.zeros(q_ext.shape[:-1], dtype=torch.float32, device=q_ext.device)
-    l_ext[..., rows] = lse  # zero rows: q = 0 and lse = 0 keep P finite; dout = 0 makes their share zero
+    l_ext[..., rows] = own_lse  # zero rows: q = 0 and lse = 0 keep P finite; dout = 0 makes their share zero
     dq, dk, dv = torch.ops.splat.attention_bwd(do_ext, q_ext, k_ext, v_ext, o_ext, l_ext, _spec(task),
                                                0.0 if scale is None else float(scale), "bhnd")
     nk = geo.total(task.kpos)

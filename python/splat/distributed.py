@@ -90,9 +90,9 @@ class _CPAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, plan, scale, group):
         with torch.no_grad():
-            out, lse, store, gq = _forward(plan, q, k, v, scale, group)
+            out, lse, store, gq, own = _forward(plan, q, k, v, scale, group)
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.plan, ctx.scale, ctx.group, ctx.store, ctx.gq = plan, scale, group, store, gq
+        ctx.plan, ctx.scale, ctx.group, ctx.store, ctx.gq, ctx.own = plan, scale, group, store, gq, own
         ctx.mark_non_differentiable(lse)
         return out, lse
 
@@ -100,8 +100,9 @@ class _CPAttention(torch.autograd.Function):
     def backward(ctx, dout, _dlse):
         q, k, v, out, lse = ctx.saved_tensors
         with torch.no_grad():
-            dq, dk, dv = _backward(ctx.plan, q, k, v, out, lse, dout, ctx.store, ctx.gq, ctx.scale, ctx.group)
-        ctx.store = ctx.gq = None
+            dq, dk, dv = _backward(ctx.plan, q, k, v, out, lse, dout, ctx.store, ctx.gq, ctx.own, ctx.scale,
+                                   ctx.group)
+        ctx.store = ctx.gq = ctx.own = None
         return dq, dk, dv, None, None, None
 
 
@@ -134,7 +135,7 @@ def _forward(plan, q, k, v, scale, group):
     acc = _acc_dtype(q.dtype)
     o_acc = torch.full((b, h, nl, d), float("nan"), dtype=acc, device=q.device)  # every row is written below
     l_acc = torch.full((b, h, nl), float("-inf"), dtype=torch.float64, device=q.device)
-    arrived = set()
+    arrived, own = set(), {}  # own: each task's lse (its backward needs it)
 
     def need(srcs):
         for src in srcs:
@@ -148,16 +149,18 @@ def _forward(plan, q, k, v, scale, group):
     for t in sorted(plan.tasks, key=lambda t: bool(_sources(plan, t))):
         need(_sources(plan, t))
         o, lse = run_task(t, _queries(t, plan, q, {}), store, q, k, scale)
+        own[id(t)] = lse
         merge(o_acc, l_acc, local_slices(plan.segments, t.qpos), o, lse)
     need(sorted(plan.recv))
     first.wait()
     gq = {owner: buf for owner, (buf, _) in gq.items()}
     # global rows: partials of every owner's rows against our keys, merged at the owner
-    second, own = comm.Batch(group, "forward"), None
+    second, mine = comm.Batch(group, "forward"), None
     for t in plan.partial_tasks:
         o, lse = run_task(t, _queries(t, plan, q, gq), store, q, k, scale)
+        own[id(t)] = lse
         if t.owner == plan.rank:
-            own = (o, lse)
+            mine = (o, lse)
         else:
             second.send(o, t.owner, comm.GO)
             second.send(lse, t.owner, comm.GL)
@@ -168,13 +171,13 @@ def _forward(plan, q, k, v, scale, group):
     if plan.override:
         go = torch.full((b, h, ng, d), float("nan"), dtype=acc, device=q.device)
         gl = torch.full((b, h, ng), float("-inf"), dtype=torch.float64, device=q.device)
-        for o, lse in ([own] if own is not None else []) + parts:
+        for o, lse in ([mine] if mine is not None else []) + parts:
             merge(go, gl, [(0, ng, 0)], o, lse)
         for a, bb, off in local_slices(plan.segments, plan.grow_q):
             o_acc[..., a:bb, :] = go[..., off:off + bb - a, :]
             l_acc[..., a:bb] = gl[..., off:off + bb - a]
     finish(o_acc, l_acc)
-    return o_acc.to(q.dtype), l_acc.to(torch.float32), store, gq
+    return o_acc.to(q.dtype), l_acc.to(torch.float32), store, gq, own
 
 
 def _send_back(plan, grads, k, group):
@@ -188,7 +191,7 @@ def _send_back(plan, grads, k, group):
     return batch.start(), back
 
 
-def _backward(plan, q, k, v, out, lse, dout, store, gq, scale, group):
+def _backward(plan, q, k, v, out, lse, dout, store, gq, own, scale, group):
     b, h, nl, d = q.shape
     hk, acc = k.shape[1], _acc_dtype(q.dtype)
     dq = torch.zeros((b, h, nl, d), dtype=acc, device=q.device)
@@ -227,7 +230,7 @@ def _backward(plan, q, k, v, out, lse, dout, store, gq, scale, group):
         if t is None:
             break
         gdq, gdk, gdv = task_backward(t, rows(q, t.qpos), store, q, k, rows(d_reg, t.qpos), rows(out, t.qpos),
-                                      rows(lse1, t.qpos)[..., 0], scale)
+                                      rows(lse1, t.qpos)[..., 0], own[id(t)], scale)
         for a, bb, off in local_slices(plan.segments, t.qpos):
             dq[..., a:bb, :] += gdq[..., off:off + bb - a, :]
         grads.add(t.kpos, gdk, gdv)
@@ -238,7 +241,7 @@ def _backward(plan, q, k, v, out, lse, dout, store, gq, scale, group):
             dd, oo, ll = rows(dout, t.qpos), rows(out, t.qpos), rows(lse1, t.qpos)[..., 0]
         else:
             (dd, oo), ll = grecv[t.owner]
-        gdq, gdk, gdv = task_backward(t, _queries(t, plan, q, gq), store, q, k, dd, oo, ll, scale)
+        gdq, gdk, gdv = task_backward(t, _queries(t, plan, q, gq), store, q, k, dd, oo, ll, own[id(t)], scale)
         grads.add(t.kpos, gdk, gdv)
         if t.owner == plan.rank:
             for a, bb, off in local_slices(plan.segments, t.qpos):
