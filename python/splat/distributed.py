@@ -37,6 +37,8 @@ def shard(x, rank, world, sharding="contiguous", dim=-2):
     """This rank's rows of a full-sequence tensor x (along dim), in local order."""
     n = x.shape[dim]
     parts = [x.narrow(dim, lo, hi - lo) for lo, hi in geo.shard_segments(n, world, sharding)[rank]]
+    if not parts:  # fewer rows than ranks: this one holds none
+        return x.narrow(dim, 0, 0)
     return torch.cat(parts, dim) if len(parts) != 1 else parts[0]
 
 

@@ -59,7 +59,7 @@ CASES = ([_case(p) for p in ["window:w=5", "dilated:w=4,d=3", "strided:s=8", "si
             _case("window:w=5", strategy="ring"), _case("causal_window:w=7", "zigzag", strategy="ring"),
             _case("longformer:w=4,g=2", overlap=False), _case("window:w=6", dtype="float64"),
             _case("longformer:w=4,g=2", layout="bnhd", batch=2), _case("window:w=5", n=200),
-            _case("blocked:b=16", n=64)])
+            _case("blocked:b=16", n=64), _case("longformer:w=1,g=1", n=3), _case("causal", "zigzag", n=3)])
 
 
 # no halo form: random blocks, masks, wide or non-translatable patterns
