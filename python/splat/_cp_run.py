@@ -143,16 +143,20 @@ def task_backward(task, qrows, store, q_like, kv_like, dout, out, lse, own_lse, 
     """(dq of the queries, dk and dv of the task's keys) given the merged out and lse of its query rows and the
     task's own lse from the forward.
 
-    The task's softmax P' = exp(S - own_lse) equals P / c of the merged one, c = exp(own_lse - lse) per row, so
-    passing its own lse with dout scaled by exp(own_lse - lse) gives exactly the merged gradients, both to
-    backward paths that read the lse and to those that recompute it (the CPU float64 path does)."""
+    The backward ops take the merged lse: then P = exp(S - lse) is the task's share of the merged softmax and the
+    gradients are exactly the merged ones. The CPU float64 backward recomputes the lse from the task's own keys
+    instead; there the task's softmax P' = exp(S - own_lse) equals P / c with c = exp(own_lse - lse) per row, so
+    dout scaled by c gives the same gradients (not done for other dtypes: rounding the scaled dout to bf16 costs
+    precision)."""
     q_ext, k_ext, v_ext = _ext(task, qrows, store, q_like, kv_like)
     rows = slice(task.q_off, task.q_off + qrows.shape[-2])
-    c = torch.exp(own_lse.double() - lse.double()).nan_to_num(0.0)  # 0 where the task gave the row no keys
+    if dout.dtype == torch.float64:
+        c = torch.exp(own_lse.double() - lse.double()).nan_to_num(0.0)  # 0 where the task gave the row no keys
+        dout, lse = dout * c[..., None], own_lse
     o_ext, do_ext = torch.zeros_like(q_ext), torch.zeros_like(q_ext)
-    o_ext[..., rows, :], do_ext[..., rows, :] = out, (dout.double() * c[..., None]).to(dout.dtype)
+    o_ext[..., rows, :], do_ext[..., rows, :] = out, dout
     l_ext = torch.zeros(q_ext.shape[:-1], dtype=torch.float32, device=q_ext.device)
-    l_ext[..., rows] = own_lse  # zero rows: q = 0 and lse = 0 keep P finite; dout = 0 makes their share zero
+    l_ext[..., rows] = lse  # zero rows: q = 0 and lse = 0 keep P finite; dout = 0 makes their share zero
     dq, dk, dv = torch.ops.splat.attention_bwd(do_ext, q_ext, k_ext, v_ext, o_ext, l_ext, _spec(task),
                                                0.0 if scale is None else float(scale), "bhnd")
     nk = geo.total(task.kpos)
