@@ -62,9 +62,12 @@ def attention(q, k, v, pattern, *, seq_len, group=None, sharding="contiguous", s
     shard_sizes(seq_len, world, sharding)[rank]; pattern is a spec string or a boolean [N, N] mask (the same on
     every rank). sharding: 'contiguous' (rank r holds rows [r*N/world...] of split_sizes) or 'zigzag' (pieces r and
     2*world-1-r of 2*world: balances causal work). strategy: 'auto' (halo where the pattern has the geometry,
-    else ring), 'halo' (error if impossible) or 'ring' (the fallback, for any pattern). overlap: banded rows
-    whose keys are all local run while the halos travel. Differentiable (dq, dk, dv; the backward sends halo
-    gradients back to their owners). return_lse: also the float32 row log-sum-exp [B, H, n_r].
+    else ring), 'halo' (error if impossible) or 'ring' (the fallback, for any pattern). overlap=True: the
+    shard's own keys are one call that runs while the halos travel, each halo a reach-sized block (no wasted
+    rows); False: one call per segment over [halo | shard | halo] (its halo rows are computed and dropped).
+    Differentiable (dq, dk, dv; the backward sends halo gradients back to their owners). return_lse: also the
+    float32 row log-sum-exp [B, H, n_r]. Inputs are checked on each rank: a rank that raises leaves the others
+    waiting for its messages, as with any collective.
     """
     _check(q, k, v, layout)
     d = comm.dist()
