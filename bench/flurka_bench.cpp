@@ -63,6 +63,7 @@ std::string time_backward(FlurkaMethod meth, const FlurkaInputs& in, int64_t B, 
   const size_t sizes[5] = {n, n, n, ne, ne};
   auto snapshot = [&] {
     std::vector<std::vector<uint16_t>> r;
+    r.reserve(5);
     for (int i = 0; i < 5; ++i) r.push_back(to_host(bufs[i], sizes[i]));
     return r;
   };

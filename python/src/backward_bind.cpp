@@ -99,14 +99,13 @@ void attention_backward(PlanHandle& plan, const InArray& q, const InArray& k, co
 
 void bind_backward(nb::module_& m) {
   m.def("attention_lse", &attention_lse, "plan"_a, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "scale"_a = 0.0f,
-        "layout"_a = "bhnd", "dtype"_a = "", "stream"_a = 0, "threads"_a = 0, "workspace"_a = 0,
-        "workspace_size"_a = 0, "key_lengths"_a = nb::none(),
+        "layout"_a = "bhnd", "dtype"_a = "", "stream"_a = 0, "threads"_a = 0, "workspace"_a = 0, "workspace_size"_a = 0,
+        "key_lengths"_a = nb::none(),
         "Sparse attention into `out` that also writes the row log-sum-exp `lse` (float32, B*H*N, contiguous); "
         "key_lengths: optional int32 [B] on q's device (keys j >= key_lengths[b] are masked)");
-  m.def("attention_backward", &attention_backward, "plan"_a, "q"_a, "k"_a, "v"_a, "out"_a, "dout"_a, "lse"_a,
-        "dq"_a, "dk"_a, "dv"_a, "scale"_a = 0.0f, "layout"_a = "bhnd", "dtype"_a = "", "stream"_a = 0,
-        "threads"_a = 0, "workspace"_a = 0, "workspace_size"_a = 0, "key_lengths"_a = nb::none(),
-        "deterministic"_a = true,
+  m.def("attention_backward", &attention_backward, "plan"_a, "q"_a, "k"_a, "v"_a, "out"_a, "dout"_a, "lse"_a, "dq"_a,
+        "dk"_a, "dv"_a, "scale"_a = 0.0f, "layout"_a = "bhnd", "dtype"_a = "", "stream"_a = 0, "threads"_a = 0,
+        "workspace"_a = 0, "workspace_size"_a = 0, "key_lengths"_a = nb::none(), "deterministic"_a = true,
         "Gradients dq, dk, dv (written) from the forward's out and lse and the output gradient dout; "
         "deterministic=False allows the faster CUDA backward whose dQ comes from fp32 atomics (last bits vary run "
         "to run; its workspace is backward_workspace_bytes(..., deterministic=False))");

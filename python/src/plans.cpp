@@ -151,9 +151,9 @@ void run_backward(PlanHandle& plan, const BackwardTensors& t, const AttentionOpt
                                        " but the tensors are " + dtype_name(t.q.dtype));
   const std::shared_ptr<CudaPlan> cp = cuda_plan_for(plan, t.q.device, true);
   const size_t need = cuda_backward_workspace_bytes(*cp, t.q.B(), t.q.H(), opt.deterministic);
-  require(!need || (workspace && workspace_size >= need),
-          "backward workspace of " + std::to_string(workspace_size) + " bytes is too small: the plan needs " +
-              std::to_string(need));
+  require(!need || (workspace && workspace_size >= need), "backward workspace of " + std::to_string(workspace_size) +
+                                                              " bytes is too small: the plan needs " +
+                                                              std::to_string(need));
   attention_backward_cuda(*cp, t, opt, stream, need ? workspace : nullptr);
 #else
   (void)stream, (void)workspace, (void)workspace_size;

@@ -36,10 +36,10 @@ ffi::Error forward(int device, void* stream, const ffi::AnyBuffer& q, const ffi:
   });
 }
 
-ffi::Error backward(int device, void* stream, const ffi::AnyBuffer& q, const ffi::AnyBuffer& k,
-                    const ffi::AnyBuffer& v, const ffi::AnyBuffer& out, const ffi::AnyBuffer& lse,
-                    const ffi::AnyBuffer& dout, ffi::AnyBuffer& dq, ffi::AnyBuffer& dk, ffi::AnyBuffer& dv,
-                    ffi::AnyBuffer& ws, int64_t plan_id, int64_t layout, float scale, int64_t deterministic) {
+ffi::Error backward(int device, void* stream, const ffi::AnyBuffer& q, const ffi::AnyBuffer& k, const ffi::AnyBuffer& v,
+                    const ffi::AnyBuffer& out, const ffi::AnyBuffer& lse, const ffi::AnyBuffer& dout,
+                    ffi::AnyBuffer& dq, ffi::AnyBuffer& dk, ffi::AnyBuffer& dv, ffi::AnyBuffer& ws, int64_t plan_id,
+                    int64_t layout, float scale, int64_t deterministic) {
   PlanHandle* plan = find_plan(plan_id);
   if (!plan) return ffi::Error::InvalidArgument("splat: unknown plan id " + std::to_string(plan_id));
   return xla::guarded([&] {
@@ -85,8 +85,7 @@ ffi::Error backward_device(void* stream, int32_t device, ffi::AnyBuffer q, ffi::
                            ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv,
                            ffi::Result<ffi::AnyBuffer> ws, int64_t plan_id, int64_t layout, float scale,
                            int64_t deterministic) {
-  return backward(device, stream, q, k, v, out, lse, dout, *dq, *dk, *dv, *ws, plan_id, layout, scale,
-                  deterministic);
+  return backward(device, stream, q, k, v, out, lse, dout, *dq, *dk, *dv, *ws, plan_id, layout, scale, deterministic);
 }
 
 }  // namespace

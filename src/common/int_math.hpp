@@ -60,7 +60,8 @@ inline int64_t checked_product(std::initializer_list<int64_t> factors, const std
   if (ok) return p;
   std::string shown;
   for (int64_t f : factors) shown += (shown.empty() ? "" : " * ") + std::to_string(f);
-  for (int64_t f : factors) require(f >= 0, what + ": negative size in " + shown);
+  for (int64_t f : factors)
+    if (f < 0) fail(ErrorCode::InvalidArgument, what + ": negative size in " + shown);
   fail(ErrorCode::InvalidArgument, what + ": " + shown + " does not fit in 64 bits (sizes too large)");
 }
 inline int64_t checked_sum(std::initializer_list<int64_t> terms, const std::string& what) {

@@ -367,7 +367,7 @@ TEST(CpuBackward, BadInputIsAnError) {
     if (which == 0) alias.dq = t.dout;
     if (which == 1) alias.dk = t.k;
     if (which == 2) alias.dv = t.v;
-    if (which == 3) alias.lse = reinterpret_cast<const float*>(dq.bytes.data());
+    if (which == 3) alias.lse = static_cast<const float*>(static_cast<const void*>(dq.bytes.data()));
     if (which == 4) alias.dv = t.dk;
     EXPECT_THROW(attention_backward_cpu(plan, alias), Error) << which;
     EXPECT_THROW(attention_backward_reference(dense_mask(parse_pattern("window:w=2"), n).data(), alias), Error)

@@ -82,7 +82,8 @@ void attention_backward_cuda(const CudaPlan& plan, const BackwardTensors& t, con
   p.lse2 = p.delta + rows;
 
   if (atomic_dq(plan, opt.deterministic))
-    p.dq_acc = reinterpret_cast<float*>(static_cast<unsigned char*>(workspace) + align16(2 * size_t(rows) * 4));
+    p.dq_acc =
+        static_cast<float*>(static_cast<void*>(static_cast<unsigned char*>(workspace) + align16(2 * size_t(rows) * 4)));
 
   // Per row (preprocess, dQ cast): one thread per 16-byte chunk.
   const int64_t chunks = t.q.D() / 8, row_threads = ks.specs[0].threads();
