@@ -74,6 +74,12 @@ void decode_reference(const DecodePlan& plan, const TensorView& q, const KvCache
                       const AttentionOptions& opt = {}, float* lse = nullptr);  // float64, pattern_contains per key
 void decode_cpu(const DecodePlan& plan, const TensorView& q, const KvCache& cache, const TensorView& out,
                 const AttentionOptions& opt = {}, float* lse = nullptr);  // fast: fp32 accumulation, threads
+// CUDA (first version; Error(Unsupported) in builds without nvcc): device tensors, seqlens / block_table / starts in
+// device memory (read by the kernel: a captured graph sees new lengths; lengths past the capacity act as clamped, a
+// page outside the pool as a key without weight). bf16, f16, f32; head dims 64 and 128; launches on `stream`
+// (a cudaStream_t) without synchronising or allocating. lse: optional device float32 [B, H, T].
+void decode_cuda(const DecodePlan& plan, const TensorView& q, const KvCache& cache, const TensorView& out,
+                 const AttentionOptions& opt = {}, void* stream = nullptr, float* lse = nullptr);
 
 // Packed variable-length batches: sequence b is tokens cu_seqlens[b] .. cu_seqlens[b+1]-1 of q, k, v, which are
 // [1, H, total, D] views (e.g. [total, H, D] memory: stride[2] = H*D, stride[1] = D); the pattern is applied per

@@ -15,6 +15,9 @@ from ._serving import decode_plan, head_dim_of, lse_shape, varlen_plans
 # (Self-contained: splat.torch imports this module at its end, and this one must not import splat.torch back.)
 
 
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+
 def _dtype(t):
     return dtype_name(str(t.dtype))
 
@@ -33,8 +36,9 @@ def _decode_launch(q, k_cache, v_cache, cache_seqlens, block_table, cache_starts
     plan = decode_plan(pattern, head_dim_of(q), _dtype(q))
     out = torch.empty_like(q)
     opt = [None if t is None else _dl(t) for t in (block_table, cache_starts)]
+    stream = _raw_stream(q.get_device()) if q.is_cuda else 0  # the current stream, no synchronisation
     _core.decode(plan, _dl(q), _dl(k_cache), _dl(v_cache), _dl(cache_seqlens), opt[0], opt[1], _dl(out),
-                 None if lse is None else _dl(lse), scale, layout, "", 0, False)
+                 None if lse is None else _dl(lse), scale, layout, "", 0, False, stream)
     return out
 
 

@@ -22,14 +22,15 @@ namespace {
 
 using IntArray = std::optional<nb::ndarray<nb::ro>>;
 
-// An int32 host array of `count` elements (C-contiguous when 2-D: rows of `cols`), or nullptr when absent.
-const int32_t* int32_array(const IntArray& arr, int64_t count, const char* name, int64_t* cols = nullptr) {
+// An int32 array of `count` elements on `device` (C-contiguous when 2-D: rows of `cols`), or nullptr when absent.
+const int32_t* int32_array(const IntArray& arr, int64_t count, const char* name, int64_t* cols = nullptr,
+                           int device = -1) {
   if (!arr) return nullptr;
   const auto& a = *arr;
   const std::string who(name);
   require(a.dtype() == nb::dtype<int32_t>(), who + ": must be int32");
-  require(array_device(a.device_type(), a.device_id(), name) < 0,
-          who + ": must be in host memory (the CPU backend reads it)");
+  require(array_device(a.device_type(), a.device_id(), name) == device,
+          who + (device < 0 ? ": must be in host memory" : ": must be on q's device"));
   if (cols) {
     require(a.ndim() == 2 && int64_t(a.shape(0)) == count,
             who + ": must be [B, max_pages] with B = " + std::to_string(count) + " rows");
@@ -43,12 +44,12 @@ const int32_t* int32_array(const IntArray& arr, int64_t count, const char* name,
   return static_cast<const int32_t*>(a.data());
 }
 
-float* lse_array(const std::optional<nb::ndarray<>>& lse, int64_t count, const char* name) {
+float* lse_array(const std::optional<nb::ndarray<>>& lse, int64_t count, const char* name, int device = -1) {
   if (!lse) return nullptr;
   const auto& a = *lse;
   const std::string who(name);
   require(a.dtype() == nb::dtype<float>(), who + ": must be float32");
-  require(array_device(a.device_type(), a.device_id(), name) < 0, who + ": must be in host memory");
+  require(array_device(a.device_type(), a.device_id(), name) == device, who + ": must be on q's device");
   int64_t expect = 1, n = 1;
   for (size_t i = a.ndim(); i-- > 0;) {
     require(a.shape(i) == 1 || a.stride(i) == expect, who + ": must be contiguous");
@@ -69,24 +70,27 @@ AttentionOptions options(float scale, int threads) {
 void decode(const DecodePlan& plan, const InArray& q, const InArray& k_cache, const InArray& v_cache,
             const IntArray& seqlens, const IntArray& block_table, const IntArray& starts, const OutArray& out,
             const std::optional<nb::ndarray<>>& lse, float scale, const std::string& layout, const std::string& dtype,
-            int threads, bool reference) {
+            int threads, bool reference, uintptr_t stream) {
   const int l = parse_layout(layout);
   const TensorView tq = array_view(q, l, dtype, "q"), to = array_view(out, l, dtype, "out");
   KvCache c;
   c.k = array_view(k_cache, l, dtype, "k_cache"), c.v = array_view(v_cache, l, dtype, "v_cache");
-  if (tq.device >= 0 || c.k.device >= 0)
-    fail(ErrorCode::Unsupported, "decode runs on the CPU in this version (CUDA decode kernels are not built yet)");
+  const int dev = tq.device;
+  require(!reference || dev < 0, "decode: the float64 reference runs on host arrays");
   require(seqlens.has_value(), "decode: cache_seqlens is required");
-  c.seqlens = int32_array(seqlens, tq.B(), "cache_seqlens");
-  c.block_table = int32_array(block_table, tq.B(), "block_table", &c.max_pages);
-  c.starts = int32_array(starts, tq.B(), "cache_starts");
+  c.seqlens = int32_array(seqlens, tq.B(), "cache_seqlens", nullptr, dev);
+  c.block_table = int32_array(block_table, tq.B(), "block_table", &c.max_pages, dev);
+  c.starts = int32_array(starts, tq.B(), "cache_starts", nullptr, dev);
   check_disjoint(to, tq, "out", "q");
   check_disjoint(to, c.k, "out", "k_cache");
   check_disjoint(to, c.v, "out", "v_cache");
-  float* lp = lse_array(lse, tq.B() * tq.H() * tq.N(), "lse");
+  float* lp = lse_array(lse, tq.B() * tq.H() * tq.N(), "lse", dev);
   const AttentionOptions opt = options(scale, threads);
   nb::gil_scoped_release release;
-  (reference ? decode_reference : decode_cpu)(plan, tq, c, to, opt, lp);
+  if (dev >= 0)  // the lengths and tables stay on the device: the kernel reads them
+    decode_cuda(plan, tq, c, to, opt, reinterpret_cast<void*>(stream), lp);
+  else
+    (reference ? decode_reference : decode_cpu)(plan, tq, c, to, opt, lp);
 }
 
 void varlen(VarlenPlans& plans, const InArray& q, const InArray& k, const InArray& v, const IntArray& cu_seqlens,
@@ -146,8 +150,9 @@ void bind_decode(nb::module_& m) {
       "pattern"_a, "head_dim"_a, "dtype"_a = "f32");
   m.def("decode", &decode, "plan"_a, "q"_a, "k_cache"_a, "v_cache"_a, "cache_seqlens"_a, "block_table"_a.none(),
         "cache_starts"_a.none(), "out"_a, "lse"_a.none(), "scale"_a = 0.0f, "layout"_a = "bhnd", "dtype"_a = "",
-        "threads"_a = 0, "reference"_a = false,
-        "Decode attention of the T newest positions against a KV cache into `out` (reference=True: float64 oracle)");
+        "threads"_a = 0, "reference"_a = false, "stream"_a = 0,
+        "Decode attention of the T newest positions against a KV cache into `out` (reference=True: float64 oracle; "
+        "CUDA arrays: on `stream`, a cudaStream_t as int)");
 
   nb::class_<VarlenPlans>(m, "VarlenPlans", "The forward plans of one pattern by sequence length")
       .def_prop_ro("pattern", [](const VarlenPlans& p) { return to_string(p.pattern()); });
