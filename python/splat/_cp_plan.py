@@ -17,6 +17,7 @@ A Task computes queries x keys as one square splat call on an "extended" buffer 
 discarded (wasted rows, counted in RankPlan.wasted_rows; docs/DISTRIBUTED.md says what each kind costs).
 """
 
+import bisect
 import functools
 from dataclasses import dataclass, field
 
@@ -34,13 +35,20 @@ class Task:
     q_off: int
     k_off: int
     spec: str = None          # translate / dense
-    mask: np.ndarray = None   # mask: bool [m, m]
-    mask_name: str = None     # its registered name (set on first use)
     owner: int = -1           # global-row partials: the rank that owns the query rows
+    node: tuple = None        # mask: the pattern and N its block comes from (built on first use: every rank
+    n: int = 0                # plans every rank, but builds only its own tasks' masks)
+    mask_name: str = None     # its registered name (set on first use)
 
     @property
     def nq(self):
         return geo.total(self.qpos)
+
+    def mask(self):
+        """bool [m, m]: the block's mask in the top-left corner."""
+        mask = np.zeros((self.m, self.m), dtype=bool)
+        mask[:self.nq, :geo.total(self.kpos)] = _pos_block(self.node, self.n, self.qpos, self.kpos)
+        return mask
 
     def wasted(self):
         return self.m - self.nq
@@ -114,14 +122,48 @@ def _pos_block(node, n, qpos, kpos):
     return geo.block(node, n, geo.positions(qpos), geo.positions(kpos))
 
 
+def _combine(kinds):
+    return kinds[0] if len(set(kinds)) == 1 else "mixed"
+
+
+def _quick(node, n, qpos, kpos):
+    """The exact class of the block when the geometry gives it cheaply ('empty', 'full', 'mixed'), else None."""
+    kind = node[0]
+    if kind in "+&":
+        kinds = [_quick(c, n, qpos, kpos) for c in node[1]]
+        absorbing, neutral = ("full", "empty") if kind == "+" else ("empty", "full")
+        if absorbing in kinds:
+            return absorbing
+        rest = [k for k in kinds if k != neutral]
+        if not rest:
+            return neutral
+        return rest[0] if len(rest) == 1 else None  # two partial operands: only their block knows
+    if geo.shift_invariant(node):  # by the range of i - j of each pair of intervals
+        out = []
+        for a, b in qpos:
+            for c, d in kpos:
+                hit = geo.block(node, n, np.arange(a - (d - 1), b - c), np.zeros(1, dtype=np.int64))[:, 0]
+                out.append("empty" if not hit.any() else "full" if hit.all() else "mixed")
+        return _combine(out)
+    qlo, qhi, klo, khi = qpos[0][0], qpos[-1][1], kpos[0][0], kpos[-1][1]
+    g = node[1].get("g", 0)
+    if kind == "sink":
+        return "full" if khi <= g else "empty" if klo >= g else None
+    if kind in ("global", "longformer"):
+        if qhi <= g or khi <= g:
+            return "full"
+        if qlo >= g and klo >= g:
+            return "empty" if kind == "global" else _quick(("window", {"w": node[1]["w"]}, ""), n, qpos, kpos)
+    return None
+
+
 def _classify(node, n, qpos, kpos):
-    """'empty', 'full' or 'mixed' for queries qpos x keys kpos; shift-invariant patterns by their diff range."""
-    if geo.shift_invariant(node) and len(qpos) == 1 and len(kpos) == 1:
-        (a, b), (c, d) = qpos[0], kpos[0]
-        diffs = np.arange(a - (d - 1), b - c)  # every i - j of the block
-        hit = geo.block(node, n, diffs, np.zeros(1, dtype=np.int64))[:, 0]
-    else:
-        hit = _pos_block(node, n, qpos, kpos)
+    """'empty', 'full' or 'mixed' for queries qpos x keys kpos (sorted intervals): from the geometry where it
+    tells, else from the block's mask."""
+    kind = _quick(node, n, qpos, kpos)
+    if kind is not None:
+        return kind
+    hit = _pos_block(node, n, qpos, kpos)
     return "empty" if not hit.any() else "full" if hit.all() else "mixed"
 
 
@@ -142,9 +184,7 @@ def _keys_task(node, n, qpos, kpos, kind, owner=-1):
     if kind == "full":
         spec = "dense" if nq == nk else f"sink:g={nk}" if nk < nq else f"global:g={nq}"
         return Task("dense", qpos, kpos, m, 0, 0, spec=spec, owner=owner)
-    mask = np.zeros((m, m), dtype=bool)
-    mask[:nq, :nk] = _pos_block(node, n, qpos, kpos)
-    return Task("mask", qpos, kpos, m, 0, 0, mask=mask, owner=owner)
+    return Task("mask", qpos, kpos, m, 0, 0, owner=owner, node=node, n=n)
 
 
 def _segment_tasks(node, n, seg, left, right, g_col, overlap):
@@ -218,10 +258,9 @@ def _ring_plans(node, n, world, segs):
                 t = (p.rank - step) % world
                 full, mixed = [], []
                 for kseg in segs[t]:
-                    if kseg == seg:
-                        task = (_translate_task(node, n, seg, seg) if trans else
-                                _keys_task(node, n, [seg], [seg], "mixed"))
-                        if task is not None and (trans or task.mask.any()):
+                    if kseg == seg and trans:
+                        task = _translate_task(node, n, seg, seg)
+                        if task is not None:
                             p.tasks.append(task)
                         continue
                     kind = _classify(node, n, [seg], [kseg])
@@ -235,15 +274,19 @@ def _ring_plans(node, n, world, segs):
 
 
 def _add_messages(plans, segs):
+    owners = sorted((lo, hi, r) for r, ss in enumerate(segs) for lo, hi in ss)
+    ends = [hi for _, hi, _ in owners]
     for p in plans:
         need = geo.subtract(geo.merge_intervals([iv for t in p.tasks for iv in t.kpos]), p.segments)
-        for src in range(len(plans)):
-            if src == p.rank:
-                continue
-            got = geo.intersect(need, segs[src])
-            if got:
-                p.recv[src] = got
-                plans[src].send[p.rank] = got
+        got = {}
+        for lo, hi in need:  # the owners of [lo, hi): segments from the first one ending after lo
+            for s0, s1, src in owners[bisect.bisect_right(ends, lo):]:
+                if s0 >= hi:
+                    break
+                got.setdefault(src, []).append((max(lo, s0), min(hi, s1)))
+        for src, ivs in sorted(got.items()):
+            p.recv[src] = geo.merge_intervals(ivs)
+            plans[src].send[p.rank] = p.recv[src]
 
 
 @functools.lru_cache(maxsize=64)

@@ -125,7 +125,7 @@ def _spec(task):
     if task.spec is not None:
         return task.spec
     if task.mask_name is None or task.mask_name not in registered_masks:
-        task.mask_name = register_mask(task.mask)
+        task.mask_name = register_mask(task.mask())
     return task.mask_name
 
 
