@@ -9,6 +9,7 @@ prime (not divisible by any world size), k / v have half the heads of q (GQA).
 
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,31 @@ CASES = ([_case(p) for p in ["window:w=5", "dilated:w=4,d=3", "strided:s=8", "si
             _case("longformer:w=4,g=2", overlap=False), _case("window:w=6", dtype="float64"),
             _case("longformer:w=4,g=2", layout="bnhd", batch=2), _case("window:w=5", n=200),
             _case("blocked:b=16", n=64), _case("longformer:w=1,g=1", n=3), _case("causal", "zigzag", n=3)])
+
+
+def _random_cases(count, seed=11):
+    """Compositions of random leaves, random N, sharding, strategy and overlap (fixed seed: every process and
+    every run sees the same cases)."""
+    r = random.Random(seed)
+
+    def leaf(n):
+        w, g = r.randint(0, n // 3), r.randint(1, max(1, n // 4))
+        return r.choice([f"window:w={w}", f"causal_window:w={w}", f"dilated:w={r.randint(1, 5)},d={r.randint(1, 4)}",
+                         f"sink:g={g}", f"global:g={g}", f"longformer:w={w},g={g}", "causal",
+                         f"strided:s={r.randint(2, 9)}", f"blocked:b={r.randint(1, 20)}",
+                         f"bigbird:b={r.randint(2, 9)},w=1,g=1,r=1,seed={r.randint(0, 99)}"])
+
+    cases = []
+    for _ in range(count):
+        n = r.randint(8, 90)
+        spec = r.choice([leaf(n), f"{leaf(n)}+{leaf(n)}", f"({leaf(n)}+{leaf(n)})&causal", f"{leaf(n)}&{leaf(n)}"])
+        cases.append(_case(spec, r.choice(["contiguous", "zigzag"]), n=n, strategy=r.choice(["auto", "ring"]),
+                           overlap=r.random() < 0.7))
+    return cases
+
+
+FIXED = list(CASES)
+CASES += _random_cases(10)
 
 
 # no halo form: random blocks, masks, wide or non-translatable patterns
@@ -213,7 +239,7 @@ def test_subgroup():
 @pytest.mark.parametrize("world", [2, 3, 4])
 def test_strategies_and_closed_form_bytes(world):
     res = _results(world)
-    for c in CASES:
+    for c in FIXED:
         want = "ring" if c["strategy"] == "ring" or c["pattern"] in RING else "halo"
         assert res[0][c["name"]]["strategy"] == want, c["name"]
     # window:w=5 over shards of 200 / world rows: each rank sends 5 k/v rows to each neighbour, gradients back
