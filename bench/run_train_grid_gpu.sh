@@ -3,6 +3,7 @@
 #
 #   bash bench/run_train_grid_gpu.sh --stage        # here: HEAD's sources as a tarball + the prepared data
 #   bash bench/run_train_grid_gpu.sh [run_grid.py args...]      # there, e.g. --task mlm --budget-s 60
+#   bash bench/run_train_grid_gpu.sh --install-only              # there: only build + install the package
 #
 # --stage writes .carry/train/src.tar.gz (git archive of HEAD, so the run builds exactly one commit even if the
 # working tree has edits) and checks examples/train/data/ against its manifest; both travel to the GPU machine.
@@ -31,7 +32,7 @@ src=/tmp/splat-src
 rm -rf "$src" && mkdir -p "$src" && tar -xzf "$carry/src.tar.gz" -C "$src"
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; echo "commit $commit"; } | tee "$out/device.txt"
 start=$SECONDS
-wheel="$(ls "$carry"/wheel/*.whl 2>/dev/null | head -1)"
+wheel="$(ls "$carry"/wheel/*.whl /tmp/wheel/*.whl 2>/dev/null | head -1)"  # carried, or built by an earlier step
 if [ -z "$wheel" ]; then
   mkdir -p /tmp/wheel
   timeout 300 python3 -m pip wheel --no-build-isolation --no-deps -q -w /tmp/wheel -C cmake.define.SPLAT_WITH_CUDA=ON \
@@ -41,11 +42,12 @@ if [ -z "$wheel" ]; then
 fi
 python3 -m pip install --no-deps -q --force-reinstall "$wheel" >>"$out/build.log" 2>&1 || { tail -20 "$out/build.log"; exit 1; }
 echo "package: $((SECONDS - start))s ($(basename "$wheel"))"
+[ "${1:-}" = "--install-only" ] && exit 0
 results=/tmp/train-results
 mkdir -p "$results"
 [ -f "$carry/results.tar.gz" ] && tar -xzf "$carry/results.tar.gz" -C "$results"
 cd "$src/examples/train"
-python3 run_grid.py --results "$results" --data "$root/examples/train/data" --commit "$commit" "$@" 2>&1 | tee "$out/grid.log"
+python3 run_grid.py --results "$results" --data "$root/examples/train/data" --commit "$commit" "$@" 2>&1 | tee -a "$out/grid.log"
 rc=${PIPESTATUS[0]}
 tar -czf "$out/results.tar.gz" -C "$results" .
 echo "grid: rc=$rc $((SECONDS - start))s"
