@@ -197,7 +197,7 @@ def reach(node):
     p = node[1]
     table = {"window": (p.get("w", 0), p.get("w", 0)), "causal_window": (p.get("w", 0), 0),
              "dilated": (p.get("w", 0) * p.get("d", 1),) * 2, "causal_dilated": (p.get("w", 0) * p.get("d", 1), 0),
-             "causal": (INF, 0)}
+             "causal": (INF, 0), "blocked": (p.get("b", 1) - 1,) * 2}
     return table.get(kind, (INF, INF))
 
 

@@ -3,7 +3,8 @@
 Pure Python (no torch, no communication): every rank builds the same plans for all ranks, so the sends of one rank
 are exactly the receives of another without any handshake. Two strategies:
 
-halo   the pattern is a union of terms that are each a shift-invariant band of finite reach (window, causal_window,
+halo   the pattern has a finite reach (blocked, or anything intersected with a band: its blocks go by their masks),
+       or it is a union of terms that are each a shift-invariant band of finite reach (window, causal_window,
        dilated, intersections with causal, ...) or a threshold term (sink:g, global:g, longformer:w,g, possibly
        intersected with shift-invariant parts). A query segment [a, b) then needs the keys [a - left, b + right)
        (its band buffer: own rows plus halos from neighbours), the threshold columns j < g outside that buffer
@@ -95,6 +96,9 @@ def _flat_and(node):
 
 def halo_form(node):
     """(left, right, g_col, g_row) when the pattern fits the halo strategy, else None."""
+    lr = geo.reach(node)
+    if geo.INF not in lr and not geo.translatable(node):  # e.g. blocked, fixed & window, mask & window: banded,
+        return lr[0], lr[1], 0, 0                          # but its blocks need their masks
     terms = _union_terms(node)
     left = right = g_col = g_row = 0
     for t in terms:
@@ -196,6 +200,18 @@ def _segment_tasks(node, n, seg, left, right, g_col, overlap):
     by its exact mask), merged by log-sum-exp. Threshold columns outside a row group's keys come last."""
     a, b = seg
     lo, hi = max(0, a - left), min(n, b + right)
+    if not geo.translatable(node):  # the shard's own block and each halo by their masks
+        kind = _classify(node, n, [seg], [seg])
+        tasks = [_keys_task(node, n, [seg], [seg], kind)] if kind != "empty" else []
+        for rows, keys in (((a, min(b, a + left)), (lo, a)), ((max(a, b - right), b), (b, hi))):
+            if keys[0] >= keys[1]:
+                continue
+            hit = _pos_block(node, n, [rows], [keys]).any(0)  # the reach bounds the halo; the mask trims it
+            if hit.any():
+                cols = np.flatnonzero(hit)
+                keys = (keys[0] + int(cols[0]), keys[0] + int(cols[-1]) + 1)
+                tasks.append(_keys_task(node, n, [rows], [keys], _classify(node, n, [rows], [keys])))
+        return tasks  # no thresholds here (halo_form gives g_col = 0)
     if not overlap or (lo == a and hi == b):
         task = _translate_task(node, n, seg, (lo, hi))
         groups = [((a, b), [(lo, hi)])]
