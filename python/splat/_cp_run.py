@@ -148,6 +148,8 @@ def task_backward(task, qrows, store, q_like, kv_like, dout, out, lse, own_lse, 
     instead; there the task's softmax P' = exp(S - own_lse) equals P / c with c = exp(own_lse - lse) per row, so
     dout scaled by c gives the same gradients (not done for other dtypes: rounding the scaled dout to bf16 costs
     precision)."""
+    import splat.torch  # noqa: F401  (registers torch.ops.splat.*)
+
     q_ext, k_ext, v_ext = _ext(task, qrows, store, q_like, kv_like)
     rows = slice(task.q_off, task.q_off + qrows.shape[-2])
     if dout.dtype == torch.float64:
