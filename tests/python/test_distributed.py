@@ -322,3 +322,23 @@ def test_uninitialised_group_is_an_error():
     x = torch.zeros(1, 2, 4, 8)
     with pytest.raises(RuntimeError, match="not initialised"):
         sd.attention(x, x, x, "window:w=1", seq_len=4)
+
+
+def test_merge_of_partials():
+    """The lse merge equals attention over the union of the key sets; poisoned (NaN) accumulators are replaced
+    on a row's first merge; a row no partial wrote keeps its NaN until finish() makes rows without keys zeros."""
+    from splat._cp_run import finish, merge
+
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 1, 5, 8, generator=gen, dtype=torch.float64) for _ in range(3))
+    s = q @ k.transpose(-1, -2)
+    full = torch.softmax(s, -1) @ v
+    acc = torch.full((1, 1, 5, 8), float("nan"), dtype=torch.float64)
+    lacc = torch.full((1, 1, 5), float("-inf"), dtype=torch.float64)
+    for cols in (slice(0, 2), slice(2, 5)):  # two disjoint key sets for rows 0..3
+        part = torch.softmax(s[..., cols], -1) @ v[..., cols, :]
+        merge(acc, lacc, [(0, 4, 0)], part, torch.logsumexp(s[..., cols], -1))
+    assert torch.allclose(acc[..., :4, :], full[..., :4, :], atol=1e-12)
+    assert torch.isnan(acc[..., 4, :]).all()
+    finish(acc, lacc)  # row 4 has lse -inf: no keys, zeros
+    assert (acc[..., 4, :] == 0).all()
