@@ -8,7 +8,6 @@ its owner, which adds it to its dk / dv.
 
 import torch
 
-from . import _cp_comm as comm
 from . import _cp_geometry as geo
 from ._plans import _masks as registered_masks, register_mask
 
