@@ -72,5 +72,7 @@ def test_torch_varlen_matches_and_compiles(rng):
 def test_jax_varlen_under_jit(rng):
     jax = pytest.importorskip("jax")
     q, k, v, cu = packed(rng, LENGTHS)
-    out = jax.jit(lambda q, k, v, cu: splat.varlen_attention(q, k, v, cu, 64, pattern="causal_window:w=8"))(q, k, v, cu)
+    fn = jax.jit(lambda q, k, v, cu: splat.varlen_attention(q, k, v, cu, 64, pattern="causal_window:w=8"))
+    with jax.default_device(jax.devices("cpu")[0]):  # the JAX varlen attention is CPU-only
+        out = fn(q, k, v, cu)
     check_per_sequence(np.asarray(out), q, k, v, cu, "causal_window:w=8", "f32")
