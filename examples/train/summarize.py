@@ -96,6 +96,17 @@ def _spread(runs):
             "| attention | per seed | mean | max - min |", "|---|---|---|---|"] + rows
 
 
+def _commits(rs):
+    """'commit X', or which runs ran at which commit when a grid was run in pieces."""
+    by = {}
+    for r in rs:
+        if r["config"]:
+            by.setdefault(str(r["config"].get("commit")), []).append(f"{_name(r)} s{r['config'].get('seed', 0)}")
+    if len(by) <= 1:
+        return f"commit {next(iter(by), None)}"
+    return "commits " + "; ".join(f"{c[:12]} ({', '.join(sorted(names))})" for c, names in by.items())
+
+
 def summary_markdown(runs):
     out = []
     groups = {}
@@ -109,7 +120,7 @@ def summary_markdown(runs):
             out += [f"Model d_model {c.get('d_model')}, {c.get('layers')} layers, {c.get('heads')} heads, "
                     f"{c.get('params', 0) / 1e6:.1f} M parameters; {c.get('tokens_per_step')} tokens per step; "
                     f"budget {c.get('budget_s')} s of training per run; device {c.get('gpu', c.get('device'))}, "
-                    f"torch {c.get('torch')}, commit {c.get('commit')}.", ""]
+                    f"torch {c.get('torch')}, {_commits(rs)}.", ""]
         out += _group_table(sorted(rs, key=lambda r: (_name(r), (r["config"] or r["skipped"]).get("seed", 0))))
         out += _spread(rs) + [""]
     return "\n".join(out) + "\n"
