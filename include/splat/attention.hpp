@@ -42,6 +42,8 @@ struct BackwardTensors {
 // Dense float64 oracle: recomputes the softmax from the mask (ignores out and lse).
 void attention_backward_reference(const uint8_t* mask, const BackwardTensors& t, const AttentionOptions& opt = {});
 // Fast CPU backward over the plan (dq from its rows; dk, dv from the rows of plan.transposed, see add_transpose).
+// With DType::F64 it recomputes each row's lse in float64 from the row's own keys (a float32 lse would cap the
+// gradients at float32 accuracy), so there lse must be the one the forward wrote for the same keys.
 void attention_backward_cpu(const Plan& plan, const BackwardTensors& t, const AttentionOptions& opt = {});
 
 }  // namespace splat
