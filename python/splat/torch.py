@@ -371,6 +371,27 @@ def _flurka_backward(ctx, grad):
 torch.library.register_autograd("splat::flurka", _flurka_backward, setup_context=_flurka_setup_context)
 
 
+class _EagerFlurka(torch.autograd.Function):
+    """splat::flurka and its autograd formula without the dispatcher's wrapping (as _EagerAttention)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, E, F, W, method, causal, layout):
+        out = torch.empty_like(q)
+        _flurka_launch(q, k, v, out, E, F, W, method, causal, layout)
+        ctx.save_for_backward(q, k, v, E, F, W)
+        ctx.flurka_args = (method, causal, layout)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        q, k, v, E, F, W = ctx.saved_tensors
+        method, causal, layout = ctx.flurka_args
+        dq, dk, dv, dE, dF = _flurka_grad_launch(grad, q, k, v, E, F, W, method, causal, layout)
+        proj = _core.flurka_uses(method)[0]
+        return dq, dk, dv, dE if proj else None, dF if proj else None, None, None, None, None
+
+
 def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False, *, layout="bhnd"):
     """FLuRKA attention on tensors; see splat.flurka. E, F, W are cast to q's dtype."""
     if not torch.compiler.is_compiling():  # the op checks again in C++; dynamo cannot trace this call
@@ -380,6 +401,8 @@ def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False,
                          "(FLuRKAAttention keeps W as a buffer)")
     E, F, W = (None if m is None else m.to(q.dtype) for m in (E, F, W))
     if _needs_op(q, k, v, E, F, W):
+        if _plain_eager(q, k, v, E, F, W):
+            return _EagerFlurka.apply(q, k, v, E, F, W, method, bool(causal), layout)
         return torch.ops.splat.flurka(q, k, v, E, F, W, method, bool(causal), layout)
     out = torch.empty_like(q)
     _flurka_launch(q, k, v, out, E, F, W, method, bool(causal), layout)

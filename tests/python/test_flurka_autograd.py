@@ -142,6 +142,23 @@ def test_float32_grads_vs_float64_formula(method, per_head, causal):
         assert rel(a, r) <= 4 * rel(n_, r) + 2e-5, (name, rel(a, r), rel(n_, r))
 
 
+@pytest.mark.parametrize("method,causal", [("flurka-favor", False), ("linear", False), ("flurka-elu", True)])
+def test_eager_path_equals_the_registered_op(method, causal, monkeypatch):
+    # Eager autograd skips the dispatcher (splat.torch._EagerFlurka): outputs and gradients bitwise those of
+    # splat::flurka and its autograd formula.
+    x = [None if t is None else t.float() for t in make(method, torch.float64, n=13, d=16, kk=3, m=12,
+                                                        causal_chunk=4 if causal else 0, seed=5)]
+    dout = torch.randn(x[0].shape, generator=torch.Generator().manual_seed(6))
+    fn = lambda *a: st.flurka(*a, method=method, causal=causal)  # noqa: E731
+    assert st._plain_eager(*[t for t in x if t is not None])
+    eager = grads(fn, x, dout)
+    monkeypatch.setattr(st, "_plain_eager", lambda *ts: False)
+    ops = grads(fn, x, dout)
+    assert torch.equal(eager[0], ops[0])
+    for name, a, b in zip("qkvEF", eager[1], ops[1]):
+        assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), name
+
+
 def test_w_requires_no_grad():
     q, k, v, E, F, W = leaves(make("flurka-favor", torch.float32), with_w=True)
     with pytest.raises(ValueError, match="W"):
