@@ -13,9 +13,10 @@ struct AttentionOptions {
   // the pattern; rows left without keys give zeros (lse -inf). B int32 values, host memory for the CPU backend and
   // device memory for CUDA (read by the kernels, so a captured graph sees new lengths). nullptr: all N keys.
   const int32_t* key_lengths = nullptr;
-  // Backward: true gives bitwise-identical gradients run to run. false allows a faster non-deterministic CUDA
-  // backward (sm_90a: dQ accumulated with fp32 atomics, so its last bits vary from run to run; see cuda.hpp); the
-  // CPU backward and the forward ignore it.
+  // Backward: true gives bitwise-identical gradients run to run. false allows a non-deterministic CUDA backward
+  // (sm_90a: dQ accumulated with fp32 atomics, no dQ pass, its last bits vary from run to run; see cuda.hpp). Whether
+  // it is faster depends on the shape (on an H200 it is slower at D = 128). The CPU backward and the forward ignore
+  // it.
   bool deterministic = true;
 };
 

@@ -71,8 +71,9 @@ def _plan_for(plan, pattern, q, layout):
 def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd", deterministic=True):
     """Sparse attention. q [..., H, N, D] (layout='bhnd') or [..., N, H, D] ('bnhd'); k, v alike with
     H_kv heads (H % H_kv == 0). Leading dims are batch dims (vmap adds more). Works under jit and vmap.
-    deterministic=True (the default): gradients bitwise identical run to run. deterministic=False allows a
-    faster CUDA backward (on sm_90a dQ from fp32 atomics inside the dK/dV pass; dq's last bits vary run to run).
+    deterministic=True (the default): gradients bitwise identical run to run. deterministic=False allows a CUDA
+    backward without the dQ pass (on sm_90a dQ from fp32 atomics inside the dK/dV pass; dq's last bits vary run to
+    run); whether it is faster depends on the shape (docs/BENCHMARKS-backward.md).
     """
     _register()
     q, k, v = jnp.asarray(q), jnp.asarray(k), jnp.asarray(v)

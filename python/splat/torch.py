@@ -154,9 +154,9 @@ torch.library.register_autograd("splat::attention_fwd", _fwd_backward, setup_con
 
 class _EagerAttention(torch.autograd.Function):
     """The eager path of a differentiable call: the same launches as splat::attention_fwd / attention_bwd and
-    their autograd formula, without the dispatcher's per-call wrapping of Python ops (about 3x the host time of
-    the launches themselves: bench/profile_overhead.py). Only for plain tensors outside torch.compile, functorch
-    and dispatch modes (_plain_eager); everything else goes through the registered ops."""
+    their autograd formula, without the dispatcher's per-call wrapping of Python ops (host time of a small fwd+bwd
+    on an H200 machine 752 -> 436 us: bench/profile_overhead.py). Only for plain tensors outside torch.compile,
+    functorch and dispatch modes (_plain_eager); everything else goes through the registered ops."""
 
     @staticmethod
     def forward(ctx, q, k, v, pattern, scale, layout, key_lengths, deterministic):
@@ -230,9 +230,10 @@ def attention(q, k, v, plan=None, *, pattern=None, scale=None, layout="bhnd", ou
     1/sqrt(D). return_lse=True also returns the row log-sum-exp (float32 [..., H, N], natural log, -inf for rows
     without keys; not differentiable). key_lengths: int32 [B] on q's device; batch row b attends only keys
     j < key_lengths[b] (right padding). deterministic=True (the default): the backward's gradients are bitwise
-    identical run to run. deterministic=False allows a faster CUDA backward (on sm_90a dQ is accumulated with fp32
-    atomics inside the dK/dV pass: no separate dQ pass, but dq's last bits vary from run to run, and the workspace
-    grows by B*H*N*D floats); dk and dv, the CPU backward and the forward are unaffected.
+    identical run to run. deterministic=False allows a CUDA backward without the separate dQ pass (on sm_90a dQ is
+    accumulated with fp32 atomics inside the dK/dV pass: dq's last bits vary from run to run, and the workspace
+    grows by B*H*N*D floats); whether it is faster depends on the shape (docs/BENCHMARKS-backward.md). dk and dv,
+    the CPU backward and the forward are unaffected.
     """
     s = 0.0 if scale is None else float(scale)
     if pattern is not None and not isinstance(pattern, str):  # a mask tensor: the op carries its name
