@@ -19,12 +19,24 @@ import threading
 import numpy as np
 
 from . import _core
+from ._api import _numpy_storage
 from ._dispatch import check_dtypes, check_threads, dtype_name, framework, size_arg
 from ._plans import content_key
 
 _decode_plans = {}
 _varlen_plans = {}
 _lock = threading.Lock()
+
+
+def _cached(cache, key, build):
+    """cache[key], built once under the lock on first use (concurrent first calls build one plan)."""
+    p = cache.get(key)
+    if p is None:
+        with _lock:
+            p = cache.get(key)
+            if p is None:
+                p = cache[key] = build()
+    return p
 
 
 def decode_plan(pattern, head_dim, dtype="float32"):
@@ -35,29 +47,14 @@ def decode_plan(pattern, head_dim, dtype="float32"):
                                       "position; use the forward (attention over the whole sequence)")
         raise TypeError(f"splat: decode takes a pattern spec string, got {type(pattern).__name__}")
     key = (content_key(pattern), int(head_dim), dtype_name(dtype))
-    p = _decode_plans.get(key)
-    if p is None:
-        with _lock:
-            p = _decode_plans.get(key)
-            if p is None:
-                p = _core.make_decode_plan(pattern, key[1], key[2])
-                _decode_plans[key] = p
-    return p
+    return _cached(_decode_plans, key, lambda: _core.make_decode_plan(pattern, key[1], key[2]))
 
 
 def varlen_plans(pattern):
     """The forward plans of `pattern` by sequence length (built on first use of each length), cached."""
     if not isinstance(pattern, str):
         raise TypeError("splat: varlen_attention takes a pattern spec string")
-    key = content_key(pattern)
-    p = _varlen_plans.get(key)
-    if p is None:
-        with _lock:
-            p = _varlen_plans.get(key)
-            if p is None:
-                p = _core.make_varlen_plans(pattern)
-                _varlen_plans[key] = p
-    return p
+    return _cached(_varlen_plans, content_key(pattern), lambda: _core.make_varlen_plans(pattern))
 
 
 def head_dim_of(q):
@@ -69,12 +66,6 @@ def head_dim_of(q):
 def lse_shape(q, layout):
     """[B, H, T] for q in either layout."""
     return (q.shape[0], q.shape[2], q.shape[1]) if layout == "bnhd" else tuple(q.shape[:3])
-
-
-def _storage(x):
-    if x.dtype.name == "bfloat16":  # NumPy has no DLPack bfloat16: its bits, with the dtype named
-        return x.view(np.uint16), "bf16"
-    return x, ""
 
 
 def _int32(x, name):
@@ -99,8 +90,8 @@ def decode(q, k_cache, v_cache, cache_seqlens, pattern=None, block_table=None, s
                           layout=layout, return_lse=return_lse)
     if framework(q) == "torch":
         from ._torch_serving import decode as torch_decode  # = splat.torch.decode
-        return torch_decode(q, k_cache, v_cache, cache_seqlens, pattern=pattern, block_table=block_table,
-                                  scale=scale, cache_starts=cache_starts, layout=layout, return_lse=return_lse)
+        return torch_decode(q, k_cache, v_cache, cache_seqlens, pattern=pattern, block_table=block_table, scale=scale,
+                            cache_starts=cache_starts, layout=layout, return_lse=return_lse)
     for name, x in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
         if not isinstance(x, np.ndarray):
             raise TypeError(f"splat: decode takes NumPy or PyTorch arrays; {name} is {type(x).__name__}")
@@ -111,9 +102,9 @@ def decode(q, k_cache, v_cache, cache_seqlens, pattern=None, block_table=None, s
     plan = decode_plan(pattern, head_dim_of(q), q.dtype)
     out = np.empty_like(q)
     lse = np.empty(lse_shape(q, layout), dtype=np.float32) if return_lse else None
-    qs, dt = _storage(q)
-    _core.decode(plan, qs, _storage(k_cache)[0], _storage(v_cache)[0], _int32(cache_seqlens, "cache_seqlens"),
-                 _int32(block_table, "block_table"), _int32(cache_starts, "cache_starts"), _storage(out)[0], lse,
+    (qs, dt), ks, vs = _numpy_storage(q), _numpy_storage(k_cache)[0], _numpy_storage(v_cache)[0]
+    _core.decode(plan, qs, ks, vs, _int32(cache_seqlens, "cache_seqlens"), _int32(block_table, "block_table"),
+                 _int32(cache_starts, "cache_starts"), _numpy_storage(out)[0], lse,
                  0.0 if scale is None else float(scale), layout, dt, threads, bool(reference))
     return (out, lse) if return_lse else out
 
@@ -128,8 +119,7 @@ def varlen_attention(q, k, v, cu_seqlens, max_seqlen, pattern=None, scale=None, 
         return jax_varlen(q, k, v, cu_seqlens, max_seqlen, pattern, scale, return_lse=return_lse)
     if framework(q) == "torch":
         from ._torch_serving import varlen_attention as torch_varlen  # = splat.torch.varlen_attention
-        return torch_varlen(q, k, v, cu_seqlens, max_seqlen, pattern=pattern, scale=scale,
-                                            return_lse=return_lse)
+        return torch_varlen(q, k, v, cu_seqlens, max_seqlen, pattern=pattern, scale=scale, return_lse=return_lse)
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, np.ndarray):
             raise TypeError(f"splat: varlen_attention takes NumPy or PyTorch arrays; {name} is {type(x).__name__}")
@@ -140,8 +130,8 @@ def varlen_attention(q, k, v, cu_seqlens, max_seqlen, pattern=None, scale=None, 
     max_seqlen = size_arg(max_seqlen, "max_seqlen")
     out = np.empty_like(q)
     lse = np.empty((q.shape[-2], q.shape[0]), dtype=np.float32) if return_lse and q.ndim == 3 else None
-    qs, dt = _storage(q)
-    _core.varlen_attention(varlen_plans(pattern), qs, _storage(k)[0], _storage(v)[0], _int32(cu_seqlens, "cu_seqlens"),
-                           max_seqlen, _storage(out)[0], lse, 0.0 if scale is None else float(scale), dt, threads,
+    (qs, dt), ks, vs = _numpy_storage(q), _numpy_storage(k)[0], _numpy_storage(v)[0]
+    _core.varlen_attention(varlen_plans(pattern), qs, ks, vs, _int32(cu_seqlens, "cu_seqlens"), max_seqlen,
+                           _numpy_storage(out)[0], lse, 0.0 if scale is None else float(scale), dt, threads,
                            bool(reference))
     return (out, lse) if return_lse else out
