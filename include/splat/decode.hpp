@@ -75,9 +75,10 @@ void decode_reference(const DecodePlan& plan, const TensorView& q, const KvCache
 void decode_cpu(const DecodePlan& plan, const TensorView& q, const KvCache& cache, const TensorView& out,
                 const AttentionOptions& opt = {}, float* lse = nullptr);  // fast: fp32 accumulation, threads
 // CUDA (first version; Error(Unsupported) in builds without nvcc): device tensors, seqlens / block_table / starts in
-// device memory (read by the kernel: a captured graph sees new lengths; lengths past the capacity act as clamped, a
-// page outside the pool as a key without weight). bf16, f16, f32; head dims 64 and 128; launches on `stream`
-// (a cudaStream_t) without synchronising or allocating. lse: optional device float32 [B, H, T].
+// device memory (read by the kernel, so a captured graph would see new lengths: not yet run under a capture; lengths
+// past the capacity act as clamped, a page outside the pool as a key without weight). bf16, f16, f32; head dims 64
+// and 128; launches on `stream` (a cudaStream_t) without synchronising or allocating. lse: optional device float32
+// [B, H, T].
 void decode_cuda(const DecodePlan& plan, const TensorView& q, const KvCache& cache, const TensorView& out,
                  const AttentionOptions& opt = {}, void* stream = nullptr, float* lse = nullptr);
 
