@@ -14,6 +14,11 @@ fwd+bwd), both ceilings measured in this process. Errors: ||x - ref|| / ||ref|| 
   python3 bench/bench_flurka.py --out DIR                   # the benchmark (needs the splat package)
   python3 bench/bench_flurka.py --precompile I/N            # fill the inductor cache with shard I of N (no splat)
   python3 bench/bench_flurka.py --device cpu --configs 1,2,256,32 --km 32   # smoke test of this script, no GPU
+Also, per shape: cuDNN's dense SDPA (non-causal and causal, for scale), and flash-linear-attention's causal linear
+attention (fla.ops.linear_attn chunk and fused_chunk, elu + 1 applied to q, k, normalised; its [B, N, H, D] layout
+made outside the timing) against splat's linear (elu) method: fla has no non-causal linear-attention kernel. The
+extra rows at k = 128, m = 256 (flurka-*, N = 16384) are those of issue 14's cuDNN target.
+  python3 bench/bench_flurka.py --warm-fla                  # fill Triton's autotune cache for fla (no splat)
 Writes DIR/bench_flurka.json and DIR/bench_flurka.md.
 """
 import argparse
@@ -28,6 +33,7 @@ import torch.nn.functional as Fn
 
 CONFIGS = [(4, 16, 4096, 64), (1, 16, 16384, 64), (4, 16, 4096, 128)]
 K = M = 256
+EXTRA_K128 = [((1, 16, 16384, 64), m) for m in ("flurka-favor", "flurka-elu", "flurka-relu")]  # k = 128, m = 256
 METHODS = ["flurka-favor", "flurka-elu", "flurka-relu", "linformer", "performer-favor", "performer-relu", "linear"]
 BF = torch.bfloat16
 DEV = "cuda"
@@ -170,18 +176,134 @@ def run_pair(fn, args, leaves, do):
     return out.detach(), [t.grad.detach().clone() for t in leaves]
 
 
+def jobs(methods=METHODS):
+    """(shape, method, k) of every row: k = m = K, and the k = 128 rows."""
+    out = [(c, m, K) for c in CONFIGS for m in methods]
+    if K == 256:
+        out += [(c, m, 128) for c, m in EXTRA_K128 if c in CONFIGS and m in methods]
+    return out
+
+
+def set_k(k):
+    global K
+    K = k
+
+
 def precompile(shard, nshards):
-    jobs = [(c, m) for c in CONFIGS for m in METHODS]
-    for i, (cfg, meth) in enumerate(jobs):
+    for i, (cfg, meth, k) in enumerate(jobs()):
         if i % nshards != shard:
             continue
+        set_k(k)
         t0 = time.time()
         args, leaves, do = inputs(cfg, meth)
         fn = torch.compile(make_formula(meth), dynamic=False)
         run_pair(fn, args, leaves, do)
         if DEV == "cuda":
             torch.cuda.synchronize()
-        print(f"precompiled {cfg} {meth} in {time.time() - t0:.1f}s", flush=True)
+        print(f"precompiled {cfg} {meth} k={k} in {time.time() - t0:.1f}s", flush=True)
+
+
+# ---- flash-linear-attention (causal linear attention) and cuDNN dense SDPA: the other baselines ----
+def fla_kernels():
+    """{name: fn(q, k, v) on [B, N, H, D]} or a reason string when fla cannot be imported."""
+    try:
+        from fla.ops.linear_attn import chunk_linear_attn, fused_chunk_linear_attn
+    except Exception as e:  # noqa: BLE001 - any import failure only skips these rows
+        return f"flash-linear-attention not importable: {type(e).__name__}: {e}"
+    return {"fla-chunk": chunk_linear_attn, "fla-fused_chunk": fused_chunk_linear_attn}
+
+
+def fla_call(kern, q, k, v):
+    # elu + 1 as splat's linear method; fla normalises by phi(q) . cumsum(phi(k)) (its scale cancels)
+    o, _ = kern(Fn.elu(q) + 1, Fn.elu(k) + 1, v, normalize=True)
+    return o
+
+
+def fla_inputs(cfg, seed=0):
+    B, H, N, D = cfg
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    q, k, v, do = (torch.randn(B, N, H, D, device=DEV, generator=g).to(BF) for _ in range(4))
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    return q, k, v, do
+
+
+def warm_fla():
+    kerns = fla_kernels()
+    if isinstance(kerns, str):
+        print(kerns, flush=True)
+        return
+    for cfg in CONFIGS:
+        for name, kern in kerns.items():
+            t0 = time.time()
+            q, k, v, do = fla_inputs(cfg)
+            fla_call(kern, q, k, v).backward(do)
+            torch.cuda.synchronize()
+            print(f"fla warmed {cfg} {name} in {time.time() - t0:.1f}s", flush=True)
+
+
+def causal_linear_reference(q, k, v):
+    """Causal elu + 1 linear attention in float32 on [B, N, H, D], chunk by chunk (the reference for fla's rows)."""
+    pq, pk = ((Fn.elu(x.float()) + 1).transpose(1, 2) for x in (q, k))
+    vf = v.float().transpose(1, 2)
+    B, H, N, D = pq.shape
+    S = pq.new_zeros(B, H, D, vf.shape[-1])
+    z = pq.new_zeros(B, H, D)
+    out = torch.empty_like(vf)
+    C = 256
+    for c0 in range(0, N, C):
+        qc, kc, vc = pq[:, :, c0:c0 + C], pk[:, :, c0:c0 + C], vf[:, :, c0:c0 + C]
+        a = (qc @ kc.transpose(-2, -1)).tril()
+        num = qc @ S + a @ vc
+        den = qc @ z.unsqueeze(-1) + a.sum(-1, keepdim=True)
+        out[:, :, c0:c0 + C] = num / den
+        S = S + kc.transpose(-2, -1) @ vc
+        z = z + kc.sum(-2)
+    return out.transpose(1, 2)
+
+
+def other_rows(cfg, bw, gemm, repeats, warmup, kerns):
+    """cuDNN dense SDPA and fla's causal linear attention at one shape; printed and returned as dicts."""
+    B, H, N, D = cfg
+    rows = []
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    q, k, v, do = (torch.randn(B, H, N, D, device=DEV, dtype=BF) for _ in range(4))
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    for causal in (False, True):
+        def sd():
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                return Fn.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        try:
+            f = median_ms(sd, repeats, warmup)
+            fb = median_ms(lambda: sd().backward(do), repeats, warmup)
+        except RuntimeError as e:
+            print(f"{cfg} cuDNN SDPA causal={causal} skipped: {e}", flush=True)
+            continue
+        rows.append(dict(B=B, H=H, N=N, D=D, kernel="cudnn-sdpa", causal=causal, fwd=f, fb=fb))
+    del q, k, v, do
+    if isinstance(kerns, str):
+        return rows
+    q, k, v, do = fla_inputs(cfg)
+    ref = causal_linear_reference(q.detach(), k.detach(), v.detach())
+    fbytes, fflops, bbytes, bflops = cost("linear", cfg)
+    floor_f = max(fbytes / bw, fflops / gemm) * 1e3
+    floor_fb = floor_f + max(bbytes / bw, bflops / gemm) * 1e3
+    for name, kern in kerns.items():
+        try:
+            err = rel(fla_call(kern, q, k, v).detach(), ref)
+            f = median_ms(lambda: fla_call(kern, q, k, v), repeats, warmup)
+            fb = median_ms(lambda: fla_call(kern, q, k, v).backward(do), repeats, warmup)
+        except Exception as e:  # noqa: BLE001 - a failing fla kernel skips its row, visibly
+            print(f"{cfg} {name} skipped: {type(e).__name__}: {e}", flush=True)
+            continue
+        rows.append(dict(B=B, H=H, N=N, D=D, kernel=name, causal=True, fwd=f, fb=fb, floor_fwd=floor_f,
+                         floor_fb=floor_fb, err_out=err))
+    for r in rows:
+        fl = f" floor {r['floor_fwd']:.3f} / {r['floor_fb']:.3f}, out err {r['err_out']:.1e}" if "floor_fwd" in r else ""
+        print(f"{cfg} {r['kernel']:16s} causal={r['causal']!s:5s} fwd {r['fwd']:.3f} fwd+bwd {r['fb']:.3f}{fl}",
+              flush=True)
+    return rows
 
 
 def main():
@@ -194,6 +316,8 @@ def main():
     ap.add_argument("--device", default="cuda", help="cpu: a smoke test of this script (not a benchmark)")
     ap.add_argument("--configs", default=None, help="B,H,N,D[;B,H,N,D...] instead of the three benchmark shapes")
     ap.add_argument("--km", type=int, default=None, help="k = m (default 256)")
+    ap.add_argument("--warm-fla", action="store_true", help="run fla's kernels once per shape (autotune) and exit")
+    ap.add_argument("--no-others", action="store_true", help="skip the cuDNN SDPA and fla rows")
     args = ap.parse_args()
     global DEV, K, M, CONFIGS
     DEV = args.device
@@ -208,6 +332,9 @@ def main():
         i, n = (int(x) for x in args.precompile.split("/"))
         precompile(i, n)
         return
+    if args.warm_fla:
+        warm_fla()
+        return
     import splat.torch as st
 
     dev = torch.cuda.get_device_name() if DEV == "cuda" else "cpu (smoke test)"
@@ -216,72 +343,88 @@ def main():
           f"torch {torch.__version__}", flush=True)
     compiled = {}
     rows = []
-    for cfg in CONFIGS:
-        for meth in args.methods.split(","):
-            a, leaves, do = inputs(cfg, meth)
-            q, k, v, E, F, W = a
-            ours_fn = lambda *x: st.flurka(*x, method=meth)  # noqa: E731
-            fn = compiled.setdefault(meth, torch.compile(make_formula(meth), dynamic=False))
-            ours = lambda: ours_fn(q, k, v, E, F, W)  # noqa: E731
-            base = lambda: fn(q, k, v, E, F, W)  # noqa: E731
-            t0 = time.time()
-            o_b, g_b = run_pair(fn, a, leaves, do)  # compiles (or loads) the baseline's graphs
-            compile_s = time.time() - t0
-            o_s, g_s = run_pair(ours_fn, a, leaves, do)
-            # float32 reference of the same formula on the same (bf16) values
-            a32 = [None if x is None else x.detach().float().requires_grad_(x.requires_grad) for x in a]
-            l32 = [x for x in a32[:5] if x is not None]
-            o_r, g_r = run_pair(make_formula(meth), a32, l32, do.float())
-            names = ["out", "dq", "dk", "dv", "dE", "dF"][:1 + len(leaves)]
-            err_s = {n: rel(x, y) for n, x, y in zip(names, [o_s] + g_s, [o_r] + g_r)}
-            err_b = {n: rel(x, y) for n, x, y in zip(names, [o_b] + g_b, [o_r] + g_r)}
-            del o_r, g_r, a32, l32
+    kerns = fla_kernels() if DEV == "cuda" and not args.no_others else "not run (--no-others or no GPU)"
+    if isinstance(kerns, str):
+        print(f"fla rows skipped: {kerns}", flush=True)
+    others = []
+    for cfg, meth, kk in jobs(args.methods.split(",")):
+        set_k(kk)
+        a, leaves, do = inputs(cfg, meth)
+        q, k, v, E, F, W = a
+        ours_fn = lambda *x: st.flurka(*x, method=meth)  # noqa: E731
+        fn = compiled.setdefault(meth, torch.compile(make_formula(meth), dynamic=False))
+        ours = lambda: ours_fn(q, k, v, E, F, W)  # noqa: E731
+        base = lambda: fn(q, k, v, E, F, W)  # noqa: E731
+        t0 = time.time()
+        o_b, g_b = run_pair(fn, a, leaves, do)  # compiles (or loads) the baseline's graphs
+        compile_s = time.time() - t0
+        o_s, g_s = run_pair(ours_fn, a, leaves, do)
+        # float32 reference of the same formula on the same (bf16) values
+        a32 = [None if x is None else x.detach().float().requires_grad_(x.requires_grad) for x in a]
+        l32 = [x for x in a32[:5] if x is not None]
+        o_r, g_r = run_pair(make_formula(meth), a32, l32, do.float())
+        names = ["out", "dq", "dk", "dv", "dE", "dF"][:1 + len(leaves)]
+        err_s = {n: rel(x, y) for n, x, y in zip(names, [o_s] + g_s, [o_r] + g_r)}
+        err_b = {n: rel(x, y) for n, x, y in zip(names, [o_b] + g_b, [o_r] + g_r)}
+        del o_r, g_r, a32, l32
 
-            def clear():
-                for t in leaves:
-                    t.grad = None
+        def clear():
+            for t in leaves:
+                t.grad = None
 
-            def fb(f):
-                return lambda: f().backward(do)
+        def fb(f):
+            return lambda: f().backward(do)
 
-            r = dict(B=cfg[0], H=cfg[1], N=cfg[2], D=cfg[3], k=K, m=M, method=meth, compile_s=compile_s)
-            r["splat_fwd"] = median_ms(ours, args.repeats, args.warmup)
-            r["base_fwd"] = median_ms(base, args.repeats, args.warmup)
-            r["splat_fb"] = median_ms(fb(ours), args.repeats, args.warmup, clear)
-            r["base_fb"] = median_ms(fb(base), args.repeats, args.warmup, clear)
-            fbytes, fflops, bbytes, bflops = cost(meth, cfg)
-            r["floor_fwd"] = max(fbytes / bw, fflops / gemm) * 1e3
-            r["floor_fb"] = r["floor_fwd"] + max(bbytes / bw, bflops / gemm) * 1e3
-            r["err_splat"], r["err_base"] = err_s, err_b
-            rows.append(r)
-            es = max(err_s.values())
-            eb = max(err_b.values())
-            print(f"{cfg} {meth:16s} fwd splat {r['splat_fwd']:.3f} base {r['base_fwd']:.3f} "
-                  f"({r['base_fwd'] / r['splat_fwd']:.2f}x) floor {r['floor_fwd']:.3f} "
-                  f"({r['splat_fwd'] / r['floor_fwd']:.1f}x) | fwd+bwd splat {r['splat_fb']:.3f} base "
-                  f"{r['base_fb']:.3f} ({r['base_fb'] / r['splat_fb']:.2f}x) floor {r['floor_fb']:.3f} "
-                  f"({r['splat_fb'] / r['floor_fb']:.1f}x) | max err splat {es:.2e} base {eb:.2e} | "
-                  f"compile {compile_s:.1f}s", flush=True)
-            del a, leaves, do, q, k, v, E, F, W, o_b, g_b, o_s, g_s
-            if DEV == "cuda":
-                torch.cuda.empty_cache()
+        r = dict(B=cfg[0], H=cfg[1], N=cfg[2], D=cfg[3], k=K, m=M, method=meth, compile_s=compile_s)
+        r["splat_fwd"] = median_ms(ours, args.repeats, args.warmup)
+        r["base_fwd"] = median_ms(base, args.repeats, args.warmup)
+        r["splat_fb"] = median_ms(fb(ours), args.repeats, args.warmup, clear)
+        r["base_fb"] = median_ms(fb(base), args.repeats, args.warmup, clear)
+        fbytes, fflops, bbytes, bflops = cost(meth, cfg)
+        r["floor_fwd"] = max(fbytes / bw, fflops / gemm) * 1e3
+        r["floor_fb"] = r["floor_fwd"] + max(bbytes / bw, bflops / gemm) * 1e3
+        r["err_splat"], r["err_base"] = err_s, err_b
+        rows.append(r)
+        es = max(err_s.values())
+        eb = max(err_b.values())
+        print(f"{cfg} k={K} {meth:16s} fwd splat {r['splat_fwd']:.3f} base {r['base_fwd']:.3f} "
+              f"({r['base_fwd'] / r['splat_fwd']:.2f}x) floor {r['floor_fwd']:.3f} "
+              f"({r['splat_fwd'] / r['floor_fwd']:.1f}x) | fwd+bwd splat {r['splat_fb']:.3f} base "
+              f"{r['base_fb']:.3f} ({r['base_fb'] / r['splat_fb']:.2f}x) floor {r['floor_fb']:.3f} "
+              f"({r['splat_fb'] / r['floor_fb']:.1f}x) | max err splat {es:.2e} base {eb:.2e} | "
+              f"compile {compile_s:.1f}s", flush=True)
+        del a, leaves, do, q, k, v, E, F, W, o_b, g_b, o_s, g_s
+        if DEV == "cuda":
+            torch.cuda.empty_cache()
+        if DEV == "cuda" and not args.no_others and meth == "linear" and kk == 256:
+            others += other_rows(cfg, bw, gemm, args.repeats, args.warmup, kerns)
+            torch.cuda.empty_cache()
     meta = dict(device=dev, bandwidth=bw, gemm=gemm, torch=torch.__version__,
-                baseline="torch.compile(dynamic=False) of the plain bf16 formula (bench/bench_flurka.py make_formula)")
+                baseline="torch.compile(dynamic=False) of the plain bf16 formula (bench/bench_flurka.py make_formula)",
+                fla=kerns if isinstance(kerns, str) else "fla.ops.linear_attn chunk_linear_attn, fused_chunk_linear_attn")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bench_flurka.json"), "w") as fh:
-        json.dump(dict(meta=meta, rows=rows), fh, indent=1)
+        json.dump(dict(meta=meta, rows=rows, others=others), fh, indent=1)
     with open(os.path.join(args.out, "bench_flurka.md"), "w") as fh:
         fh.write(f"Device: {dev}; copy bandwidth {bw / 1e12:.2f} TB/s, bf16 GEMM {gemm / 1e12:.0f} TFLOP/s\n\n")
-        fh.write("| B,H,N,D | method | fwd splat ms | fwd compile ms | fwd speedup | fwd floor ms | fwd splat/floor | "
+        fh.write("| B,H,N,D | k | method | fwd splat ms | fwd compile ms | fwd speedup | fwd floor ms | fwd splat/floor | "
                  "fwd+bwd splat ms | fwd+bwd compile ms | fwd+bwd speedup | fwd+bwd floor ms | fwd+bwd splat/floor | "
                  "max rel err splat | max rel err compile |\n")
-        fh.write("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+        fh.write("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
         for r in rows:
-            fh.write(f"| {r['B']},{r['H']},{r['N']},{r['D']} | {r['method']} | {r['splat_fwd']:.3f} | "
+            fh.write(f"| {r['B']},{r['H']},{r['N']},{r['D']} | {r['k']} | {r['method']} | {r['splat_fwd']:.3f} | "
                      f"{r['base_fwd']:.3f} | {r['base_fwd'] / r['splat_fwd']:.2f}x | {r['floor_fwd']:.3f} | "
                      f"{r['splat_fwd'] / r['floor_fwd']:.1f} | {r['splat_fb']:.3f} | {r['base_fb']:.3f} | "
                      f"{r['base_fb'] / r['splat_fb']:.2f}x | {r['floor_fb']:.3f} | {r['splat_fb'] / r['floor_fb']:.1f} | "
                      f"{max(r['err_splat'].values()):.1e} | {max(r['err_base'].values()):.1e} |\n")
+
+        fh.write("\n| B,H,N,D | kernel | causal | fwd ms | fwd+bwd ms | floor fwd / fwd+bwd ms (linear's) | out err |\n")
+        fh.write("|---|---|---|---|---|---|---|\n")
+        for r in others:
+            fl = f"{r['floor_fwd']:.3f} / {r['floor_fb']:.3f}" if "floor_fwd" in r else "-"
+            er = f"{r['err_out']:.1e}" if "err_out" in r else "-"
+            fh.write(f"| {r['B']},{r['H']},{r['N']},{r['D']} | {r['kernel']} | {r['causal']} | {r['fwd']:.3f} | "
+                     f"{r['fb']:.3f} | {fl} | {er} |\n")
 
 
 if __name__ == "__main__":

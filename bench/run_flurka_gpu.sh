@@ -26,10 +26,12 @@ for a in "$@"; do case "$a" in --*) EXTRA+=("$a") ;; *) STEPS+=("$a") ;; esac; d
 [ ${#STEPS[@]} -eq 0 ] && STEPS=(tests harness bench)
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/flurka_device.txt"
 (cd "$ROOT" && git log -1 --format='commit %H %s' 2>/dev/null) | tee -a "$OUT/flurka_device.txt"
-bwd_harness() {  # C++ harness, forward + backward per method, per-kernel backward profile
+bwd_harness() {  # C++ harness, forward + backward per method, per-kernel backward profile; $1: binary dir, $2: methods
+  local bin=${1:-$BIN} meths=${2:-all}
   for cfg in "4 16 4096 64" "1 16 16384 64" "4 16 4096 128"; do
     set -- $cfg
-    SPLAT_FLURKA_PROFILE=1 "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 256 --m 256 --repeats 10 --backward 2>&1 |
+    SPLAT_FLURKA_PROFILE=1 "$bin/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 256 --m 256 --repeats 10 --backward \
+      --methods $meths 2>&1 |
       awk '/backward profile/ {p=$0} /^\{/ {print p; print $0}' | sed 's/"flops.*"bwd_ms/"bwd_ms/'
   done 2>&1
 }
@@ -74,28 +76,44 @@ for s in "${STEPS[@]}"; do
           "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k $k --m $m --repeats 30
         done
       done 2>&1 | tee "$OUT/flurka_harness.jsonl" ;;
-    bench)  # the package (CUDA) is built while the C++ tests run and 4 processes fill the inductor cache with the
+    bench)  # the package (CUDA) is built while the C++ tests run and 6 processes fill the inductor cache with the
       # torch.compile baselines; then one process times everything (bench/bench_flurka.py)
-      export TORCHINDUCTOR_CACHE_DIR=/tmp/flurka-inductor TORCHINDUCTOR_COMPILE_THREADS=4 CMAKE_BUILD_PARALLEL_LEVEL=12
-      # the package from the committed tree (HEAD), not from whatever else is being edited in the working tree
-      rm -rf /tmp/flurka-src && mkdir -p /tmp/flurka-src && git -C "$ROOT" archive HEAD | tar -x -C /tmp/flurka-src
+      export TORCHINDUCTOR_CACHE_DIR=/tmp/flurka-inductor TORCHINDUCTOR_COMPILE_THREADS=2 CMAKE_BUILD_PARALLEL_LEVEL=12
+      # the package from the committed tree (HEAD), not from whatever else is being edited in the working tree;
+      # FLURKA_OVERLAY=1 takes src/flurka from the working tree (kernels under test, committed once they pass)
+      rm -rf /tmp/flurka-src && mkdir -p /tmp/flurka-src
+      if git -C "$ROOT" rev-parse -q HEAD >/dev/null 2>&1; then
+        git -C "$ROOT" archive HEAD | tar -x -C /tmp/flurka-src
+      else  # a copy without its git directory: the working tree as it is
+        echo "no git directory: the package is built from the working tree"
+        tar -C "$ROOT" --exclude='./build*' --exclude=./.carry --exclude=./.git -cf - . | tar -x -C /tmp/flurka-src
+      fi
+      [ -n "${FLURKA_OVERLAY:-}" ] && cp -r "$ROOT/src/flurka/." /tmp/flurka-src/src/flurka/
+      # flash-linear-attention's kernels (fla-core wheel, pure Python + Triton) for the causal linear baseline
+      if ls "$BIN"/fla_core-*.whl >/dev/null 2>&1; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla-site "$BIN"/fla_core-*.whl \
+          >"$OUT/flurka_fla_pip.log" 2>&1 && export PYTHONPATH=/tmp/fla-site${PYTHONPATH:+:$PYTHONPATH}
+        timeout 200 python3 "$ROOT/bench/bench_flurka.py" --warm-fla >/tmp/flurka_prefla.log 2>&1 &
+      fi
       (cd /tmp/flurka-src && timeout 300 python3 -m pip install --no-build-isolation --no-deps -q \
         -C cmake.define.SPLAT_WITH_CUDA=ON -C cmake.define.SPLAT_FLURKA_CUDA_ARCHS=90 -C build-dir=/tmp/flurka-py . \
         >"$OUT/flurka_pip.log" 2>&1; echo "pip rc=$? ($SECONDS s)") &
       pip_pid=$!
-      for w in 0 1 2 3; do
-        timeout 200 python3 "$ROOT/bench/bench_flurka.py" --precompile $w/4 >"/tmp/flurka_pre$w.log" 2>&1 &
+      for w in 0 1 2 3 4 5; do
+        timeout 200 python3 "$ROOT/bench/bench_flurka.py" --precompile $w/6 >"/tmp/flurka_pre$w.log" 2>&1 &
       done
       if [ -x "$BIN/test_flurka_cuda_backward" ]; then
         "$BIN/test_flurka_cuda_backward" >"$OUT/flurka_tests.log" 2>&1
         SPLAT_FLURKA_BWD=simt "$BIN/test_flurka_cuda_backward" --gtest_filter='*bf16_D64' >>"$OUT/flurka_tests.log" 2>&1
         "$BIN/test_flurka_cuda" >>"$OUT/flurka_tests.log" 2>&1
         bwd_harness >"$OUT/flurka_bwd.log"
+        # A/B: the kernels of the last commit (staged in b1/), same shapes, the methods whose kernels differ
+        [ -x "$BIN/b1/flurka_bench" ] && bwd_harness "$BIN/b1" flurka-favor,flurka-elu,linformer >"$OUT/flurka_bwd_b1.log"
       fi
       wait
-      (cd /tmp/flurka-src/tests/python && timeout 200 python3 -m pytest -q -p no:cacheprovider test_flurka_autograd.py \
+      (cd /tmp/flurka-src/tests/python && timeout 120 python3 -m pytest -q -p no:cacheprovider test_flurka_autograd.py \
         -k cuda 2>&1 | tail -15) >>"$OUT/flurka_tests.log"  # torch autograd through the CUDA backward
-      cat /tmp/flurka_pre*.log >"$OUT/flurka_pre.log"
+      cat /tmp/flurka_pre*.log /tmp/flurka_prefla.log >"$OUT/flurka_pre.log" 2>/dev/null
       tail -3 "$OUT/flurka_pip.log"; grep -c precompiled "$OUT/flurka_pre.log"; grep -v precompiled "$OUT/flurka_pre.log" | tail -5
       grep -hE "Failure|Expected|^\[  (PASSED|FAILED)|passed|failed" "$OUT/flurka_tests.log" | head -20
       (cd /tmp && timeout 300 python3 "$ROOT/bench/bench_flurka.py" --out "$OUT" "${EXTRA[@]}" 2>&1) |
