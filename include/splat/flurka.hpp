@@ -135,11 +135,11 @@ void flurka_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, 
 // Host convenience: copies host inputs to the device, runs warmup + repeats times, copies out back.
 // Returns the median time in ms (CUDA events), measured around each whole call.
 double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int warmup = 0, int repeats = 1);
-// Backward on device views, non-causal (the causal backward runs on the CPU). bf16 with k, m <= 256 (every method
-// but flurka-relu, for now): tensor-core kernels (bf16 operands, fp32 accumulation; phi recomputed, never stored N x
-// m); f32, f16 and larger k, m: fp32 SIMT kernels; SPLAT_FLURKA_BWD=simt forces those. Deterministic (bitwise, run to
-// run); dout and the gradients in q's dtype; its scratch comes from cudaMallocAsync on `stream` (stream-ordered: no
-// synchronisation, graph capturable).
+// Backward on device views, non-causal (the causal backward runs on the CPU). bf16 with k, m <= 256 (every method):
+// tensor-core kernels (bf16 operands, fp32 accumulation; phi recomputed, never stored N x m); f32, f16 and larger
+// k, m: fp32 SIMT kernels; SPLAT_FLURKA_BWD=simt forces those. Deterministic (bitwise, run to run); dout and the
+// gradients in q's dtype; its scratch comes from cudaMallocAsync on `stream` (stream-ordered: no synchronisation,
+// graph capturable).
 void flurka_backward_cuda(FlurkaMethod m, const FlurkaInputs& in, const FlurkaGrads& g, void* stream = nullptr);
 // Host convenience (tests): copies host inputs and dout to the device, NaN-poisons the device gradients, runs
 // flurka_backward_cuda, synchronises and copies the gradients back into g's host buffers.

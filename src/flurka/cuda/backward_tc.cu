@@ -13,10 +13,6 @@ bool tc_backward_applies(FlurkaMethod m, const FlurkaShape& s, const FlurkaInput
   if (in.q.dtype != DType::BF16 || (s.D != 32 && s.D != 64 && s.D != 128)) return false;
   if (uses_projection(m) && (s.k > kTcSlotMax || in.e.heads != in.f.heads)) return false;
   if (feature_map_of(m) != FeatureMap::None && s.m > kTcSlotMax) return false;
-  // flurka-relu: its key side would evaluate relu's kink on bf16(K') (K' is an fp32 sum): ~1% of the slots land on
-  // the other side of the kink than in the formula and dk misses its tolerance (0.018 vs 0.012 on the H200). The fix
-  // (the bf16 residual of K' in key_rows) has not run on a GPU yet, so flurka-relu keeps the SIMT kernels.
-  if (m == FlurkaMethod::FlurkaRelu) return false;
   return true;
 }
 

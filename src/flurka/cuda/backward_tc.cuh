@@ -12,7 +12,7 @@
 //   project_back: projected methods: per head and 64 columns of N, dX = P^T G for each batch and dP = sum G X^T
 //                over the batches (and heads, for shared E/F) in registers, in a fixed order.
 // Partials have one owner each and are summed in a fixed order: gradients are bitwise reproducible. Slots and
-// projected rows are at most 256 (kSlotMax); larger k or m, and flurka-relu for now (backward_tc.cu says why), run
+// projected rows are at most 256 (kSlotMax); larger k or m run
 // the SIMT kernels (backward.cuh).
 #pragma once
 #include "flurka/cuda/kernels.cuh"
@@ -370,10 +370,12 @@ struct KRows {
 
 // Key side of the kernel maps. grid (ceil(Lk / 128), B H); block 256 = 8 warps x 16 rows of X (K' or K) and Y
 // (V' or V). wt [Hw, m, D] the feature keys (W^T; identity for elu), dst [BH, m, D] = dS~, dz [BH, m],
-// shift [Hw, m] (favor's c). Writes dX (through phi) and dY = phi dS~ (bf16 rows).
+// shift [Hw, m] (favor's c). Writes dX (through phi) and dY = phi dS~ (bf16 rows). xlo (p may be null): the bf16
+// residual of an fp32 X (K' = hi + lo): relu's logits then come from both, so its kink is where the formula has it
+// (bf16 K' alone moves it and flips the derivative of ~1% of the slots).
 template <int D>
 __global__ void __launch_bounds__(256, 1)
-    key_rows(Rows x, Rows y, const bf16* wt, int64_t Hw, const bf16* dst, const float* dz, const float* shift,
+    key_rows(Rows x, Rows xlo, Rows y, const bf16* wt, int64_t Hw, const bf16* dst, const float* dz, const float* shift,
              int64_t H, int64_t Lk, int m, int map, float s, Rows dx, Rows dy) {
   using C = KRows<D>;
   constexpr int BQ = C::BQ, NT = C::NT, PK = C::PK, BL = C::BL;
@@ -413,13 +415,21 @@ __global__ void __launch_bounds__(256, 1)
     ldsm_x4(xf[kc], frag_a(Xs, PK, warp * 16, kc * 16, lane));
     ldsm_x4(yf[kc], frag_a(Ys, PK, warp * 16, kc * 16, lane));
   }
-  __syncthreads();  // xn
+  __syncthreads();  // xn; every warp holds its X and Y fragments, so Ys may take the residual
+  const bool lo = xlo.p != nullptr;
+  if (lo) {
+    rows_async<BQ, D, NT>(Ys, reinterpret_cast<const bf16*>(xlo.base(b, h, 2)), xlo.ld, j0, Lk);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+  }
   const float xna = xn[warp * 16 + g], xnb = xn[warp * 16 + g + 8];
   float ax[D / 8][4] = {}, ay[D / 8][4] = {};
   float rsa = 0, rsb = 0;
   for (int c = 0; c < nch; ++c) {
     float sc[BL / 8][4] = {}, dph[BL / 8][4] = {};
     mma_a_bt<D, BL / 8>(sc, xf, Ws + c * BL * PK, PK, lane);
+    if (lo) mma_s_bt<D, BL / 8>(sc, Ys, warp * 16, Ws + c * BL * PK, PK, lane);
     mma_a_bt<D, BL / 8>(dph, yf, Gs + c * BL * PK, PK, lane);
 #pragma unroll
     for (int nt = 0; nt < BL / 8; ++nt)
@@ -469,13 +479,13 @@ struct PBack {
   static constexpr size_t smem_bytes = size_t(kSlotMax * PP + kSlotMax * PK + BN * PK) * 2;
 };
 
-// dX = P^T G per (b, h) and dP = sum over members of G X^T, for one head's P (E or F) and 64 columns of N.
-// grid (ceil(N / 64), He, 2): z = 0: (E, K, dK' -> dK, dE), 1: (F, V, dV' -> dV, dF). He = H: members (b, h) for
-// every b; He = 1 (shared): every (b, h) in b H + h order. G: bf16 [BH, k, D].
+// dX = P^T G per (b, h) and dP = sum over members of G X^T, for one head's P (E or F) and `tiles` x 64 columns of N.
+// grid (ceil(N / (64 tiles)), He, 2): z = 0: (E, K, dK' -> dK, dE), 1: (F, V, dV' -> dV, dF). He = H: members (b, h)
+// for every b; He = 1 (shared): every (b, h) in b H + h order. G: bf16 [BH, k, D].
 template <int D>
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(256, (D <= 64 ? 2 : 1))
     project_back(Rows e, Rows f, Rows k, Rows v, const bf16* gk, const bf16* gv, int64_t B, int64_t H, int64_t He,
-                 int kk, int64_t N, Rows dk, Rows dv, bf16* de, bf16* df) {
+                 int kk, int64_t N, int tiles, Rows dk, Rows dv, bf16* de, bf16* df) {
   using C = PBack<D>;
   constexpr int BN = C::BN, NT = C::NT, PK = C::PK, PP = C::PP;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -483,92 +493,114 @@ __global__ void __launch_bounds__(256)
   bf16* Gs = Ps + kSlotMax * PP;                 // [k][PK]
   bf16* Xs = Gs + kSlotMax * PK;                 // [BN][PK]
   const bool second = blockIdx.z == 1;
-  const int64_t he = blockIdx.y, n0 = int64_t(blockIdx.x) * BN;
+  const int64_t he = blockIdx.y;
   const Rows pr = second ? f : e, xr = second ? v : k, dr = second ? dv : dk;
   const bf16* G = second ? gv : gk;
   bf16* dP = second ? df : de;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const bf16* P = reinterpret_cast<const bf16*>(pr.base(0, he, 2));
   const int kp = (kk + 15) / 16 * 16;
-  for (int i = tid; i < kp * (BN / 8); i += NT) {  // P tile, rows < k, columns < N
-    const int r = i / (BN / 8), c = (i % (BN / 8)) * 8;
-    const int valid = r < kk ? int(min(int64_t(8), N - (n0 + c))) : 0;
-    copy8(Ps + r * PP + c, P + (r < kk ? r : 0) * pr.ld + n0 + c, valid);
-  }
   // GEMM 1 (dX tile 64 x D): warp = 4 row tiles x 2 column halves; GEMM 2 (dP k x 64): warp = 32 rows of P.
   const int mt1 = warp % 4, nh = warp / 4;
-  float ap[2][BN / 8][4] = {};
   const bool live2 = warp * 32 < kk;
   const int64_t members = He == 1 ? B * H : B;
-  for (int64_t mi = 0; mi < members; ++mi) {
-    const int64_t b = He == 1 ? mi / H : mi, h = He == 1 ? mi % H : he, bh = b * H + h;
-    __syncthreads();  // the previous member's tiles are consumed
-    rows_async<kSlotMax, D, NT>(Gs, G + bh * int64_t(kk) * D, D, 0, kk);
-    rows_async<BN, D, NT>(Xs, reinterpret_cast<const bf16*>(xr.base(b, h, 2)), xr.ld, n0, N);
-    cp_async_commit();
-    cp_async_wait<0>();
-    __syncthreads();
-    float ax[D / 16][4] = {};
-    for (int kc = 0; kc < kp / 16; ++kc) {
-      uint32_t af[4];
-      ldsm_x4_t(af, frag_a_t(Ps, PP, mt1 * 16, kc * 16, lane));
-#pragma unroll
-      for (int np = 0; np < D / 32; ++np) {
-        uint32_t bq[4];
-        ldsm_x4_t(bq, frag_b_kn(Gs, PK, nh * (D / 2) + np * 16, kc * 16, lane));
-        mma16816<bf16>(ax[2 * np], af, bq[0], bq[1]);
-        mma16816<bf16>(ax[2 * np + 1], af, bq[2], bq[3]);
-      }
+  // `tiles` column tiles per block, one after the other; with a single member its G stays in shared memory.
+  for (int ti = 0; ti < tiles; ++ti) {
+    const int64_t n0 = (int64_t(blockIdx.x) * tiles + ti) * BN;
+    if (n0 >= N) break;
+    __syncthreads();                                 // the previous tile's dP staging in Ps is stored
+    for (int i = tid; i < kp * (BN / 8); i += NT) {  // P tile, rows < k, columns < N
+      const int r = i / (BN / 8), c = (i % (BN / 8)) * 8;
+      const int valid = r < kk ? int(min(int64_t(8), N - (n0 + c))) : 0;
+      copy8(Ps + r * PP + c, P + (r < kk ? r : 0) * pr.ld + n0 + c, valid);
     }
-    bf16* dxb = reinterpret_cast<bf16*>(const_cast<char*>(dr.base(b, h, 2)));
-    const int64_t ra = n0 + mt1 * 16 + g, rb = ra + 8;
+    float ap[2][BN / 8][4] = {};
+    for (int64_t mi = 0; mi < members; ++mi) {
+      const int64_t b = He == 1 ? mi / H : mi, h = He == 1 ? mi % H : he, bh = b * H + h;
+      __syncthreads();  // the previous member's tiles are consumed
+      if (members > 1 || ti == 0) rows_async<kSlotMax, D, NT>(Gs, G + bh * int64_t(kk) * D, D, 0, kk);
+      rows_async<BN, D, NT>(Xs, reinterpret_cast<const bf16*>(xr.base(b, h, 2)), xr.ld, n0, N);
+      cp_async_commit();
+      cp_async_wait<0>();
+      __syncthreads();
+      float ax[D / 16][4] = {};
+      for (int kc = 0; kc < kp / 16; ++kc) {
+        uint32_t af[4];
+        ldsm_x4_t(af, frag_a_t(Ps, PP, mt1 * 16, kc * 16, lane));
 #pragma unroll
-    for (int nt = 0; nt < D / 16; ++nt) {
-      const int c = nh * (D / 2) + nt * 8 + 2 * t;
-      if (ra < N) store2(dxb + ra * dr.ld + c, ax[nt][0], ax[nt][1]);
-      if (rb < N) store2(dxb + rb * dr.ld + c, ax[nt][2], ax[nt][3]);
-    }
-    if (live2) {
-#pragma unroll
-      for (int kc = 0; kc < D / 16; ++kc) {
-        uint32_t af[2][4];
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) ldsm_x4(af[mt], frag_a(Gs, PK, warp * 32 + mt * 16, kc * 16, lane));
-#pragma unroll
-        for (int np = 0; np < BN / 16; ++np) {
+        for (int np = 0; np < D / 32; ++np) {
           uint32_t bq[4];
-          ldsm_x4(bq, frag_b_nk(Xs, PK, np * 16, kc * 16, lane));
+          ldsm_x4_t(bq, frag_b_kn(Gs, PK, nh * (D / 2) + np * 16, kc * 16, lane));
+          mma16816<bf16>(ax[2 * np], af, bq[0], bq[1]);
+          mma16816<bf16>(ax[2 * np + 1], af, bq[2], bq[3]);
+        }
+      }
+      bf16* dxb = reinterpret_cast<bf16*>(const_cast<char*>(dr.base(b, h, 2)));
+      const int64_t ra = n0 + mt1 * 16 + g, rb = ra + 8;
 #pragma unroll
-          for (int mt = 0; mt < 2; ++mt) {
-            mma16816<bf16>(ap[mt][2 * np], af[mt], bq[0], bq[1]);
-            mma16816<bf16>(ap[mt][2 * np + 1], af[mt], bq[2], bq[3]);
+      for (int nt = 0; nt < D / 16; ++nt) {
+        const int c = nh * (D / 2) + nt * 8 + 2 * t;
+        if (ra < N) store2(dxb + ra * dr.ld + c, ax[nt][0], ax[nt][1]);
+        if (rb < N) store2(dxb + rb * dr.ld + c, ax[nt][2], ax[nt][3]);
+      }
+      if (live2) {
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc) {
+          uint32_t af[2][4];
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) ldsm_x4(af[mt], frag_a(Gs, PK, warp * 32 + mt * 16, kc * 16, lane));
+#pragma unroll
+          for (int np = 0; np < BN / 16; ++np) {
+            uint32_t bq[4];
+            ldsm_x4(bq, frag_b_nk(Xs, PK, np * 16, kc * 16, lane));
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt) {
+              mma16816<bf16>(ap[mt][2 * np], af[mt], bq[0], bq[1]);
+              mma16816<bf16>(ap[mt][2 * np + 1], af[mt], bq[2], bq[3]);
+            }
           }
         }
       }
     }
-  }
-  if (!live2) return;
-  bf16* dPh = dP + he * int64_t(kk) * N;
+    // dP through shared memory (Ps is free once every warp is past the last GEMM 1): 16-byte row stores.
+    __syncthreads();
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
+    for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-    for (int nt = 0; nt < BN / 8; ++nt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int64_t r = warp * 32 + mt * 16 + g + (i >= 2 ? 8 : 0), col = n0 + nt * 8 + 2 * t + (i & 1);
-        if (r < kk && col < N) dPh[r * N + col] = __float2bfloat16_rn(ap[mt][nt][i]);
+      for (int nt = 0; nt < BN / 8; ++nt) {
+        const int r = warp * 32 + mt * 16 + g, c = nt * 8 + 2 * t;
+        store2(Ps + r * PP + c, ap[mt][nt][0], ap[mt][nt][1]);
+        store2(Ps + (r + 8) * PP + c, ap[mt][nt][2], ap[mt][nt][3]);
       }
+    __syncthreads();
+    bf16* dPh = dP + he * int64_t(kk) * N;
+    const bool vec = N % 8 == 0;
+    for (int i = tid; i < kk * (BN / 8); i += NT) {
+      const int r = i / (BN / 8), c = (i % (BN / 8)) * 8;
+      const int64_t col = n0 + c;
+      if (col >= N) continue;
+      bf16* dst = dPh + r * N + col;
+      if (vec) {
+        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(Ps + r * PP + c);
+      } else {
+        for (int j = 0; j < 8 && col + j < N; ++j) dst[j] = Ps[r * PP + c + j];
+      }
+    }
+  }
 }
 
 // Sums the projection partials [splits][n] in split order: fp32 and bf16 copies of K' (and V' at + n).
+// klo (may be null): the bf16 residual K' - bf16(K').
 static __global__ void reduce_projection(const float* part, int64_t splits, int64_t n, float* kp, float* vp, bf16* kp16,
-                                         bf16* vp16) {
+                                         bf16* vp16, bf16* klo) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += stride) {
     float a = 0, c = 0;
     for (int64_t s = 0; s < splits; ++s) a += part[s * n + e], c += part[(splits + s) * n + e];
     kp[e] = a, vp[e] = c;
-    kp16[e] = __float2bfloat16_rn(a), vp16[e] = __float2bfloat16_rn(c);
+    const bf16 hi = __float2bfloat16_rn(a);
+    kp16[e] = hi, vp16[e] = __float2bfloat16_rn(c);
+    if (klo) klo[e] = __float2bfloat16_rn(a - __bfloat162float(hi));
   }
 }
 

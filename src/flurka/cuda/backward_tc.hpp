@@ -6,7 +6,7 @@
 
 namespace splat::fk {
 
-// bf16 storage, D in {32, 64, 128}, k, m <= 256, E and F with the same heads, every method but flurka-relu;
+// bf16 storage, D in {32, 64, 128}, k, m <= 256, E and F with the same heads (every method);
 // SPLAT_FLURKA_BWD=simt turns it off.
 bool tc_backward_applies(FlurkaMethod m, const FlurkaShape& s, const FlurkaInputs& in);
 // Launches the whole backward on st (scratch from cudaMallocAsync on st, freed stream-ordered).

@@ -80,7 +80,7 @@ struct Plan {
   int64_t prt, pct, psplits, pchunk;  // projection grid
   int64_t mt, ssplits, schunk;        // state grid (unprojected)
   int64_t qsplits, qchunk;            // query_slots splits over the rows
-  size_t ppart, kp, vp, kp16, vp16, dkp, dvp, wt, shift, ut, slot, z, Sp, zp, dst, dzt, stats, pu, pg, pk, total;
+  size_t ppart, kp, vp, kp16, vp16, klo, dkp, dvp, wt, shift, ut, slot, z, Sp, zp, dst, dzt, stats, pu, pg, pk, total;
 };
 
 template <int D>
@@ -122,6 +122,7 @@ Plan plan_of(FlurkaMethod method, const FlurkaShape& s) {
   const int64_t Hm = s.H * std::max<int64_t>(s.m, 1), BHm = p.BH * std::max<int64_t>(s.m, 1);
   p.ppart = take(p.proj ? checked_product({p.psplits, 2, p.n}, "backward workspace") : 0, 4);
   p.kp = take(p.n, 4), p.vp = take(p.n, 4), p.kp16 = take(p.n, 2), p.vp16 = take(p.n, 2);
+  p.klo = take(p.proj && p.map == kRelu ? p.n : 0, 2);
   p.dkp = take(p.n, 2), p.dvp = take(p.n, 2);
   p.wt = take(p.kern ? Hm * s.D : 0, 2), p.shift = take(p.kern ? Hm : 0, 4);
   p.ut = take(p.kern ? BHm * s.D : 0, 2), p.slot = take(p.kern ? BHm : 0, 4), p.z = take(p.kern ? BHm : 0, 4);
@@ -202,7 +203,7 @@ void launch(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& in, c
         part + p.psplits * p.n, p.n);
     check(cudaGetLastError(), "project_pipe_kernel");
     tc::reduce_projection<<<grid1(p.n), 256, 0, st>>>(part, p.psplits, p.n, F32(p.kp), F32(p.vp), B16(p.kp16),
-                                                      B16(p.vp16));
+                                                      B16(p.vp16), p.map == kRelu ? B16(p.klo) : nullptr);
     check(cudaGetLastError(), "reduce_projection");
     prof.mark("project");
   }
@@ -262,17 +263,23 @@ void launch(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& in, c
     const int64_t Lk = p.proj ? k : s.N;
     const Rows x = p.proj ? kp16 : rows_of(in.k), y = p.proj ? vp16 : rows_of(in.v);
     const Rows dx = p.proj ? dkp : rows_of(g.dk), dy = p.proj ? dvp : rows_of(g.dv);
+    const Rows xlo = p.proj && p.map == kRelu ? Rows{B16(p.klo), H * k * D, k * D, D} : Rows{nullptr, 0, 0, 0};
     tc::key_rows<D><<<dim3(unsigned((Lk + 127) / 128), unsigned(BH)), 256, tc::KRows<D>::smem_bytes, st>>>(
-        x, y, B16(p.wt), Hw, B16(p.dst), F32(p.dzt), F32(p.shift), H, Lk, int(m), p.map, sc, dx, dy);
+        x, xlo, y, B16(p.wt), Hw, B16(p.dst), F32(p.dzt), F32(p.shift), H, Lk, int(m), p.map, sc, dx, dy);
     check(cudaGetLastError(), "key_rows");
     prof.mark("key_rows");
   }
   // 8. dK = E^T dK', dE = sum dK' K^T (and F, V).
   if (p.proj) {
-    const dim3 grid(unsigned((s.N + 63) / 64), unsigned(in.e.heads), 2);
+    // One member (B = 1, per-head E, F): blocks take several column tiles and keep dK' / dV' in shared memory,
+    // as long as about 4 waves of blocks remain.
+    const int64_t ntiles = (s.N + 63) / 64, members = in.e.heads == 1 ? s.B * H : s.B;
+    int tiles = 1;
+    while (members == 1 && tiles < 8 && ntiles / (2 * tiles) * in.e.heads * 2 >= 8 * sms()) tiles *= 2;
+    const dim3 grid(unsigned((ntiles + tiles - 1) / tiles), unsigned(in.e.heads), 2);
     tc::project_back<D><<<grid, 256, tc::PBack<D>::smem_bytes, st>>>(
         rows_of(in.e), rows_of(in.f), rows_of(in.k), rows_of(in.v), B16(p.dkp), B16(p.dvp), s.B, H, in.e.heads, int(k),
-        s.N, rows_of(g.dk), rows_of(g.dv), static_cast<bf16*>(g.de), static_cast<bf16*>(g.df));
+        s.N, tiles, rows_of(g.dk), rows_of(g.dv), static_cast<bf16*>(g.de), static_cast<bf16*>(g.df));
     check(cudaGetLastError(), "project_back");
     prof.mark("project_back");
   }
