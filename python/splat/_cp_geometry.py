@@ -1,28 +1,27 @@
-"""Geometry for context parallelism: shards, the pattern as a tree, reaches, translated specs and block masks.
+"""Geometry for context parallelism: shards, intervals, the pattern as a tree (for translated specs) and the
+pattern's ACSR geometry (reaches, halos, block classes and masks, from splat._core.Geometry).
 
 Pure Python and NumPy (no torch): the planner (_cp_plan), the communication model (_cp_model) and the tests use it.
 Positions are global sequence positions 0 <= i, j < N; an interval is a half-open pair (lo, hi).
 """
 
-import math
 import re
 
 import numpy as np
 
 from . import _core
-from ._api import dense_mask
-from ._plans import MASK_PREFIX
+from ._plans import MASK_PREFIX, mask_bits
 
-INF = math.inf
 SHARDINGS = ("contiguous", "zigzag")
 
+# The tree is kept for one thing only: a spec for the pattern on a shard in the shard's own coordinates (translate),
+# so that the local calls keep splat's affine fast path. Every geometric question (reaches, halos, empty and full
+# blocks, block masks) goes to the pattern's ACSR and its transpose (core() below, splat._core.Geometry).
 # Kinds whose membership depends on i - j only (a band moved with its rows is the same band).
 SHIFT_INVARIANT = {"dense", "causal", "window", "causal_window", "dilated", "causal_dilated", "strided"}
 # Kinds whose membership depends on absolute positions through a threshold g (i < g, j < g): translating the
 # coordinates by lo turns g into g - lo.
 THRESHOLD = {"sink", "global", "longformer"}
-# Kinds evaluated from splat's own dense mask (no closed form here): random blocks, explicit masks.
-OPAQUE = {"bigbird", "mask"}
 
 
 # ---- shards ----
@@ -179,26 +178,8 @@ def leaves(node):
         yield node
 
 
-def shift_invariant(node):
-    return all(leaf[0] in SHIFT_INVARIANT for leaf in leaves(node))
-
-
 def translatable(node):
     return all(leaf[0] in SHIFT_INVARIANT or leaf[0] in THRESHOLD for leaf in leaves(node))
-
-
-def reach(node):
-    """(left, right): every attended pair has i - j <= left and j - i <= right (math.inf when unbounded)."""
-    kind = node[0]
-    if kind in "+&":
-        rs = [reach(c) for c in node[1]]
-        f = max if kind == "+" else min
-        return f(r[0] for r in rs), f(r[1] for r in rs)
-    p = node[1]
-    table = {"window": (p.get("w", 0), p.get("w", 0)), "causal_window": (p.get("w", 0), 0),
-             "dilated": (p.get("w", 0) * p.get("d", 1),) * 2, "causal_dilated": (p.get("w", 0) * p.get("d", 1), 0),
-             "causal": (INF, 0), "blocked": (p.get("b", 1) - 1,) * 2}
-    return table.get(kind, (INF, INF))
 
 
 def threshold(node):
@@ -229,63 +210,36 @@ def translate(node, lo, m):
     return "dense" if g >= m else f"{kind}:g={g}"
 
 
-# ---- block masks: which (query, key) pairs of position sets attend ----
+# ---- the pattern's geometry, from its ACSR and transpose ----
 
-_dense_cache = {}
-
-
-def _opaque_mask(text, n):
-    key = (text, n)
-    if key not in _dense_cache:
-        if len(_dense_cache) > 8:
-            _dense_cache.clear()
-        _dense_cache[key] = dense_mask(text, n).astype(bool)
-    return _dense_cache[key]
+_geometry_cache = {}
 
 
-def block(node, n, rows, cols):
-    """Boolean [len(rows), len(cols)]: query rows[a] attends key cols[b] (rows, cols: int arrays of positions)."""
-    i, j = np.asarray(rows, dtype=np.int64)[:, None], np.asarray(cols, dtype=np.int64)[None, :]
-    return np.broadcast_to(_contains(node, n, i, j), (i.shape[0], j.shape[1]))
+def core(spec, n):
+    """splat._core.Geometry of a spec (or of a registered in-memory mask's name) at length n, cached."""
+    key = (spec, n)
+    g = _geometry_cache.get(key)
+    if g is None:
+        if len(_geometry_cache) > 32:
+            _geometry_cache.clear()
+        g = _core.Geometry(mask_bits(spec) if spec.startswith(MASK_PREFIX) else spec, n)
+        _geometry_cache[key] = g
+    return g
 
 
-def _contains(node, n, i, j):
-    kind = node[0]
-    if kind == "+":
-        out = np.zeros((1, 1), dtype=bool)
-        for c in node[1]:
-            out = out | _contains(c, n, i, j)
-        return out
-    if kind == "&":
-        out = np.ones((1, 1), dtype=bool)
-        for c in node[1]:
-            out = out & _contains(c, n, i, j)
-        return out
-    p, diff = node[1], i - j
-    if kind == "dense":
-        return np.ones((1, 1), dtype=bool)
-    if kind == "causal":
-        return diff >= 0
-    if kind == "window":
-        return np.abs(diff) <= p["w"]
-    if kind == "causal_window":
-        return (diff >= 0) & (diff <= p["w"])
-    if kind == "dilated":
-        return (np.abs(diff) <= p["w"] * p["d"]) & (diff % p["d"] == 0)
-    if kind == "causal_dilated":
-        return (diff >= 0) & (diff <= p["w"] * p["d"]) & (diff % p["d"] == 0)
-    if kind == "strided":
-        return (np.abs(diff) < p["s"]) | (diff % p["s"] == 0)
-    if kind == "fixed":
-        return (i // p["l"] == j // p["l"]) | (j % p["l"] >= p["l"] - p["c"])
-    if kind == "blocked":
-        return i // p["b"] == j // p["b"]
-    if kind == "global":
-        return (i < p["g"]) | (j < p["g"])
-    if kind == "sink":
-        return np.broadcast_to(j < p["g"], np.broadcast_shapes(i.shape, j.shape))
-    if kind == "longformer":
-        return (np.abs(diff) <= p["w"]) | (i < p["g"]) | (j < p["g"])
-    if kind in OPAQUE:
-        return _opaque_mask(node[2], n)[i, j]
-    raise ValueError(f"splat: the distributed planner does not know pattern kind {kind!r}")
+def count(g, qpos, kpos):
+    """Attended pairs of queries qpos x keys kpos (position intervals)."""
+    return sum(g.count(a, b, c, d) for a, b in qpos for c, d in kpos)
+
+
+def classify(g, qpos, kpos):
+    """'empty', 'full' or 'mixed' for queries qpos x keys kpos."""
+    nnz = count(g, qpos, kpos)
+    return "empty" if nnz == 0 else "full" if nnz == total(qpos) * total(kpos) else "mixed"
+
+
+def block(g, qpos, kpos):
+    """Boolean [total(qpos), total(kpos)]: the block's mask, assembled from the rectangles' masks."""
+    rows = [np.concatenate([g.mask(a, b, c, d) for c, d in kpos], axis=1) if kpos else np.zeros((b - a, 0), np.uint8)
+            for a, b in qpos]
+    return (np.concatenate(rows, axis=0) if rows else np.zeros((0, total(kpos)), np.uint8)).astype(bool)

@@ -1,17 +1,22 @@
 """The context-parallel planner: from (pattern, N, world, sharding) to every rank's tasks and messages.
 
 Pure Python (no torch, no communication): every rank builds the same plans for all ranks, so the sends of one rank
-are exactly the receives of another without any handshake. Two strategies:
+are exactly the receives of another without any handshake. Every geometric decision comes from the pattern's ACSR
+and its transpose (splat._core.Geometry, through _cp_geometry.core): which keys a row block uses, which rows use a
+halo, which blocks are empty or full, the blocks' masks. Two strategies:
 
-halo   the pattern has a finite reach (blocked, or anything intersected with a band: its blocks go by their masks),
-       or it is a union of terms that are each a shift-invariant band of finite reach (window, causal_window,
-       dilated, intersections with causal, ...) or a threshold term (sink:g, global:g, longformer:w,g, possibly
-       intersected with shift-invariant parts). A query segment [a, b) then needs the keys [a - left, b + right)
-       (its band buffer: own rows plus halos from neighbours), the threshold columns j < g outside that buffer
-       (gathered), and rows i < g of global terms attend every key (computed against each rank's keys and merged
-       by log-sum-exp at their owner).
-ring   anything else (random blocks, masks, strided, fixed, causal, dense, ...): a query segment meets every key
-       segment of every rank; pairs without nonzeros are skipped (no compute, no message).
+halo   the pattern is split into global rows [0, g_row) (computed against each rank's keys and merged by
+       log-sum-exp at their owner), gathered columns [0, g_col) and a band: a query segment [a, b) then needs the
+       keys its rows use beyond the columns, [lo, hi) (its band buffer: own rows plus halos from neighbours, the
+       hull the ACSR gives), and the columns outside that buffer. (g_row, g_col) are chosen among the row bounds of
+       the ACSR's segments and of its transpose's (where global rows and global columns end) as the split whose
+       halos move the fewest rows.
+ring   a query segment meets every key segment of every rank; pairs without nonzeros are skipped (no compute,
+       no message).
+strategy="auto" takes the halo when it moves fewer rows than the ring (ties: the ring, which does no extra work).
+
+The pattern tree (_cp_geometry.parse) is used only to write translated specs: a band task on a buffer [lo, hi) runs
+the pattern shifted to start at lo, which keeps splat's affine fast path (a mask would cost the buffer's area).
 
 A Task computes queries x keys as one square splat call on an "extended" buffer of m rows: the queries at rows
 [q_off, q_off + nq), the keys at rows [k_off, k_off + nk); the rest of the buffer is zero and its outputs are
@@ -37,7 +42,7 @@ class Task:
     k_off: int
     spec: str = None          # translate / dense
     owner: int = -1           # global-row partials: the rank that owns the query rows
-    node: tuple = None        # mask: the pattern and N its block comes from (built on first use: every rank
+    pattern: str = None       # mask: the pattern and N its block comes from (built on first use: every rank
     n: int = 0                # plans every rank, but builds only its own tasks' masks)
     mask_name: str = None     # its registered name (set on first use)
 
@@ -48,7 +53,7 @@ class Task:
     def mask(self):
         """bool [m, m]: the block's mask in the top-left corner."""
         mask = np.zeros((self.m, self.m), dtype=bool)
-        mask[:self.nq, :geo.total(self.kpos)] = _pos_block(self.node, self.n, self.qpos, self.kpos)
+        mask[:self.nq, :geo.total(self.kpos)] = geo.block(geo.core(self.pattern, self.n), self.qpos, self.kpos)
         return mask
 
     def wasted(self):
@@ -78,100 +83,7 @@ class RankPlan:
         return sum(t.wasted() for t in self.tasks) + sum(t.wasted() for t in self.partial_tasks)
 
 
-def _union_terms(node):
-    """The pattern as a union of terms, distributing one '&' over a '+' ((A+B)&C = A&C + B&C)."""
-    if node[0] == "+":
-        return [t for c in node[1] for t in _union_terms(c)]
-    if node[0] == "&":
-        sums = [c for c in node[1] if c[0] == "+"]
-        if len(sums) == 1:
-            rest = [c for c in node[1] if c is not sums[0]]
-            return [t for c in sums[0][1] for t in _union_terms(("&", [c] + rest))]
-    return [node]
-
-
-def _flat_and(node):
-    return [p for c in node[1] for p in _flat_and(c)] if node[0] == "&" else [node]
-
-
-def halo_form(node):
-    """(left, right, g_col, g_row) when the pattern fits the halo strategy, else None."""
-    lr = geo.reach(node)
-    if geo.INF not in lr and not geo.translatable(node):  # e.g. blocked, fixed & window, mask & window: banded,
-        return lr[0], lr[1], 0, 0                          # but its blocks need their masks
-    terms = _union_terms(node)
-    left = right = g_col = g_row = 0
-    for t in terms:
-        if geo.shift_invariant(t):
-            lr = geo.reach(t)
-            if geo.INF in lr:
-                return None
-            left, right = max(left, lr[0]), max(right, lr[1])
-            continue
-        parts = _flat_and(t)
-        th = [p for p in parts if p[0] in geo.THRESHOLD]
-        if len(th) != 1 or not all(geo.shift_invariant(p) for p in parts if p is not th[0]):
-            return None
-        leaf, g = th[0], geo.threshold(th[0])
-        if leaf[0] == "longformer":  # its window part is a band
-            w = leaf[1].get("w", 0)
-            left, right = max(left, w), max(right, w)
-        g_col = max(g_col, g)
-        if leaf[0] in ("global", "longformer"):
-            g_row = max(g_row, g)
-    return left, right, g_col, g_row
-
-
-def _pos_block(node, n, qpos, kpos):
-    return geo.block(node, n, geo.positions(qpos), geo.positions(kpos))
-
-
-def _combine(kinds):
-    return kinds[0] if len(set(kinds)) == 1 else "mixed"
-
-
-def _quick(node, n, qpos, kpos):
-    """The exact class of the block when the geometry gives it cheaply ('empty', 'full', 'mixed'), else None."""
-    kind = node[0]
-    if kind in "+&":
-        kinds = [_quick(c, n, qpos, kpos) for c in node[1]]
-        absorbing, neutral = ("full", "empty") if kind == "+" else ("empty", "full")
-        if absorbing in kinds:
-            return absorbing
-        rest = [k for k in kinds if k != neutral]
-        if not rest:
-            return neutral
-        return rest[0] if len(rest) == 1 else None  # two partial operands: only their block knows
-    if geo.shift_invariant(node):  # by the range of i - j of each pair of intervals
-        out = []
-        for a, b in qpos:
-            for c, d in kpos:
-                hit = geo.block(node, n, np.arange(a - (d - 1), b - c), np.zeros(1, dtype=np.int64))[:, 0]
-                out.append("empty" if not hit.any() else "full" if hit.all() else "mixed")
-        return _combine(out)
-    qlo, qhi, klo, khi = qpos[0][0], qpos[-1][1], kpos[0][0], kpos[-1][1]
-    g = node[1].get("g", 0)
-    if kind == "sink":
-        return "full" if khi <= g else "empty" if klo >= g else None
-    if kind in ("global", "longformer"):
-        if qhi <= g or khi <= g:
-            return "full"
-        if qlo >= g and klo >= g:
-            return "empty" if kind == "global" else _quick(("window", {"w": node[1]["w"]}, ""), n, qpos, kpos)
-    return None
-
-
-def _classify(node, n, qpos, kpos):
-    """'empty', 'full' or 'mixed' for queries qpos x keys kpos (sorted intervals): from the geometry where it
-    tells, else from the block's mask."""
-    kind = _quick(node, n, qpos, kpos)
-    if kind is not None:
-        return kind
-    hit = _pos_block(node, n, qpos, kpos)
-    return "empty" if not hit.any() else "full" if hit.all() else "mixed"
-
-
-def _translate_task(node, n, rows, buf):
+def _translate_task(node, rows, buf):
     m = buf[1] - buf[0]
     spec = geo.translate(node, buf[0], m)
     if spec is None:
@@ -179,91 +91,143 @@ def _translate_task(node, n, rows, buf):
     return Task("translate", [rows], [buf], m, rows[0] - buf[0], 0, spec=spec)
 
 
-def _keys_task(node, n, qpos, kpos, kind, owner=-1):
+def _keys_task(spec, n, qpos, kpos, kind, owner=-1):
     """Queries x keys at other positions, both from row 0 of a square buffer of max(nq, nk) rows. 'full' blocks:
     sink:g=nk when nk < nq (no waste), global:g=nq when nk > nq (the nk - nq zero rows each touch nq keys), dense
     when equal; 'mixed' blocks: their mask in the top-left corner (empty rows cost nothing)."""
     nq, nk = geo.total(qpos), geo.total(kpos)
     m = max(nq, nk)
     if kind == "full":
-        spec = "dense" if nq == nk else f"sink:g={nk}" if nk < nq else f"global:g={nq}"
-        return Task("dense", qpos, kpos, m, 0, 0, spec=spec, owner=owner)
-    return Task("mask", qpos, kpos, m, 0, 0, owner=owner, node=node, n=n)
+        kspec = "dense" if nq == nk else f"sink:g={nk}" if nk < nq else f"global:g={nq}"
+        return Task("dense", qpos, kpos, m, 0, 0, spec=kspec, owner=owner)
+    return Task("mask", qpos, kpos, m, 0, 0, owner=owner, pattern=spec, n=n)
 
 
-def _segment_tasks(node, n, seg, left, right, g_col, overlap):
+def band(g, n, seg, h, gc):
+    """(lo, hi, left rows, right rows) of a query segment [a, b): the keys [lo, hi) its band rows (those >= h)
+    use beyond the gathered columns [0, gc) (a hull from the ACSR, widened to the segment), and the rows that use
+    the left halo [lo, a) and the right halo [b, hi) (hulls from the transpose; None without a halo)."""
+    a, b = seg
+    r0 = max(a, h)
+    span = g.key_span(r0, b, min(gc, n), n) if r0 < b and gc < n else None
+    lo, hi = (min(a, span[0]), max(b, span[1])) if span else (a, b)
+    lrows = g.query_span(lo, a, r0, b) if lo < a else None
+    rrows = g.query_span(b, hi, r0, b) if hi > b else None
+    return lo, hi, lrows, rrows
+
+
+def _segment_tasks(g, spec, node, n, seg, h, gc, overlap, trans):
     """Tasks covering the rows of seg once, with every key the pattern gives them.
 
-    overlap=False: one translate task on the buffer [a - left, b + right) (its halo rows are computed and
-    discarded: left + right wasted rows). overlap=True: the shard's own keys (a translate task on [a, b), no
-    waste, runs while the halos travel), then each halo as its own block (the reach-sized rows x halo keys,
-    by its exact mask), merged by log-sum-exp. Threshold columns outside a row group's keys come last."""
+    overlap=False (translatable patterns): one translate task on the band buffer [lo, hi) (its halo rows are
+    computed and discarded: wasted rows). Otherwise the shard's own keys (a translate task on [a, b), or the own
+    block by its mask; no waste, runs while the halos travel), then each halo as its own block (the rows that use
+    it x its keys, by its exact class), merged by log-sum-exp. Gathered columns outside a row group's keys come
+    last."""
     a, b = seg
-    lo, hi = max(0, a - left), min(n, b + right)
-    if not geo.translatable(node):  # the shard's own block and each halo by their masks
-        kind = _classify(node, n, [seg], [seg])
-        tasks = [_keys_task(node, n, [seg], [seg], kind)] if kind != "empty" else []
-        for rows, keys in (((a, min(b, a + left)), (lo, a)), ((max(a, b - right), b), (b, hi))):
-            if keys[0] >= keys[1]:
-                continue
-            hit = _pos_block(node, n, [rows], [keys]).any(0)  # the reach bounds the halo; the mask trims it
-            if hit.any():
-                cols = np.flatnonzero(hit)
-                keys = (keys[0] + int(cols[0]), keys[0] + int(cols[-1]) + 1)
-                tasks.append(_keys_task(node, n, [rows], [keys], _classify(node, n, [rows], [keys])))
-        return tasks  # no thresholds here (halo_form gives g_col = 0)
-    if not overlap or (lo == a and hi == b):
-        task = _translate_task(node, n, seg, (lo, hi))
-        groups = [((a, b), [(lo, hi)])]
-        tasks = [task] if task is not None else []
+    lo, hi, lrows, rrows = band(g, n, seg, h, gc)
+    tasks = []
+    if trans and (not overlap or (lo == a and hi == b)):
+        task = _translate_task(node, seg, (lo, hi))
+        tasks, groups = ([task] if task is not None else []), [((a, b), [(lo, hi)])]
     else:
-        task = _translate_task(node, n, seg, seg)
-        tasks = [task] if task is not None else []
-        lrows = (a, min(b, a + left)) if lo < a else None
-        rrows = (max(a, b - right), b) if hi > b else None
+        if trans:
+            task = _translate_task(node, seg, seg)
+            tasks = [task] if task is not None else []
+        else:
+            kind = geo.classify(g, [seg], [seg])
+            tasks = [_keys_task(spec, n, [seg], [seg], kind)] if kind != "empty" else []
         for rows, keys in ((lrows, (lo, a)), (rrows, (b, hi))):
             if rows is not None:
-                kind = _classify(node, n, [rows], [keys])
+                kind = geo.classify(g, [rows], [keys])
                 if kind != "empty":
-                    tasks.append(_keys_task(node, n, [rows], [keys], kind))
-        cuts = sorted({a, b} | ({lrows[1]} if lrows else set()) | ({rrows[0]} if rrows else set()))
+                    tasks.append(_keys_task(spec, n, [rows], [keys], kind))
+        cuts = sorted({a, b} | set(lrows or ()) | set(rrows or ()))
         groups = []
         for x, y in zip(cuts, cuts[1:]):
-            keys = [(a, b)] + ([(lo, a)] if lrows and y <= lrows[1] else []) + ([(b, hi)] if rrows and x >= rrows[0]
-                                                                              else [])
+            keys = ([(a, b)] + ([(lo, a)] if lrows and lrows[0] <= x and y <= lrows[1] else [])
+                    + ([(b, hi)] if rrows and rrows[0] <= x and y <= rrows[1] else []))
             groups.append(((x, y), keys))
-    for rows, keys in groups:  # threshold columns: every row attends them (or the block's mask says which)
-        cols = geo.subtract([(0, min(g_col, n))], keys)
-        kind = _classify(node, n, [rows], cols) if cols else "empty"
+    for (x, y), keys in groups:  # gathered columns outside the group's keys (rows < h: the global reduction)
+        rows, cols = (max(x, h), y), geo.subtract([(0, min(gc, n))], keys)
+        kind = geo.classify(g, [rows], cols) if cols and rows[0] < rows[1] else "empty"
         if kind != "empty":
-            tasks.append(_keys_task(node, n, [rows], cols, kind))
+            tasks.append(_keys_task(spec, n, [rows], cols, kind))
     return tasks
 
 
-def _halo_plans(node, n, world, segs, form, overlap):
-    left, right, g_col, g_row = form
-    plans = [RankPlan(r, world, n, "halo", segs[r], reach=(left, right), g_col=g_col, g_row=g_row)
-             for r in range(world)]
+def _candidates(cuts, n, limit=6):
+    """Split points worth trying: 0 and the smallest segment bounds of at most half the sequence."""
+    return sorted({0} | {c for c in cuts if 0 < c <= n // 2}, key=int)[:limit]
+
+
+def halo_rows(g, n, segs, h, gc):
+    """Rows the halo split (global rows [0, h), gathered columns [0, gc)) moves, summed over ranks: every rank's
+    halos and missing columns, plus the global rows' queries out and their partial results back."""
+    total = 0
+    for own in segs:
+        need = []
+        for seg in own:
+            lo, hi, _, _ = band(g, n, seg, h, gc)
+            need += [(lo, seg[0]), (seg[1], hi)]
+        total += geo.total(geo.subtract(geo.merge_intervals(need + [(0, min(gc, n))]), own))
+    owners = sum(1 for own in segs if geo.intersect(own, [(0, h)]))
+    return total + 2 * min(h, n) * (len([s for s in segs if s]) - min(owners, 1))
+
+
+def decompose(g, n, segs):
+    """(g_row, g_col, rows moved): the split with the fewest rows moved (ties: fewer special rows)."""
+    best = None
+    for h in _candidates(g.row_cuts(False), n):
+        for gc in _candidates(g.row_cuts(True), n):
+            cost = (halo_rows(g, n, segs, h, gc), h + gc)
+            if best is None or cost < best[2:]:
+                best = (h, gc) + cost
+    return best[0], best[1], best[2]
+
+
+def _cells(g, n, segs):
+    """{(query segment, key segment): attended pairs} for the non-empty pairs of every rank's segments."""
+    cuts = sorted({0, n} | {x for own in segs for iv in own for x in iv})
+    xs, ys, cs = g.grid(cuts, cuts)
+    return {(cuts[x], cuts[y]): int(c) for x, y, c in zip(xs.tolist(), ys.tolist(), cs.tolist())}, cuts
+
+
+def ring_rows(segs, cells, cuts):
+    """Rows the ring that skips empty pairs moves, summed over ranks."""
+    owner = {seg[0]: r for r, own in enumerate(segs) for seg in own}
+    lens = {seg[0]: seg[1] - seg[0] for own in segs for seg in own}
+    pairs = {(owner[q], k) for q, k in cells if owner[q] != owner[k]}
+    return sum(lens[k] for _, k in pairs)
+
+
+def _halo_plans(g, spec, node, n, world, segs, h, gc, overlap):
+    trans = geo.translatable(node)
+    plans = [RankPlan(r, world, n, "halo", segs[r], g_col=gc, g_row=h) for r in range(world)]
     for p in plans:
+        left = right = 0
         for seg in p.segments:
-            p.tasks += _segment_tasks(node, n, seg, left, right, g_col, overlap)
-        p.override = geo.intersect(p.segments, [(0, g_row)])
+            p.tasks += _segment_tasks(g, spec, node, n, seg, h, gc, overlap, trans)
+            lo, hi, _, _ = band(g, n, seg, h, gc)
+            left, right = max(left, seg[0] - lo), max(right, hi - seg[1])
+        p.reach = (left, right)
+        p.override = geo.intersect(p.segments, [(0, h)])
     # global rows: each owner's rows against every rank's keys, merged at the owner
     for o in plans:
         o.grow_q = o.override
         if not o.grow_q:
             continue
-        for h in plans:
-            kind = _classify(node, n, o.grow_q, h.segments) if h.segments else "empty"
+        for hp in plans:
+            kind = geo.classify(g, o.grow_q, hp.segments) if hp.segments else "empty"
             if kind == "empty":
                 continue
-            h.partial_tasks.append(_keys_task(node, n, o.grow_q, h.segments, kind, owner=o.rank))
-            if h.rank != o.rank:
-                o.grow_q_send.append(h.rank)
+            hp.partial_tasks.append(_keys_task(spec, n, o.grow_q, hp.segments, kind, owner=o.rank))
+            if hp.rank != o.rank:
+                o.grow_q_send.append(hp.rank)
     return plans
 
 
-def _ring_plans(node, n, world, segs):
+def _ring_plans(g, spec, node, n, world, segs, cells):
     plans = [RankPlan(r, world, n, "ring", segs[r]) for r in range(world)]
     trans = geo.translatable(node)
     for p in plans:
@@ -274,18 +238,17 @@ def _ring_plans(node, n, world, segs):
                 t = (p.rank - step) % world
                 full, mixed = [], []
                 for kseg in segs[t]:
+                    nnz = cells.get((seg[0], kseg[0]), 0)
                     if kseg == seg and trans:
-                        task = _translate_task(node, n, seg, seg)
+                        task = _translate_task(node, seg, seg) if nnz else None
                         if task is not None:
                             p.tasks.append(task)
-                        continue
-                    kind = _classify(node, n, [seg], [kseg])
-                    if kind != "empty":
-                        (full if kind == "full" else mixed).append(kseg)
+                    elif nnz:
+                        (full if nnz == (seg[1] - seg[0]) * (kseg[1] - kseg[0]) else mixed).append(kseg)
                 if full:
-                    p.tasks.append(_keys_task(node, n, [seg], full, "full"))
+                    p.tasks.append(_keys_task(spec, n, [seg], full, "full"))
                 if mixed:
-                    p.tasks.append(_keys_task(node, n, [seg], mixed, "mixed"))
+                    p.tasks.append(_keys_task(spec, n, [seg], mixed, "mixed"))
     return plans
 
 
@@ -307,13 +270,17 @@ def _add_messages(plans, segs):
 
 @functools.lru_cache(maxsize=64)
 def _plans(spec, n, world, sharding, strategy, overlap):
-    node = geo.parse(spec)
+    node, g = geo.parse(spec), geo.core(spec, n)
     segs = geo.shard_segments(n, world, sharding)
-    form = halo_form(node) if strategy in ("auto", "halo") else None
-    if strategy == "halo" and form is None:
-        raise ValueError(f"splat: pattern {spec!r} has no halo form (a union of finite bands and sink/global/"
-                         "longformer terms); use strategy='auto' or 'ring'")
-    plans = _halo_plans(node, n, world, segs, form, overlap) if form else _ring_plans(node, n, world, segs)
+    h = gc = cells = None
+    if strategy in ("auto", "halo"):
+        h, gc, moved = decompose(g, n, segs)
+    if strategy in ("auto", "ring"):
+        cells, cuts = _cells(g, n, segs)
+        if strategy == "auto" and moved >= ring_rows(segs, cells, cuts):
+            strategy = "ring"
+    plans = (_ring_plans(g, spec, node, n, world, segs, cells) if strategy == "ring"
+             else _halo_plans(g, spec, node, n, world, segs, h, gc, overlap))
     _add_messages(plans, segs)
     return tuple(plans)
 

@@ -5,7 +5,7 @@
     out_loc = sd.attention(q_loc, k_loc, v_loc, pattern="window:w=512", seq_len=N)   # differentiable
 
 Every rank passes its own rows (shard_segments(N, world, sharding)[rank], concatenated in that order) and the
-same pattern, N and sharding. The pattern's geometry decides what travels: banded patterns exchange halos with
+same pattern, N and sharding. The pattern's geometry (its ACSR and transpose) decides what travels: banded patterns exchange halos with
 neighbours only, sink / global columns are gathered, global rows are reduced at their owner, everything else
 falls back to a ring-like exchange that skips (query shard, key shard) pairs without nonzeros. See
 docs/DISTRIBUTED.md. torch.distributed is imported on first use only (import splat never needs it).
@@ -61,8 +61,8 @@ def attention(q, k, v, pattern, *, seq_len, group=None, sharding="contiguous", s
     q [B, H, n_r, D], k, v [B, Hk, n_r, D] (layout 'bhnd'; 'bnhd' is [B, n_r, H, D]); Hk divides H (GQA). n_r is
     shard_sizes(seq_len, world, sharding)[rank]; pattern is a spec string or a boolean [N, N] mask (the same on
     every rank). sharding: 'contiguous' (rank r holds rows [r*N/world...] of split_sizes) or 'zigzag' (pieces r and
-    2*world-1-r of 2*world: balances causal work). strategy: 'auto' (halo where the pattern has the geometry,
-    else ring), 'halo' (error if impossible) or 'ring' (the fallback, for any pattern). overlap=True: the
+    2*world-1-r of 2*world: balances causal work). strategy: 'auto' (the halo where it moves fewer rows than the
+    ring, by the pattern's ACSR geometry), 'halo' or 'ring' (forced; both work for any pattern). overlap=True: the
     shard's own keys are one call that runs while the halos travel, each halo a reach-sized block (no wasted
     rows); False: one call per segment over [halo | shard | halo] (its halo rows are computed and dropped).
     Differentiable (dq, dk, dv; the backward sends halo gradients back to their owners). return_lse: also the

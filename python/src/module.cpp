@@ -132,6 +132,7 @@ std::pair<bool, std::string> cuda_status() {
 }
 
 }  // namespace
+void bind_geometry(nb::module_& m);  // geometry_bind.cpp: what the context-parallel planner asks
 }  // namespace splat::py
 
 NB_MODULE(_core, m) {
@@ -241,4 +242,5 @@ NB_MODULE(_core, m) {
   bind_flurka(m);
   bind_backward(m);
   bind_decode(m);
+  bind_geometry(m);
 }
