@@ -2,7 +2,9 @@
 
 Every message goes through send() / recv() here so that the bytes actually handed to the process group are
 counted (per phase: "forward" / "backward"); the tests compare the counts with the communication model.
-Messages between one pair of ranks are told apart by tags, so several exchanges may be in flight at once.
+Messages between one pair of ranks are told apart by tags, so several exchanges may be in flight at once. With the
+gloo backend, device (CUDA) tensors travel through host copies (gloo's send/recv take CPU tensors only): several
+ranks can then share one GPU, which NCCL refuses.
 """
 
 import collections
@@ -43,12 +45,19 @@ class Batch:
 
     def __init__(self, group, phase):
         self.group, self.phase, self.ops, self.works, self.keep = group, phase, [], None, []
+        self.staged = {}  # op index -> (device buffer, host buffer): receives staged through the host
+
+    def _host(self, device):
+        """Whether device tensors go through host memory: gloo moves CPU tensors only for send/recv."""
+        return device.type != "cpu" and dist().get_backend(self.group) == "gloo"
 
     def send(self, tensor, dst, tag):
         d = dist()
         t = tensor.contiguous()
         _sent[self.phase] += t.numel() * t.element_size()
         _messages[self.phase] += 1
+        if self._host(t.device):
+            t = t.cpu()
         self.keep.append(t)  # alive until the request completes
         self.ops.append(d.P2POp(d.isend, t, _global(dst, self.group), self.group, tag))
 
@@ -59,7 +68,11 @@ class Batch:
         d = dist()
         # poisoned: a message that did not fully arrive shows up as NaN, never as stale memory
         buf = torch.full(shape, float("nan"), dtype=dtype, device=device)
-        self.ops.append(d.P2POp(d.irecv, buf, _global(src, self.group), self.group, tag))
+        post = buf
+        if self._host(buf.device):
+            post = torch.full(shape, float("nan"), dtype=dtype)
+            self.staged[len(self.ops)] = (buf, post)
+        self.ops.append(d.P2POp(d.irecv, post, _global(src, self.group), self.group, tag))
         return buf, len(self.ops) - 1
 
     def start(self):
@@ -73,11 +86,19 @@ class Batch:
             if w is not None:
                 w.wait()
                 self.works[index] = None
+            self._unstage([index])
             return
         for i, w in enumerate(self.works):
             if w is not None:
                 w.wait()
                 self.works[i] = None
+        self._unstage(list(self.staged))
+
+    def _unstage(self, indices):
+        for i in indices:
+            if i in self.staged:
+                buf, host = self.staged.pop(i)
+                buf.copy_(host)
 
 
 def _global(rank, group):

@@ -184,6 +184,16 @@ def _worker(rank, world, tmp):
                 results["subgroup"] = _run_case(SUBGROUP, rank // 2, 2, group=sub)
             except Exception:
                 results["subgroup"] = {"error": traceback.format_exc()}
+    if world == 2:  # messages staged through host copies, as gloo does for CUDA tensors (forced here)
+        from splat import _cp_comm
+
+        own, _cp_comm.Batch._host = _cp_comm.Batch._host, lambda self, device: True
+        for c in STAGED:
+            try:
+                results["staged:" + c["name"]] = _run_case(c, rank, world)
+            except Exception:
+                results["staged:" + c["name"]] = {"error": traceback.format_exc()}
+        _cp_comm.Batch._host = own
     # bad input is one clear error, on every rank alike
     try:
         sd.attention(torch.zeros(1, H, 3, D), torch.zeros(1, HK, 3, D), torch.zeros(1, HK, 3, D), "window:w=2",
@@ -214,6 +224,7 @@ def _results(world):
 
 
 SUBGROUP = _case("longformer:w=4,g=2", "zigzag")
+STAGED = [_case("longformer:w=4,g=2"), _case("mask"), _case("causal_window:w=7", "zigzag")]
 
 
 def _check_case(r, rank, world, case):
@@ -336,3 +347,12 @@ def test_merge_of_partials():
     assert torch.isnan(acc[..., 4, :]).all()
     finish(acc, lacc)  # row 4 has lse -inf: no keys, zeros
     assert (acc[..., 4, :] == 0).all()
+
+
+
+def test_messages_staged_through_the_host():
+    """Messages staged through host copies, as gloo does for CUDA tensors (forced for CPU tensors at world 2)."""
+    res = _results(2)
+    for rank in range(2):
+        for c in STAGED:
+            _check_case(res[rank]["staged:" + c["name"]], rank, 2, c)
