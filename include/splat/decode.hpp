@@ -74,13 +74,34 @@ void decode_reference(const DecodePlan& plan, const TensorView& q, const KvCache
                       const AttentionOptions& opt = {}, float* lse = nullptr);  // float64, pattern_contains per key
 void decode_cpu(const DecodePlan& plan, const TensorView& q, const KvCache& cache, const TensorView& out,
                 const AttentionOptions& opt = {}, float* lse = nullptr);  // fast: fp32 accumulation, threads
-// CUDA (first version; Error(Unsupported) in builds without nvcc): device tensors, seqlens / block_table / starts in
-// device memory (read by the kernel, so a captured graph would see new lengths: not yet run under a capture; lengths
-// past the capacity act as clamped, a page outside the pool as a key without weight). bf16, f16, f32; head dims 64
-// and 128; launches on `stream` (a cudaStream_t) without synchronising or allocating. lse: optional device float32
-// [B, H, T].
+// CUDA (Error(Unsupported) in builds without nvcc): device tensors, seqlens / block_table / starts in device memory,
+// read by the kernel (a captured graph sees new lengths). bf16, f16, f32; head dims 64 and 128; launches on `stream`
+// (a cudaStream_t) without synchronising or allocating. lse: optional device float32 [B, H, T].
+// Split-KV (flash-decoding): with a workspace of decode_cuda_workspace_bytes (device memory, no initialisation
+// needed) the keys of each row are split over several CTAs (as many as fill the device) and merged in split order
+// (deterministic); without one (or too small) each (sequence, kv head, query) runs in one CTA.
+// Bad indices: where the lengths and tables are in host memory check them first with decode_check_cache. The
+// kernels cannot throw on device-resident ones; instead a sequence whose length or start does not fit the capacity
+// gets NaN in all its outputs and lse, a query row that would read a page outside the pool gets NaN in its outputs
+// and lse, and `status` (optional device int32, zeroed by the caller) has kDecodeBadLength / kDecodeBadPage ORed
+// into it; read it when convenient and pass it to decode_check_status, which throws naming the problem.
+enum DecodeStatus : int32_t { kDecodeOk = 0, kDecodeBadLength = 1, kDecodeBadPage = 2 };
+struct DecodeCudaWorkspace {
+  void* data = nullptr;  // device memory, 16-byte aligned
+  size_t bytes = 0;
+  int32_t* status = nullptr;
+};
+// Workspace the split-KV launch for this call's shapes uses (0: no split pays); depends on shapes, the capacity and the
+// device only, never on the lengths, so one allocation serves every step of a captured graph.
+size_t decode_cuda_workspace_bytes(const DecodePlan& plan, const TensorView& q, const KvCache& cache);
 void decode_cuda(const DecodePlan& plan, const TensorView& q, const KvCache& cache, const TensorView& out,
-                 const AttentionOptions& opt = {}, void* stream = nullptr, float* lse = nullptr);
+                 const AttentionOptions& opt = {}, void* stream = nullptr, float* lse = nullptr,
+                 const DecodeCudaWorkspace& workspace = {});
+void decode_check_status(int32_t status);  // Error(InvalidArgument) unless status == kDecodeOk
+// The checks decode_cpu makes of the lengths, starts and every block-table entry a sequence uses, for a cache whose
+// seqlens / block_table / starts point to host copies (k and v are used for their shapes only: the pool size, the
+// page size or capacity; their data may be device memory). batch: q's B.
+void decode_check_cache(const KvCache& cache, int64_t batch);
 
 // Packed variable-length batches: sequence b is tokens cu_seqlens[b] .. cu_seqlens[b+1]-1 of q, k, v, which are
 // [1, H, total, D] views (e.g. [total, H, D] memory: stride[2] = H*D, stride[1] = D); the pattern is applied per

@@ -36,10 +36,25 @@ def _decode_launch(q, k_cache, v_cache, cache_seqlens, block_table, cache_starts
     plan = decode_plan(pattern, head_dim_of(q), _dtype(q))
     out = torch.empty_like(q)
     opt = [None if t is None else _dl(t) for t in (block_table, cache_starts)]
+    ws = None
+    if q.is_cuda:  # the split-KV workspace: shapes and capacity decide its size, never the lengths
+        n = _core.decode_workspace_bytes(plan, _dl(q), _dl(k_cache), _dl(v_cache), _dl(cache_seqlens), opt[0],
+                                         opt[1], layout)
+        ws = torch.empty(n, dtype=torch.uint8, device=q.device) if n else None
     stream = _raw_stream(q.get_device()) if q.is_cuda else 0  # the current stream, no synchronisation
     _core.decode(plan, _dl(q), _dl(k_cache), _dl(v_cache), _dl(cache_seqlens), opt[0], opt[1], _dl(out),
-                 None if lse is None else _dl(lse), scale, layout, "", 0, False, stream)
+                 None if lse is None else _dl(lse), scale, layout, "", 0, False, stream,
+                 None if ws is None else _dl(ws))
     return out
+
+
+def _check_indices_on_host(q, k_cache, cache_seqlens, block_table, cache_starts, layout):
+    """Eager CUDA calls: the decode checks of lengths, starts and block table on host copies (one synchronisation).
+    Skipped while a CUDA graph is being captured (the kernel then gives NaN rows for bad indices)."""
+    if not q.is_cuda or torch.cuda.is_current_stream_capturing():
+        return
+    host = [None if t is None else t.cpu() for t in (cache_seqlens, block_table, cache_starts)]
+    _core.check_decode_cache(_dl(k_cache), *[None if t is None else _dl(t) for t in host], layout, q.shape[0])
 
 
 @torch.library.custom_op("splat::decode", mutates_args=())
@@ -56,7 +71,7 @@ def _(q, k_cache, v_cache, cache_seqlens, block_table, cache_starts, pattern, sc
 
 
 def decode(q, k_cache, v_cache, cache_seqlens, pattern=None, block_table=None, scale=None, *, cache_starts=None,
-           layout="bhnd", return_lse=False):
+           layout="bhnd", return_lse=False, validate=True):
     """Decode attention of the T newest positions of each sequence against its KV cache.
 
     q: [B, H, T, D] (layout='bhnd') or [B, T, H, D] ('bnhd'), T = 1 ... 64. k_cache, v_cache: contiguous
@@ -65,6 +80,12 @@ def decode(q, k_cache, v_cache, cache_seqlens, pattern=None, block_table=None, s
     new ones; query t is position cache_seqlens[b] - T + t and attends its row of pattern & causal. cache_starts
     (int32 [B]): cache row of each sequence's position 0 (left padding). Returns out like q (and lse float32
     [B, H, T] with return_lse=True). Not differentiable.
+
+    CUDA tensors run the split-KV kernel on the current stream. validate=True (eager calls outside CUDA graph
+    capture) first checks the lengths, starts and block table on host copies (ValueError; one synchronisation);
+    under torch.compile, during capture or with validate=False the kernel reads them as they are, and a sequence
+    whose length or start does not fit the cache gets NaN outputs and lse, as do the rows that would read a page
+    outside the pool (never a clamped, plausible answer).
     """
     if pattern is None or not isinstance(pattern, str):
         raise ValueError("splat: decode needs pattern= as a spec string (e.g. 'causal_window:w=4096+sink:g=4')")
@@ -74,6 +95,8 @@ def decode(q, k_cache, v_cache, cache_seqlens, pattern=None, block_table=None, s
         cache_seqlens = _index(cache_seqlens, "cache_seqlens", q)
         block_table = _index(block_table, "block_table", q)
         cache_starts = _index(cache_starts, "cache_starts", q)
+        if validate:
+            _check_indices_on_host(q, k_cache, cache_seqlens, block_table, cache_starts, layout)
     # Through the op when compiling, for lse, or when autograd would see the call (the op has no autograd formula:
     # backward through it raises instead of silently giving no gradient).
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k_cache, v_cache))

@@ -14,8 +14,8 @@ Prefill (query length == key length) runs the sparse kernel. Cached decoding ste
 of them: DynamicCache, and StaticCache whose padding mask is shorter than the cache) run splat.torch.decode on the
 cache as it is (left padding as per-row cache starts, the valid length from the mask): only each query's pattern
 rows are read, no mask is built. Where decode does not apply (explicit mask patterns, more than 64 queries, a
-bidirectional model, CUDA tensors in this version, right padding during decoding) the step uses PyTorch SDPA with
-the pattern's rows as the mask.
+bidirectional model, right padding during decoding, head dims the CUDA decode lacks) the step uses PyTorch SDPA
+with the pattern's rows as the mask.
 """
 
 import torch
@@ -136,7 +136,7 @@ def _decode_splat(query, key, value, pattern, pad, scaling, mask_width):
     """The newest nq tokens against the cache with splat.torch.decode -> [B, nq, H, D], or None where it does not
     apply. Positions count from each row's first real key (cache_starts); the real keys end with the queries."""
     b, nq, nk = query.shape[0], query.shape[-2], key.shape[-2]
-    if nq > _MAX_DECODE_QUERIES or query.device.type != "cpu":
+    if nq > _MAX_DECODE_QUERIES or query.device.type not in ("cpu", "cuda"):
         return None
     if pad is None:
         lengths = torch.full((b,), mask_width, dtype=torch.int32, device=query.device)
@@ -147,8 +147,11 @@ def _decode_splat(query, key, value, pattern, pad, scaling, mask_width):
             return None
         lengths, starts = count.to(torch.int32), first.to(torch.int32)
     try:
-        out = _splat_decode(query, key, value, lengths, pattern=pattern, scale=scaling, cache_starts=starts)
-    except NotImplementedError:  # e.g. an explicit mask pattern: no rows at every position
+        # validate=False: the lengths and starts come from the checked padding mask and fit the cache by construction
+        # (on CUDA the check would synchronise every layer)
+        out = _splat_decode(query, key, value, lengths, pattern=pattern, scale=scaling, cache_starts=starts,
+                            validate=False)
+    except NotImplementedError:  # e.g. an explicit mask pattern (no rows at every position), a CUDA head dim of 32
         return None
     return out.transpose(1, 2)
 

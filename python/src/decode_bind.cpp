@@ -70,7 +70,8 @@ AttentionOptions options(float scale, int threads) {
 void decode(const DecodePlan& plan, const InArray& q, const InArray& k_cache, const InArray& v_cache,
             const IntArray& seqlens, const IntArray& block_table, const IntArray& starts, const OutArray& out,
             const std::optional<nb::ndarray<>>& lse, float scale, const std::string& layout, const std::string& dtype,
-            int threads, bool reference, uintptr_t stream) {
+            int threads, bool reference, uintptr_t stream, const std::optional<nb::ndarray<>>& workspace,
+            const std::optional<nb::ndarray<>>& status) {
   const int l = parse_layout(layout);
   const TensorView tq = array_view(q, l, dtype, "q"), to = array_view(out, l, dtype, "out");
   KvCache c;
@@ -86,11 +87,53 @@ void decode(const DecodePlan& plan, const InArray& q, const InArray& k_cache, co
   check_disjoint(to, c.v, "out", "v_cache");
   float* lp = lse_array(lse, tq.B() * tq.H() * tq.N(), "lse", dev);
   const AttentionOptions opt = options(scale, threads);
+  DecodeCudaWorkspace ws;
+  if (workspace) {  // raw device bytes (split-KV partial states)
+    require(dev >= 0 && array_device(workspace->device_type(), workspace->device_id(), "workspace") == dev,
+            "decode: workspace must be on q's device");
+    ws.data = workspace->data(), ws.bytes = workspace->nbytes();
+  }
+  if (status) {
+    require(status->dtype() == nb::dtype<int32_t>() && status->size() == 1 &&
+                array_device(status->device_type(), status->device_id(), "status") == dev,
+            "decode: status must be one int32 on q's device");
+    ws.status = static_cast<int32_t*>(status->data());
+  }
   nb::gil_scoped_release release;
   if (dev >= 0)  // the lengths and tables stay on the device: the kernel reads them
-    decode_cuda(plan, tq, c, to, opt, reinterpret_cast<void*>(stream), lp);
+    decode_cuda(plan, tq, c, to, opt, reinterpret_cast<void*>(stream), lp, ws);
   else
     (reference ? decode_reference : decode_cpu)(plan, tq, c, to, opt, lp);
+}
+
+// Device bytes of the split-KV workspace decode_cuda uses for these shapes (0 on the CPU or when no split pays).
+size_t workspace_bytes(const DecodePlan& plan, const InArray& q, const InArray& k_cache, const InArray& v_cache,
+                       const IntArray& seqlens, const IntArray& block_table, const IntArray& starts,
+                       const std::string& layout) {
+  const int l = parse_layout(layout);
+  const TensorView tq = array_view(q, l, "", "q");
+  if (tq.device < 0) return 0;
+  KvCache c;
+  c.k = array_view(k_cache, l, "", "k_cache"), c.v = array_view(v_cache, l, "", "v_cache");
+  c.seqlens = int32_array(seqlens, tq.B(), "cache_seqlens", nullptr, tq.device);
+  c.block_table = int32_array(block_table, tq.B(), "block_table", &c.max_pages, tq.device);
+  c.starts = int32_array(starts, tq.B(), "cache_starts", nullptr, tq.device);
+  return decode_cuda_workspace_bytes(plan, tq, c);
+}
+
+// decode_check_cache on host copies of a device call's index arrays (k_cache gives the pool / capacity shape).
+void check_cache(const InArray& k_cache, const IntArray& seqlens, const IntArray& block_table, const IntArray& starts,
+                 const std::string& layout, int64_t batch) {
+  KvCache c;
+  c.k = c.v = array_view(k_cache, parse_layout(layout), "", "k_cache");
+  require(seqlens.has_value(), "decode: cache_seqlens is required");
+  c.seqlens = int32_array(seqlens, batch, "cache_seqlens");
+  c.block_table = int32_array(block_table, batch, "block_table", &c.max_pages);
+  c.starts = int32_array(starts, batch, "cache_starts");
+  if (!c.block_table)
+    require(c.k.B() == batch, "decode: the contiguous cache has " + std::to_string(c.k.B()) + " sequences but q has " +
+                                  std::to_string(batch));
+  decode_check_cache(c, batch);
 }
 
 void varlen(VarlenPlans& plans, const InArray& q, const InArray& k, const InArray& v, const IntArray& cu_seqlens,
@@ -150,9 +193,17 @@ void bind_decode(nb::module_& m) {
       "pattern"_a, "head_dim"_a, "dtype"_a = "f32");
   m.def("decode", &decode, "plan"_a, "q"_a, "k_cache"_a, "v_cache"_a, "cache_seqlens"_a, "block_table"_a.none(),
         "cache_starts"_a.none(), "out"_a, "lse"_a.none(), "scale"_a = 0.0f, "layout"_a = "bhnd", "dtype"_a = "",
-        "threads"_a = 0, "reference"_a = false, "stream"_a = 0,
+        "threads"_a = 0, "reference"_a = false, "stream"_a = 0, "workspace"_a.none() = nb::none(),
+        "status"_a.none() = nb::none(),
         "Decode attention of the T newest positions against a KV cache into `out` (reference=True: float64 oracle; "
-        "CUDA arrays: on `stream`, a cudaStream_t as int)");
+        "CUDA arrays: on `stream`, a cudaStream_t as int, with an optional split-KV workspace of "
+        "decode_workspace_bytes and an optional int32 status word the kernel ORs bad-index bits into)");
+  m.def("decode_workspace_bytes", &workspace_bytes, "plan"_a, "q"_a, "k_cache"_a, "v_cache"_a, "cache_seqlens"_a,
+        "block_table"_a.none(), "cache_starts"_a.none(), "layout"_a = "bhnd");
+  m.def("check_decode_cache", &check_cache, "k_cache"_a, "cache_seqlens"_a, "block_table"_a.none(),
+        "cache_starts"_a.none(), "layout"_a, "batch"_a,
+        "The decode checks of lengths, starts and block table on host copies (ValueError naming the problem)");
+  m.def("check_decode_status", &decode_check_status, "status"_a, "ValueError unless a CUDA decode status word is 0");
 
   nb::class_<VarlenPlans>(m, "VarlenPlans", "The forward plans of one pattern by sequence length")
       .def_prop_ro("pattern", [](const VarlenPlans& p) { return to_string(p.pattern()); });

@@ -4,8 +4,11 @@
 #include "splat/error.hpp"
 
 namespace splat {
+size_t decode_cuda_workspace_bytes(const DecodePlan&, const TensorView&, const KvCache&) {
+  return 0;
+}
 void decode_cuda(const DecodePlan&, const TensorView&, const KvCache&, const TensorView&, const AttentionOptions&,
-                 void*, float*) {
+                 void*, float*, const DecodeCudaWorkspace&) {
   fail(ErrorCode::Unsupported, "this splat build has no CUDA decode kernels (built without SPLAT_WITH_CUDA/nvcc)");
 }
 }  // namespace splat

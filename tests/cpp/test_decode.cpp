@@ -228,3 +228,50 @@ TEST(Decode, ErrorsAreClear) {
 }
 
 }  // namespace
+
+namespace {
+
+// decode_check_cache: the host check of a CUDA call's lengths, starts and block table (host copies of the indices;
+// the tensors only give the pool and page sizes), the same checks as decode_cpu's, and decode_check_status.
+TEST(Decode, HostChecksOfDeviceIndices) {
+  Case s;
+  s.lengths = {5, 40};
+  s.page = 16;
+  Scenario sc(s);
+  KvCache c = sc.cache;
+  c.k.data = c.v.data = nullptr;  // shapes only
+  EXPECT_NO_THROW(decode_check_cache(c, 2));
+  std::vector<int32_t> too_long = {5, int32_t(sc.max_pages * 16 + 1)}, negative = {-1, 3};
+  c.seqlens = too_long.data();
+  EXPECT_THROW(decode_check_cache(c, 2), Error) << "length past the capacity";
+  c.seqlens = negative.data();
+  EXPECT_THROW(decode_check_cache(c, 2), Error) << "negative length";
+  std::vector<int32_t> table = sc.table;
+  table[size_t(sc.max_pages + 2)] = int32_t(sc.kc.view.B());  // sequence 1's third page
+  c = sc.cache, c.block_table = table.data();
+  EXPECT_THROW(decode_check_cache(c, 2), Error) << "page outside the pool";
+  table[size_t(sc.max_pages + 2)] = -1;
+  EXPECT_THROW(decode_check_cache(c, 2), Error) << "negative page";
+  table = sc.table, table[size_t(sc.max_pages + 3)] = 999;  // past sequence 1's pages: never read
+  c.block_table = table.data();
+  EXPECT_NO_THROW(decode_check_cache(c, 2));
+  Case cs;  // contiguous with starts
+  cs.lengths = {3, 9};
+  cs.starts = true;
+  Scenario scs(cs);
+  KvCache cc = scs.cache;
+  std::vector<int32_t> starts = {0, int32_t(scs.kc.view.N()) - 8};  // 9 tokens from there do not fit
+  cc.starts = starts.data();
+  EXPECT_THROW(decode_check_cache(cc, 2), Error) << "start + length past the capacity";
+  try {
+    decode_check_status(kDecodeBadLength | kDecodeBadPage);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("capacity"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("page"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(decode_check_status(kDecodeOk));
+}
+
+}  // namespace

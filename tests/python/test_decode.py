@@ -123,8 +123,115 @@ def test_errors():
         splat.decode(np.ones((1, 2, 65, 8), np.float32), k, k, np.array([5], np.int32), pattern="causal")
 
 
+def test_host_check_of_device_indices():
+    """The checks a CUDA call makes on host copies of its index arrays (splat.torch.decode(validate=True))."""
+    pool = np.zeros((3, 2, 16, 8), np.float32)  # 3 pages of 16 tokens: only the shape counts
+    table = np.array([[2, 0, -1], [1, -1, -1]], np.int32)
+    ok = np.array([20, 16], np.int32)
+    splat._core.check_decode_cache(pool, ok, table, None, "bhnd", 2)
+    with pytest.raises(ValueError, match="capacity"):
+        splat._core.check_decode_cache(pool, np.array([20, 49], np.int32), table, None, "bhnd", 2)
+    with pytest.raises(ValueError, match="not a page of the pool"):
+        splat._core.check_decode_cache(pool, np.array([20, 17], np.int32), table, None, "bhnd", 2)
+    with pytest.raises(ValueError, match="capacity"):
+        splat._core.check_decode_cache(pool, ok, table, np.array([0, 40], np.int32), "bhnd", 2)
+    with pytest.raises(ValueError, match="page"):
+        splat._core.check_decode_status(2)
+    splat._core.check_decode_status(0)
+
+
 torch = pytest.importorskip("torch")
 import splat.torch  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+cuda_only = pytest.mark.skipif(not CUDA, reason="no CUDA device")
+
+
+def _cuda(*xs, dtype=None):
+    return [torch.from_numpy(np.asarray(x, np.float32) if dtype is not None else x).to(device="cuda", dtype=dtype)
+            for x in xs]
+
+
+@cuda_only
+@pytest.mark.parametrize("pattern", FAMILIES)
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_cuda_decode_paged_and_contiguous(rng, pattern, dtype):
+    """The CUDA route of splat.torch.decode: shuffled pages of 16 (lengths not multiples of it), GQA, T = 3,
+    empty key sets (sink & window), lengths 1 .. 300, bf16 and f32, D = 64."""
+    tdt = torch.float32 if dtype == "f32" else torch.bfloat16
+    case = Case(rng, pattern, [1, 17, 300, 2], T=3, H=8, Hkv=2, D=64, dtype=np_dtype(dtype))
+    lengths = torch.from_numpy(case.lengths).cuda()
+    q, k, v = _cuda(case.q, case.k, case.v, dtype=tdt)
+    out = splat.torch.decode(q, k, v, lengths, pattern=pattern)
+    check(out.float().cpu().numpy(), case, dtype)
+    pool_k, pool_v, table = case.paged(rng, 16)
+    pk, pv = _cuda(pool_k, pool_v, dtype=tdt)
+    out, lse = splat.torch.decode(q, pk, pv, lengths, pattern=pattern, block_table=torch.from_numpy(table).cuda(),
+                                  return_lse=True)
+    check(out.float().cpu().numpy(), case, dtype)
+    _, want_lse = splat.decode(np.asarray(case.q, np.float32), np.asarray(case.k, np.float32),
+                               np.asarray(case.v, np.float32), case.lengths, pattern=pattern, return_lse=True)
+    np.testing.assert_allclose(lse.cpu().numpy(), want_lse, rtol=2e-5, atol=2e-5)
+
+
+@cuda_only
+def test_cuda_decode_bnhd_d128_long(rng):
+    case = Case(rng, "causal_window:w=1000+sink:g=4", [3000, 5], T=1, H=32, Hkv=8, D=128, dtype=np_dtype("bf16"))
+    q = torch.from_numpy(np.asarray(case.q, np.float32)).to("cuda", torch.bfloat16).transpose(1, 2).contiguous()
+    k, v = (torch.from_numpy(np.asarray(x, np.float32)).to("cuda", torch.bfloat16).transpose(1, 2).contiguous()
+            for x in (case.k, case.v))
+    out = splat.torch.decode(q, k, v, torch.from_numpy(case.lengths).cuda(), pattern=case.pattern, layout="bnhd")
+    check(out.transpose(1, 2).float().cpu().numpy(), case, "bf16")
+
+
+@cuda_only
+def test_cuda_decode_bad_indices(rng):
+    """Eager calls check the device-resident lengths and table on the host; unchecked (validate=False, as under
+    graph capture) the rows they touch come out NaN, never clamped."""
+    case = Case(rng, "causal", [40, 33], T=1, H=4, Hkv=2, D=64)
+    q, k, v = _cuda(case.q, case.k, case.v)
+    too_long = torch.tensor([41, 33], dtype=torch.int32, device="cuda")
+    with pytest.raises(ValueError, match="capacity"):
+        splat.torch.decode(q, k, v, too_long, pattern="causal")
+    out = splat.torch.decode(q, k, v, too_long, pattern="causal", validate=False)
+    assert torch.isnan(out[0]).all() and not torch.isnan(out[1]).any()
+    pool_k, pool_v, table = case.paged(rng, 16)
+    pk, pv = _cuda(pool_k, pool_v)
+    table[1, 1] = pool_k.shape[0]  # outside the pool
+    bt = torch.from_numpy(table).cuda()
+    lengths = torch.from_numpy(case.lengths).cuda()
+    with pytest.raises(ValueError, match="not a page of the pool"):
+        splat.torch.decode(q, pk, pv, lengths, pattern="causal", block_table=bt)
+    out = splat.torch.decode(q, pk, pv, lengths, pattern="causal", block_table=bt, validate=False)
+    assert torch.isnan(out[1]).all() and not torch.isnan(out[0]).any()
+
+
+@cuda_only
+def test_cuda_decode_graph_replay_reads_new_lengths(rng):
+    case = Case(rng, "causal_window:w=50+sink:g=4", [200, 90], T=1, H=8, Hkv=2, D=64)
+    pool_k, pool_v, table = case.paged(rng, 32)
+    q, pk, pv = _cuda(case.q, pool_k, pool_v)
+    bt = torch.from_numpy(table).cuda()
+    lengths = torch.tensor([7, 3], dtype=torch.int32, device="cuda")  # stale while capturing
+    for _ in range(2):  # warm-up outside the capture (plans, workspace size)
+        splat.torch.decode(q, pk, pv, lengths, pattern=case.pattern, block_table=bt)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = splat.torch.decode(q, pk, pv, lengths, pattern=case.pattern, block_table=bt)
+    lengths.copy_(torch.from_numpy(case.lengths))
+    graph.replay()
+    torch.cuda.synchronize()
+    check(out.cpu().numpy(), case)
+
+
+@cuda_only
+def test_cuda_decode_compiles(rng):
+    case = Case(rng, "causal_dilated:w=6,d=3+sink:g=2", [30, 64], T=2, H=4, Hkv=2, D=64)
+    q, k, v = _cuda(case.q, case.k, case.v)
+    lengths = torch.from_numpy(case.lengths).cuda()
+    fn = torch.compile(lambda *a: splat.torch.decode(*a, pattern=case.pattern), fullgraph=True)
+    check(fn(q, k, v, lengths).cpu().numpy(), case)
 
 
 def test_torch_decode_matches_and_compiles(rng):

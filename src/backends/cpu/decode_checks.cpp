@@ -43,29 +43,13 @@ DecodeShape check_decode(const DecodePlan& plan, const TensorView& q, const KvCa
   require(std::isfinite(opt.scale), "scale must be finite");
   require(cache.seqlens != nullptr, w + ": seqlens is null");
   s.group = s.H / s.Hkv;
-  int64_t capacity = k.N();
   if (cache.block_table) {
     s.page = k.N();
-    require(s.page >= 1, w + ": the page size must be positive");
-    require(cache.max_pages >= 1, w + ": max_pages must be positive with a block table");
-    capacity = checked_product({cache.max_pages, s.page}, w + ": max_pages * page size");
   } else {
     require(k.B() == s.B,
             w + ": the contiguous cache has " + std::to_string(k.B()) + " sequences but q has " + std::to_string(s.B));
   }
-  for (int64_t b = 0; b < s.B; ++b) {
-    const int64_t len = cache.seqlens[b], start = cache.starts ? cache.starts[b] : 0;
-    require(len >= 0 && start >= 0 && start + len <= capacity,
-            w + ": sequence " + std::to_string(b) + " (start " + std::to_string(start) + ", length " +
-                std::to_string(len) + ") does not fit the cache capacity " + std::to_string(capacity));
-    if (!cache.block_table || len == 0) continue;
-    for (int64_t pg = start / s.page; pg <= (start + len - 1) / s.page; ++pg) {
-      const int32_t e = cache.block_table[b * cache.max_pages + pg];
-      require(e >= 0 && e < k.B(), w + ": block_table[" + std::to_string(b) + ", " + std::to_string(pg) +
-                                       "] = " + std::to_string(e) + " is not a page of the pool (0 ... " +
-                                       std::to_string(k.B() - 1) + ")");
-    }
-  }
+  decode_check_cache(cache, s.B);  // lengths, starts, the block-table entries the sequences use
   const Memory mq = memory_of(q, "q"), mk = memory_of(k, "k_cache"), mv = memory_of(v, "v_cache");
   check_disjoint(memory_of(out, "out"), {mq, mk, mv});
   check_disjoint(memory_of(lse, s.B * s.H * s.T, "lse"), {mq, mk, mv, memory_of(out, "out")});

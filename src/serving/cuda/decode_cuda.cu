@@ -1,4 +1,4 @@
-// CUDA decode, first version (correctness first; the tuned kernels are to come as a KernelSpec direction): one CTA of
+// CUDA decode, first version (correctness first; the fallback of decode_split.cu for unaligned rows): one CTA of
 // 4 warps per (sequence, kv head, query), all query heads of the kv head together (GQA). Thread 0 evaluates the row
 // program (splat/device/decode_rows.cuh, the CPU's own code) at the length read from device memory; the warps share
 // the row's keys 32 at a time (one key per lane for the scores, one V row per step for the outputs) and merge their
@@ -64,9 +64,21 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const Args a) {
   __shared__ float wm[kWarps][kMaxGroup], wl[kWarps][kMaxGroup], wacc[kWarps][kMaxGroup][D];
   const int b = blockIdx.x / a.Hkv, hk = blockIdx.x % a.Hkv, t = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const i64 start = a.starts ? a.starts[b] : 0;
-  const i64 L = dev::decode_max(0, dev::decode_min(a.seqlens[b], a.capacity - start));  // out of range: clamped
+  const i64 start = a.starts ? a.starts[b] : 0, len = a.seqlens[b];
+  // A length or start that does not fit the cache: NaN outputs and lse, and the status bit (never a clamped answer).
+  const bool bad_len = len < 0 || start < 0 || start + len > a.capacity;
+  if (bad_len) {
+    if (threadIdx.x == 0 && a.status && hk == 0 && t == 0) atomicOr(a.status, kStatusBadLength);
+    for (int x = threadIdx.x; x < a.G * D; x += blockDim.x) {
+      const int h = hk * a.G + x / D;
+      static_cast<E*>(a.o)[b * a.o_sb + h * a.o_sh + t * a.o_st + x % D] = from_f<E>(NAN);
+      if (a.lse && x % D == 0) a.lse[(i64(b) * a.H + h) * a.T + t] = NAN;
+    }
+    return;
+  }
+  const i64 L = len;
   const i64 p = L - a.T + t;
+  bool bad_page = false;  // a key on a page outside the pool: NaN rows and the status bit
   if (threadIdx.x == 0) {
     int n = 0;
     if (p >= 0) {
@@ -105,7 +117,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const Args a) {
         if (!dup) {
           koff = row_offset(a, b, hk, j, a.k_sb, a.k_sh, a.k_sn);
           voff = row_offset(a, b, hk, j, a.v_sb, a.v_sh, a.v_sn);
-          if (koff < 0 || voff < 0) koff = voff = -1;
+          if (koff < 0 || voff < 0) koff = voff = -1, bad_page = true;
         }
       }
       float s[kMaxGroup];
@@ -153,7 +165,8 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const Args a) {
       if (lane == 0) wm[warp][g] = m[g], wl[warp][g] = l[g];
       for (int d = 0; d < DL; ++d) wacc[warp][g][lane + 32 * d] = acc[g][d];
     }
-    __syncthreads();
+    const bool bad = __syncthreads_or(bad_page);
+    if (bad && threadIdx.x == 0 && a.status) atomicOr(a.status, kStatusBadPage);
     for (int x = threadIdx.x; x < G * D; x += blockDim.x) {  // merge the warps' states exactly
       const int g = x / D, d = x % D, h = hk * a.G + g0 + g;
       float mx = -INFINITY;
@@ -167,9 +180,10 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const Args a) {
         sum += wl[w][g] * f, o += wacc[w][g][d] * f;
       }
       const bool any = mx != -INFINITY || nan;
-      static_cast<E*>(a.o)[b * a.o_sb + h * a.o_sh + t * a.o_st + d] = from_f<E>(any ? o / sum : 0.0f);
+      const float ov = bad ? NAN : any ? o / sum : 0.0f;
+      static_cast<E*>(a.o)[b * a.o_sb + h * a.o_sh + t * a.o_st + d] = from_f<E>(ov);
       if (a.lse && d == 0)
-        a.lse[(i64(b) * a.H + h) * a.T + t] = any ? (mx + log2f(sum)) * 0.6931471805599453f : -INFINITY;
+        a.lse[(i64(b) * a.H + h) * a.T + t] = bad ? NAN : any ? (mx + log2f(sum)) * 0.6931471805599453f : -INFINITY;
     }
   }
 }
