@@ -7,6 +7,11 @@ with create_block_mask(BLOCK_SIZE=128), and dense SDPA (cuDNN and flash backends
 4*nnz*D*B*H/time; speedups; splat's plan time and cold/warm JIT times.
 
   python3 bench/bench_cuda.py --harness build-cuda/src/jit/splat_cuda_bench [--sizes 4096,16384] [--dims 64,128]
+
+--binding: splat through its PyTorch binding (splat.torch.attention on a prebuilt splat.plan), timed in the same
+process as Flex and cuDNN, all interleaved in --rounds rounds (the median of the rounds' medians is reported);
+--variants adds splat rows planned under other environment settings (e.g. "SPLAT_CUDA_TMA=0": the cp.async
+kernels). --only / --specs / --batch select patterns and the batch.
 """
 import argparse
 import json
@@ -100,7 +105,15 @@ def main():
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--out", default="")
     ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--binding", action="store_true", help="time splat through splat.torch in this process")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--variants", default="", help="comma list of KEY=VAL;KEY=VAL splat variants (--binding)")
+    ap.add_argument("--only", default="", help="comma list of suite pattern names")
+    ap.add_argument("--specs", default="", help="name=spec,... instead of the suite (--binding)")
+    ap.add_argument("--batch", type=int, default=0)
     args = ap.parse_args()
+    if args.binding:
+        return binding_main(args)
     mask_dir = ""
     if args.harness_jsonl:
         rows = [json.loads(l) for l in open(args.harness_jsonl) if l.startswith("{")]
@@ -185,6 +198,120 @@ def main():
             f.write(table + "\n")
         with open(os.path.splitext(args.out)[0] + ".jsonl", "w") as f:
             for r in rows:
+                f.write(json.dumps(r) + "\n")
+
+
+def suite_of(n):
+    """The suite's specs at N (src/io/suite.cpp)."""
+    s = max(int(n ** 0.5), 1)
+    while (s + 1) * (s + 1) <= n:
+        s += 1
+    while s * s > n:
+        s -= 1
+    w16, w8 = max(n // 16, 1), max(n // 8, 1)
+    return [("window", f"window:w={w16}"), ("causal_window", f"causal_window:w={w8}"),
+            ("dilated", f"dilated:w={w16},d=4"), ("strided", f"strided:s={s}"), ("blocked", f"blocked:b={w8}"),
+            ("longformer", f"longformer:w={w16},g=32"), ("bigbird", "bigbird:b=64,w=1,g=2,r=3,seed=1")]
+
+
+def suite_rows(args):
+    rows = []
+    for n in (int(x) for x in args.sizes.split(",")):
+        if args.specs:
+            entries = [tuple(x.split("=", 1)) for x in args.specs.split(",")]
+        else:
+            entries = suite_of(n)
+        for name, spec in entries:
+            if args.only and name not in args.only.split(","):
+                continue
+            for D in (int(x) for x in args.dims.split(",")):
+                B = args.batch or (4 if n <= 4096 else 1)
+                rows.append({"pattern": name, "spec": spec, "n": n, "B": B, "H": 16, "D": D})
+    return rows
+
+
+def with_env(var, on):
+    for kv in filter(None, var.split(";")):
+        k, _, v = kv.partition("=")
+        if on:
+            os.environ[k] = v
+        else:
+            os.environ.pop(k, None)
+
+
+def binding_main(args):
+    """splat (binding), its variants, Flex and cuDNN dense in one process, interleaved rounds."""
+    import splat
+    import splat.torch as st
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    flex = torch.compile(flex_attention, dynamic=False)
+    variants = [""] + [v for v in args.variants.split(",") if v]
+    out_rows = []
+    for r in suite_rows(args):
+        n, B, H, D, spec = r["n"], r["B"], r["H"], r["D"], r["spec"]
+        torch.manual_seed(n + D)
+        q, k, v = (torch.randn(B, H, n, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        out = torch.empty_like(q)
+        fns = {}
+        nnz = None
+        for var in variants:
+            with_env(var, True)
+            p = splat.plan(spec, seq_len=n, head_dim=D, dtype="bfloat16", device="cuda")
+            st.attention(q, k, v, p, out=out)  # the CUDA plan exists now: the variant's kernels are fixed
+            with_env(var, False)
+            nnz = p.nnz
+            fns["splat" + (":" + var if var else "")] = (lambda p=p: st.attention(q, k, v, p, out=out))
+        torch.cuda.synchronize()
+        ref = out.float().clone()
+        mod = mask_mod_for(spec, n, "") if spec not in ("dense", "causal") else None
+        if spec == "dense":
+            mod = lambda b, h, qi, kv: qi >= 0  # noqa: E731
+        if spec == "causal":
+            mod = lambda b, h, qi, kv: qi >= kv  # noqa: E731
+        if not args.no_flex:
+            bm = create_block_mask(mod, None, None, n, n, device="cuda", BLOCK_SIZE=128)
+            fns["flex"] = lambda: flex(q, k, v, block_mask=bm)
+            r["max_diff_vs_flex"] = float((fns["flex"]().float() - ref).abs().max())
+        causal = spec == "causal"
+
+        def cudnn(causal=causal):
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+        fns["cudnn_dense" + ("_causal" if causal else "")] = cudnn
+        cudnn()
+        meds = {name: [] for name in fns}
+        for _ in range(args.rounds):
+            for name, fn in fns.items():
+                meds[name].append(time_ms(fn, reps=args.reps))
+        work = 4.0 * nnz * D * B * H
+        r["nnz"] = nnz
+        for name, ms in meds.items():
+            ms.sort()
+            r[name + "_ms"] = ms[len(ms) // 2]
+            r[name + "_rounds"] = ms
+            r[name + "_tflops"] = work / (r[name + "_ms"] * 1e-3) / 1e12
+        if "flex_ms" in r:
+            r["splat_vs_flex"] = r["flex_ms"] / r["splat_ms"]
+        print(json.dumps(r), file=sys.stderr, flush=True)
+        out_rows.append(r)
+    names = [k[:-3] for k in out_rows[0] if k.endswith("_ms")] if out_rows else []
+    lines = [f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}; bf16; median of {args.rounds} "
+             f"interleaved rounds of {args.reps}-rep medians (CUDA events)", "",
+             "| pattern | N | B | D | " + " | ".join(f"{x} ms" for x in names) + " | splat TF/s | vs flex |",
+             "|---|---|---|---|" + "---|" * len(names) + "---|---|"]
+    for r in out_rows:
+        lines.append(f"| {r['pattern']} | {r['n']} | {r['B']} | {r['D']} | " +
+                     " | ".join(f"{r.get(x + '_ms', float('nan')):.3f}" for x in names) +
+                     f" | {r['splat_tflops']:.0f} | {r.get('splat_vs_flex', float('nan')):.2f}x |")
+    print("\n".join(lines))
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        with open(os.path.splitext(args.out)[0] + ".jsonl", "w") as f:
+            for r in out_rows:
                 f.write(json.dumps(r) + "\n")
 
 

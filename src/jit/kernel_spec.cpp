@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include "splat/error.hpp"
 
@@ -70,21 +71,33 @@ KernelSpec base_spec(DType dtype, int head_dim, const std::string& arch) {
   return s;
 }
 
-bool two_warpgroups_pay(const KernelSpec& base, const Plan& plan) {
-  if (!base.wgmma || base.warps != 4 || std::getenv("SPLAT_CUDA_TILE")) return false;
-  if (plan.passes.size() != 1 || plan.passes[0].tasks.empty()) return false;
-  const Pass& pass = plan.passes[0];
+namespace {
+// Mean and longest task of a plan's first pass, in base.block_n-key steps.
+std::pair<int64_t, int64_t> task_steps(const KernelSpec& base, const Pass& pass) {
   int64_t total = 0, most = 0;
   for (const TileTask& t : pass.tasks) {
     int64_t steps = 0;
-    for (int32_t i = t.span_begin; i < t.span_end; ++i) {
-      if (pass.spans[size_t(i)].kind == SpanKind::Gather) return false;
+    for (int32_t i = t.span_begin; i < t.span_end; ++i)
       steps += (pass.spans[size_t(i)].key_count + base.block_n - 1) / base.block_n;
-    }
     total += steps;
     most = std::max(most, steps);
   }
-  const int64_t mean = total / int64_t(pass.tasks.size());
+  return {pass.tasks.empty() ? 0 : total / int64_t(pass.tasks.size()), most};
+}
+bool contiguous_spans(const Plan& plan) {
+  for (const Pass& pass : plan.passes)
+    for (const KeySpan& sp : pass.spans)
+      if (sp.kind == SpanKind::Gather || (sp.kind == SpanKind::Affine && sp.key_stride != 1)) return false;
+  return true;
+}
+}  // namespace
+
+bool two_warpgroups_pay(const KernelSpec& base, const Plan& plan) {
+  if (!base.wgmma || base.warps != 4 || std::getenv("SPLAT_CUDA_TILE")) return false;
+  if (plan.passes.size() != 1 || plan.passes[0].tasks.empty()) return false;
+  for (const KeySpan& sp : plan.passes[0].spans)
+    if (sp.kind == SpanKind::Gather) return false;
+  const auto [mean, most] = task_steps(base, plan.passes[0]);
   return mean >= 16 && most <= 2 * mean;
 }
 
@@ -95,6 +108,38 @@ KernelSpec two_warpgroup_spec(const KernelSpec& base) {
   // 0.768 ms at N=16384 (v6). D=64 keeps 64 keys: 128 would need 216 registers, one CTA per SM (0.545 ms).
   if (s.head_dim == 128) s.block_n = 128;
   apply_wgmma_rules(s);
+  return s;
+}
+
+
+bool tma_fits(const KernelSpec& base, const Plan& plan) {
+  if (!base.wgmma || base.direction != Direction::Forward || !contiguous_spans(plan)) return false;
+  const char* e = std::getenv("SPLAT_CUDA_TMA");
+  if (e && *e) return std::string(e) == "1";
+  // Default: only where measured faster (H200, bench/NOTES-cuda.md v8): one pass of even tasks (none over twice
+  // the mean), at D=128 from 4 steps of 64 keys per task (window, causal_window, blocked at N=4096 and 16384,
+  // dense and causal at 8192: 6-22% faster), at D=64 from 16 (the same bands at N=16384: 4-9%; at N=4096 the
+  // 64-row kernels with 4 CTAs per SM are 4-22% faster). Longformer and bigbird (uneven) were not measured.
+  if (std::getenv("SPLAT_CUDA_TILE") || plan.passes.size() != 1 || plan.passes[0].tasks.empty()) return false;
+  const auto [mean, most] = task_steps(base, plan.passes[0]);
+  return mean >= (base.head_dim == 128 ? 4 : 16) && most <= 2 * mean;
+}
+
+KernelSpec tma_spec(const KernelSpec& base) {
+  KernelSpec s = base;
+  s.warps = 8, s.mt = 1, s.block_m = 128;
+  // 128-key steps at D=64; 64 at D=128, where ptxas (CUDA 13.0) keeps the consumers within the entry register count
+  // (168 for 384 threads) despite setmaxnreg, and 128-key steps spill ~470 bytes there. SPLAT_CUDA_TMA_BN=64|128.
+  s.block_n = s.head_dim == 64 ? 128 : 64;
+  if (const char* e = std::getenv("SPLAT_CUDA_TMA_BN"); e && *e) s.block_n = std::string(e) == "64" ? 64 : 128;
+  s.tma = true, s.overlap = true, s.min_blocks = 0;
+  const char* pp = std::getenv("SPLAT_CUDA_PINGPONG");
+  s.pingpong = !(pp && std::string(pp) == "0");
+  // Ring depth: as many K/V buffers as fit next to Q in 227 KB (D=128, 128 keys: 3; D=64: 4).
+  const size_t tile = size_t(s.block_n) * size_t(s.head_dim) * 2;
+  s.stages = int(std::min<size_t>(4, (227 * 1024 - 128 * size_t(s.head_dim) * 2 - 2048) / (2 * tile)));
+  if (const char* m = std::getenv("SPLAT_CUDA_STAGES"); m && *m)
+    s.stages = std::max(2, std::min(s.stages, std::atoi(m)));
   return s;
 }
 
@@ -116,6 +161,10 @@ KernelSpec forward_spec(const KernelSpec& base, const Plan& plan, size_t pass_in
   KernelSpec s = pass_spec(base, plan, pass_index);
   s.write_lse = s.write_lse || lse;
   s.key_padding = key_padding;
+  if (key_padding && s.tma) {  // the producer kernel does not clamp spans to the keys < len: the cp.async kernel
+    s.tma = s.pingpong = false;  // of the same tiles, with the ring of the two-warpgroup kernels
+    s.stages = 3;
+  }
   return s;
 }
 
@@ -127,6 +176,7 @@ KernelSpec backward_common(const KernelSpec& base, Direction d) {
   KernelSpec s = base;
   s.direction = d;
   s.overlap = false;
+  s.tma = s.pingpong = false;
   s.mt = 1;
   s.block_n = s.head_dim == 128 && !s.wgmma ? 32 : 64;
   s.stages = 2;
@@ -213,7 +263,8 @@ std::string KernelSpec::name() const {
   o << "_m" << block_m << "n" << block_n << "w" << warps << (mask_affine ? "_ma" : "") << (two_segments ? "_2seg" : "")
     << (has_block ? "_bl" : "") << (has_gather ? "_ga" : "") << (write_lse ? "_lse" : "")
     << (continuation ? "_cont" : "") << (key_padding ? "_kp" : "") << (atomic_dq ? "_adq" : "");
-  o << "_s" << stages << (wgmma ? "_wg" : "") << (overlap ? "_ov" : "");
+  o << "_s" << stages << (wgmma ? "_wg" : "") << (overlap ? "_ov" : "") << (tma ? "_tma" : "")
+    << (pingpong ? "_pp" : "");
   if (min_blocks > 0) o << "_mb" << min_blocks;
   return o.str();
 }
@@ -229,7 +280,8 @@ std::string KernelSpec::describe() const {
            " arch=" + arch + " (dQ = the fp32 accumulator in the gradient's dtype)";
   o << "attention_" << direction_name(direction) << " dtype=" << dtype_name(dtype) << " D=" << head_dim
     << " tile=" << block_m << "x" << block_n << " warps=" << warps << " stages=" << stages
-    << (wgmma ? " mma=wgmma" : " mma=mma.sync") << (overlap ? " overlap" : "") << " arch=" << arch << " spans=affine"
+    << (wgmma ? " mma=wgmma" : " mma=mma.sync") << (overlap ? " overlap" : "")
+    << (tma ? " producer=tma" : "") << (pingpong ? " pingpong" : "") << " arch=" << arch << " spans=affine"
     << (has_block ? "+block" : "") << (has_gather ? "+gather" : "") << " masks=" << (mask_affine ? "affine" : "none")
     << (two_segments ? "(2 segments)" : "") << (continuation ? " continues-pass" : "")
     << (write_lse ? " writes-lse" : "") << (key_padding ? " key-padding" : "")
@@ -249,7 +301,8 @@ size_t KernelSpec::smem_bytes() const {
              (atomic_dq ? size_t(block_m * block_n) * e + size_t(stages * block_n) * 4 : 0) + 1024;
     case Direction::Forward: break;
   }
-  return size_t(block_m + 2 * stages * block_n) * d * e + 1024;
+  // TMA: + the full and empty mbarriers of the ring.
+  return size_t(block_m + 2 * stages * block_n) * d * e + 1024 + (tma ? 16 * size_t(stages) : 0);
 }
 
 std::string generate_source(const std::vector<KernelSpec>& specs) {
@@ -291,8 +344,18 @@ std::string generate_source(const std::vector<KernelSpec>& specs) {
       << ", HAS_SEGMENT2 = " << (s.two_segments ? "true" : "false") << ";\n"
       << "  static constexpr bool KEY_PAD = " << (s.key_padding ? "true" : "false")
       << ", DKDV = " << (s.direction == Direction::BackwardDkDv ? "true" : "false")
-      << ", ATOMIC_DQ = " << (s.atomic_dq ? "true" : "false") << ";\n};\n"
-      << "extern \"C\" __global__ void __launch_bounds__(" << s.threads()
+      << ", ATOMIC_DQ = " << (s.atomic_dq ? "true" : "false") << ";\n"
+      << "  static constexpr bool TMA = " << (s.tma ? "true" : "false")
+      << ", PINGPONG = " << (s.pingpong ? "true" : "false") << ";\n};\n";
+    if (s.tma) {  // the producer kernel: one CTA per SM (its registers are set by setmaxnreg), two tensor maps
+      o << "extern \"C\" __global__ void __launch_bounds__(" << s.threads() << ", 1) " << n
+        << "(const splat::dev::AttnParams p, const __grid_constant__ splat::dev::TmaMap tk, "
+           "const __grid_constant__ splat::dev::TmaMap tv) {\n"
+        << "  extern __shared__ __align__(128) unsigned char smem[];\n"
+        << "  splat::dev::attn_fwd_tma<" << n << "_cfg>(p, smem, &tk, &tv);\n}\n";
+      continue;
+    }
+    o << "extern \"C\" __global__ void __launch_bounds__(" << s.threads()
       << (s.min_blocks > 0 ? ", " + std::to_string(s.min_blocks) : std::string()) << ") " << n
       << "(const splat::dev::AttnParams p) {\n"
       << "  extern __shared__ __align__(128) unsigned char smem[];\n"

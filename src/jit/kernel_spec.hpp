@@ -30,7 +30,12 @@ struct KernelSpec {
   int mt = 1;            // 16-row m-tiles per warp
   bool wgmma = false;    // sm_90a warpgroup MMA (warpgroups of 64 rows, 64- or 128-key steps)
   bool overlap = false;  // wgmma only: S of the next step runs during the softmax (needs stages >= 3)
-  int stages = 2;        // K/V shared-memory buffers (cp.async pipeline depth + 1)
+  int stages = 2;        // K/V shared-memory buffers (cp.async pipeline depth + 1; TMA: the mbarrier ring)
+  // sm_90a forward, contiguous key spans only (attention_tma.cuh; experimental, SPLAT_CUDA_TMA=1): a producer
+  // warpgroup loading K/V by TMA for `warps` / 4 consumer warpgroups; pingpong: the consumers take turns on the
+  // tensor cores. The launch passes two tensor maps (K, V) after the parameters.
+  bool tma = false;
+  bool pingpong = false;
   int min_blocks = 0;    // __launch_bounds__ min blocks per SM (0: not set; caps registers when set)
   std::string arch = "sm_90";
   // Which span kinds / masks occur (code for the others is compiled out).
@@ -50,7 +55,7 @@ struct KernelSpec {
   std::string name() const;      // the kernel's extern "C" symbol, unique per spec (arch aside)
   std::string describe() const;  // one human line
   size_t smem_bytes() const;     // dynamic shared memory per CTA
-  int threads() const { return warps * 32; }
+  int threads() const { return warps * 32 + (tma ? 128 : 0); }
 };
 
 // Tile shape the kernel uses for this dtype / head dim (the plan is built with the same block_m/block_n).
@@ -61,6 +66,15 @@ KernelSpec base_spec(DType dtype, int head_dim, const std::string& arch);
 bool two_warpgroups_pay(const KernelSpec& base, const Plan& plan);
 // base with 8 warps (two warpgroups of 64 rows): block_m 128; at D=128 also 128-key steps (block_n 128).
 KernelSpec two_warpgroup_spec(const KernelSpec& base);
+// sm_90a forward: whether plan (built with base's tiles) runs on the producer kernel. Needs contiguous key spans
+// only (no gathered spans, affine spans of key stride 1). By default only where measured faster (one pass of long,
+// even tasks: bench/NOTES-cuda.md v8); SPLAT_CUDA_TMA=1 takes it for every contiguous plan (experimental beyond the
+// measured shapes), SPLAT_CUDA_TMA=0 never.
+bool tma_fits(const KernelSpec& base, const Plan& plan);
+// base as the producer kernel: 128-row tiles of two consumer warpgroups, 128-key steps at D=64, 64 at D=128
+// (SPLAT_CUDA_TMA_BN),
+// ping-pong (SPLAT_CUDA_PINGPONG=0: off).
+KernelSpec tma_spec(const KernelSpec& base);
 // Spec of pass `pass_index` of a plan built with base's tile shape.
 KernelSpec pass_spec(const KernelSpec& base, const Plan& plan, size_t pass_index);
 // Spec of the forward pass `pass_index` writing the lse of every row (for backward), with or without key padding.

@@ -115,6 +115,74 @@ TEST(CudaAttention, TwoSegmentSpans) {
   check_spec({"strided:s=13+dilated:w=8,d=13", 1, 2, 1, 777, 128});
 }
 
+// The producer kernel (SPLAT_CUDA_TMA=1, experimental: TMA loads, mbarrier ring, two consumer warpgroups taking
+// turns): contiguous-span patterns at sizes with one and many tasks and steps, ragged ends, both head dims and
+// dtypes, GQA and the BNHD layout; also without ping-pong and with the other key step. The plan must use it.
+namespace {
+struct EnvGuard {
+  std::vector<std::pair<std::string, std::string>> saved;
+  void set(const char* k, const char* v) {
+    const char* o = std::getenv(k);
+    saved.emplace_back(k, o ? std::string("=") + o : std::string());
+    setenv(k, v, 1);
+  }
+  ~EnvGuard() {
+    for (auto it = saved.rbegin(); it != saved.rend(); ++it)
+      if (it->second.empty())
+        unsetenv(it->first.c_str());
+      else
+        setenv(it->first.c_str(), it->second.c_str() + 1, 1);
+  }
+};
+bool plan_uses_tma(const std::string& spec, int64_t n, int64_t d) {
+  CudaPlanOptions o;
+  o.head_dim = int(d);
+  for (const std::string& line : describe_cuda_plan(*plan_cuda(analyse(parse_pattern(spec), n), o)))
+    if (line.find("producer=tma") != std::string::npos) return true;
+  return false;
+}
+}  // namespace
+
+TEST(CudaAttention, ProducerKernelTma) {
+  REQUIRE_GPU();
+  int major = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
+  if (major != 9) GTEST_SKIP() << "the producer kernel is sm_90a only";
+  EnvGuard env;
+  env.set("SPLAT_CUDA_TMA", "1");
+  for (const char* s : {"window:w=40", "causal_window:w=100", "blocked:b=64", "dense", "causal", "longformer:w=16,g=8",
+                        "bigbird:b=32,w=1,g=1,r=2,seed=7", "causal_window:w=100+sink:g=4"})
+    for (int64_t n : {200, 1000}) {
+      EXPECT_TRUE(plan_uses_tma(s, n, 64)) << s;
+      check_spec({s, 1, 2, 1, n, 64});
+      check_spec({s, 1, 2, 2, n, 128, DType::F16});
+    }
+  check_spec({"window:w=3", 1, 1, 1, 1, 64});  // N = 1
+  check_spec({"causal", 2, 4, 2, 333, 128, DType::BF16, true});  // GQA, BNHD
+  check_spec({"window:w=64", 3, 4, 1, 517, 64, DType::F16, true});  // MQA, BNHD
+  env.set("SPLAT_CUDA_PINGPONG", "0");
+  check_spec({"causal_window:w=70", 1, 2, 1, 700, 64});
+  check_spec({"dense", 1, 2, 1, 300, 128});
+  env.set("SPLAT_CUDA_TMA_BN", "64");
+  check_spec({"causal_window:w=70", 1, 2, 1, 700, 64});
+  env.set("SPLAT_CUDA_PINGPONG", "1");
+  check_spec({"blocked:b=100", 1, 2, 1, 999, 64, DType::F16});
+  env.set("SPLAT_CUDA_TMA_BN", "128");
+  check_spec({"causal", 1, 2, 1, 650, 128});
+}
+
+// Small cases of the producer kernel for compute-sanitizer (memcheck, racecheck, synccheck).
+TEST(CudaAttention, ProducerKernelTmaSmall) {
+  REQUIRE_GPU();
+  int major = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
+  if (major != 9) GTEST_SKIP() << "the producer kernel is sm_90a only";
+  EnvGuard env;
+  env.set("SPLAT_CUDA_TMA", "1");
+  check_spec({"causal_window:w=100", 1, 2, 1, 333, 64});
+  check_spec({"causal", 1, 2, 1, 300, 128});
+}
+
 TEST(CudaAttention, GqaMqaAndStridedLayouts) {
   REQUIRE_GPU();
   check_spec({"longformer:w=16,g=8", 2, 4, 2, 200, 64, DType::BF16, true});

@@ -127,8 +127,9 @@ TEST(CudaCodegen, EverySuitePatternCompilesToTensorCoreSass) {
 // long even band tasks; never for the short residue tasks of strided, uneven longformer or gathered bigbird.
 // At D=128 those take 128-key steps; the next step's S overlaps the softmax except in 64-row tiles at D=64 (v6).
 TEST(CudaCodegen, TwoWarpgroupTilesOnlyForLongEvenTasks) {
-  for (const char* v : {"SPLAT_CUDA_TILE", "SPLAT_CUDA_OVERLAP"})
+  for (const char* v : {"SPLAT_CUDA_TILE", "SPLAT_CUDA_OVERLAP", "SPLAT_CUDA_TMA"})
     if (std::getenv(v)) GTEST_SKIP() << v << " overrides the choice";
+  setenv("SPLAT_CUDA_TMA", "0", 1);  // the cp.async kernels' choice (the producer kernel's: the next test)
   const std::set<std::string> wide = {"window", "causal_window", "blocked", "dilated"};
   for (const SuiteEntry& e : suite(16384))
     for (int d : {64, 128}) {
@@ -145,6 +146,86 @@ TEST(CudaCodegen, TwoWarpgroupTilesOnlyForLongEvenTasks) {
       EXPECT_NE(s80.find("tile=64x64 warps=4"), std::string::npos) << s80;
       EXPECT_EQ(s80.find(" overlap"), std::string::npos) << s80;
     }
+  unsetenv("SPLAT_CUDA_TMA");
+}
+
+// By default the producer kernel runs only where it measured faster on the H200 (bench/NOTES-cuda.md v8): the
+// contiguous bands (window, causal_window, blocked) at D=128 for both suite sizes and at D=64 for N=16384, dense and
+// causal; never gathered or strided keys (dilated, strided), uneven tasks (longformer, bigbird), sm_80 or training
+// plans (backward).
+TEST(CudaCodegen, ProducerKernelByDefaultOnlyWhereMeasured) {
+  for (const char* v : {"SPLAT_CUDA_TILE", "SPLAT_CUDA_TMA", "SPLAT_CUDA_WGMMA"})
+    if (std::getenv(v)) GTEST_SKIP() << v << " overrides the choice";
+  const std::set<std::string> bands = {"window", "causal_window", "blocked"};
+  for (int64_t n : {4096, 16384})
+    for (const SuiteEntry& e : suite(n))
+      for (int d : {64, 128}) {
+        CudaPlanOptions o;
+        o.head_dim = d, o.arch = "sm_90a";
+        const Acsr a = analyse(parse_pattern(e.spec), n);
+        const CodegenResult r = codegen_cuda(a, o, false);
+        const bool want = bands.count(e.name) > 0 && (d == 128 || n == 16384);
+        EXPECT_EQ(r.specs[0].find("producer=tma") != std::string::npos, want)
+            << e.spec << " n=" << n << " D=" << d << ": " << r.specs[0];
+        o.backward = true;
+        EXPECT_EQ(codegen_cuda(a, o, false).specs[0].find("producer=tma"), std::string::npos) << e.spec;
+        o.backward = false, o.arch = "sm_80";
+        EXPECT_EQ(codegen_cuda(a, o, false).specs[0].find("producer=tma"), std::string::npos) << e.spec;
+      }
+  for (const char* s : {"dense", "causal"}) {
+    CudaPlanOptions o;
+    o.head_dim = 128, o.arch = "sm_90a";
+    const CodegenResult r = codegen_cuda(analyse(parse_pattern(s), 8192), o, false);
+    EXPECT_NE(r.specs[0].find("producer=tma"), std::string::npos) << s << ": " << r.specs[0];
+  }
+}
+
+// The producer kernel (SPLAT_CUDA_TMA=1, experimental): chosen for plans of contiguous key spans only (never the
+// gathered or strided keys of dilated and strided; bigbird's blocks are contiguous), with 128-row tiles of a producer +
+// two consumer warpgroups; its SASS loads by TMA (UTMALDG), waits on mbarriers (SYNCS) and multiplies by warpgroup
+// MMAs.
+TEST(CudaCodegen, ProducerKernelLoadsByTmaForContiguousSpans) {
+  for (const char* v : {"SPLAT_CUDA_TMA_BN", "SPLAT_CUDA_PINGPONG", "SPLAT_CUDA_STAGES", "SPLAT_CUDA_WGMMA"})
+    if (std::getenv(v)) GTEST_SKIP() << v << " overrides the choice";
+  const std::string bindir = find_cuobjdump();
+  ASSERT_FALSE(bindir.empty()) << "cuobjdump/nvdisasm not found";
+  const char* old = std::getenv("SPLAT_CUDA_TMA");
+  const std::string keep = old ? old : "";
+  setenv("SPLAT_CUDA_TMA", "1", 1);
+  const std::set<std::string> contiguous = {"window", "causal_window", "blocked", "longformer", "bigbird"};
+  for (const SuiteEntry& e : suite(4096))
+    for (int d : {64, 128})
+      for (DType t : {DType::BF16, DType::F16}) {
+        SCOPED_TRACE(e.spec + " D=" + std::to_string(d) + " " + dtype_name(t));
+        CudaPlanOptions o;
+        o.dtype = t, o.head_dim = d, o.arch = "sm_90a";
+        const Acsr a = analyse(parse_pattern(e.spec), 4096);
+        const bool want = contiguous.count(e.name) > 0;
+        const CodegenResult r = codegen_cuda(a, o, want && t == DType::BF16);
+        ASSERT_FALSE(r.specs.empty());
+        EXPECT_EQ(r.specs[0].find("producer=tma") != std::string::npos, want) << r.specs[0];
+        if (!want) continue;
+        EXPECT_NE(r.specs[0].find(d == 64 ? "tile=128x128 warps=8" : "tile=128x64 warps=8"), std::string::npos)
+            << r.specs[0];
+        EXPECT_NE(r.specs[0].find("pingpong"), std::string::npos) << r.specs[0];
+        if (t != DType::BF16) continue;
+        const std::string sass = sass_of(r.cubin, bindir);
+        EXPECT_NE(sass.find("UTMALDG"), std::string::npos);
+        EXPECT_NE(sass.find("HGMMA"), std::string::npos);
+        EXPECT_NE(sass.find("SYNCS"), std::string::npos);
+      }
+  // Key padding takes the cp.async kernel of the same tiles.
+  {
+    const Plan plan = make_plan(analyse(parse_pattern("window:w=64"), 1024), {128, 128});
+    const jit::KernelSpec base = jit::tma_spec(jit::base_spec(DType::BF16, 64, "sm_90a"));
+    EXPECT_TRUE(jit::forward_spec(base, plan, 0, false, false).tma);
+    EXPECT_FALSE(jit::forward_spec(base, plan, 0, false, true).tma);
+    EXPECT_FALSE(jit::backward_dq_spec(base, plan, 0, false).tma);
+  }
+  if (old)
+    setenv("SPLAT_CUDA_TMA", keep.c_str(), 1);
+  else
+    unsetenv("SPLAT_CUDA_TMA");
 }
 
 TEST(CudaCodegen, SpecNamesAndSourceAreDeterministic) {

@@ -9,10 +9,12 @@
 // On sm_90a (WGMMA) both MMAs are warpgroup MMAs: each warpgroup of 4 warps owns 64 query rows (WARPS = 8:
 // two warpgroups share every K/V tile), S reads Q and K from shared memory, O += P V takes P from registers.
 // OVERLAP (wgmma only, attention_overlap.cuh): S of the next key tile runs on the tensor cores during the
-// softmax of the current one.
+// softmax of the current one. TMA (attention_tma.cuh, experimental): a producer warpgroup loads K/V by TMA for
+// consumer warpgroups (contiguous key spans only).
 #pragma once
 #include "splat/device/attention_overlap.cuh"
 #include "splat/device/attention_parts.cuh"
+#include "splat/device/attention_tma.cuh"
 
 namespace splat {
 namespace dev {
@@ -22,7 +24,8 @@ namespace dev {
 //   HAS_AFFINE_MASK, HAS_BLOCK, HAS_GATHER, HAS_SEGMENT2 (which span kinds / masks can occur), KEY_PAD (keys
 //   j >= p.key_lengths[b] masked), DKDV (false: the spans list keys),
 //   WGMMA (sm_90a: S = Q K^T and O += P V as warpgroup MMAs reading K/V straight from shared memory),
-//   OVERLAP (WGMMA only: software-pipelined steps, STAGES >= 3).
+//   OVERLAP (WGMMA only: software-pipelined steps, STAGES >= 3),
+//   TMA, PINGPONG (attention_tma.cuh: producer warpgroup + two consumer warpgroups; its own entry point).
 
 // One step after the other: S(n), softmax(n), O += P(n) V(n).
 template <class C>

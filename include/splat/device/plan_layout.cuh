@@ -30,6 +30,13 @@ struct DevSegment {
   int row_begin, row_end, slope, offset, stride, t_begin, t_end, key_begin, key_end, pad;
 };
 
+// The driver's CUtensorMap (a TMA descriptor: 128 opaque bytes, 128-byte aligned), declared here so the kernels need
+// no CUDA headers under NVRTC. The host encodes it (cuTensorMapEncodeTiled) and passes it as a __grid_constant__
+// kernel parameter.
+struct alignas(128) TmaMap {
+  u64 opaque[16];
+};
+
 // Kernel parameters, passed by value. Strides are in elements; D is contiguous.
 struct AttnParams {
   const void* q;

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "jit/kernel_cache.hpp"
+#include "backends/cuda/tma_maps.hpp"
 #include "jit/nvrtc_compile.hpp"
 #include "splat/error.hpp"
 
@@ -35,7 +36,15 @@ PlanKernels plan_kernels(const Acsr& acsr, DType dtype, int head_dim, const std:
   // Two-segment spans (strided's residue halves in one span); SPLAT_CUDA_MERGE=0 keeps them apart (A/B runs).
   if (const char* m = std::getenv("SPLAT_CUDA_MERGE"); m && std::string(m) == "0") po.merge_split_segments = false;
   pk.plan = make_plan(acsr, po);
-  if (jit::two_warpgroups_pay(base, pk.plan)) {  // long even bands: 128-row tiles, one plan more (~0.1 ms)
+  // Contiguous key spans: the producer kernel where it measured faster. Not yet for training plans (their
+  // backward was not measured with the 128-row forward tiles it brings at N=4096), unless SPLAT_CUDA_TMA=1.
+  const char* tma_env = std::getenv("SPLAT_CUDA_TMA");
+  if (jit::tma_fits(base, pk.plan) && (!backward || (tma_env && std::string(tma_env) == "1"))) {
+    base = jit::tma_spec(base);
+    po.block_m = base.block_m;
+    po.block_n = base.block_n;
+    pk.plan = make_plan(acsr, po);
+  } else if (jit::two_warpgroups_pay(base, pk.plan)) {  // long even bands: 128-row tiles, one plan more (~0.1 ms)
     base = jit::two_warpgroup_spec(base);
     po.block_m = base.block_m;
     po.block_n = base.block_n;
@@ -305,14 +314,16 @@ void set_tables(dev::AttnParams& p, const DevicePlan& t) {
 }
 
 void launch_pass(dev::AttnParams& p, const DevicePlan& t, size_t pass, int64_t heads, cudaKernel_t kernel,
-                 const jit::KernelSpec& spec, cudaStream_t s) {
+                 const jit::KernelSpec& spec, cudaStream_t s, const dev::TmaMap* maps) {
   const int ntasks = t.packed.pass_task_count[pass];
   if (ntasks == 0) return;
   p.tasks = static_cast<const dev::DevTask*>(t.tasks.ptr) + t.packed.pass_task_offset[pass];
   p.num_tasks = ntasks;
   const int64_t blocks = int64_t(ntasks) * heads;
   if (blocks > INT32_MAX) fail(ErrorCode::Unsupported, "CUDA backend: too many tiles x heads for one launch");
-  void* args[] = {&p};
+  if (spec.tma && !maps) fail(ErrorCode::Internal, "launch_pass: the TMA kernel needs its tensor maps");
+  dev::TmaMap mk = spec.tma ? maps[0] : dev::TmaMap{}, mv = spec.tma ? maps[1] : dev::TmaMap{};
+  void* args[] = {&p, &mk, &mv};
   check(cudaLaunchKernel(reinterpret_cast<const void*>(kernel), dim3(unsigned(blocks)), dim3(unsigned(spec.threads())),
                          args, spec.smem_bytes(), s),
         "launching the attention kernel");
@@ -351,8 +362,12 @@ void attention_cuda(const CudaPlan& plan, const TensorView& q, const TensorView&
   p.o_sb = out.stride[0], p.o_sh = out.stride[1], p.o_sn = out.stride[2];
   p.lse = lse;
   cuda::set_tables(p, plan.fwd);
+  dev::TmaMap maps[2];
+  bool tma = false;
+  for (const jit::KernelSpec& sp : ks.specs) tma = tma || sp.tma;
+  if (tma) cuda::encode_kv_maps(p, q.dtype, int(q.D()), plan.base.block_n, maps);
   for (size_t pass = 0; pass < ks.kernels.size(); ++pass)
-    cuda::launch_pass(p, plan.fwd, pass, q.B() * q.H(), ks.kernels[pass], ks.specs[pass], s);
+    cuda::launch_pass(p, plan.fwd, pass, q.B() * q.H(), ks.kernels[pass], ks.specs[pass], s, tma ? maps : nullptr);
 }
 
 std::vector<std::string> describe_cuda_plan(const CudaPlan& plan) {

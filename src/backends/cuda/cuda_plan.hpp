@@ -87,7 +87,7 @@ void check_disjoint_outputs(std::initializer_list<std::pair<const TensorView*, c
                             std::initializer_list<std::pair<const TensorView*, const char*>> ins, const float* lse,
                             size_t lse_count, bool lse_is_output);
 void launch_pass(dev::AttnParams& p, const DevicePlan& t, size_t pass, int64_t heads, cudaKernel_t kernel,
-                 const jit::KernelSpec& spec, cudaStream_t s);
+                 const jit::KernelSpec& spec, cudaStream_t s, const dev::TmaMap* maps = nullptr);
 // Drops loaded modules and the in-process cubin map (next plan loads from disk): for warm-load timing.
 void forget_loaded_kernels();
 }  // namespace cuda
