@@ -21,9 +21,9 @@ float* lse_of(ffi::AnyBuffer& lse, const TensorView& q) {
   return static_cast<float*>(lse.untyped_data());
 }
 
-ffi::Error forward(int device, void* stream, const ffi::AnyBuffer& q, const ffi::AnyBuffer& k, const ffi::AnyBuffer& v,
-                   ffi::AnyBuffer& out, ffi::AnyBuffer& lse, ffi::AnyBuffer& ws, int64_t plan_id, int64_t layout,
-                   float scale) {
+ffi::Error forward(int device, void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
+                   ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> lse, ffi::Result<ffi::AnyBuffer> ws,
+                   int64_t plan_id, int64_t layout, float scale) {
   PlanHandle* plan = find_plan(plan_id);
   if (!plan) return ffi::Error::InvalidArgument("splat: unknown plan id " + std::to_string(plan_id));
   return xla::guarded([&] {
@@ -32,14 +32,15 @@ ffi::Error forward(int device, void* stream, const ffi::AnyBuffer& q, const ffi:
     opt.scale = scale;
     const TensorView tq = xla::buffer_view(q, l, device, "q");
     run_plan(*plan, tq, xla::buffer_view(k, l, device, "k"), xla::buffer_view(v, l, device, "v"),
-             xla::buffer_view(out, l, device, "out"), opt, stream, ws.untyped_data(), ws.size_bytes(), lse_of(lse, tq));
+             xla::buffer_view(*out, l, device, "out"), opt, stream, ws->untyped_data(), ws->size_bytes(),
+             lse_of(*lse, tq));
   });
 }
 
-ffi::Error backward(int device, void* stream, const ffi::AnyBuffer& q, const ffi::AnyBuffer& k, const ffi::AnyBuffer& v,
-                    const ffi::AnyBuffer& out, const ffi::AnyBuffer& lse, const ffi::AnyBuffer& dout,
-                    ffi::AnyBuffer& dq, ffi::AnyBuffer& dk, ffi::AnyBuffer& dv, ffi::AnyBuffer& ws, int64_t plan_id,
-                    int64_t layout, float scale, int64_t deterministic) {
+ffi::Error backward(int device, void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::AnyBuffer out,
+                    ffi::AnyBuffer lse, ffi::AnyBuffer dout, ffi::Result<ffi::AnyBuffer> dq,
+                    ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv, ffi::Result<ffi::AnyBuffer> ws,
+                    int64_t plan_id, int64_t layout, float scale, int64_t deterministic) {
   PlanHandle* plan = find_plan(plan_id);
   if (!plan) return ffi::Error::InvalidArgument("splat: unknown plan id " + std::to_string(plan_id));
   return xla::guarded([&] {
@@ -50,108 +51,46 @@ ffi::Error backward(int device, void* stream, const ffi::AnyBuffer& q, const ffi
     t.v = xla::buffer_view(v, l, device, "v");
     t.out = xla::buffer_view(out, l, device, "out");
     t.dout = xla::buffer_view(dout, l, device, "dout");
-    t.dq = xla::buffer_view(dq, l, device, "dq");
-    t.dk = xla::buffer_view(dk, l, device, "dk");
-    t.dv = xla::buffer_view(dv, l, device, "dv");
-    t.lse = lse_of(const_cast<ffi::AnyBuffer&>(lse), t.q);
+    t.dq = xla::buffer_view(*dq, l, device, "dq");
+    t.dk = xla::buffer_view(*dk, l, device, "dk");
+    t.dv = xla::buffer_view(*dv, l, device, "dv");
+    t.lse = lse_of(lse, t.q);
     AttentionOptions opt;
     opt.scale = scale;
     opt.deterministic = deterministic != 0;
-    run_backward(*plan, t, opt, stream, ws.untyped_data(), ws.size_bytes());
+    run_backward(*plan, t, opt, stream, ws->untyped_data(), ws->size_bytes());
   });
 }
 
-ffi::Error forward_host(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::Result<ffi::AnyBuffer> out,
-                        ffi::Result<ffi::AnyBuffer> lse, ffi::Result<ffi::AnyBuffer> ws, int64_t plan_id,
-                        int64_t layout, float scale) {
-  return forward(-1, nullptr, q, k, v, *out, *lse, *ws, plan_id, layout, scale);
+// forward: q, k, v -> out, lse, workspace; backward: q, k, v, out, lse, dout -> dq, dk, dv, workspace.
+template <bool OnDevice>
+auto forward_binding() {
+  return xla::bind_buffers<OnDevice, 3, 3>()
+      .template Attr<int64_t>("plan_id")
+      .template Attr<int64_t>("layout")
+      .template Attr<float>("scale");
 }
 
-ffi::Error forward_device(void* stream, int32_t device, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
-                          ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> lse,
-                          ffi::Result<ffi::AnyBuffer> ws, int64_t plan_id, int64_t layout, float scale) {
-  return forward(device, stream, q, k, v, *out, *lse, *ws, plan_id, layout, scale);
+template <bool OnDevice>
+auto backward_binding() {
+  return xla::bind_buffers<OnDevice, 6, 4>()
+      .template Attr<int64_t>("plan_id")
+      .template Attr<int64_t>("layout")
+      .template Attr<float>("scale")
+      .template Attr<int64_t>("deterministic");
 }
 
-ffi::Error backward_host(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::AnyBuffer out, ffi::AnyBuffer lse,
-                         ffi::AnyBuffer dout, ffi::Result<ffi::AnyBuffer> dq, ffi::Result<ffi::AnyBuffer> dk,
-                         ffi::Result<ffi::AnyBuffer> dv, ffi::Result<ffi::AnyBuffer> ws, int64_t plan_id,
-                         int64_t layout, float scale, int64_t deterministic) {
-  return backward(-1, nullptr, q, k, v, out, lse, dout, *dq, *dk, *dv, *ws, plan_id, layout, scale, deterministic);
-}
-
-ffi::Error backward_device(void* stream, int32_t device, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
-                           ffi::AnyBuffer out, ffi::AnyBuffer lse, ffi::AnyBuffer dout, ffi::Result<ffi::AnyBuffer> dq,
-                           ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv,
-                           ffi::Result<ffi::AnyBuffer> ws, int64_t plan_id, int64_t layout, float scale,
-                           int64_t deterministic) {
-  return backward(device, stream, q, k, v, out, lse, dout, *dq, *dk, *dv, *ws, plan_id, layout, scale, deterministic);
-}
+using Forward = xla::Entry<&forward>;
+using Backward = xla::Entry<&backward>;
 
 }  // namespace
 }  // namespace splat::py
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionLseHost, splat::py::forward_host,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("plan_id")
-                                  .Attr<int64_t>("layout")
-                                  .Attr<float>("scale"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionLseDevice, splat::py::forward_device,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<void*>>()
-                                  .Ctx<ffi::DeviceOrdinal>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("plan_id")
-                                  .Attr<int64_t>("layout")
-                                  .Attr<float>("scale"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionBwdHost, splat::py::backward_host,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("plan_id")
-                                  .Attr<int64_t>("layout")
-                                  .Attr<float>("scale")
-                                  .Attr<int64_t>("deterministic"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionBwdDevice, splat::py::backward_device,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<void*>>()
-                                  .Ctx<ffi::DeviceOrdinal>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("plan_id")
-                                  .Attr<int64_t>("layout")
-                                  .Attr<float>("scale")
-                                  .Attr<int64_t>("deterministic"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionLseHost, splat::py::Forward::host, splat::py::forward_binding<false>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionLseDevice, splat::py::Forward::device, splat::py::forward_binding<true>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionBwdHost, splat::py::Backward::host, splat::py::backward_binding<false>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionBwdDevice, splat::py::Backward::device,
+                              splat::py::backward_binding<true>());
 
 void splat::py::bind_xla_backward(nanobind::module_& m) {
   namespace nb = nanobind;

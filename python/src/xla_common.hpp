@@ -1,8 +1,10 @@
 // Shared pieces of the XLA FFI handlers: buffer -> view conversion and splat::Error -> ffi::Error.
 #pragma once
 #if SPLAT_WITH_XLA_FFI
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "plans.hpp"
@@ -53,6 +55,38 @@ ffi::Error guarded(F&& fn) {
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("splat: ") + e.what());
   }
+}
+
+// Host and device handlers of one call differ only in the device context (stream, ordinal) in front. Body is
+// ffi::Error body(int device, void* stream, Args...), device -1 on the host; host() and device() are the
+// handlers XLA_FFI_DEFINE_HANDLER_SYMBOL binds.
+template <auto Body>
+struct Entry;
+template <class... Args, ffi::Error (*Body)(int, void*, Args...)>
+struct Entry<Body> {
+  static ffi::Error host(Args... a) { return Body(-1, nullptr, a...); }
+  static ffi::Error device(void* stream, int32_t ordinal, Args... a) { return Body(int(ordinal), stream, a...); }
+};
+
+// The binding of such a handler: the device context when OnDevice, then Args buffer arguments and Rets >= 1 buffer
+// results (attributes follow at the call site). Bindings only move through their own && methods (the move
+// constructor is private), so every step returns the prvalue such a method makes.
+template <int Args, int Rets, class B>
+auto buffers(B&& b) {
+  static_assert(Rets >= 1, "a handler returns at least one buffer");
+  if constexpr (Args > 0)
+    return buffers<Args - 1, Rets>(std::move(b).template Arg<ffi::AnyBuffer>());
+  else if constexpr (Rets > 1)
+    return buffers<0, Rets - 1>(std::move(b).template Ret<ffi::AnyBuffer>());
+  else
+    return std::move(b).template Ret<ffi::AnyBuffer>();
+}
+template <bool OnDevice, int Args, int Rets>
+auto bind_buffers() {
+  if constexpr (OnDevice)
+    return buffers<Args, Rets>(ffi::Ffi::Bind().Ctx<ffi::PlatformStream<void*>>().Ctx<ffi::DeviceOrdinal>());
+  else
+    return buffers<Args, Rets>(ffi::Ffi::Bind());
 }
 
 }  // namespace splat::py::xla

@@ -17,8 +17,9 @@ namespace {
 
 // ws: a second result buffer sized at trace time (workspace_bytes; under vmap it grows with the batch like
 // q does), so every execution has its own workspace for multi-pass plans and none shares the plan's buffer.
-ffi::Error run(int device, void* stream, const ffi::AnyBuffer& q, const ffi::AnyBuffer& k, const ffi::AnyBuffer& v,
-               ffi::AnyBuffer& out, ffi::AnyBuffer& ws, int64_t plan_id, int64_t layout, float scale) {
+ffi::Error run(int device, void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
+               ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> ws, int64_t plan_id, int64_t layout,
+               float scale) {
   PlanHandle* plan = find_plan(plan_id);
   if (!plan) return ffi::Error::InvalidArgument("splat: unknown plan id " + std::to_string(plan_id));
   return xla::guarded([&] {
@@ -26,49 +27,27 @@ ffi::Error run(int device, void* stream, const ffi::AnyBuffer& q, const ffi::Any
     AttentionOptions opt;
     opt.scale = scale;
     run_plan(*plan, xla::buffer_view(q, l, device, "q"), xla::buffer_view(k, l, device, "k"),
-             xla::buffer_view(v, l, device, "v"), xla::buffer_view(out, l, device, "out"), opt, stream,
-             ws.untyped_data(), ws.size_bytes());  // run_plan checks the size
+             xla::buffer_view(v, l, device, "v"), xla::buffer_view(*out, l, device, "out"), opt, stream,
+             ws->untyped_data(), ws->size_bytes());  // run_plan checks the size
   });
 }
 
-ffi::Error attention_host(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::Result<ffi::AnyBuffer> out,
-                          ffi::Result<ffi::AnyBuffer> ws, int64_t plan_id, int64_t layout, float scale) {
-  return run(-1, nullptr, q, k, v, *out, *ws, plan_id, layout, scale);
+template <bool OnDevice>
+auto binding() {
+  return xla::bind_buffers<OnDevice, 3, 2>()
+      .template Attr<int64_t>("plan_id")
+      .template Attr<int64_t>("layout")
+      .template Attr<float>("scale");
 }
 
-ffi::Error attention_device(void* stream, int32_t device, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
-                            ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> ws, int64_t plan_id,
-                            int64_t layout, float scale) {
-  return run(device, stream, q, k, v, *out, *ws, plan_id, layout, scale);
-}
+using Attention = xla::Entry<&run>;
 
 }  // namespace
 }  // namespace splat::py
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionHost, splat::py::attention_host,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("plan_id")
-                                  .Attr<int64_t>("layout")
-                                  .Attr<float>("scale"));
-
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionHost, splat::py::Attention::host, splat::py::binding<false>());
 // Not marked command-buffer compatible: the first call of a plan on a device may compile its kernels.
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionDevice, splat::py::attention_device,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<void*>>()
-                                  .Ctx<ffi::DeviceOrdinal>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("plan_id")
-                                  .Attr<int64_t>("layout")
-                                  .Attr<float>("scale"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatAttentionDevice, splat::py::Attention::device, splat::py::binding<true>());
 
 void splat::py::bind_xla(nanobind::module_& m) {
   namespace nb = nanobind;
