@@ -2,9 +2,11 @@
 // call them from torch). Random bf16 inputs on the device, E, F, W per head; median of --repeats timed calls
 // (CUDA events) after warm-up; NaN-poisoned output checked for non-finite values. One JSON object per line.
 //   flurka_bench --B 4 --H 16 --N 4096 --D 64 --k 256 --m 256 [--methods all|a,b] [--repeats 50] [--shared]
-//                [--backward]
+//                [--backward] [--causal C]
 // --backward also times flurka_backward_cuda (median, same way) and checks its gradients: finite, bitwise equal
 // over two calls, and their relative error against the fp32 SIMT kernels (SPLAT_FLURKA_BWD=simt).
+// --causal C times the causal chunked forward (flurka_causal_cuda, experimental) of the flurka-* methods instead,
+// with E, F [k, C] chunk projections; output checked for non-finite values and bitwise equal over the calls.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -114,11 +116,58 @@ std::string time_backward(FlurkaMethod meth, const FlurkaInputs& in, int64_t B, 
   cudaFree(const_cast<void*>(gr.dout.data));
   return os.str();
 }
+
+// --causal C: the causal forward of each flurka-* method in ms (one JSON line each).
+int time_causal(const std::vector<FlurkaMethod>& ms, FlurkaInputs in, const TensorView& out, int64_t C, int64_t He,
+                int repeats, std::mt19937& g) {
+  const int64_t k = in.e.rows, N = out.N();
+  in.e = MatrixView{dev_random(size_t(He * k * C), 1.0f / std::sqrt(float(C)), g), DType::BF16, He, k, C, 0};
+  in.f = MatrixView{dev_random(size_t(He * k * C), 1.0f / std::sqrt(float(C)), g), DType::BF16, He, k, C, 0};
+  const size_t n = size_t(out.B() * out.H() * N * out.D());
+  cudaEvent_t e0, e1;
+  ck(cudaEventCreate(&e0), "event");
+  ck(cudaEventCreate(&e1), "event");
+  for (FlurkaMethod meth : ms) {
+    if (!uses_projection(meth) || meth == FlurkaMethod::Linformer) continue;  // causal: flurka-* only
+    const FlurkaShape s = check_flurka_args(meth, in, out, C);
+    void* ws = nullptr;
+    ck(cudaMalloc(&ws, flurka_causal_cuda_workspace_bytes(meth, s, C)), "malloc ws");
+    ck(cudaMemset(out.data, 0xff, n * 2), "poison");
+    flurka_causal_cuda(meth, in, out, C, ws, nullptr);
+    const std::vector<uint16_t> first = to_host(out.data, n);
+    for (int i = 0; i < 3; ++i) flurka_causal_cuda(meth, in, out, C, ws, nullptr);
+    std::vector<float> t;
+    for (int i = 0; i < repeats; ++i) {
+      ck(cudaEventRecord(e0), "rec");
+      flurka_causal_cuda(meth, in, out, C, ws, nullptr);
+      ck(cudaEventRecord(e1), "rec");
+      ck(cudaEventSynchronize(e1), "sync");
+      float ms_ = 0;
+      cudaEventElapsedTime(&ms_, e0, e1);
+      t.push_back(ms_);
+    }
+    std::sort(t.begin(), t.end());
+    int64_t bad = 0;
+    for (uint16_t x : first) bad += !std::isfinite(bf16_to_float(x));
+    const bool same = to_host(out.data, n) == first;
+    std::printf(
+        "{\"method\": \"%s\", \"causal_chunk\": %lld, \"B\": %lld, \"H\": %lld, \"N\": %lld, \"D\": %lld, "
+        "\"k\": %lld, \"m\": %lld, \"ms\": %.4f, \"min_ms\": %.4f, \"nonfinite\": %lld, \"deterministic\": %s}\n",
+        flurka_method_name(meth), (long long)C, (long long)s.B, (long long)s.H, (long long)N, (long long)s.D,
+        (long long)k, (long long)s.m, t[t.size() / 2], t[0], (long long)bad, same ? "true" : "false");
+    std::fflush(stdout);
+    cudaFree(ws);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return 0;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   int64_t B = 4, H = 16, N = 4096, D = 64, k = 256, m = 256;
   int repeats = 50;
+  int64_t causal = 0;
   bool shared = false, backward = false;
   std::string methods = "all";
   for (int i = 1; i < argc; ++i) {
@@ -148,6 +197,8 @@ int main(int argc, char** argv) {
       repeats = std::stoi(v);
     else if (a == "--methods")
       methods = v;
+    else if (a == "--causal")
+      causal = std::stoll(v);
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -177,6 +228,7 @@ int main(int argc, char** argv) {
   void* outp = nullptr;
   ck(cudaMalloc(&outp, size_t(B * H * N * D) * 2), "malloc");
   TensorView out = contiguous_view(outp, DType::BF16, B, H, N, D, 0);
+  if (causal > 0) return time_causal(ms, in, out, causal, He, repeats, g);
   cudaEvent_t e0, e1;
   ck(cudaEventCreate(&e0), "event");
   ck(cudaEventCreate(&e1), "event");

@@ -1,16 +1,20 @@
 #!/bin/bash
 # One device call for FLuRKA: GPU tests, the C++ timing harness and the PyTorch comparison, logs under $OUT.
 # Binaries come from .carry/flurka (staged on the dev machine: `bash bench/run_flurka_gpu.sh --stage`).
-#   bash bench/run_flurka_gpu.sh [tests] [profile] [ncu] [harness] [bwd] [bench] [--no-compile]
+#   bash bench/run_flurka_gpu.sh [tests] [profile] [ncu] [harness] [bwd] [bench] [causal] [--no-compile]
 # bwd: the C++ harness with --backward (times and checks flurka_backward_cuda; SPLAT_FLURKA_PROFILE per kernel).
 # bench: bench/bench_flurka.py (the Python bindings against torch.compile); needs the package installed.
+# causal: the causal CUDA tests (experimental kernels), once under compute-sanitizer memcheck, and the causal
+# forward timed by the harness beside the non-causal one.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ "${1:-}" = "--stage" ]; then
-  cmake --build "$ROOT/build-flurka-cuda" -j2 --target test_flurka_cuda test_flurka_cuda_backward flurka_bench || exit 1
+  cmake --build "$ROOT/build-flurka-cuda" -j2 --target test_flurka_cuda test_flurka_cuda_backward \
+    test_flurka_cuda_causal flurka_bench || exit 1
   mkdir -p "$ROOT/.carry/flurka"
   cp "$ROOT"/build-flurka-cuda/tests/cpp/test_flurka_cuda "$ROOT"/build-flurka-cuda/tests/cpp/test_flurka_cuda_backward \
-    "$ROOT"/build-flurka-cuda/bin/flurka_bench "$ROOT/.carry/flurka/"
+    "$ROOT"/build-flurka-cuda/tests/cpp/test_flurka_cuda_causal "$ROOT"/build-flurka-cuda/bin/flurka_bench \
+    "$ROOT/.carry/flurka/"
   (cd "$ROOT" && git log -1 --format=%H && git status --short -- src/flurka bench include/splat/flurka.hpp) \
     >"$ROOT/.carry/flurka/commit.txt"
   cp /lib/x86_64-linux-gnu/libgomp.so.1 "$ROOT/.carry/flurka/"
@@ -93,14 +97,16 @@ for s in "${STEPS[@]}"; do
       if ls "$BIN"/fla_core-*.whl >/dev/null 2>&1; then
         python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fla-site "$BIN"/fla_core-*.whl \
           >"$OUT/flurka_fla_pip.log" 2>&1 && export PYTHONPATH=/tmp/fla-site${PYTHONPATH:+:$PYTHONPATH}
+        # (fla's chunk kernels autotune for ~150 s at D = 64 on the H200; nothing waits for this process)
         timeout 200 python3 "$ROOT/bench/bench_flurka.py" --warm-fla >/tmp/flurka_prefla.log 2>&1 &
       fi
       (cd /tmp/flurka-src && timeout 300 python3 -m pip install --no-build-isolation --no-deps -q \
         -C cmake.define.SPLAT_WITH_CUDA=ON -C cmake.define.SPLAT_FLURKA_CUDA_ARCHS=90 -C build-dir=/tmp/flurka-py . \
         >"$OUT/flurka_pip.log" 2>&1; echo "pip rc=$? ($SECONDS s)") &
-      pip_pid=$!
+      pids=($!)
       for w in 0 1 2 3 4 5; do
         timeout 200 python3 "$ROOT/bench/bench_flurka.py" --precompile $w/6 >"/tmp/flurka_pre$w.log" 2>&1 &
+        pids+=($!)
       done
       if [ -x "$BIN/test_flurka_cuda_backward" ]; then
         "$BIN/test_flurka_cuda_backward" >"$OUT/flurka_tests.log" 2>&1
@@ -110,7 +116,7 @@ for s in "${STEPS[@]}"; do
         # A/B: the kernels of the last commit (staged in b1/), same shapes, the methods whose kernels differ
         [ -x "$BIN/b1/flurka_bench" ] && bwd_harness "$BIN/b1" flurka-favor,flurka-elu,linformer >"$OUT/flurka_bwd_b1.log"
       fi
-      wait
+      wait "${pids[@]}"
       (cd /tmp/flurka-src/tests/python && timeout 120 python3 -m pytest -q -p no:cacheprovider test_flurka_autograd.py \
         -k cuda 2>&1 | tail -15) >>"$OUT/flurka_tests.log"  # torch autograd through the CUDA backward
       cat /tmp/flurka_pre*.log /tmp/flurka_prefla.log >"$OUT/flurka_pre.log" 2>/dev/null
@@ -118,6 +124,21 @@ for s in "${STEPS[@]}"; do
       grep -hE "Failure|Expected|^\[  (PASSED|FAILED)|passed|failed" "$OUT/flurka_tests.log" | head -20
       (cd /tmp && timeout 300 python3 "$ROOT/bench/bench_flurka.py" --out "$OUT" "${EXTRA[@]}" 2>&1) |
         tee "$OUT/flurka_bench.log" ;;
+    causal)  # experimental causal kernels: tests, one memcheck run, harness (C = 256, r = 64) vs non-causal k = 256
+      "$BIN/test_flurka_cuda_causal" >"$OUT/flurka_causal_tests.log" 2>&1
+      grep -hE "Failure|Expected|Which is|^\[  (PASSED|FAILED)" "$OUT/flurka_causal_tests.log" | head -30
+      SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)
+      timeout 120 "$SAN" --tool memcheck --error-exitcode 9 "$BIN/test_flurka_cuda_causal" \
+        --gtest_filter='*bf16_D64:*BitwiseReproducible' >"$OUT/flurka_causal_memcheck.log" 2>&1
+      echo "memcheck rc=$? $(grep -c 'Invalid\|ERROR SUMMARY' "$OUT/flurka_causal_memcheck.log") lines"; grep "ERROR SUMMARY" "$OUT/flurka_causal_memcheck.log"
+      for cfg in "4 16 4096 64" "1 16 16384 64" "4 16 4096 128" "1 16 65536 64"; do
+        set -- $cfg
+        "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 64 --m 256 --repeats 10 --causal 256 \
+          --methods flurka-favor,flurka-elu,flurka-relu
+        "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 256 --m 256 --repeats 10 \
+          --methods flurka-favor,flurka-elu,flurka-relu | sed 's/"flops.*"nonfinite/"nonfinite/'
+      done 2>&1 | tee "$OUT/flurka_causal_harness.jsonl" ;;
   esac
 done
+[ -f "$OUT/flurka_causal_tests.log" ] && echo "causal GPU tests: $(grep -hE '^\[  (PASSED|FAILED)' "$OUT/flurka_causal_tests.log" | tr '\n' ' ')"
 [ -f "$OUT/flurka_tests.log" ] && echo "GPU tests: $(grep -hE '^\[  (PASSED|FAILED)' "$OUT/flurka_tests.log" "$OUT/flurka_bwd_tests.log" | tr '\n' ' ')"

@@ -135,6 +135,16 @@ void flurka_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, 
 // Host convenience: copies host inputs to the device, runs warmup + repeats times, copies out back.
 // Returns the median time in ms (CUDA events), measured around each whole call.
 double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int warmup = 0, int repeats = 1);
+// Causal chunked variant on device views (EXPERIMENTAL: these kernels have not yet run on a GPU; the Python
+// bindings use them only with SPLAT_FLURKA_CAUSAL_CUDA=1). The formula of flurka_causal_reference (flurka-*
+// methods, E, F [r, C]), D in {32, 64, 128}, r, m <= 512, fp32 arithmetic on the stored values; deterministic.
+// workspace: at least flurka_causal_cuda_workspace_bytes (nullptr: allocated and freed inside, which
+// synchronises); the host form (tests) NaN-poisons out and the workspace and returns the median ms.
+size_t flurka_causal_cuda_workspace_bytes(FlurkaMethod m, const FlurkaShape& s, int64_t chunk);
+void flurka_causal_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int64_t chunk,
+                        void* workspace = nullptr, void* stream = nullptr);
+double flurka_causal_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int64_t chunk,
+                               int warmup = 0, int repeats = 1);
 // Backward on device views, non-causal (the causal backward runs on the CPU). bf16 with k, m <= 256 (every method):
 // tensor-core kernels (bf16 operands, fp32 accumulation; phi recomputed, never stored N x m); f32, f16 and larger
 // k, m: fp32 SIMT kernels; SPLAT_FLURKA_BWD=simt forces those. Deterministic (bitwise, run to run); dout and the

@@ -6,6 +6,8 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <cstdlib>
+
 #include "arrays.hpp"
 #include "bindings.hpp"
 #include "plans.hpp"
@@ -61,8 +63,22 @@ void flurka(const std::string& method, const InArray& q, const InArray& k, const
   nb::gil_scoped_release release;
   if (causal) {
     require(in.e.data != nullptr, "causal FLuRKA needs the chunk projections E, F [r, C]");
-    require(in.q.device < 0, "causal FLuRKA runs on the CPU only (no CUDA kernel yet)");
-    flurka_causal_cpu(m, in, o, in.e.cols, opt);
+    if (in.q.device < 0) {
+      flurka_causal_cpu(m, in, o, in.e.cols, opt);
+      return;
+    }
+    // The causal CUDA kernels have not run on a GPU yet: only on request.
+    const char* opt_in = std::getenv("SPLAT_FLURKA_CAUSAL_CUDA");
+    require(opt_in != nullptr && std::string(opt_in) == "1",
+            "causal FLuRKA on CUDA is experimental: set SPLAT_FLURKA_CAUSAL_CUDA=1 to use its kernels, or run on "
+            "the CPU");
+    void* ws = nullptr;
+    if (workspace) {
+      const FlurkaShape s = check_flurka_args(m, in, o, in.e.cols);
+      require(workspace->nbytes() >= flurka_causal_cuda_workspace_bytes(m, s, in.e.cols), "workspace too small");
+      ws = workspace->data();
+    }
+    flurka_causal_cuda(m, in, o, in.e.cols, ws, reinterpret_cast<void*>(stream));
   } else if (in.q.device < 0) {
     flurka_cpu(m, in, o, opt);
   } else {

@@ -26,6 +26,15 @@ void flurka_cuda(FlurkaMethod, const FlurkaInputs&, const TensorView&, void*, vo
 double flurka_cuda_host(FlurkaMethod, const FlurkaInputs&, const TensorView&, int, int) {
   no_cuda();
 }
+size_t flurka_causal_cuda_workspace_bytes(FlurkaMethod, const FlurkaShape&, int64_t) {
+  return 0;
+}
+void flurka_causal_cuda(FlurkaMethod, const FlurkaInputs&, const TensorView&, int64_t, void*, void*) {
+  no_cuda();
+}
+double flurka_causal_cuda_host(FlurkaMethod, const FlurkaInputs&, const TensorView&, int64_t, int, int) {
+  no_cuda();
+}
 void flurka_backward_cuda(FlurkaMethod, const FlurkaInputs&, const FlurkaGrads&, void*) {
   no_cuda();
 }

@@ -1,0 +1,54 @@
+"""Causal FLuRKA through splat.torch on CUDA (experimental kernels, opted into with SPLAT_FLURKA_CAUSAL_CUDA=1)
+against the float64 causal formula; skipped without a CUDA device."""
+
+import numpy as np
+import pytest
+
+import splat
+
+torch = pytest.importorskip("torch")
+if not splat._core.has_flurka:
+    pytest.skip("built without FLuRKA", allow_module_level=True)
+from flurka_ref import flurka_causal  # noqa: E402
+
+CUDA = torch.cuda.is_available() and splat.cuda_available()[0]
+pytestmark = pytest.mark.skipif(not CUDA, reason="no CUDA device (or a build without CUDA)")
+
+
+def make(method, b=2, h=3, n=300, d=64, c=64, r=24, m=40, per_head=True, seed=0):
+    g = np.random.default_rng(seed)
+    q, k, v = (g.standard_normal((b, h, n, d)).astype(np.float32) for _ in range(3))
+    pre = (h,) if per_head else ()
+    E = (g.standard_normal(pre + (r, c)) / np.sqrt(c)).astype(np.float32)
+    F = (g.standard_normal(pre + (r, c)) / np.sqrt(c)).astype(np.float32)
+    W = g.standard_normal(pre + (d, m)).astype(np.float32) if method != "flurka-elu" else None
+    return q, k, v, E, F, W
+
+
+def rel(a, b):
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("method", ["flurka-favor", "flurka-elu", "flurka-relu"])
+@pytest.mark.parametrize("d,per_head", [(32, True), (64, False), (128, True)])
+def test_torch_causal_cuda_matches_float64(monkeypatch, method, d, per_head):
+    monkeypatch.setenv("SPLAT_FLURKA_CAUSAL_CUDA", "1")
+    import splat.torch as st
+    xs = make(method, d=d, per_head=per_head, seed=d)  # N = 300: four chunks of 64 and a partial one
+    tb = [None if x is None else torch.from_numpy(x).to("cuda", torch.bfloat16) for x in xs]
+    # the reference sees exactly the bf16 values the kernels see
+    ref = flurka_causal(method, *[None if t is None else t.float().cpu().numpy() for t in tb])
+    out = st.flurka(*tb, method=method, causal=True)
+    assert out.is_cuda and out.dtype == torch.bfloat16
+    got = out.float().cpu().numpy()
+    stored = torch.from_numpy(ref).to(torch.bfloat16).double().numpy()
+    assert not np.isnan(got).any()
+    assert rel(got, ref) <= 2 * rel(stored, ref) + 1e-4
+
+
+def test_torch_causal_cuda_needs_opt_in(monkeypatch):
+    monkeypatch.delenv("SPLAT_FLURKA_CAUSAL_CUDA", raising=False)
+    import splat.torch as st
+    tb = [None if x is None else torch.from_numpy(x).cuda() for x in make("flurka-elu", n=70, d=32)]
+    with pytest.raises(ValueError, match="SPLAT_FLURKA_CAUSAL_CUDA"):
+        st.flurka(*tb, method="flurka-elu", causal=True)
