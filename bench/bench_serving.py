@@ -60,17 +60,18 @@ def median_ms(fn, reps, warmup=3, graph=False):
     return statistics.median(times)
 
 
-def first_kernel_ms(fn, reps):
-    """The same call on the first decode kernel (one CTA per sequence and kv head, no split)."""
-    before = os.environ.get("SPLAT_DECODE_KERNEL")
-    os.environ["SPLAT_DECODE_KERNEL"] = "simple"
+def with_env_ms(fn, reps, name, value):
+    """The same call with one environment variable set (SPLAT_DECODE_KERNEL=simple: the first kernel, one CTA per
+    sequence and kv head, no split; SPLAT_DECODE_DPL=8: the split kernel with 8 dims per lane)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
     try:
         return median_ms(fn, reps, graph=True)
     finally:
         if before is None:
-            del os.environ["SPLAT_DECODE_KERNEL"]
+            del os.environ[name]
         else:
-            os.environ["SPLAT_DECODE_KERNEL"] = before
+            os.environ[name] = before
 
 
 def copy_bandwidth():
@@ -141,16 +142,17 @@ def print_tables(path):
 
     for pattern in dict.fromkeys(r["pattern"] for r in rows if r["kind"] == "decode"):
         print(f"`{pattern}` (ms per step; ratios to the floor)\n")
-        print("| B | L | keys | floor | splat | x floor | paged | paged/contig | first kernel | eager (Python) "
-              "| SDPA dense | flex |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| B | L | keys | floor | splat | x floor | paged | paged/contig | 8 dims/lane (contig / paged) "
+              "| first kernel | eager (Python) | SDPA dense | flex |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             if r["kind"] != "decode" or r["pattern"] != pattern:
                 continue
             sdpa = r["sdpa_dense_ms"]
             print(f"| {r['B']} | {r['L'] // 1024}k | {r['keys']} | {f(r['floor_ms'])} | {f(r['splat_ms'])} | "
                   f"{r['splat_ms'] / r['floor_ms']:.2f} | {f(r['splat_paged_ms'])} | "
-                  f"{r['splat_paged_ms'] / r['splat_ms']:.2f} | {f(r['splat_first_kernel_ms'])} | "
+                  f"{r['splat_paged_ms'] / r['splat_ms']:.2f} | "
+                  f"{f(r.get('splat_dpl8_ms'))} / {f(r.get('splat_paged_dpl8_ms'))} | {f(r['splat_first_kernel_ms'])} | "
                   f"{f(r['splat_eager_ms'])} | {f(sdpa) if isinstance(sdpa, float) else 'error'} | "
                   f"{f(r.get('flex_ms')) if 'flex_ms' in r else ('error' if 'flex_error' in r else '-')} |")
         print()
@@ -232,7 +234,9 @@ def main():
                      "splat_ms": median_ms(contig, args.reps, graph=True),
                      "splat_paged_ms": median_ms(paged, args.reps, graph=True),
                      "splat_eager_ms": median_ms(contig, args.reps), "sdpa_dense_ms": sdpa,
-                     "splat_first_kernel_ms": first_kernel_ms(contig, args.reps),
+                     "splat_first_kernel_ms": with_env_ms(contig, args.reps, "SPLAT_DECODE_KERNEL", "simple"),
+                     "splat_dpl8_ms": with_env_ms(contig, args.reps, "SPLAT_DECODE_DPL", "8"),
+                     "splat_paged_dpl8_ms": with_env_ms(paged, args.reps, "SPLAT_DECODE_DPL", "8"),
                      "paged_vs_contiguous_maxdiff": err}
                 if B in args.flex_batches and flex_spent < args.flex_budget_s:
                     ts = time.time()

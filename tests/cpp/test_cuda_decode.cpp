@@ -192,13 +192,19 @@ TEST(CudaDecode, OneLongSequenceSplitsAcrossCtas) {
 
 TEST(CudaDecode, GroupsOfOneTwoFourEight) {
   if (!have_device()) GTEST_SKIP() << "no CUDA device";
-  for (int64_t g : {1, 2, 3, 4, 5, 8}) {
-    Case c;
-    c.pattern = "causal_window:w=40+sink:g=3", c.dt = DType::BF16, c.D = 64, c.Hkv = 2, c.H = 2 * g, c.T = 2;
-    c.lengths = {90, 7, 600};
-    c.page = 32;
-    check(c);
+  for (const char* dpl : {"16", "8"}) {  // dims per lane of groups of 2 and 4 (SPLAT_DECODE_DPL)
+    setenv("SPLAT_DECODE_DPL", dpl, 1);
+    for (int64_t g : {1, 2, 3, 4, 5, 8}) {
+      Case c;
+      c.pattern = "causal_window:w=40+sink:g=3", c.dt = DType::BF16, c.D = 64, c.Hkv = 2, c.H = 2 * g, c.T = 2;
+      c.lengths = {90, 7, 600};
+      c.page = 32;
+      check(c);
+      c.dt = DType::F16, c.D = 128, c.pattern = "causal_dilated:w=100,d=3", c.page = 0, c.lengths = {700, 2};
+      check(c, Mode::NoWorkspace);
+    }
   }
+  unsetenv("SPLAT_DECODE_DPL");
 }
 
 TEST(CudaDecode, UnalignedRowsTakeTheFirstKernel) {

@@ -109,6 +109,8 @@ Launch prepare(const DecodePlan& plan, const TensorView& q, const KvCache& cache
   const int g = std::min(a.G, kMaxGroup);
   a.GP = g == 1 ? 1 : g == 2 ? 2 : g <= 4 ? 4 : 8;
   a.NG = (a.G + a.GP - 1) / a.GP;
+  const char* dpl = std::getenv("SPLAT_DECODE_DPL");  // a tuning knob: 8 dims per lane (more CTAs per SM)
+  a.dpl = dpl && std::strcmp(dpl, "8") == 0 ? 8 : 16;
   // Splits: enough CTAs for two per multiprocessor, each with at least kMinKeysPerSplit keys of the longest row.
   const int64_t ctas = B * Hkv * a.NG * T, target = 2 * int64_t(device_sms(q.device));
   const int64_t by_keys = std::max<int64_t>(1, keys_bound(plan, a.capacity) / kMinKeysPerSplit);

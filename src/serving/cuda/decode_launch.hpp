@@ -27,6 +27,7 @@ struct Args {  // strides in elements; seqlens, table, starts in device memory
   float *ws_acc, *ws_ml;
   int* status;  // optional: kStatus* bits ORed in
   int S, GP, NG;
+  int dpl;  // dims per lane of groups of 2 or 4 heads in 16-bit types: 16 (default) or 8 (SPLAT_DECODE_DPL=8)
   dev::DecodeInstr prog[kMaxInstr];
 };
 

@@ -101,21 +101,24 @@ __device__ __forceinline__ int fast_key(const FastRun& r, int c) {
   return int(r.base + dev::decode_floor_div(e, r.width) * r.stride + dev::decode_pos_mod(e, r.width));
 }
 
-template <class E, int D, int GP>
+// DPL: dims per lane, 16 (fewer shuffles per key) or 8 (fewer registers: three CTAs per multiprocessor for groups of
+// up to 4 heads; always for 8 heads).
+template <class E, int D, int GP, int DPL>
 struct Cfg {
-  static constexpr int kDpl = GP >= 8 ? 8 : 16;            // dims per lane
+  static constexpr int kDpl = DPL;
   static constexpr int kLpr = D / kDpl;                    // lanes per key row
   static constexpr int kKpi = 32 / kLpr;                   // keys per warp and step
   static constexpr int kU = kDpl == 8 ? 4 : 2;             // steps per iteration (loads in flight)
   static constexpr int kKw = kKpi * kU;                    // keys per warp and iteration
   static constexpr int kVec = kDpl * int(sizeof(E)) / 16;  // 16-byte loads per lane and row
   static constexpr int kPer = 16 / int(sizeof(E));         // elements per 16-byte load
+  static constexpr int kMinBlocks = DPL == 8 && GP <= 4 ? 3 : 2;
 };
 
-template <class E, int D, int GP>
-__global__ void __launch_bounds__(kWarps * 32, 2) decode_split_kernel(const Args a) {
-  using C = Cfg<E, D, GP>;
-  constexpr int DPL = C::kDpl, LPR = C::kLpr, KPI = C::kKpi, U = C::kU, KW = C::kKw;
+template <class E, int D, int GP, int DPL>
+__global__ void __launch_bounds__(kWarps * 32, (Cfg<E, D, GP, DPL>::kMinBlocks)) decode_split_kernel(const Args a) {
+  using C = Cfg<E, D, GP, DPL>;
+  constexpr int LPR = C::kLpr, KPI = C::kKpi, U = C::kU, KW = C::kKw;
   __shared__ dev::DecodeRun runs[3 * kMaxRuns];
   __shared__ int ends[kMaxInstr];
   __shared__ FastRun fr[kMaxRuns];
@@ -327,20 +330,21 @@ __global__ void __launch_bounds__(D) decode_merge_kernel(const Args a) {
   if (a.lse && d == 0) a.lse[row] = nan ? NAN : mx == -INFINITY ? -INFINITY : (mx + log2f(sum)) * 0.6931471805599453f;
 }
 
-template <class E, int D, int GP>
+template <class E, int D, int GP, int DPL>
 void launch_gp(const Args& a, cudaStream_t s) {
   const dim3 grid(unsigned(a.B * a.Hkv * a.NG), unsigned(a.S), unsigned(a.T));
-  decode_split_kernel<E, D, GP><<<grid, kWarps * 32, 0, s>>>(a);
+  decode_split_kernel<E, D, GP, DPL><<<grid, kWarps * 32, 0, s>>>(a);
   if (a.S > 1) decode_merge_kernel<E, D><<<unsigned(a.B * a.H * a.T), D, 0, s>>>(a);
 }
 
 template <class E, int D>
 void launch_d(const Args& a, cudaStream_t s) {
+  constexpr bool narrow = sizeof(E) == 2;  // the 8-dims variant of groups up to 4: 16-bit types only
   switch (a.GP) {
-    case 1: return launch_gp<E, D, 1>(a, s);
-    case 2: return launch_gp<E, D, 2>(a, s);
-    case 4: return launch_gp<E, D, 4>(a, s);
-    default: return launch_gp<E, D, 8>(a, s);
+    case 1: return launch_gp<E, D, 1, 16>(a, s);
+    case 2: return narrow && a.dpl == 8 ? launch_gp<E, D, 2, 8>(a, s) : launch_gp<E, D, 2, 16>(a, s);
+    case 4: return narrow && a.dpl == 8 ? launch_gp<E, D, 4, 8>(a, s) : launch_gp<E, D, 4, 16>(a, s);
+    default: return launch_gp<E, D, 8, 8>(a, s);
   }
 }
 
