@@ -109,3 +109,22 @@ def _global(rank, group):
     if hasattr(d, "get_global_rank"):
         return d.get_global_rank(group, rank)
     return d.distributed_c10d._get_global_rank(group, rank)
+
+
+def broadcast(tensor, src, group, phase, owner):
+    """tensor (contiguous) from group rank src to every rank (async; returns the request). The owner's bytes are
+    counted."""
+    if owner:
+        _sent[phase] += tensor.numel() * tensor.element_size()
+        _messages[phase] += 1
+    return dist().broadcast(tensor, _global(src, group), group=group, async_op=True)
+
+
+def reduce_sum(tensor, dst, group, phase):
+    """The sum of every rank's tensor into group rank dst's: (the tensor that holds it at dst once the request
+    completed, the request). Every rank's bytes count."""
+    d = dist()
+    tensor = tensor.contiguous()  # the collectives read and write plain memory
+    _sent[phase] += tensor.numel() * tensor.element_size()
+    _messages[phase] += 1
+    return tensor, d.reduce(tensor, _global(dst, group), op=d.ReduceOp.SUM, group=group, async_op=True)

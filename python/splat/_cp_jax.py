@@ -51,7 +51,7 @@ def attention(q, k, v, pattern, *, mesh, axis_name, scale=None):
     """Sequence-sharded banded attention. q [B, H, N, D], k, v [B, Hk, N, D] (Hk divides H), sharded (or to be
     sharded) along N over mesh axis axis_name; the result is sharded alike. Differentiable in q, k, v."""
     world = mesh.shape[axis_name]
-    n, d = q.shape[2], q.shape[3]
+    n = q.shape[2]
     left, right = halo_reach(pattern, n, world)
     s = n // world
     if world == 1:

@@ -43,16 +43,30 @@ def comm_bytes(pattern, seq_len, world, *, heads, head_dim, dtype, kv_heads=None
         bwd = sum(geo.total(iv) for iv in p.recv.values()) * kv_row
         mf, mb = len(p.send), len(p.recv)
         ng = geo.total(p.grow_q)
-        fwd += len(p.grow_q_send) * ng * q_row
-        bwd += len(p.grow_q_send) * ng * (2 * q_row + l_row)
-        mf += len(p.grow_q_send)
-        mb += 2 * len(p.grow_q_send)
+        by_bcast = {o for o, _ in p.grow_bcast}
+        if p.rank in by_bcast:  # one broadcast of the rows (forward), of dout and out, and of the lse (backward)
+            fwd, bwd, mf, mb = fwd + ng * q_row, bwd + ng * (2 * q_row + l_row), mf + 1, mb + 2
+        else:
+            fwd += len(p.grow_q_send) * ng * q_row
+            bwd += len(p.grow_q_send) * ng * (2 * q_row + l_row)
+            mf += len(p.grow_q_send)
+            mb += 2 * len(p.grow_q_send)
+        for o, n_o in p.grow_bcast:  # every rank's share of the dq reduce, in the accumulation dtype
+            bwd += n_o * q_row // es * (8 if es == 8 else 4)
+            mb += 1
+        for o, (lo, hi) in p.bcast:  # gathered columns: the owner's broadcast, everyone's reduce of gradients
+            if o == p.rank:
+                fwd += (hi - lo) * kv_row
+                mf += 1
+            bwd += (hi - lo) * kv_row
+            mb += 1
         for t in p.partial_tasks:
             if t.owner != p.rank:
                 fwd += t.nq * (q_row + l_row)
-                bwd += t.nq * q_row
                 mf += 2
-                mb += 1
+                if t.owner not in by_bcast:
+                    bwd += t.nq * q_row
+                    mb += 1
         out.append({"strategy": p.strategy, "forward": fwd, "backward": bwd, "messages_forward": mf,
                     "messages_backward": mb, "peers": sorted(set(p.send) | set(p.recv)),
                     "wasted_rows": p.wasted_rows})
@@ -77,10 +91,12 @@ def busiest_rank_bytes(family, n, world, *, heads=16, kv_heads=None, head_dim=12
         halo, nbrs = w * kv_row, 1
     elif family == "dilated":
         halo, nbrs = 2 * w * d * kv_row, 2
-    elif family == "causal_window+sink":  # rank 0: its last w rows to rank 1, the g sink rows to every rank
-        halo, nbrs = (w + (world - 1) * g) * kv_row, world - 1
-    elif family == "longformer":  # rank 0: halo, global columns to all, global query rows to all
-        halo, nbrs = w * kv_row + (world - 1) * g * (kv_row + q_row), world - 1
+    elif family == "causal_window+sink":  # rank 0: its last w rows to rank 1, the g sink rows broadcast once
+        halo, nbrs = (w + g) * kv_row, world - 1
+    elif family == "longformer":  # rank 0: halo, global columns and global query rows broadcast once;
+        # the others: their halos and their partial results of the global rows (out and the float32 lse)
+        other = (2 if world > 2 else 1) * w * kv_row + g * (q_row + 4 * heads)
+        halo, nbrs = max((w + g) * kv_row + g * q_row, other), world - 1
     else:
         raise ValueError(f"splat: unknown family {family!r}")
     ring = (world - 1) * s * kv_row  # ring attention: the K/V shard visits every rank

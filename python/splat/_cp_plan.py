@@ -11,6 +11,8 @@ halo   the pattern is split into global rows [0, g_row) (computed against each r
        hull the ACSR gives), and the columns outside that buffer. (g_row, g_col) are chosen among the row bounds of
        the ACSR's segments and of its transpose's (where global rows and global columns end) as the split whose
        halos move the fewest rows.
+       Gathered columns and global query rows that several ranks read are broadcast by their owner (one
+       collective) rather than sent to each reader; their gradients come back through one reduce.
 ring   a query segment meets every key segment of every rank; pairs without nonzeros are skipped (no compute,
        no message).
 strategy="auto" takes the halo when it moves fewer rows than the ring (ties: the ring, which does no extra work).
@@ -74,6 +76,10 @@ class RankPlan:
     grow_q_send: list = field(default_factory=list)  # helpers that get our global query rows
     grow_q: list = field(default_factory=list)      # our global query rows (position intervals)
     partial_tasks: list = field(default_factory=list)  # global rows of an owner x our keys
+    bcast: list = field(default_factory=list)       # (owner, interval): gathered columns broadcast to the group
+                                                    # (the same list on every rank; gradients reduced back)
+    grow_bcast: list = field(default_factory=list)  # (owner, rows): global query rows broadcast to the group
+                                                    # (likewise; their dq partials reduced back)
     reach: tuple = (0, 0)
     g_col: int = 0
     g_row: int = 0
@@ -224,7 +230,21 @@ def _halo_plans(g, spec, node, n, world, segs, h, gc, overlap):
             hp.partial_tasks.append(_keys_task(spec, n, o.grow_q, hp.segments, kind, owner=o.rank))
             if hp.rank != o.rank:
                 o.grow_q_send.append(hp.rank)
+    # gathered columns that at least BCAST_MIN other ranks read: one broadcast per owner interval instead of one
+    # message per reader (the owner sends them about once, whatever the number of ranks), gradients reduced back
+    bcast = []
+    for o in plans:
+        for iv in geo.intersect(o.segments, [(0, min(gc, n))]):
+            readers = [p.rank for p in plans if p.rank != o.rank and any(geo.intersect(t.kpos, [iv]) for t in p.tasks)]
+            if len(readers) >= BCAST_MIN:
+                bcast.append((o.rank, iv))
+    grow = [(o.rank, geo.total(o.grow_q)) for o in plans if len(o.grow_q_send) >= BCAST_MIN]
+    for p in plans:
+        p.bcast, p.grow_bcast = bcast, grow
     return plans
+
+
+BCAST_MIN = 2
 
 
 def _ring_plans(g, spec, node, n, world, segs, cells):
@@ -256,7 +276,8 @@ def _add_messages(plans, segs):
     owners = sorted((lo, hi, r) for r, ss in enumerate(segs) for lo, hi in ss)
     ends = [hi for _, hi, _ in owners]
     for p in plans:
-        need = geo.subtract(geo.merge_intervals([iv for t in p.tasks for iv in t.kpos]), p.segments)
+        have = p.segments + [iv for _, iv in p.bcast]
+        need = geo.subtract(geo.merge_intervals([iv for t in p.tasks for iv in t.kpos]), have)
         got = {}
         for lo, hi in need:  # the owners of [lo, hi): segments from the first one ending after lo
             for s0, s1, src in owners[bisect.bisect_right(ends, lo):]:

@@ -116,8 +116,38 @@ def _queries(task, plan, q, gq):
 
 
 def _sources(plan, task):
-    """The ranks whose messages a task reads."""
-    return [src for src, ivs in sorted(plan.recv.items()) if geo.intersect(ivs, task.kpos)]
+    """The messages a task reads: source ranks, and ("b", i) for broadcast i of the gathered columns."""
+    return ([src for src, ivs in sorted(plan.recv.items()) if geo.intersect(ivs, task.kpos)]
+            + [("b", i) for i, (o, iv) in enumerate(plan.bcast) if o != plan.rank and geo.intersect([iv], task.kpos)])
+
+
+def _row_broadcasts(plan, xs, shapes, dtypes, group, phase):
+    """The global rows' broadcasts (rows of each x in xs, [B, H, n, D] -> [B, H, rows, D]; shapes (B, H, D)), started
+    on every rank in the plan's order: {owner: ([buffers], [requests])}."""
+    out = {}
+    for o, ng in plan.grow_bcast:
+        bufs, reqs = [], []
+        for x, shape, dtype in zip(xs, shapes, dtypes):
+            if o == plan.rank:
+                buf = gather_rows(x, plan.segments, plan.grow_q).contiguous()
+            else:  # poisoned until it arrives
+                buf = torch.full(shape[:2] + (ng,) + shape[2:], float("nan"), dtype=dtype, device=x.device)
+            bufs.append(buf)
+            reqs.append(comm.broadcast(buf, o, group, phase, o == plan.rank))
+        out[o] = (bufs, reqs)
+    return out
+
+
+def _broadcasts(plan, store, b, hk, d, k, group):
+    """The gathered columns' broadcasts, started on every rank in the plan's order: {("b", i): (buffer, request)}."""
+    out = {}
+    for i, (o, (lo, hi)) in enumerate(plan.bcast):
+        if o == plan.rank:
+            buf = torch.stack(store.rows([(lo, hi)])).contiguous()
+        else:  # poisoned until it arrives
+            buf = torch.full((2, b, hk, hi - lo, d), float("nan"), dtype=k.dtype, device=k.device)
+        out[("b", i)] = (buf, comm.broadcast(buf, o, group, "forward", o == plan.rank))
+    return out
 
 
 def _forward(plan, q, k, v, scale, group):
@@ -130,13 +160,17 @@ def _forward(plan, q, k, v, scale, group):
         first.send(torch.stack(store.rows(ivs)), dst, comm.KV)
     got = {src: first.recv((2, b, hk, geo.total(ivs), d), k.dtype, k.device, src, comm.KV)
            for src, ivs in sorted(plan.recv.items())}
-    if plan.grow_q_send:
+    by_bcast = {o for o, _ in plan.grow_bcast}
+    if plan.grow_q_send and plan.rank not in by_bcast:
         qg = gather_rows(q, plan.segments, plan.grow_q)
         for hh in plan.grow_q_send:
             first.send(qg, hh, comm.GQ)
     gq = {t.owner: first.recv((b, h, t.nq, d), q.dtype, q.device, t.owner, comm.GQ)
-          for t in plan.partial_tasks if t.owner != plan.rank}
+          for t in plan.partial_tasks if t.owner != plan.rank and t.owner not in by_bcast}
     first.start()
+    bc = _broadcasts(plan, store, b, hk, d, k, group)
+    gb = _row_broadcasts(plan, [q], [(b, h, d)], [q.dtype], group, "forward")
+    gq.update({o: (bufs[0], None) for o, (bufs, _) in gb.items()})
     acc = _acc_dtype(q.dtype)
     o_acc = torch.full((b, h, nl, d), float("nan"), dtype=acc, device=q.device)  # every row is written below
     l_acc = torch.full((b, h, nl), float("-inf"), dtype=torch.float64, device=q.device)
@@ -144,10 +178,16 @@ def _forward(plan, q, k, v, scale, group):
 
     def need(srcs):
         for src in srcs:
-            if src not in arrived:
+            if src in arrived:
+                continue
+            if src in bc:
+                bc[src][1].wait()
+                if plan.bcast[src[1]][0] != plan.rank:
+                    store.add([plan.bcast[src[1]][1]], bc[src][0])
+            else:
                 first.wait(got[src][1])
                 store.add(plan.recv[src], got[src][0])
-                arrived.add(src)
+            arrived.add(src)
 
     # tasks whose keys are all local first (they overlap the messages), then in the plan's order, each waiting
     # only for the messages it reads
@@ -156,8 +196,11 @@ def _forward(plan, q, k, v, scale, group):
         o, lse = run_task(t, _queries(t, plan, q, {}), store, q, k, scale)
         own[id(t)] = lse
         merge(o_acc, l_acc, local_slices(plan.segments, t.qpos), o, lse)
-    need(sorted(plan.recv))
+    need(sorted(plan.recv) + list(bc))
     first.wait()
+    for _, reqs in gb.values():
+        for r in reqs:
+            r.wait()
     gq = {owner: buf for owner, (buf, _) in gq.items()}
     # global rows: partials of every owner's rows against our keys, merged at the owner
     second, mine = comm.Batch(group, "forward"), None
@@ -211,15 +254,18 @@ def _backward(plan, q, k, v, out, lse, dout, store, gq, own, scale, group):
 
     # the owner's global rows travel to the helpers: dout and out (for delta), and lse
     first = comm.Batch(group, "backward")
-    if plan.grow_q_send:
+    by_bcast = {o for o, _ in plan.grow_bcast}
+    if plan.grow_q_send and plan.rank not in by_bcast:
         pair, lg = torch.stack([rows(dout, plan.grow_q), rows(out, plan.grow_q)]), rows(lse1, plan.grow_q)[..., 0]
         for hh in plan.grow_q_send:
             first.send(pair, hh, comm.GDO)
             first.send(lg, hh, comm.GDL)
     grecv = {t.owner: (first.recv((2, b, h, t.nq, d), q.dtype, q.device, t.owner, comm.GDO)[0],
                        first.recv((b, h, t.nq), torch.float32, q.device, t.owner, comm.GDL)[0])
-             for t in plan.partial_tasks if t.owner != plan.rank}
+             for t in plan.partial_tasks if t.owner != plan.rank and t.owner not in by_bcast}
     first.start()
+    gb = _row_broadcasts(plan, [dout, out, lse1], [(b, h, d), (b, h, d), (b, h, 1)],
+                         [q.dtype, q.dtype, torch.float32], group, "backward")
     # rows replaced by the global reduction take no gradient through the ordinary tasks
     d_reg = dout
     if plan.override:
@@ -240,7 +286,11 @@ def _backward(plan, q, k, v, out, lse, dout, store, gq, own, scale, group):
             dq[..., a:bb, :] += gdq[..., off:off + bb - a, :]
         grads.add(t.kpos, gdk, gdv)
     first.wait()
-    last = comm.Batch(group, "backward")
+    for o, (bufs, reqs) in gb.items():
+        for r in reqs:
+            r.wait()
+        grecv[o] = (bufs[:2], bufs[2][..., 0])
+    last, gdq_b = comm.Batch(group, "backward"), {}
     for t in plan.partial_tasks:
         if t.owner == plan.rank:
             dd, oo, ll = rows(dout, t.qpos), rows(out, t.qpos), rows(lse1, t.qpos)[..., 0]
@@ -251,19 +301,43 @@ def _backward(plan, q, k, v, out, lse, dout, store, gq, own, scale, group):
         if t.owner == plan.rank:
             for a, bb, off in local_slices(plan.segments, t.qpos):
                 dq[..., a:bb, :] += gdq[..., off:off + bb - a, :]
+        elif t.owner in by_bcast:
+            gdq_b[t.owner] = gdq.to(acc)
         else:
             last.send(gdq.to(q.dtype), t.owner, comm.GDQ)
     ng = geo.total(plan.grow_q)
-    parts = [last.recv((b, h, ng, d), q.dtype, q.device, hh, comm.GDQ)[0] for hh in plan.grow_q_send]
+    parts = [last.recv((b, h, ng, d), q.dtype, q.device, hh, comm.GDQ)[0] for hh in plan.grow_q_send
+             if plan.rank not in by_bcast]
     last.start()
+    # the broadcast global rows' dq partials: one reduce (in the accumulation dtype) per owner, in the plan's order
+    for o, n_o in plan.grow_bcast:
+        buf = gdq_b.get(o, torch.zeros((b, h, n_o, d), dtype=acc, device=q.device))
+        buf, req = comm.reduce_sum(buf, o, group, "backward")
+        if o == plan.rank:
+            parts.append((buf, req))
+    # the gathered columns' gradients: one reduce per broadcast, on every rank in the plan's order
+    reduces = []
+    for o, (lo, hi) in plan.bcast:
+        buf = grads.received([(lo, hi)], k.dtype) if o != plan.rank else \
+            torch.zeros((2, b, hk, hi - lo, d), dtype=k.dtype, device=k.device)
+        reduces.append((o, (lo, hi)) + comm.reduce_sum(buf, o, group, "backward"))
     batch, back = returning
     batch.wait()
+    for o, iv, buf, req in reduces:
+        req.wait()
+        if o == plan.rank:
+            for a, bb, off in local_slices(plan.segments, [iv]):
+                dk[..., a:bb, :] += buf[0, ..., off:off + bb - a, :]
+                dv[..., a:bb, :] += buf[1, ..., off:off + bb - a, :]
     for dst, ivs in sorted(plan.send.items()):
         for a, bb, off in local_slices(plan.segments, ivs):
             dk[..., a:bb, :] += back[dst][0, ..., off:off + bb - a, :]
             dv[..., a:bb, :] += back[dst][1, ..., off:off + bb - a, :]
     last.wait()
     for p in parts:
+        if isinstance(p, tuple):  # a reduce
+            p[1].wait()
+            p = p[0]
         for a, bb, off in local_slices(plan.segments, plan.grow_q):
             dq[..., a:bb, :] += p[..., off:off + bb - a, :]
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)

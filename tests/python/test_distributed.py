@@ -292,6 +292,11 @@ def test_model_and_table():
     assert ring[3]["forward"] == 2 * 1024 * row  # the ring skips every pair beyond the band: 2 shards
     dense = sd.comm_bytes("dense", 8192, 8, **kw)
     assert all(r["forward"] == 7 * 1024 * row for r in dense)
+    # sinks: rank 0 sends its halo to rank 1 and broadcasts the sink rows once (not once per rank)
+    sink = sd.comm_bytes("causal_window:w=512+sink:g=64", 65536, 8, **kw)
+    assert sink[0]["forward"] == (512 + 64) * row and sink[0]["messages_forward"] == 2
+    assert all(r["forward"] == 512 * row for r in sink[1:7]) and sink[7]["forward"] == 0
+    assert all(r["backward"] == (512 * (r_ > 0) + 64) * row for r_, r in enumerate(sink))  # + the reduce
     table = sd.scaling_table()
     assert len(table) == 5 * 2 * 5 and all(r["halo"] < r["ring"] for r in table)
     # the closed form is what the plans send, at a size where both can be computed
