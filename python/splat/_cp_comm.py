@@ -111,13 +111,41 @@ def _global(rank, group):
     return d.distributed_c10d._get_global_rank(group, rank)
 
 
+def _staged(group, tensor):
+    """Whether a collective on this device tensor goes through a host copy (gloo: CPU tensors for reduce, and so
+    for broadcast too, to keep one rule)."""
+    return tensor.device.type != "cpu" and dist().get_backend(group) == "gloo"
+
+
+class _HostRequest:
+    """A collective's request on a host copy: wait() completes it and copies the result back to the device tensor."""
+
+    def __init__(self, req, host, tensor):
+        self.req, self.host, self.tensor = req, host, tensor
+
+    def wait(self):
+        if self.req is not None:
+            self.req.wait()
+            self.tensor.copy_(self.host)
+            self.req = None
+        return True
+
+
+def _collective(op, tensor, group):
+    if _staged(group, tensor):
+        host = tensor.to("cpu", copy=True)
+        return _HostRequest(op(host), host, tensor)
+    return op(tensor)
+
+
 def broadcast(tensor, src, group, phase, owner):
     """tensor (contiguous) from group rank src to every rank (async; returns the request). The owner's bytes are
     counted."""
     if owner:
         _sent[phase] += tensor.numel() * tensor.element_size()
         _messages[phase] += 1
-    return dist().broadcast(tensor, _global(src, group), group=group, async_op=True)
+    d = dist()
+    return _collective(lambda t: d.broadcast(t, _global(src, group), group=group, async_op=True), tensor, group)
 
 
 def reduce_sum(tensor, dst, group, phase):
@@ -127,4 +155,6 @@ def reduce_sum(tensor, dst, group, phase):
     tensor = tensor.contiguous()  # the collectives read and write plain memory
     _sent[phase] += tensor.numel() * tensor.element_size()
     _messages[phase] += 1
-    return tensor, d.reduce(tensor, _global(dst, group), op=d.ReduceOp.SUM, group=group, async_op=True)
+    req = _collective(lambda t: d.reduce(t, _global(dst, group), op=d.ReduceOp.SUM, group=group, async_op=True),
+                      tensor, group)
+    return tensor, req

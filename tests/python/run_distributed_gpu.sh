@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Context parallelism with CUDA tensors on a single-GPU machine (one device call): the sharded call over NCCL with
-# one rank, over gloo with 2 ranks sharing the GPU (messages staged through host copies), each against the
+# one rank, over gloo with 2 and 3 ranks sharing the GPU (messages staged through host copies), each against the
 # single-process result (tests/python/test_distributed_gpu.py), and a probe of whether gloo's send/recv moves CUDA
 # tensors itself. Builds the package with the CUDA backend unless a CUDA build of splat is already installed
 # (SPLAT_REBUILD=1 forces it; the build dir is run_gpu.sh's, so one call can share it). Results: $OUT (or

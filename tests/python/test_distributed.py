@@ -184,16 +184,17 @@ def _worker(rank, world, tmp):
                 results["subgroup"] = _run_case(SUBGROUP, rank // 2, 2, group=sub)
             except Exception:
                 results["subgroup"] = {"error": traceback.format_exc()}
-    if world == 2:  # messages staged through host copies, as gloo does for CUDA tensors (forced here)
+    if world in (2, 3):  # messages and collectives staged through host copies, as for CUDA tensors on gloo
         from splat import _cp_comm
 
-        own, _cp_comm.Batch._host = _cp_comm.Batch._host, lambda self, device: True
+        own = _cp_comm.Batch._host, _cp_comm._staged
+        _cp_comm.Batch._host, _cp_comm._staged = (lambda self, device: True), (lambda group, tensor: True)
         for c in STAGED:
             try:
                 results["staged:" + c["name"]] = _run_case(c, rank, world)
             except Exception:
                 results["staged:" + c["name"]] = {"error": traceback.format_exc()}
-        _cp_comm.Batch._host = own
+        _cp_comm.Batch._host, _cp_comm._staged = own
     # bad input is one clear error, on every rank alike
     try:
         sd.attention(torch.zeros(1, H, 3, D), torch.zeros(1, HK, 3, D), torch.zeros(1, HK, 3, D), "window:w=2",
@@ -355,9 +356,11 @@ def test_merge_of_partials():
 
 
 
-def test_messages_staged_through_the_host():
-    """Messages staged through host copies, as gloo does for CUDA tensors (forced for CPU tensors at world 2)."""
-    res = _results(2)
-    for rank in range(2):
+@pytest.mark.parametrize("world", [2, 3])
+def test_messages_staged_through_the_host(world):
+    """Messages and collectives staged through host copies, as for CUDA tensors on gloo (forced for CPU tensors;
+    at world 3 longformer's columns and global rows are broadcast and reduced)."""
+    res = _results(world)
+    for rank in range(world):
         for c in STAGED:
-            _check_case(res[rank]["staged:" + c["name"]], rank, 2, c)
+            _check_case(res[rank]["staged:" + c["name"]], rank, world, c)
