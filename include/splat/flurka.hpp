@@ -145,6 +145,29 @@ void flurka_causal_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView
                         void* workspace = nullptr, void* stream = nullptr);
 double flurka_causal_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int64_t chunk,
                                int warmup = 0, int repeats = 1);
+// Recurrent decode step on the GPU (EXPERIMENTAL, not yet run on a GPU): flurka_decode_step's arithmetic in fp32
+// for B x H sequences, one block each; D in {32, 64, 128}, r, m <= 512, C <= 4096. The state (S, z, the current
+// chunk, the position) lives in one device allocation; E, F, W are the caller's device matrices and must outlive
+// it. A step is two launches and no host work, so it can be captured in a CUDA graph (the position advances on the
+// device; `pos` counts the host calls only).
+struct FlurkaCudaDecodeState {
+  FlurkaMethod method = FlurkaMethod::FlurkaFavor;
+  int64_t B = 0, H = 0, D = 0, m = 0, r = 0, C = 0;
+  int64_t pos = 0;  // steps launched from the host
+  DType dtype = DType::BF16;
+  MatrixView e, f, w;
+  int device = 0;
+  void* buf = nullptr;  // device: S, z, offsets, chunk keys / values, flush scratch, position
+};
+FlurkaCudaDecodeState flurka_decode_cuda_init(FlurkaMethod m, int64_t B, int64_t H, int64_t D, int64_t chunk,
+                                              const MatrixView& e, const MatrixView& f, const MatrixView& w,
+                                              void* stream = nullptr);
+// q, k, v, out: [B, H, 1, D] device views of E's dtype. Launches only (stream-ordered).
+void flurka_decode_cuda_step(FlurkaCudaDecodeState& st, const TensorView& q, const TensorView& k, const TensorView& v,
+                             const TensorView& out, void* stream = nullptr);
+void flurka_decode_cuda_free(FlurkaCudaDecodeState& st);
+// Tests: feeds host [B, H, N, D] q, k, v token by token through the device decode step; out row t = step t.
+void flurka_decode_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int64_t chunk);
 // Backward on device views, non-causal (the causal backward runs on the CPU). bf16 with k, m <= 256 (every method):
 // tensor-core kernels (bf16 operands, fp32 accumulation; phi recomputed, never stored N x m); f32, f16 and larger
 // k, m: fp32 SIMT kernels; SPLAT_FLURKA_BWD=simt forces those. Deterministic (bitwise, run to run); dout and the

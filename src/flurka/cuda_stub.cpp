@@ -35,6 +35,18 @@ void flurka_causal_cuda(FlurkaMethod, const FlurkaInputs&, const TensorView&, in
 double flurka_causal_cuda_host(FlurkaMethod, const FlurkaInputs&, const TensorView&, int64_t, int, int) {
   no_cuda();
 }
+FlurkaCudaDecodeState flurka_decode_cuda_init(FlurkaMethod, int64_t, int64_t, int64_t, int64_t, const MatrixView&,
+                                              const MatrixView&, const MatrixView&, void*) {
+  no_cuda();
+}
+void flurka_decode_cuda_step(FlurkaCudaDecodeState&, const TensorView&, const TensorView&, const TensorView&,
+                             const TensorView&, void*) {
+  no_cuda();
+}
+void flurka_decode_cuda_free(FlurkaCudaDecodeState&) {}
+void flurka_decode_cuda_host(FlurkaMethod, const FlurkaInputs&, const TensorView&, int64_t) {
+  no_cuda();
+}
 void flurka_backward_cuda(FlurkaMethod, const FlurkaInputs&, const FlurkaGrads&, void*) {
   no_cuda();
 }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <utility>
 
 #include "test_flurka_util.hpp"
 
@@ -110,6 +111,25 @@ TEST(FlurkaCudaCausalEdges, BitwiseReproducible) {
   EXPECT_EQ(0, std::memcmp(first.data(), p.out.bytes.data(), first.size()));
 }
 
+// The device decode step fed a whole sequence token by token equals the causal forward row by row (the last row
+// of each prefix is the decode step's output): flushes at every C tokens, a partial last chunk, shared and
+// per-head E/F/W; the output buffer is NaN-poisoned.
+TEST(FlurkaCudaDecode, StepsEqualCausalReference) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  uint32_t seed = 600;
+  for (FlurkaMethod m : kCausal)
+    for (const auto& [D, t] : {std::pair<int64_t, DType>{32, DType::F32}, {64, DType::BF16}, {128, DType::F16}}) {
+      Case c{2, 3, 150, 150, D, 12, 40};
+      c.chunk = 32, c.dtype = t, c.shared = (seed % 2) == 0;
+      Problem p = make_problem(c, seed++);
+      flurka_causal_reference(m, p.in, p.ref_view, c.chunk);
+      flurka_decode_cuda_host(m, p.in, p.out_view, c.chunk);
+      const double err = rel_err(p.out, p.ref), tol = 2 * storage_err(p.ref, t) + 1e-4;
+      EXPECT_LE(err, tol) << flurka_method_name(m) << " " << dtype_name(t) << " D=" << D
+                          << (c.shared ? " shared" : " per-head");
+    }
+}
+
 // Bad calls give one clear splat::Error, with or without a GPU (the argument checks come first).
 TEST(FlurkaCudaCausalErrors, RefusedCalls) {
   Case c{1, 2, 40, 40, 48, 4, 8};
@@ -120,6 +140,9 @@ TEST(FlurkaCudaCausalErrors, RefusedCalls) {
   EXPECT_THROW(flurka_causal_cuda_host(FlurkaMethod::FlurkaFavor, p.in, p.out_view, 9), splat::Error);  // E: [r, 8]
   EXPECT_THROW(flurka_causal_cuda_host(FlurkaMethod::FlurkaFavor, p.in, p.out_view, 8), splat::Error);  // D = 48
   EXPECT_THROW(flurka_causal_cuda(FlurkaMethod::FlurkaFavor, p.in, p.out_view, 8), splat::Error);       // host views
+  // the decode state wants device matrices; a host E is refused before anything is allocated
+  EXPECT_THROW(flurka_decode_cuda_init(FlurkaMethod::FlurkaFavor, 1, 2, 64, 8, p.in.e, p.in.f, p.in.w), splat::Error);
+  EXPECT_THROW(flurka_decode_cuda_host(FlurkaMethod::FlurkaFavor, p.in, p.out_view, 8), splat::Error);  // D = 48
 }
 
 }  // namespace

@@ -140,7 +140,7 @@ __global__ void __launch_bounds__(kNT)
 }
 
 // ---- 3. grid (ceil(m D / 256), B H). In place: Sp[c] becomes U of query chunk c + 1; slot[c] its bias / weight ----
-__global__ void __launch_bounds__(kNT)
+static __global__ void __launch_bounds__(kNT)
     state_scan(float* Sp, const float* zp, const float* cp, int64_t m, int64_t D, int64_t nS, int map, float* slot) {
   const int64_t bh = blockIdx.y, e = int64_t(blockIdx.x) * kNT + threadIdx.x;
   if (e >= m * D) return;
