@@ -23,7 +23,7 @@ fi
 OUT=${OUT:-$ROOT/build-flurka-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-BIN="$ROOT/.carry/flurka"
+BIN="${FLURKA_BIN:-$ROOT/.carry/flurka}"  # FLURKA_BIN: another staged folder
 export LD_LIBRARY_PATH=$BIN:${LD_LIBRARY_PATH:-}
 STEPS=() EXTRA=()
 for a in "$@"; do case "$a" in --*) EXTRA+=("$a") ;; *) STEPS+=("$a") ;; esac; done
@@ -125,17 +125,17 @@ for s in "${STEPS[@]}"; do
       (cd /tmp && timeout 300 python3 "$ROOT/bench/bench_flurka.py" --out "$OUT" "${EXTRA[@]}" 2>&1) |
         tee "$OUT/flurka_bench.log" ;;
     causal)  # experimental causal kernels: tests, one memcheck run, harness (C = 256, r = 64) vs non-causal k = 256
-      "$BIN/test_flurka_cuda_causal" >"$OUT/flurka_causal_tests.log" 2>&1
+      timeout 60 "$BIN/test_flurka_cuda_causal" >"$OUT/flurka_causal_tests.log" 2>&1
       grep -hE "Failure|Expected|Which is|^\[  (PASSED|FAILED)" "$OUT/flurka_causal_tests.log" | head -30
       SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)
-      timeout 120 "$SAN" --tool memcheck --error-exitcode 9 "$BIN/test_flurka_cuda_causal" \
-        --gtest_filter='*bf16_D64:*BitwiseReproducible' >"$OUT/flurka_causal_memcheck.log" 2>&1
+      timeout 60 "$SAN" --tool memcheck --error-exitcode 9 "$BIN/test_flurka_cuda_causal" \
+        --gtest_filter='*favor_bf16_D64:*relu_bf16_D128:*BitwiseReproducible' >"$OUT/flurka_causal_memcheck.log" 2>&1
       echo "memcheck rc=$? $(grep -c 'Invalid\|ERROR SUMMARY' "$OUT/flurka_causal_memcheck.log") lines"; grep "ERROR SUMMARY" "$OUT/flurka_causal_memcheck.log"
-      for cfg in "4 16 4096 64" "1 16 16384 64" "4 16 4096 128" "1 16 65536 64"; do
+      for cfg in "4 16 4096 64" "1 16 16384 64" ${FLURKA_CAUSAL_MORE:+"4 16 4096 128" "1 16 65536 64"}; do
         set -- $cfg
-        "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 64 --m 256 --repeats 10 --causal 256 \
+        timeout 30 "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 64 --m 256 --repeats 10 --causal 256 \
           --methods flurka-favor,flurka-elu,flurka-relu
-        "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 256 --m 256 --repeats 10 \
+        timeout 30 "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 256 --m 256 --repeats 10 \
           --methods flurka-favor,flurka-elu,flurka-relu | sed 's/"flops.*"nonfinite/"nonfinite/'
       done 2>&1 | tee "$OUT/flurka_causal_harness.jsonl" ;;
   esac
