@@ -158,3 +158,13 @@ def reduce_sum(tensor, dst, group, phase):
     req = _collective(lambda t: d.reduce(t, _global(dst, group), op=d.ReduceOp.SUM, group=group, async_op=True),
                       tensor, group)
     return tensor, req
+
+
+def all_reduce_max(tensor, group, phase):
+    """The elementwise maximum over every rank's tensor, on every rank: (the tensor that holds it once the request
+    completed, the request). Every rank's bytes count."""
+    d = dist()
+    tensor = tensor.contiguous()
+    _sent[phase] += tensor.numel() * tensor.element_size()
+    _messages[phase] += 1
+    return tensor, _collective(lambda t: d.all_reduce(t, op=d.ReduceOp.MAX, group=group, async_op=True), tensor, group)

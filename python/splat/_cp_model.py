@@ -51,8 +51,13 @@ def comm_bytes(pattern, seq_len, world, *, heads, head_dim, dtype, kv_heads=None
             bwd += len(p.grow_q_send) * ng * (2 * q_row + l_row)
             mf += len(p.grow_q_send)
             mb += 2 * len(p.grow_q_send)
-        for o, n_o in p.grow_bcast:  # every rank's share of the dq reduce, in the accumulation dtype
-            bwd += n_o * q_row // es * (8 if es == 8 else 4)
+        acc = 8 if es == 8 else 4
+        for o, n_o in p.grow_bcast:
+            # forward: every rank's share of the partials' merge (lse maxima all-reduced, then weighted out and
+            # weights reduced, in the accumulation dtype); backward: its share of the dq reduce
+            fwd += n_o * batch * heads * acc * (head_dim + 2)
+            mf += 2
+            bwd += n_o * q_row // es * acc
             mb += 1
         for o, (lo, hi) in p.bcast:  # gathered columns: the owner's broadcast, everyone's reduce of gradients
             if o == p.rank:
@@ -61,12 +66,11 @@ def comm_bytes(pattern, seq_len, world, *, heads, head_dim, dtype, kv_heads=None
             bwd += (hi - lo) * kv_row
             mb += 1
         for t in p.partial_tasks:
-            if t.owner != p.rank:
+            if t.owner != p.rank and t.owner not in by_bcast:
                 fwd += t.nq * (q_row + l_row)
+                bwd += t.nq * q_row
                 mf += 2
-                if t.owner not in by_bcast:
-                    bwd += t.nq * q_row
-                    mb += 1
+                mb += 1
         out.append({"strategy": p.strategy, "forward": fwd, "backward": bwd, "messages_forward": mf,
                     "messages_backward": mb, "peers": sorted(set(p.send) | set(p.recv)),
                     "wasted_rows": p.wasted_rows})
@@ -94,9 +98,10 @@ def busiest_rank_bytes(family, n, world, *, heads=16, kv_heads=None, head_dim=12
     elif family == "causal_window+sink":  # rank 0: its last w rows to rank 1, the g sink rows broadcast once
         halo, nbrs = (w + g) * kv_row, world - 1
     elif family == "longformer":  # rank 0: halo, global columns and global query rows broadcast once;
-        # the others: their halos and their partial results of the global rows (out and the float32 lse)
-        other = (2 if world > 2 else 1) * w * kv_row + g * (q_row + 4 * heads)
-        halo, nbrs = max((w + g) * kv_row + g * q_row, other), world - 1
+        # the others: their halos; everyone: its share of the merge of the global rows' partials (float32)
+        merge = g * heads * 4 * (head_dim + 2)
+        other = (2 if world > 2 else 1) * w * kv_row + (merge if world > 2 else g * (q_row + 4 * heads))
+        halo, nbrs = max((w + g) * kv_row + g * q_row + (merge if world > 2 else 0), other), world - 1
     else:
         raise ValueError(f"splat: unknown family {family!r}")
     ring = (world - 1) * s * kv_row  # ring attention: the K/V shard visits every rank

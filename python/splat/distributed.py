@@ -203,29 +203,61 @@ def _forward(plan, q, k, v, scale, group):
             r.wait()
     gq = {owner: buf for owner, (buf, _) in gq.items()}
     # global rows: partials of every owner's rows against our keys, merged at the owner
-    second, mine = comm.Batch(group, "forward"), None
+    second, mine, pb = comm.Batch(group, "forward"), None, {}
+    by_bcast = {o for o, _ in plan.grow_bcast}
     for t in plan.partial_tasks:
         o, lse = run_task(t, _queries(t, plan, q, gq), store, q, k, scale)
         own[id(t)] = lse
-        if t.owner == plan.rank:
+        if t.owner in by_bcast:
+            pb[t.owner] = (o, lse)
+        elif t.owner == plan.rank:
             mine = (o, lse)
         else:
             second.send(o, t.owner, comm.GO)
             second.send(lse, t.owner, comm.GL)
     ng = geo.total(plan.grow_q)
     parts = [(second.recv((b, h, ng, d), q.dtype, q.device, hh, comm.GO)[0],
-              second.recv((b, h, ng), torch.float32, q.device, hh, comm.GL)[0]) for hh in plan.grow_q_send]
-    second.start().wait()
+              second.recv((b, h, ng), torch.float32, q.device, hh, comm.GL)[0])
+             for hh in plan.grow_q_send if plan.rank not in by_bcast]
+    second.start()
+    reduced = {o: _lse_reduce(pb.get(o), o, n_o, (b, h, d), acc, q.device, group) for o, n_o in plan.grow_bcast}
+    second.wait()
     if plan.override:
-        go = torch.full((b, h, ng, d), float("nan"), dtype=acc, device=q.device)
-        gl = torch.full((b, h, ng), float("-inf"), dtype=torch.float64, device=q.device)
-        for o, lse in ([mine] if mine is not None else []) + parts:
-            merge(go, gl, [(0, ng, 0)], o, lse)
+        if plan.rank in by_bcast:
+            go, gl = reduced[plan.rank]
+        else:
+            go = torch.full((b, h, ng, d), float("nan"), dtype=acc, device=q.device)
+            gl = torch.full((b, h, ng), float("-inf"), dtype=torch.float64, device=q.device)
+            for o, lse in ([mine] if mine is not None else []) + parts:
+                merge(go, gl, [(0, ng, 0)], o, lse)
         for a, bb, off in local_slices(plan.segments, plan.grow_q):
             o_acc[..., a:bb, :] = go[..., off:off + bb - a, :]
             l_acc[..., a:bb] = gl[..., off:off + bb - a]
     finish(o_acc, l_acc)
     return o_acc.to(q.dtype), l_acc.to(torch.float32), store, gq, own
+
+
+def _lse_reduce(part, owner, rows, bhd, acc, device, group):
+    """The log-sum-exp merge of every rank's partial (out, lse) of an owner's global rows, at the owner, as two
+    collectives: the row maxima of the lse (all-reduce), then the sums of exp(lse - max) * out and of
+    exp(lse - max) (one reduce). A rank without a partial takes part with lse -inf. (out, lse) at the owner."""
+    b, h, d = bhd
+    lse = torch.full((b, h, rows), float("-inf"), dtype=acc, device=device) if part is None else part[1].to(acc)
+    m, req = comm.all_reduce_max(lse.clone(), group, "forward")
+    req.wait()
+    w = torch.exp(lse - m).nan_to_num(0.0)  # 0 where this rank has no key for the row (or no rank has)
+    o = torch.zeros((b, h, rows, d), dtype=acc, device=device) if part is None else part[0].to(acc)
+    packed, req = comm.reduce_sum(torch.cat([o * w[..., None], w[..., None]], -1), owner, group, "forward")
+    if dist_rank(group) != owner:
+        return None
+    req.wait()
+    den = packed[..., d]
+    out = torch.where(den[..., None] > 0, packed[..., :d] / den[..., None].clamp_min(1e-300), 0.0)
+    return out, (m + torch.log(den)).double()
+
+
+def dist_rank(group):
+    return comm.dist().get_rank(group)
 
 
 def _send_back(plan, grads, k, group):
