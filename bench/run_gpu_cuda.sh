@@ -4,7 +4,9 @@
 # by `bench/run_gpu_cuda.sh --stage`) or, when absent, built here with cmake + ninja.
 #   bash bench/run_gpu_cuda.sh [tests] [sanitize] [harness] [bench] [--sizes 4096,16384] [--dims 64,128]
 # Tuning knobs (JIT: each variant is generated and compiled on the fly): SPLAT_CUDA_TILE=BMxBN,
-# SPLAT_CUDA_STAGES, SPLAT_CUDA_MINBLOCKS, SPLAT_CUDA_MERGE=0 (no two-segment spans); bench/sweep_cuda_tiles.sh sweeps them.
+# SPLAT_CUDA_STAGES, SPLAT_CUDA_MINBLOCKS, SPLAT_CUDA_MERGE=0 (no two-segment spans), SPLAT_CUDA_TMA=0|1 (producer kernel
+# off / on for every contiguous plan), SPLAT_CUDA_TMA_BN, SPLAT_CUDA_PINGPONG=0; bench/sweep_cuda_tiles.sh and
+# bench/sweep_cuda_tma.sh sweep them.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ "${1:-}" = "--stage" ]; then  # on the dev machine: build and stage the binaries to carry

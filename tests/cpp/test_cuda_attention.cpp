@@ -183,6 +183,48 @@ TEST(CudaAttention, ProducerKernelTmaSmall) {
   check_spec({"causal", 1, 2, 1, 300, 128});
 }
 
+// Key padding on a plan of the producer kernel runs the cp.async kernel of the same 128-row tiles (the producer
+// kernel does not clamp spans to the valid keys): both head dims, rows of one batch entry padded.
+TEST(CudaAttention, KeyPaddingOnProducerPlans) {
+  REQUIRE_GPU();
+  int major = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
+  if (major != 9) GTEST_SKIP() << "the producer kernel is sm_90a only";
+  EnvGuard env;
+  env.set("SPLAT_CUDA_TMA", "1");
+  for (int64_t d : {64, 128})
+    for (const char* spec : {"dense", "causal_window:w=90"}) {
+      const int64_t B = 2, H = 2, N = 300;
+      SCOPED_TRACE(std::string(spec) + " D=" + std::to_string(d));
+      ASSERT_TRUE(plan_uses_tma(spec, N, d));
+      const std::vector<int32_t> lens = {int32_t(N), 181};
+      cudatest::DeviceBuffer dlens(lens.size() * sizeof(int32_t));
+      ASSERT_EQ(cudaMemcpy(dlens.p, lens.data(), dlens.bytes, cudaMemcpyHostToDevice), cudaSuccess);
+      std::mt19937 rng(uint32_t(d) ^ std::random_device{}());
+      Tensor q(DType::BF16, B, H, N, d, false), k(DType::BF16, B, 1, N, d, false), v(DType::BF16, B, 1, N, d, false);
+      Tensor out(DType::BF16, B, H, N, d, false);
+      q.randomise(rng, 1.0f), k.randomise(rng, 1.0f), v.randomise(rng, 1.0f);
+      out.poison();
+      CudaPlanOptions o;
+      o.head_dim = int(d);
+      const Pattern pat = parse_pattern(spec);
+      const auto plan = plan_cuda(analyse(pat, N), o);
+      AttentionOptions opt;
+      opt.key_lengths = static_cast<const int32_t*>(dlens.p);
+      attention_cuda_host(*plan, q.view, k.view, v.view, out.view, opt);
+      const std::vector<uint8_t> mask = dense_mask(pat, N);
+      AttentionOptions host;
+      host.key_lengths = lens.data();
+      const Tensor q32 = q.to_f32(), k32 = k.to_f32(), v32 = v.to_f32();
+      Tensor ref(DType::F32, B, H, N, d, false);
+      ref.poison();
+      attention_reference(mask.data(), q32.view, k32.view, v32.view, ref.view, host);
+      const Tensor naive = cputest::naive_same_dtype(mask.data(), q32, k32, v32, DType::BF16, 0.0f, lens.data());
+      const double e_ours = cputest::max_abs_err(out, ref), e_naive = cputest::max_abs_err(naive, ref);
+      EXPECT_LE(e_ours, 6.0 * e_naive + 2e-3) << "naive error " << e_naive;
+    }
+}
+
 TEST(CudaAttention, GqaMqaAndStridedLayouts) {
   REQUIRE_GPU();
   check_spec({"longformer:w=16,g=8", 2, 4, 2, 200, 64, DType::BF16, true});
