@@ -82,7 +82,7 @@ def _random_cases(count, seed=11):
     for _ in range(count):
         n = r.randint(8, 90)
         spec = r.choice([leaf(n), f"{leaf(n)}+{leaf(n)}", f"({leaf(n)}+{leaf(n)})&causal", f"{leaf(n)}&{leaf(n)}"])
-        cases.append(_case(spec, r.choice(["contiguous", "zigzag"]), n=n, strategy=r.choice(["auto", "ring"]),
+        cases.append(_case(spec, r.choice(["contiguous", "zigzag"]), n=n, strategy=r.choice(["auto", "ring", "halo"]),
                            overlap=r.random() < 0.7))
     return cases
 
