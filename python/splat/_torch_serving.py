@@ -35,14 +35,16 @@ def _index(t, name, q):
 def _decode_launch(q, k_cache, v_cache, cache_seqlens, block_table, cache_starts, pattern, scale, layout, lse):
     plan = decode_plan(pattern, head_dim_of(q), _dtype(q))
     out = torch.empty_like(q)
-    opt = [None if t is None else _dl(t) for t in (block_table, cache_starts)]
+
+    def opt():  # a DLPack capsule is consumed by the call it is passed to: fresh ones for each call
+        return [None if t is None else _dl(t) for t in (block_table, cache_starts)]
+
     ws = None
     if q.is_cuda:  # the split-KV workspace: shapes and capacity decide its size, never the lengths
-        n = _core.decode_workspace_bytes(plan, _dl(q), _dl(k_cache), _dl(v_cache), _dl(cache_seqlens), opt[0],
-                                         opt[1], layout)
+        n = _core.decode_workspace_bytes(plan, _dl(q), _dl(k_cache), _dl(v_cache), _dl(cache_seqlens), *opt(), layout)
         ws = torch.empty(n, dtype=torch.uint8, device=q.device) if n else None
     stream = _raw_stream(q.get_device()) if q.is_cuda else 0  # the current stream, no synchronisation
-    _core.decode(plan, _dl(q), _dl(k_cache), _dl(v_cache), _dl(cache_seqlens), opt[0], opt[1], _dl(out),
+    _core.decode(plan, _dl(q), _dl(k_cache), _dl(v_cache), _dl(cache_seqlens), *opt(), _dl(out),
                  None if lse is None else _dl(lse), scale, layout, "", 0, False, stream,
                  None if ws is None else _dl(ws))
     return out
