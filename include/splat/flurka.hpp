@@ -135,8 +135,8 @@ void flurka_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, 
 // Host convenience: copies host inputs to the device, runs warmup + repeats times, copies out back.
 // Returns the median time in ms (CUDA events), measured around each whole call.
 double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int warmup = 0, int repeats = 1);
-// Causal chunked variant on device views (EXPERIMENTAL: these kernels have not yet run on a GPU; the Python
-// bindings use them only with SPLAT_FLURKA_CAUSAL_CUDA=1). The formula of flurka_causal_reference (flurka-*
+// Causal chunked variant on device views (EXPERIMENTAL: correct on the H200 but 10-20x slower than the non-causal
+// forward; the Python bindings use it only with SPLAT_FLURKA_CAUSAL_CUDA=1). The formula of flurka_causal_reference (flurka-*
 // methods, E, F [r, C]), D in {32, 64, 128}, r, m <= 512, fp32 arithmetic on the stored values; deterministic.
 // workspace: at least flurka_causal_cuda_workspace_bytes (nullptr: allocated and freed inside, which
 // synchronises); the host form (tests) NaN-poisons out and the workspace and returns the median ms.
@@ -145,7 +145,7 @@ void flurka_causal_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView
                         void* workspace = nullptr, void* stream = nullptr);
 double flurka_causal_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int64_t chunk,
                                int warmup = 0, int repeats = 1);
-// Recurrent decode step on the GPU (EXPERIMENTAL, not yet run on a GPU): flurka_decode_step's arithmetic in fp32
+// Recurrent decode step on the GPU (EXPERIMENTAL: its test passes on the H200; not timed yet): flurka_decode_step's arithmetic in fp32
 // for B x H sequences, one block each; D in {32, 64, 128}, r, m <= 512, C <= 4096. The state (S, z, the current
 // chunk, the position) lives in one device allocation; E, F, W are the caller's device matrices and must outlive
 // it. A step is two launches and no host work, so it can be captured in a CUDA graph (the position advances on the
