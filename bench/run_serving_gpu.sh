@@ -30,15 +30,18 @@ python3 -m pip install --no-deps -q --force-reinstall "$bin"/*.whl >"$R/install.
 echo "installed in $((SECONDS - start))s"
 fails=0
 pids=() names=()
-timeout "${T_TEST:-100}" "$bin/test_cuda_decode" >"$R/cpp_tests.log" 2>&1 &
-pids+=($!) names+=(cpp_tests)
-timeout "${T_SAN:-100}" compute-sanitizer --tool memcheck --print-limit 20 "$bin/test_cuda_decode" \
+steps=" ${SERVING_STEPS:-cpp sanitize pytest bench} "  # which steps run (a later call may repeat only some)
+if [[ "$steps" == *" cpp "* ]]; then
+  timeout "${T_TEST:-100}" "$bin/test_cuda_decode" >"$R/cpp_tests.log" 2>&1 &
+  pids+=($!) names+=(cpp_tests)
+fi
+[[ "$steps" == *" sanitize "* ]] && timeout "${T_SAN:-100}" compute-sanitizer --tool memcheck --print-limit 20 "$bin/test_cuda_decode" \
   --gtest_filter="${SANITIZE_FILTER:-CudaDecode.GroupsOfOneTwoFourEight:CudaDecode.BadDeviceIndicesGiveNanAndStatus:CudaDecode.GraphReplaySeesNewLengths:CudaDecode.UnalignedRowsTakeTheFirstKernel}" \
   >"$R/sanitize_memcheck.log" 2>&1 &
-pids+=($!) names+=(sanitize_memcheck)
-(cd "$root/tests/python" && timeout "${T_PY:-120}" python3 -m pytest -q -k "cuda and not compiles" test_decode.py test_hf_decode.py -p no:cacheprovider) \
+[[ "$steps" == *" sanitize "* ]] && pids+=($!) names+=(sanitize_memcheck)
+[[ "$steps" == *" pytest "* ]] && (cd "$root/tests/python" && timeout "${T_PY:-120}" python3 -m pytest -q -k "cuda and not compiles" test_decode.py test_hf_decode.py -p no:cacheprovider) \
   >"$R/pytest.log" 2>&1 &
-pids+=($!) names+=(pytest)
+[[ "$steps" == *" pytest "* ]] && pids+=($!) names+=(pytest)
 for i in "${!pids[@]}"; do
   wait "${pids[$i]}"
   rc=$?
@@ -47,10 +50,12 @@ for i in "${!pids[@]}"; do
     tee -a "$R/summary.txt"
 done
 echo "tests: $((SECONDS - start))s" | tee -a "$R/summary.txt"
-timeout "${T_BENCH:-150}" python3 "$root/bench/bench_serving.py" --out "$R/bench.jsonl" "$@" >"$R/bench.log" 2>&1
-rc=$?
-[ $rc -ne 0 ] && fails=$((fails + 1))
-echo "bench rc=$rc $((SECONDS - start))s" | tee -a "$R/summary.txt"
-tail -5 "$R/bench.log"
+if [[ "$steps" == *" bench "* ]]; then
+  timeout "${T_BENCH:-150}" python3 "$root/bench/bench_serving.py" --out "$R/bench.jsonl" "$@" >"$R/bench.log" 2>&1
+  rc=$?
+  [ $rc -ne 0 ] && fails=$((fails + 1))
+  echo "bench rc=$rc $((SECONDS - start))s" | tee -a "$R/summary.txt"
+  tail -5 "$R/bench.log"
+fi
 cd "$R" && tar -czf logs.tar.gz ./*.log && cd - >/dev/null
 exit $fails
