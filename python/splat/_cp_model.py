@@ -42,6 +42,8 @@ def comm_bytes(pattern, seq_len, world, *, heads, head_dim, dtype, kv_heads=None
         fwd = sum(geo.total(iv) for iv in p.send.values()) * kv_row
         bwd = sum(geo.total(iv) for iv in p.recv.values()) * kv_row
         mf, mb = len(p.send), len(p.recv)
+        if p.strategy == "ring":  # the backward fetches the key shards again (they are not kept)
+            bwd, mb = bwd + fwd, mb + len(p.send)
         ng = geo.total(p.grow_q)
         by_bcast = {o for o, _ in p.grow_bcast}
         if p.rank in by_bcast:  # one broadcast of the rows (forward), of dout and out, and of the lse (backward)

@@ -97,6 +97,8 @@ class _CPAttention(torch.autograd.Function):
         with torch.no_grad():
             out, lse, store, gq, own = _forward(plan, q, k, v, scale, group)
         ctx.save_for_backward(q, k, v, out, lse)
+        if plan.strategy == "ring":  # whole key shards: fetched again by the backward rather than kept until then
+            store = None
         ctx.plan, ctx.scale, ctx.group, ctx.store, ctx.gq, ctx.own = plan, scale, group, store, gq, own
         ctx.mark_non_differentiable(lse)
         return out, lse
@@ -271,7 +273,24 @@ def _send_back(plan, grads, k, group):
     return batch.start(), back
 
 
+def _fetch_keys(plan, k, v, group):
+    """The forward's key/value exchange again (the ring's backward): a KeyStore with every received interval."""
+    b, hk, _, d = k.shape
+    store = KeyStore(plan.segments, k, v)
+    batch = comm.Batch(group, "backward")
+    for dst, ivs in sorted(plan.send.items()):
+        batch.send(torch.stack(store.rows(ivs)), dst, comm.KV)
+    got = {src: batch.recv((2, b, hk, geo.total(ivs), d), k.dtype, k.device, src, comm.KV)[0]
+           for src, ivs in sorted(plan.recv.items())}
+    batch.start().wait()
+    for src, ivs in sorted(plan.recv.items()):
+        store.add(ivs, got[src])
+    return store
+
+
 def _backward(plan, q, k, v, out, lse, dout, store, gq, own, scale, group):
+    if store is None:
+        store = _fetch_keys(plan, k, v, group)
     b, h, nl, d = q.shape
     hk, acc = k.shape[1], _acc_dtype(q.dtype)
     dq = torch.zeros((b, h, nl, d), dtype=acc, device=q.device)

@@ -293,6 +293,8 @@ def test_model_and_table():
     assert ring[3]["forward"] == 2 * 1024 * row  # the ring skips every pair beyond the band: 2 shards
     dense = sd.comm_bytes("dense", 8192, 8, **kw)
     assert all(r["forward"] == 7 * 1024 * row for r in dense)
+    # the ring keeps no received shard for the backward: it fetches them again, then returns their gradients
+    assert all(r["backward"] == 2 * 7 * 1024 * row for r in dense)
     # sinks: rank 0 sends its halo to rank 1 and broadcasts the sink rows once (not once per rank)
     sink = sd.comm_bytes("causal_window:w=512+sink:g=64", 65536, 8, **kw)
     assert sink[0]["forward"] == (512 + 64) * row and sink[0]["messages_forward"] == 2
