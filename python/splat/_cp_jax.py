@@ -76,12 +76,24 @@ def attention(q, k, v, pattern, *, mesh, axis_name, scale=None):
         valid = jnp.stack([idx > 0, idx < world - 1]).astype(jnp.float32)
         return _banded(ql, kl, vl, halo_l[0], halo_l[1], halo_r[0], halo_r[1], valid, specs, sc)
 
-    # the FFI calls' results carry no varying-axis type: not checked (every value here varies along the axis)
-    f = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)
+    f = _shard_map(local, mesh, (spec, spec, spec), spec)
     types = dict(zip(mesh.axis_names, getattr(mesh, "axis_types", ())))
     if str(types.get(axis_name, "")).endswith("Explicit"):  # explicit axes: shard_map takes the inputs as sharded
         q, k, v = (jax.reshard(x, jax.sharding.NamedSharding(mesh, spec)) for x in (q, k, v))
     return f(q, k, v)
+
+
+def _shard_map(f, mesh, in_specs, out_specs):
+    # the FFI calls' results carry no varying-axis type: not checked (every value here varies along the axis)
+    sm = getattr(jax, "shard_map", None)
+    if sm is not None:
+        try:
+            return sm(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+        except TypeError:  # releases that call the check check_rep
+            return sm(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
+    from jax.experimental.shard_map import shard_map
+
+    return shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
 
 
 # ---- the local calls: splat's XLA FFI handlers with the lse, and the backward with a given lse ----
