@@ -16,6 +16,7 @@ import torch
 from . import _cp_comm as comm
 from . import _cp_geometry as geo
 from . import _cp_plan as cpp
+from . import _cp_ring as ring
 from ._cp_model import busiest_rank_bytes, comm_bytes, scaling_table
 from ._cp_run import KeyStore, _acc_dtype, finish, gather_rows, local_slices, merge, run_task, task_backward
 from ._plans import pattern_name
@@ -95,10 +96,11 @@ class _CPAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, plan, scale, group):
         with torch.no_grad():
-            out, lse, store, gq, own = _forward(plan, q, k, v, scale, group)
+            if plan.strategy == "ring":  # streamed: whole key shards are neither kept nor all held at once
+                (out, lse, own), store, gq = ring.forward(plan, q, k, v, scale, group), None, None
+            else:
+                out, lse, store, gq, own = _forward(plan, q, k, v, scale, group)
         ctx.save_for_backward(q, k, v, out, lse)
-        if plan.strategy == "ring":  # whole key shards: fetched again by the backward rather than kept until then
-            store = None
         ctx.plan, ctx.scale, ctx.group, ctx.store, ctx.gq, ctx.own = plan, scale, group, store, gq, own
         ctx.mark_non_differentiable(lse)
         return out, lse
@@ -107,8 +109,11 @@ class _CPAttention(torch.autograd.Function):
     def backward(ctx, dout, _dlse):
         q, k, v, out, lse = ctx.saved_tensors
         with torch.no_grad():
-            dq, dk, dv = _backward(ctx.plan, q, k, v, out, lse, dout, ctx.store, ctx.gq, ctx.own, ctx.scale,
-                                   ctx.group)
+            if ctx.plan.strategy == "ring":
+                dq, dk, dv = ring.backward(ctx.plan, q, k, v, out, lse, dout, ctx.own, ctx.scale, ctx.group)
+            else:
+                dq, dk, dv = _backward(ctx.plan, q, k, v, out, lse, dout, ctx.store, ctx.gq, ctx.own, ctx.scale,
+                                       ctx.group)
         ctx.store = ctx.gq = ctx.own = None
         return dq, dk, dv, None, None, None
 
@@ -273,24 +278,7 @@ def _send_back(plan, grads, k, group):
     return batch.start(), back
 
 
-def _fetch_keys(plan, k, v, group):
-    """The forward's key/value exchange again (the ring's backward): a KeyStore with every received interval."""
-    b, hk, _, d = k.shape
-    store = KeyStore(plan.segments, k, v)
-    batch = comm.Batch(group, "backward")
-    for dst, ivs in sorted(plan.send.items()):
-        batch.send(torch.stack(store.rows(ivs)), dst, comm.KV)
-    got = {src: batch.recv((2, b, hk, geo.total(ivs), d), k.dtype, k.device, src, comm.KV)[0]
-           for src, ivs in sorted(plan.recv.items())}
-    batch.start().wait()
-    for src, ivs in sorted(plan.recv.items()):
-        store.add(ivs, got[src])
-    return store
-
-
 def _backward(plan, q, k, v, out, lse, dout, store, gq, own, scale, group):
-    if store is None:
-        store = _fetch_keys(plan, k, v, group)
     b, h, nl, d = q.shape
     hk, acc = k.shape[1], _acc_dtype(q.dtype)
     dq = torch.zeros((b, h, nl, d), dtype=acc, device=q.device)

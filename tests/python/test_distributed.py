@@ -314,6 +314,17 @@ def test_model_and_table():
         sd.plans("bigbird:b=8,w=1,g=1,r=2", 64, 2, strategy="halos")
 
 
+def test_ring_steps():
+    """The streamed ring: step s receives rank r - s's shard and sends to rank r + s, only for non-empty pairs."""
+    from splat import _cp_ring
+
+    dense = sd.plans("dense", 64, 4, strategy="ring")
+    assert [(src, dst) for src, dst, _ in _cp_ring._steps(dense[1])] == [(None, None), (0, 2), (3, 3), (2, 0)]
+    assert all(len(tasks) == 1 for _, _, tasks in _cp_ring._steps(dense[1]))
+    causal = sd.plans("causal", 64, 4, strategy="ring")  # contiguous: only earlier shards, only to later ranks
+    assert [(src, dst) for src, dst, _ in _cp_ring._steps(causal[1])] == [(None, None), (0, 2), (None, 3), (None, None)]
+
+
 def test_import_splat_needs_no_torch_distributed():
     code = "import sys, splat; assert 'torch.distributed' not in sys.modules and 'splat.distributed' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
