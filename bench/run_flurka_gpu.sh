@@ -133,8 +133,8 @@ for s in "${STEPS[@]}"; do
       echo "memcheck rc=$? $(grep -c 'Invalid\|ERROR SUMMARY' "$OUT/flurka_causal_memcheck.log") lines"; grep "ERROR SUMMARY" "$OUT/flurka_causal_memcheck.log"
       for cfg in "4 16 4096 64" "1 16 16384 64" ${FLURKA_CAUSAL_MORE:+"4 16 4096 128" "1 16 65536 64"}; do
         set -- $cfg
-        timeout 30 "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 64 --m 256 --repeats 10 --causal 256 \
-          --methods flurka-favor,flurka-elu,flurka-relu
+        SPLAT_FLURKA_PROFILE=1 timeout 30 "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 64 --m 256 --repeats 10 \
+          --causal 256 --methods flurka-favor,flurka-elu,flurka-relu 2>&1 | awk '/profile/ {p=$0} /^\{/ {print p; print $0}'
         timeout 30 "$BIN/flurka_bench" --B $1 --H $2 --N $3 --D $4 --k 256 --m 256 --repeats 10 \
           --methods flurka-favor,flurka-elu,flurka-relu | sed 's/"flops.*"nonfinite/"nonfinite/'
       done 2>&1 | tee "$OUT/flurka_causal_harness.jsonl" ;;

@@ -163,9 +163,11 @@ static __global__ void __launch_bounds__(kNT)
 }
 
 // ---- 4. grid (nC * ceil(C / 64), B H); dynamic smem: see query_smem_floats ----
+// A warp owns 8 consecutive rows and works on all of them at once, so that every element of W, U, a key and a
+// value it reads serves 8 rows (one L2 or shared load per 8 FMAs).
 template <int D>
 constexpr int query_smem_floats(int m) {
-  return kQR * D + kKT * (D + 1) + kKT * D + 8 * kKT + 8 * m;
+  return kQR * D + kKT * (D + 1) + kKT * D + kQR * kKT + kQR * m;
 }
 
 template <class T, int D>
@@ -174,12 +176,12 @@ __global__ void __launch_bounds__(kNT)
                  int64_t m, int64_t nS, int64_t tiles, int map, float sfeat, T* out, int64_t osb, int64_t osh,
                  int64_t osr) {
   extern __shared__ float sm[];
+  constexpr int RW = kQR / 8, DU = D / 32;  // rows per warp, values per lane
   float* Qs = sm;                           // [kQR][D]
   float* Ks = Qs + kQR * D;                 // [kKT][D + 1]
   float* Vs = Ks + kKT * (D + 1);           // [kKT][D]
-  float* Ps = Vs + kKT * D;                 // [8 warps][kKT]
-  float* Ws = Ps + 8 * kKT;                 // [8 warps][m]
-  constexpr int RW = kQR / 8, DU = D / 32;  // rows per warp, values per lane
+  float* Ps = Vs + kKT * D;                 // [8 warps][RW][kKT]
+  float* Ws = Ps + kQR * kKT;               // [8 warps][RW][m]
   const int64_t bh = blockIdx.y, b = bh / H, h = bh % H;
   const int64_t c = blockIdx.x / tiles, c0 = c * C, r0 = c0 + (blockIdx.x % tiles) * kQR;
   const int64_t c1 = min(N, c0 + C), r1 = min(c1, r0 + kQR);
@@ -193,70 +195,93 @@ __global__ void __launch_bounds__(kNT)
     Qs[i] = row < r1 ? to_f(Q[row * q.ld + i % D]) : 0.0f;
   }
   __syncthreads();
+  const float* Qw = Qs + warp * RW * D;  // the warp's rows (rows past r1 are zeros: computed, never stored)
   float Mx[RW], den[RW], acc[RW][DU];
-  // History: the prefix state of the chunks before c as one virtual key (history_key on the CPU).
-  const float* Uc = c > 0 ? U + ((bh * nS + c - 1) * m) * D : nullptr;
-  const float* sl = c > 0 ? slot + (bh * nS + c - 1) * m : nullptr;
-  const T* Wh = map == kElu ? nullptr : reinterpret_cast<const T*>(w.base(0, h, sizeof(T)));
-  float* wb = Ws + warp * m;
 #pragma unroll
   for (int t = 0; t < RW; ++t) {
-    const float* qr = Qs + (warp * RW + t) * D;
-    float la = -INFINITY, kv[DU] = {};
-    if (c > 0) {
-      float mx = -INFINITY, wsum = 0.0f;
-      for (int64_t l = lane; l < m; l += 32) {
-        float x;
-        if (map == kElu) {
-          x = elu1(qr[l]) * sl[l];
-        } else {
-          float dot = 0.0f;
-          for (int dd = 0; dd < D; ++dd) dot += qr[dd] * to_f(Wh[dd * w.ld + l]);
-          dot *= sfeat;
-          x = map == kFavor ? dot + sl[l] : fmaxf(dot, 0.0f) * sl[l];
+    Mx[t] = -INFINITY, den[t] = 0.0f;
+#pragma unroll
+    for (int u = 0; u < DU; ++u) acc[t][u] = 0.0f;
+  }
+  // History: the prefix state of the chunks before c as one virtual key per row (history_key on the CPU).
+  if (c > 0) {
+    const float* Uc = U + ((bh * nS + c - 1) * m) * D;
+    const float* sl = slot + (bh * nS + c - 1) * m;
+    const T* Wh = map == kElu ? nullptr : reinterpret_cast<const T*>(w.base(0, h, sizeof(T)));
+    float* wb = Ws + warp * RW * m;  // [RW][m]
+    float mx[RW], wsum[RW];
+#pragma unroll
+    for (int t = 0; t < RW; ++t) mx[t] = -INFINITY, wsum[t] = 0.0f;
+    for (int64_t l = lane; l < m; l += 32) {
+      float x[RW];
+      if (map == kElu) {
+#pragma unroll
+        for (int t = 0; t < RW; ++t) x[t] = elu1(Qw[t * D + l]) * sl[l];
+      } else {
+        float dot[RW] = {};
+        for (int dd = 0; dd < D; ++dd) {
+          const float wv = to_f(Wh[dd * w.ld + l]);
+#pragma unroll
+          for (int t = 0; t < RW; ++t) dot[t] += Qw[t * D + dd] * wv;
         }
-        wb[l] = x;
-        mx = nmax(mx, x);
-      }
-      if (map == kFavor) mx = warp_max(mx);
-      __syncwarp();
-      for (int64_t l = lane; l < m; l += 32) {
-        const float x = map != kFavor ? wb[l] : mx == -INFINITY ? 0.0f : __expf(wb[l] - mx);
-        wb[l] = x;
-        wsum += x;
-      }
-      wsum = warp_sum(wsum);
-      __syncwarp();
-      for (int64_t l = 0; l < m; ++l) {
-        const float x = wb[l];
+        const float bias = sl[l];
 #pragma unroll
-        for (int u = 0; u < DU; ++u) kv[u] += x * Uc[l * D + lane + 32 * u];
+        for (int t = 0; t < RW; ++t) x[t] = map == kFavor ? dot[t] * sfeat + bias : fmaxf(dot[t] * sfeat, 0.0f) * bias;
       }
-      __syncwarp();        // wb is rewritten by the next row
-      if (wsum != 0.0f) {  // NaN too: la = NaN carries it into the row
 #pragma unroll
-        for (int u = 0; u < DU; ++u) kv[u] /= wsum;
-        if (map == kFavor) {
-          float n2 = 0.0f;
-#pragma unroll
-          for (int u = 0; u < DU; ++u) {
-            const float x = sfeat * qr[lane + 32 * u];
-            n2 += x * x;
-          }
-          n2 = warp_sum(n2);
-          la = mx + __logf(wsum) - n2 / 2 - __logf(float(m));
-        } else {
-          la = __logf(map == kRelu ? wsum / float(m) : wsum);
-        }
+      for (int t = 0; t < RW; ++t) {
+        wb[t * m + l] = x[t];
+        mx[t] = nmax(mx[t], x[t]);
       }
     }
-    const bool has = la != -INFINITY;
-    Mx[t] = la, den[t] = has ? 1.0f : 0.0f;
 #pragma unroll
-    for (int u = 0; u < DU; ++u) acc[t][u] = has ? kv[u] : 0.0f;
+    for (int t = 0; t < RW; ++t) mx[t] = map == kFavor ? warp_max(mx[t]) : 0.0f;
+    __syncwarp();
+    for (int64_t l = lane; l < m; l += 32)
+#pragma unroll
+      for (int t = 0; t < RW; ++t) {
+        const float x = map != kFavor ? wb[t * m + l] : mx[t] == -INFINITY ? 0.0f : __expf(wb[t * m + l] - mx[t]);
+        wb[t * m + l] = x;
+        wsum[t] += x;
+      }
+#pragma unroll
+    for (int t = 0; t < RW; ++t) wsum[t] = warp_sum(wsum[t]);
+    __syncwarp();
+    float kv[RW][DU] = {};
+    for (int64_t l = 0; l < m; ++l) {
+      float uv[DU];
+#pragma unroll
+      for (int u = 0; u < DU; ++u) uv[u] = Uc[l * D + lane + 32 * u];
+#pragma unroll
+      for (int t = 0; t < RW; ++t) {
+        const float x = wb[t * m + l];
+#pragma unroll
+        for (int u = 0; u < DU; ++u) kv[t][u] += x * uv[u];
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < RW; ++t) {
+      float n2 = 0.0f;
+#pragma unroll
+      for (int u = 0; u < DU; ++u) {
+        const float x = sfeat * Qw[t * D + lane + 32 * u];
+        n2 += x * x;
+      }
+      n2 = warp_sum(n2);
+      if (wsum[t] != 0.0f) {  // NaN too: la = NaN carries it into the row
+        const float la = map == kFavor ? mx[t] + __logf(wsum[t]) - n2 / 2 - __logf(float(m))
+                                       : __logf(map == kRelu ? wsum[t] / float(m) : wsum[t]);
+        Mx[t] = la, den[t] = 1.0f;
+#pragma unroll
+        for (int u = 0; u < DU; ++u) acc[t][u] = kv[t][u] / wsum[t];
+      }
+    }
   }
-  // Exact part: keys c0 .. i of the row's own chunk, a tile of 32 keys at a time, online max and denominator.
+  // Exact part: keys c0 .. i of the row's own chunk, a tile of 32 keys at a time (one per lane), online max and
+  // denominator per row.
   const float scale = rsqrtf(float(D));
+  const int64_t wr0 = r0 + warp * RW;  // the warp's first row
+  float* Pw = Ps + warp * RW * kKT;
   for (int64_t j0 = c0; j0 < r1; j0 += kKT) {
     __syncthreads();
     for (int64_t i = threadIdx.x; i < kKT * D; i += kNT) {
@@ -266,38 +291,43 @@ __global__ void __launch_bounds__(kNT)
       Vs[i] = in ? to_f(V[j * v.ld + dd]) : 0.0f;
     }
     __syncthreads();
+    if (wr0 >= r1 || j0 > wr0 + RW - 1) continue;  // warp-uniform: no row of this warp sees these keys
+    const int64_t j = j0 + lane;
+    float dot[RW] = {};
+    for (int dd = 0; dd < D; ++dd) {
+      const float kx = Ks[lane * (D + 1) + dd];
+#pragma unroll
+      for (int t = 0; t < RW; ++t) dot[t] += Qw[t * D + dd] * kx;
+    }
 #pragma unroll
     for (int t = 0; t < RW; ++t) {
-      const int64_t row = r0 + warp * RW + t;
-      if (row >= r1 || j0 > row) continue;  // warp-uniform
-      const float* qr = Qs + (warp * RW + t) * D;
-      const int64_t j = j0 + lane;
-      float s = -INFINITY;
-      if (j <= row) {
-        float dot = 0.0f;
-#pragma unroll 8
-        for (int dd = 0; dd < D; ++dd) dot += qr[dd] * Ks[lane * (D + 1) + dd];
-        s = dot * scale;
-      }
+      const float s = j <= wr0 + t ? dot[t] * scale : -INFINITY;
       const float mn = nmax(Mx[t], warp_max(s));
       const float ro = Mx[t] == -INFINITY ? 0.0f : __expf(Mx[t] - mn);
       const float p = s == -INFINITY ? 0.0f : __expf(s - mn);
       den[t] = den[t] * ro + warp_sum(p);
-      Ps[warp * kKT + lane] = p;
-      __syncwarp();
-#pragma unroll
-      for (int u = 0; u < DU; ++u) {
-        float a = acc[t][u] * ro;
-        for (int jj = 0; jj < kKT; ++jj) a += Ps[warp * kKT + jj] * Vs[jj * D + lane + 32 * u];
-        acc[t][u] = a;
-      }
-      __syncwarp();
+      Pw[t * kKT + lane] = p;
       Mx[t] = mn;
+#pragma unroll
+      for (int u = 0; u < DU; ++u) acc[t][u] *= ro;
     }
+    __syncwarp();
+    for (int jj = 0; jj < kKT; ++jj) {
+      float vv[DU];
+#pragma unroll
+      for (int u = 0; u < DU; ++u) vv[u] = Vs[jj * D + lane + 32 * u];
+#pragma unroll
+      for (int t = 0; t < RW; ++t) {
+        const float p = Pw[t * kKT + jj];
+#pragma unroll
+        for (int u = 0; u < DU; ++u) acc[t][u] += p * vv[u];
+      }
+    }
+    __syncwarp();
   }
 #pragma unroll
   for (int t = 0; t < RW; ++t) {
-    const int64_t row = r0 + warp * RW + t;
+    const int64_t row = wr0 + t;
     if (row >= r1) continue;
     T* o = out + b * osb + h * osh + row * osr;
 #pragma unroll

@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/int_math.hpp"
@@ -64,6 +67,32 @@ Rows rows_of(const MatrixView& x) {
   return Rows{x.data, 0, x.heads == 1 ? 0 : x.rows * x.cols, x.cols};
 }
 
+// SPLAT_FLURKA_PROFILE=1: per-launch times on stderr (events between the launches; synchronises).
+struct Profile {
+  bool on = std::getenv("SPLAT_FLURKA_PROFILE") != nullptr;
+  cudaStream_t st = nullptr;
+  std::vector<std::pair<const char*, cudaEvent_t>> marks;
+  void mark(const char* name) {
+    if (!on) return;
+    cudaEvent_t e;
+    cudaEventCreate(&e);
+    cudaEventRecord(e, st);
+    marks.emplace_back(name, e);
+  }
+  ~Profile() {
+    if (!on || marks.empty()) return;
+    cudaEventSynchronize(marks.back().second);
+    std::fprintf(stderr, "flurka causal profile:");
+    for (size_t i = 1; i < marks.size(); ++i) {
+      float ms = 0;
+      cudaEventElapsedTime(&ms, marks[i - 1].second, marks[i].second);
+      std::fprintf(stderr, " %s %.4f", marks[i].first, ms);
+    }
+    std::fprintf(stderr, " ms\n");
+    for (auto& m : marks) cudaEventDestroy(m.second);
+  }
+};
+
 template <class T, int D>
 void launch(FlurkaMethod method, const FlurkaShape& s, int64_t C, const FlurkaInputs& in, const TensorView& out,
             char* ws, cudaStream_t st) {
@@ -86,22 +115,29 @@ void launch(FlurkaMethod method, const FlurkaShape& s, int64_t C, const FlurkaIn
   float* z = reinterpret_cast<float*>(ws + l.z);
   float* off = reinterpret_cast<float*>(ws + l.off);
   float* slot = reinterpret_cast<float*>(ws + l.slot);
+  Profile prof;
+  prof.st = st;
+  prof.mark("start");
   if (l.nS > 0) {
     chunk_project<T, D><<<dim3(unsigned(l.nS), unsigned(BH), 2), kNT, 0, st>>>(
         rows_of(in.e), rows_of(in.f), rows_of(in.k), rows_of(in.v), s.H, r, C, l.nS, kp, vp);
     check(cudaGetLastError(), "chunk_project");
+    prof.mark("project");
     chunk_state<T, D>
         <<<dim3(unsigned((m + kFT - 1) / kFT), unsigned(l.nS), unsigned(BH)), kNT, size_t(r * (kFT + 1) * 4), st>>>(
             kp, vp, w, s.H, r, m, l.nS, map, sfeat, S, z, off);
     check(cudaGetLastError(), "chunk_state");
+    prof.mark("state");
     state_scan<<<dim3(unsigned((m * D + kNT - 1) / kNT), unsigned(BH)), kNT, 0, st>>>(S, z, off, m, D, l.nS, map, slot);
     check(cudaGetLastError(), "state_scan");
+    prof.mark("scan");
   }
   const int64_t tiles = (std::min(C, s.N) + kQR - 1) / kQR;
   causal_query<T, D><<<dim3(unsigned(l.nC * tiles), unsigned(BH)), kNT, size_t(query_smem_floats<D>(int(m)) * 4), st>>>(
       rows_of(in.q), rows_of(in.k), rows_of(in.v), w, S, slot, s.H, s.N, C, m, l.nS, tiles, map, sfeat,
       static_cast<T*>(out.data), out.stride[0], out.stride[1], out.stride[2]);
   check(cudaGetLastError(), "causal_query");
+  prof.mark("query");
 }
 
 template <class T>
