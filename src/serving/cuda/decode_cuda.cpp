@@ -37,7 +37,7 @@ bool aligned16(const TensorView& t) {
 
 // Which kernel: SPLAT_DECODE_KERNEL=split or =simple, else kSplitByDefault; rows that are not 16-byte aligned
 // always take the first (simple) one.
-constexpr bool kSplitByDefault = false;  // the split-KV kernel stays opt-in until it has run on a GPU
+constexpr bool kSplitByDefault = true;  // GPU-tested (H200): tests/cpp/test_cuda_decode.cpp, tests/python
 bool want_split() {
   const char* v = std::getenv("SPLAT_DECODE_KERNEL");
   if (v && std::strcmp(v, "split") == 0) return true;
@@ -109,7 +109,10 @@ Launch prepare(const DecodePlan& plan, const TensorView& q, const KvCache& cache
   const int g = std::min(a.G, kMaxGroup);
   a.GP = g == 1 ? 1 : g == 2 ? 2 : g <= 4 ? 4 : 8;
   a.NG = (a.G + a.GP - 1) / a.GP;
-  const char* dpl = std::getenv("SPLAT_DECODE_DPL");  // a tuning knob: 8 dims per lane (more CTAs per SM)
+  // SPLAT_DECODE_DPL=8: 8 dims per lane (three CTAs per SM). Measured on the H200 (docs/BENCHMARKS-serving.md): 1.4x
+  // faster at B = 8 (likely the wave count: its 320 CTAs fit in one wave at three per SM, not at two), 1.2x slower at
+  // B = 1 and 1.4x slower at B = 64, so 16 stays the default.
+  const char* dpl = std::getenv("SPLAT_DECODE_DPL");
   a.dpl = dpl && std::strcmp(dpl, "8") == 0 ? 8 : 16;
   // Splits: enough CTAs for two per multiprocessor, each with at least kMinKeysPerSplit keys of the longest row.
   const int64_t ctas = B * Hkv * a.NG * T, target = 2 * int64_t(device_sms(q.device));
