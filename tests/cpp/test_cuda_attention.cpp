@@ -12,6 +12,7 @@ TEST(CudaAttention, BuiltWithoutCuda) {
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -223,6 +224,49 @@ TEST(CudaAttention, KeyPaddingOnProducerPlans) {
       const double e_ours = cputest::max_abs_err(out, ref), e_naive = cputest::max_abs_err(naive, ref);
       EXPECT_LE(e_ours, 6.0 * e_naive + 2e-3) << "naive error " << e_naive;
     }
+}
+
+// K and V expanded over batch and heads (stride 0, as torch's expand gives): the producer kernel's tensor maps take
+// extent 1 there. The reference runs on the materialised copies.
+TEST(CudaAttention, ProducerKernelExpandedKv) {
+  REQUIRE_GPU();
+  int major = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
+  if (major != 9) GTEST_SKIP() << "the producer kernel is sm_90a only";
+  EnvGuard env;
+  env.set("SPLAT_CUDA_TMA", "1");
+  const int64_t B = 2, H = 4, Hkv = 2, N = 320, D = 128;
+  const char* spec = "causal_window:w=100";
+  ASSERT_TRUE(plan_uses_tma(spec, N, D));
+  std::mt19937 rng(7u ^ std::random_device{}());
+  Tensor q(DType::BF16, B, H, N, D, false), k1(DType::BF16, 1, 1, N, D, false), v1(DType::BF16, 1, 1, N, D, false);
+  Tensor out(DType::BF16, B, H, N, D, false);
+  Tensor kf(DType::BF16, B, Hkv, N, D, false), vf(DType::BF16, B, Hkv, N, D, false);
+  q.randomise(rng, 1.0f), k1.randomise(rng, 1.0f), v1.randomise(rng, 1.0f);
+  const size_t head = size_t(N * D) * 2;
+  for (int64_t i = 0; i < B * Hkv; ++i) {
+    std::memcpy(kf.bytes.data() + size_t(i) * head, k1.bytes.data(), head);
+    std::memcpy(vf.bytes.data() + size_t(i) * head, v1.bytes.data(), head);
+  }
+  TensorView ke = k1.view, ve = v1.view;  // [B, Hkv, N, D] views of one head
+  for (TensorView* t : {&ke, &ve}) {
+    t->shape[0] = B, t->shape[1] = Hkv;
+    t->stride[0] = 0, t->stride[1] = 0;
+  }
+  out.poison();
+  CudaPlanOptions o;
+  o.head_dim = int(D);
+  const Pattern pat = parse_pattern(spec);
+  const auto plan = plan_cuda(analyse(pat, N), o);
+  attention_cuda_host(*plan, q.view, ke, ve, out.view);
+  const std::vector<uint8_t> mask = dense_mask(pat, N);
+  const Tensor q32 = q.to_f32(), k32 = kf.to_f32(), v32 = vf.to_f32();
+  Tensor ref(DType::F32, B, H, N, D, false);
+  ref.poison();
+  attention_reference(mask.data(), q32.view, k32.view, v32.view, ref.view);
+  const Tensor naive = cputest::naive_same_dtype(mask.data(), q32, k32, v32, DType::BF16);
+  const double e_ours = cputest::max_abs_err(out, ref), e_naive = cputest::max_abs_err(naive, ref);
+  EXPECT_LE(e_ours, 6.0 * e_naive + 2e-3) << "naive error " << e_naive;
 }
 
 TEST(CudaAttention, GqaMqaAndStridedLayouts) {

@@ -46,6 +46,9 @@ __device__ __forceinline__ void attn_fwd_tma(const AttnParams& p, unsigned char*
       tma_prefetch_map(tk);
       tma_prefetch_map(tv);
       const int b = x.bh / p.H, hk = (x.bh % p.H) / (p.H / p.Hkv);
+      // Expanded tensors (stride 0 over heads or batch) have maps of extent 1 there (tma_maps.cpp).
+      const int kh = p.k_sh == 0 ? 0 : hk, kb = p.k_sb == 0 ? 0 : b, vh = p.v_sh == 0 ? 0 : hk,
+                vb = p.v_sb == 0 ? 0 : b;
       StepCursor lk = first_step<C>(p, task, x.klen);
       int st = 0;
       u32 ph = 0;
@@ -57,8 +60,8 @@ __device__ __forceinline__ void attn_fwd_tma(const AttnParams& p, unsigned char*
         const u32 dk = smem_addr(x.sK + st * BN * D), dv = smem_addr(x.sV + st * BN * D);
 #pragma unroll
         for (int cb = 0; cb < D / 64; ++cb) {  // 64-column blocks [BN][64], 128 bytes per row
-          tma_load_4d(dk + cb * BN * 128, tk, bar, cb * 64, key0, hk, b);
-          tma_load_4d(dv + cb * BN * 128, tv, bar, cb * 64, key0, hk, b);
+          tma_load_4d(dk + cb * BN * 128, tk, bar, cb * 64, key0, kh, kb);
+          tma_load_4d(dv + cb * BN * 128, tv, bar, cb * 64, key0, vh, vb);
         }
         advance<C>(p, task, lk);
         if (++st == S) st = 0, ph ^= 1;

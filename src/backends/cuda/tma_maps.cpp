@@ -47,11 +47,14 @@ void encode_kv_maps(const dev::AttnParams& p, DType dtype, int head_dim, int blo
   for (int t = 0; t < 2; ++t) {
     // Bytes; a dimension of extent 1 is never stepped over, so its stride only has to be valid (the driver wants
     // multiples of 16, which the launch checks already guarantee for the others).
+    // A stride of 0 over heads or batch (an expanded tensor) is a dimension of extent 1: the kernel then loads
+    // coordinate 0 there (attention_tma.cuh reads the strides).
     const cuuint64_t es = 2;
+    const cuuint64_t heads = sh[t] == 0 ? 1 : cuuint64_t(p.Hkv), batch = sb[t] == 0 ? 1 : cuuint64_t(p.B);
     cuuint64_t strides[3] = {cuuint64_t(sn[t]) * es, cuuint64_t(sh[t]) * es, cuuint64_t(sb[t]) * es};
-    if (p.Hkv == 1) strides[1] = strides[0] * cuuint64_t(p.N);
-    if (p.B == 1) strides[2] = strides[1] * cuuint64_t(p.Hkv);
-    const cuuint64_t dims[4] = {cuuint64_t(head_dim), cuuint64_t(p.N), cuuint64_t(p.Hkv), cuuint64_t(p.B)};
+    if (heads == 1) strides[1] = strides[0] * cuuint64_t(p.N);
+    if (batch == 1) strides[2] = strides[1] * heads;
+    const cuuint64_t dims[4] = {cuuint64_t(head_dim), cuuint64_t(p.N), heads, batch};
     const cuuint32_t box[4] = {64, cuuint32_t(block_n), 1, 1}, unit[4] = {1, 1, 1, 1};
     const CUresult rc = fn(reinterpret_cast<CUtensorMap*>(&maps[t]), type, 4, const_cast<void*>(bases[t]), dims,
                            strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
@@ -60,7 +63,7 @@ void encode_kv_maps(const dev::AttnParams& p, DType dtype, int head_dim, int blo
       fail(ErrorCode::Cuda, std::string("cuTensorMapEncodeTiled refused the layout of ") + (t == 0 ? "k" : "v") +
                                 " (error " + std::to_string(int(rc)) + ", strides " + std::to_string(sn[t]) + "/" +
                                 std::to_string(sh[t]) + "/" + std::to_string(sb[t]) +
-                                " elements); the TMA kernel is experimental: unset SPLAT_CUDA_TMA");
+                                " elements); SPLAT_CUDA_TMA=0 plans the cp.async kernels instead");
   }
 }
 
