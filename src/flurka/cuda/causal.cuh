@@ -38,56 +38,33 @@ __device__ __forceinline__ float warp_max(float x) {
   return x;
 }
 
-// ---- 1. grid (nS, B H, 2 ceil(r / 64): E K | F V, 64-row tiles); kp, vp [B H, nS, r, D] fp32 ----
-// A block computes 64 rows x D of P X: tiles of 32 columns of P and 32 rows of X in shared memory, each thread a
-// register block of rows x 4 columns (one shared load per FMA pair instead of a global load per FMA).
+// ---- 1. grid (nS, B H, 2: E K | F V); kp, vp [B H, nS, r, D] fp32 ----
 template <class T, int D>
 __global__ void __launch_bounds__(kNT)
     chunk_project(Rows e, Rows f, Rows k, Rows v, int64_t H, int64_t r, int64_t C, int64_t nS, float* kp, float* vp) {
-  constexpr int TR = 64, TI = 32, CG = D / 4, RG = kNT / CG, RPT = TR / RG;
-  __shared__ float Ps[TR][TI + 1];
-  __shared__ float Xs[TI][D];
+  constexpr int TPR = kNT / D, RJ = 8;  // thread rows per pass, rows per thread
   const int64_t c = blockIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H;
-  const int rt = int((r + TR - 1) / TR);
-  const bool second = int(blockIdx.z) >= rt;
-  const int64_t j0 = int64_t(blockIdx.z % rt) * TR;
+  const bool second = blockIdx.z != 0;
   const T* P = reinterpret_cast<const T*>((second ? f : e).base(b, h, sizeof(T)));
-  const Rows xr = second ? v : k;
+  const Rows& xr = second ? v : k;
   const T* X = reinterpret_cast<const T*>(xr.base(b, h, sizeof(T))) + c * C * xr.ld;
   float* out = (second ? vp : kp) + (bh * nS + c) * r * D;
-  const int tx = threadIdx.x % CG, ty = threadIdx.x / CG;
-  float acc[RPT][4] = {};
-  for (int64_t i0 = 0; i0 < C; i0 += TI) {
-    __syncthreads();
-    for (int x = threadIdx.x; x < TR * TI; x += kNT) {
-      const int jr = x / TI, ii = x % TI;
-      const int64_t j = j0 + jr, i = i0 + ii;
-      Ps[jr][ii] = (j < r && i < C) ? to_f(P[j * C + i]) : 0.0f;
-    }
-    for (int x = threadIdx.x; x < TI * D; x += kNT) {
-      const int ii = x / D, dd = x % D;
-      Xs[ii][dd] = i0 + ii < C ? to_f(X[(i0 + ii) * xr.ld + dd]) : 0.0f;
-    }
-    __syncthreads();
-#pragma unroll 4
-    for (int ii = 0; ii < TI; ++ii) {
-      float xv[4];
+  const int d = threadIdx.x % D, jt = threadIdx.x / D;
+  for (int64_t j0 = 0; j0 < r; j0 += TPR * RJ) {
+    float acc[RJ] = {};
+    for (int64_t i = 0; i < C; ++i) {
+      const float x = to_f(X[i * xr.ld + d]);
 #pragma unroll
-      for (int q = 0; q < 4; ++q) xv[q] = Xs[ii][tx + CG * q];
-#pragma unroll
-      for (int rr = 0; rr < RPT; ++rr) {
-        const float pv = Ps[ty + RG * rr][ii];
-#pragma unroll
-        for (int q = 0; q < 4; ++q) acc[rr][q] += pv * xv[q];
+      for (int q = 0; q < RJ; ++q) {
+        const int64_t j = min(j0 + jt + q * TPR, r - 1);  // rows past r compute a copy of row r - 1, not stored
+        acc[q] += to_f(P[j * C + i]) * x;
       }
     }
-  }
 #pragma unroll
-  for (int rr = 0; rr < RPT; ++rr) {
-    const int64_t j = j0 + ty + RG * rr;
-    if (j < r)
-#pragma unroll
-      for (int q = 0; q < 4; ++q) out[j * D + tx + CG * q] = acc[rr][q];
+    for (int q = 0; q < RJ; ++q) {
+      const int64_t j = j0 + jt + q * TPR;
+      if (j < r) out[j * D + d] = acc[q];
+    }
   }
 }
 
@@ -100,20 +77,12 @@ __global__ void __launch_bounds__(kNT)
                 float sfeat, float* Sp, float* zp, float* cp) {
   extern __shared__ float ph[];  // [r][kFT + 1]
   __shared__ float cm[kFT];
-  __shared__ float Wt[D][kFT];  // the block's 32 columns of W (kernel maps with random features)
   const int64_t c = blockIdx.y, bh = blockIdx.z, h = bh % H, l0 = int64_t(blockIdx.x) * kFT;
   const float* X = kp + (bh * nS + c) * r * D;
   const float* Y = vp + (bh * nS + c) * r * D;
   const T* W = map == kElu ? nullptr : reinterpret_cast<const T*>(w.base(0, h, sizeof(T)));
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t l = l0 + lane;
-  if (map != kElu) {
-    for (int x = threadIdx.x; x < D * kFT; x += kNT) {
-      const int dd = x / kFT, t = x % kFT;
-      Wt[dd][t] = l0 + t < m ? to_f(W[dd * w.ld + l0 + t]) : 0.0f;
-    }
-    __syncthreads();
-  }
   for (int64_t j = warp; j < r; j += kNT / 32) {  // a warp per key row, a lane per feature
     const float* x = X + j * D;
     float val = 0.0f;
@@ -124,7 +93,7 @@ __global__ void __launch_bounds__(kNT)
         float dot = 0.0f, n2 = 0.0f;
         for (int dd = 0; dd < D; ++dd) {
           const float xs = sfeat * x[dd];
-          dot += xs * Wt[dd][lane];
+          dot += xs * to_f(W[dd * w.ld + l]);
           n2 += xs * xs;
         }
         val = map == kFavor ? dot - n2 / 2 : fmaxf(dot, 0.0f);

@@ -119,7 +119,7 @@ void launch(FlurkaMethod method, const FlurkaShape& s, int64_t C, const FlurkaIn
   prof.st = st;
   prof.mark("start");
   if (l.nS > 0) {
-    chunk_project<T, D><<<dim3(unsigned(l.nS), unsigned(BH), unsigned(2 * ((r + 63) / 64))), kNT, 0, st>>>(
+    chunk_project<T, D><<<dim3(unsigned(l.nS), unsigned(BH), 2), kNT, 0, st>>>(
         rows_of(in.e), rows_of(in.f), rows_of(in.k), rows_of(in.v), s.H, r, C, l.nS, kp, vp);
     check(cudaGetLastError(), "chunk_project");
     prof.mark("project");
