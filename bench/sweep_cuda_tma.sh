@@ -39,15 +39,15 @@ for s in "${STEPS[@]}"; do
       timeout ${BUILD_TIMEOUT:-200} python3 -m pip install --no-build-isolation --no-deps -q -C cmake.define.SPLAT_WITH_CUDA=ON \
         -C build-dir=/tmp/splat-build $src >"$OUT/pybuild.log" 2>&1
       echo "pybuild rc=$? ($SECONDS s)"; tail -3 "$OUT/pybuild.log" ;;
-    pybench)
+    pybench)  # dense/causal against cuDNN first (no Flex: fast), then the bands against Flex and cuDNN
+      (cd /tmp && timeout ${PYDENSE_TIMEOUT:-80} python3 "$ROOT/bench/bench_cuda.py" --binding --sizes 8192 --dims 128 \
+        --batch 2 --specs dense=dense,causal=causal --no-flex --reps ${PYREPS:-30} --rounds 3 \
+        --variants SPLAT_CUDA_TMA=0 --out "$OUT/py_dense.md" 2>"$OUT/py_dense.err")
+      echo "pybench dense rc=$?"; grep -v "^{" "$OUT/py_dense.err" | tail -3
       (cd /tmp && timeout ${PYBENCH_TIMEOUT:-200} python3 "$ROOT/bench/bench_cuda.py" --binding --sizes 16384,4096 \
         --dims 128,64 --only window,causal_window,blocked --reps ${PYREPS:-30} --rounds 3 --variants SPLAT_CUDA_TMA=0 \
         --out "$OUT/py_bands.md" 2>"$OUT/py_bands.err")
       echo "pybench bands rc=$?"; grep -v "^{" "$OUT/py_bands.err" | tail -3
-      (cd /tmp && timeout ${PYDENSE_TIMEOUT:-80} python3 "$ROOT/bench/bench_cuda.py" --binding --sizes 8192 --dims 128 \
-        --batch 2 --specs dense=dense,causal=causal --reps ${PYREPS:-30} --rounds 3 --variants SPLAT_CUDA_TMA=0 \
-        --out "$OUT/py_dense.md" 2>"$OUT/py_dense.err")
-      echo "pybench dense rc=$?"; grep -v "^{" "$OUT/py_dense.err" | tail -3
       cat "$OUT"/py_*.md 2>/dev/null ;;
     sanitize)
       for tool in memcheck racecheck synccheck; do
