@@ -103,6 +103,8 @@ def _keys_task(spec, n, qpos, kpos, kind, owner=-1):
     when equal; 'mixed' blocks: their mask in the top-left corner (empty rows cost nothing)."""
     nq, nk = geo.total(qpos), geo.total(kpos)
     m = max(nq, nk)
+    if qpos == kpos == [(0, n)] and kind != "full":  # the whole sequence (one rank): the pattern itself, no mask
+        return Task("translate", qpos, kpos, n, 0, 0, spec=spec, owner=owner)
     if kind == "full":
         kspec = "dense" if nq == nk else f"sink:g={nk}" if nk < nq else f"global:g={nq}"
         return Task("dense", qpos, kpos, m, 0, 0, spec=kspec, owner=owner)

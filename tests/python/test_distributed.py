@@ -325,6 +325,14 @@ def test_ring_steps():
     assert [(src, dst) for src, dst, _ in _cp_ring._steps(causal[1])] == [(None, None), (0, 2), (None, 3), (None, None)]
 
 
+def test_one_rank_runs_the_pattern_itself():
+    """One rank holding the whole sequence runs the pattern's own spec, never an N x N mask (bigbird, masks)."""
+    for spec in ("bigbird:b=64,w=1,g=2,r=3,seed=1", "blocked:b=16"):
+        for strategy in ("auto", "halo", "ring"):
+            tasks = sd.plans(spec, 4096, 1, strategy=strategy)[0].tasks
+            assert [(t.kind, t.spec) for t in tasks] == [("translate", spec)], (spec, strategy)
+
+
 def test_import_splat_needs_no_torch_distributed():
     code = "import sys, splat; assert 'torch.distributed' not in sys.modules and 'splat.distributed' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
