@@ -13,9 +13,23 @@ plain padding (holes inside a row, packed sequences, custom 4-D masks) raise Val
 Prefill (query length == key length) runs the sparse kernel. Cached decoding steps (fewer queries than keys, up to 64
 of them: DynamicCache, and StaticCache whose padding mask is shorter than the cache) run splat.torch.decode on the
 cache as it is (left padding as per-row cache starts, the valid length from the mask): only each query's pattern
-rows are read, no mask is built. Where decode does not apply (explicit mask patterns, more than 64 queries, a
+rows are read, no mask is built (a call without attention_mask gets one of ones over the tokens seen, so a
+StaticCache's unwritten rows stay unread). Where decode does not apply (explicit mask patterns, more than 64 queries, a
 bidirectional model, right padding during decoding, head dims the CUDA decode lacks) the step uses PyTorch SDPA
 with the pattern's rows as the mask.
+
+Sliding-window layers (Mistral's sliding_window, Qwen2/Qwen3's use_sliding_window, Gemma2/Gemma3's
+"sliding_attention" layers): the layer's window W (the sliding_window transformers hands the attention function,
+else the module's, else config.sliding_window for a "sliding_attention" entry of config.layer_types) is intersected
+with the pattern as causal_window:w=W-1 (transformers' query i sees keys i-W < j <= i). The mask hook recognises
+transformers' sliding_window_causal_mask_function and hands the 2-D padding mask from position 0 (no 4-D mask); any
+other combination still becomes a 4-D mask, which a sliding layer refuses (ValueError). The sliding caches
+(DynamicSlidingWindowLayer, StaticSlidingWindowLayer) keep only the last W-1 or W tokens, in position order: their
+row 0 is the mask column kv_offset. Rows whose first tokens were dropped read the cache from row 0 with positions
+counted from there, exact for patterns whose rows depend on i - j only (causal, windows, dilated, strided and their
+unions / intersections); other patterns (sinks, blocks, ...) take SDPA with each query's keys from the decode row
+program at its true position (a [B, 1, T, N_k] mask). Bidirectional sliding windows, attention logit soft-capping
+(Gemma2's attn_logit_softcapping: set it to None) and sink logits raise ValueError.
 """
 
 import functools
