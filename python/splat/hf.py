@@ -387,9 +387,13 @@ def attention_forward(module, query, key, value, attention_mask, scaling=None, d
     if nq != nk or off:  # decoding against a KV cache (off: a sliding cache that dropped tokens)
         width = attention_mask.shape[-1] if attention_mask is not None and attention_mask.dim() == 2 else nk
         out = _decode_splat(query, key, value, pattern, pad, scaling, width, off, window) if causal else None
-        if out is None:
-            out = (_decode(query, key, value, pattern, pad, scaling) if off == 0 else
+        if out is None and off:  # SDPA on a sliding cache: pattern rows from row 0 where that is exact
+            rows = _cache_rows(pad, width, off, b, query.device)
+            rows = None if rows is None else _past_dropped(*rows, pattern, nq, nk, window)
+            out = (_decode(query, key, value, pattern, rows, scaling) if rows is not None else
                    _decode_rows(query, key, value, pattern, pad, scaling, width, off))
+        elif out is None:
+            out = _decode(query, key, value, pattern, pad, scaling)
         return out, None
     if pad is None:
         return _prefill(query, key, value, pattern, scaling, None).contiguous(), None

@@ -13,7 +13,7 @@ import splat  # noqa: E402
 import splat.hf  # noqa: E402
 from test_hf import reference_mask  # noqa: E402
 from transformers import (AttentionInterface, AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig,  # noqa: E402
-                          LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config, StaticCache)
+                          DynamicCache, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config, StaticCache)
 from transformers.masking_utils import (ALL_MASK_ATTENTION_FUNCTIONS, and_masks, causal_mask_function,  # noqa: E402
                                         chunked_causal_mask_function, or_masks, padding_mask_function, sdpa_mask,
                                         sliding_window_bidirectional_mask_function,
@@ -211,3 +211,22 @@ def test_what_still_raises():
     packed = torch.cat([torch.arange(8), torch.arange(8)])[None]  # two sequences in one row
     with pytest.raises(ValueError, match="sliding-window layer takes the 2-D padding mask only"):
         tiny("mistral", "splat")(ids, position_ids=packed, use_cache=False)
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_chunks_longer_than_the_decode_limit_on_a_sliding_cache(cache):
+    """Chunks of more than 64 queries against a sliding cache that dropped tokens (chunked prefill, a second turn)
+    take SDPA on the pattern rows, counted from the cache's row 0."""
+    ids = torch.randint(1, 97, (2, 150), generator=torch.Generator().manual_seed(6))
+    mask = torch.ones(2, 150, dtype=torch.long)
+    mask[1, :9] = 0
+    outs = []
+    for impl in ("splat", "eager"):
+        model = tiny("mistral", impl)
+        c = DynamicCache(config=model.config) if cache == "dynamic" else StaticCache(config=model.config,
+                                                                                      max_cache_len=160)
+        with torch.no_grad():
+            outs.append(torch.cat([model(ids[:, a:b], attention_mask=mask[:, :b], cache=c, use_cache=True).logits
+                                   for a, b in [(0, 70), (70, 71), (71, 140), (140, 150)]], dim=1))
+    real = mask.bool()
+    torch.testing.assert_close(outs[0][real], outs[1][real], atol=1e-4, rtol=1e-4)
