@@ -180,20 +180,27 @@ void flurka_backward_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const Flu
 
 // ---- Cost model ----
 struct DeviceCeilings {
-  double bandwidth = 2.92e12;   // bytes/s, device copy (read + write), measured on the H100 (see docs)
-  double gemm_flops = 7.72e14;  // bf16 dense GEMM FLOP/s (cuBLAS 8192^3), measured on the H100
+  double bandwidth = 4.17e12;   // bytes/s, device copy (read + write), measured on the H200 (see docs)
+  double gemm_flops = 7.90e14;  // bf16 dense GEMM FLOP/s (8192^3 through torch), measured on the H200
   double simt_flops = 4.0e13;   // fp32 FMA FLOP/s (elementwise/feature-map work)
   double launch = 4.0e-6;       // seconds per kernel launch
-  std::string name = "H100 (measured defaults)";
+  std::string name = "H200 (measured defaults)";
 };
 struct FlurkaCost {
-  double flops = 0, bytes = 0;  // tensor-core FLOPs and compulsory device-memory bytes
-  double floor_s = 0;           // max(bytes / bandwidth, flops / gemm_flops)
-  double predicted_s = 0;       // floor plus launch and efficiency terms
+  double flops = 0, bytes = 0;    // tensor-core FLOPs and compulsory device-memory bytes
+  double floor_s = 0;             // max(bytes / bandwidth, flops / gemm_flops)
+  double predicted_s = 0;         // forward: floor plus launch and efficiency terms
+  double train_predicted_s = 0;   // forward + backward (0 where no backward was measured: the causal path)
 };
+
 // Cost of one call for B x H heads. elem = bytes per stored element; shared_proj: E, F, W shared by heads.
 FlurkaCost flurka_cost(FlurkaMethod m, int64_t B, int64_t H, int64_t N, int64_t D, int64_t k, int64_t mfeat, int elem,
                        bool shared_proj, const DeviceCeilings& dev = {});
+// The causal chunked CUDA forward (chunk C compressed to r rows; the c1 kernels, fp32 SIMT): flurka-favor,
+// flurka-elu, flurka-relu only (the methods it exists for; others are an Error).
+FlurkaCost flurka_causal_cost(FlurkaMethod m, int64_t B, int64_t H, int64_t N, int64_t D, int64_t C, int64_t r,
+                              int64_t mfeat, int elem, const DeviceCeilings& dev = {});
+// cuDNN's dense SDPA (non-causal), fitted per head dim.
 FlurkaCost dense_attention_cost(int64_t B, int64_t H, int64_t N, int64_t D, int elem, const DeviceCeilings& dev = {});
 
 }  // namespace splat

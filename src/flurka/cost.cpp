@@ -1,22 +1,45 @@
 // Cost model of the CUDA kernels: tensor-core FLOPs and compulsory bytes per kernel, turned into a time by
 // each kernel's roofline max(bytes / (eff_bw bandwidth), flops / (eff_mma gemm_flops)) plus launch latency.
-// The efficiencies say how far mma.sync kernels of this shape get from the measured ceilings; they were
-// fitted to bench/bench_flurka.py on the H100 (docs/BENCHMARKS-flurka.md).
+// The efficiencies say how far the kernels get from the measured ceilings (DeviceCeilings: the H200's).
 #include <algorithm>
+#include <cmath>
+#include <string>
 
+#include "splat/error.hpp"
 #include "splat/flurka.hpp"
 
 namespace splat {
 
 namespace {
-// Fitted (least squares on log time) to the 42 rows of docs/BENCHMARKS-flurka.md measured at ad2ed5f on the H100
-// (cp.async + ldmatrix + mma.sync kernels): the projection streams at up to 80% of the copy bandwidth, the
-// GEMM-shaped loops at ~27% of the cuBLAS rate, and each call pays ~56 us of small kernels (prepare W and
-// the accumulators, finalize) and launch gaps. Predicted / measured: median 1.07, range 0.72 - 1.21.
-constexpr double kEffBw = 0.80;          // achieved / copy bandwidth for streaming kernels
-constexpr double kEffMma = 0.27;         // achieved / cuBLAS bf16 rate for mma.sync (no wgmma) kernels
-constexpr double kCallOverhead = 56e-6;  // seconds per call beyond the three main kernels
-constexpr double kEffDense = 0.55;       // cuDNN flash attention vs the GEMM rate
+// Non-causal forward: fitted (grid search, least squares on log(predicted / measured)) to the 21 "fwd splat ms"
+// rows of docs/BENCHMARKS-flurka.md's fair H200 table (v5 kernels, bindings, bf16, k = m = 256, per-head E, F,
+// W; B,H,N,D in {4,16,4096,64}, {1,16,16384,64}, {4,16,4096,128}). The GEMM-shaped loops reach ~26.5% of the
+// bf16 GEMM rate and each call pays ~144 us of small kernels, autograd bookkeeping and launch gaps; no row is
+// bandwidth-bound at these shapes, so the streaming efficiency is not identified (the fit ran into its bound,
+// 0.99). Predicted / measured: median 1.01, range 0.75 (performer-favor D=128) - 1.23 (flurka-favor D=64).
+constexpr double kEffBw = 0.99;           // achieved / copy bandwidth for streaming kernels
+constexpr double kEffMma = 0.265;         // achieved / bf16 GEMM rate for the mma.sync kernels
+constexpr double kCallOverhead = 144e-6;  // seconds per call beyond the three main kernels
+// Forward + backward = kTrainScale x forward + kTrainOverhead, fitted the same way to the 21 "fwd+bwd splat
+// ms" rows of the same table (b2 backward): predicted / measured median 0.99, range 0.87 - 1.27.
+constexpr double kTrainScale = 3.76;
+constexpr double kTrainOverhead = 140e-6;
+// cuDNN dense SDPA on the H200 (docs/BENCHMARKS-cuda.md v8 table and BENCHMARKS-flurka.md): 0.56 of the GEMM
+// rate at D = 64 (2.477 ms at 1,16,16384; 0.631 ms at 4,16,4096 gives 0.55), 0.755 at D = 128 (3.699 ms at
+// 1,16,16384; 1.842 ms at 2,16,8192); linear in D between, constant outside.
+double eff_dense(double d) {
+  return std::clamp(0.56 + (d - 64) * (0.755 - 0.56) / 64, 0.56, 0.755);
+}
+// Causal chunked forward (c1 kernels, fp32 SIMT, bench/NOTES-flurka.md): per-kernel FLOP rates from the H200
+// profile at 4,16,4096,64, C = 256, r = 64, m = 256 (project 0.78 ms, state 0.48 / elu 0.06, scan 0.05, query
+// 2.17 / elu 0.89), and the remainder of the end-to-end time as a per-call overhead. Predicted / measured over
+// the six end-to-end rows (favor / elu / relu at 4,16,4096,64 and 1,16,16384,64): median 1.01, range 1.00 - 1.03
+// (tests/cpp/test_cost_flurka.cpp).
+constexpr double kCausalProjectRate = 5.5e12;  // chunk projection: a global load of E per FMA
+constexpr double kCausalStateRate = 8.9e12;    // chunk states phi(K'_c)^T V'_c
+constexpr double kCausalQueryRate = 12.0e12;   // history slots + exact softmax inside the chunk
+constexpr double kCausalScanBw = 0.65;         // state scan: streaming, of copy bandwidth
+constexpr double kCausalOverhead = 65e-6;
 
 struct Acc {
   FlurkaCost c;
@@ -49,7 +72,35 @@ FlurkaCost flurka_cost(FlurkaMethod m, int64_t B, int64_t H, int64_t N, int64_t 
   a.kernel(BH * 4 * n * slots * d, BH * 2 * n * d * e + BH * slots * d * 2 * 2);
   a.c.predicted_s += kCallOverhead;  // small prep / finalize kernels, launch gaps
   a.c.floor_s = std::max(a.c.bytes / dev.bandwidth, a.c.flops / dev.gemm_flops);
+  a.c.train_predicted_s = kTrainScale * a.c.predicted_s + kTrainOverhead;
   return a.c;
+}
+
+FlurkaCost flurka_causal_cost(FlurkaMethod m, int64_t B, int64_t H, int64_t N, int64_t D, int64_t C, int64_t r,
+                              int64_t mfeat, int elem, const DeviceCeilings& dev) {
+  require(m == FlurkaMethod::FlurkaFavor || m == FlurkaMethod::FlurkaElu || m == FlurkaMethod::FlurkaRelu,
+          std::string("flurka_causal_cost: no causal CUDA path for ") + flurka_method_name(m) +
+              " (flurka-favor, flurka-elu, flurka-relu have one)");
+  require(B >= 1 && H >= 1 && N >= 1 && D >= 1 && C >= 1 && r >= 1 && mfeat >= 1 && elem >= 1,
+          "flurka_causal_cost: B, H, N, D, C, r, m and elem must be >= 1");
+  const bool elu = feature_map_of(m) == FeatureMap::Elu;
+  const double BH = double(B * H), n = double(N), d = double(D), e = elem, cc = double(C), rr = double(r);
+  const double mm = elu ? d : double(mfeat), chunks = std::ceil(n / cc);
+  FlurkaCost c;
+  // project: E_c K_c and F_c V_c per chunk (2 x 2 r C D per chunk of C rows)
+  const double fp = BH * 4 * rr * n * d, bp = BH * 2 * n * d * e + BH * chunks * rr * d * 2 * 4;
+  // chunk states: phi(K'_c) (r D m for favor / relu) and phi^T V' (r m D)
+  const double fs = BH * chunks * rr * mm * d * (elu ? 2 : 4), bs = BH * chunks * (mm * d + mm) * 4;
+  // scan: each chunk state read and written once
+  const double bscan = 2 * bs;
+  // query: q W (2 D m, favor / relu), the history (2 m D), the exact part over ~C/2 keys (4 D each)
+  const double fq = BH * n * ((elu ? 2 : 4) * mm * d + 2 * cc * d), bq = BH * 4 * n * d * e;
+  c.flops = fp + fs + fq;
+  c.bytes = bp + bs + bq;
+  c.predicted_s = fp / kCausalProjectRate + fs / kCausalStateRate + bscan / (kCausalScanBw * dev.bandwidth) +
+                  fq / kCausalQueryRate + 4 * dev.launch + kCausalOverhead;
+  c.floor_s = std::max(c.bytes / dev.bandwidth, c.flops / dev.gemm_flops);
+  return c;
 }
 
 FlurkaCost dense_attention_cost(int64_t B, int64_t H, int64_t N, int64_t D, int elem, const DeviceCeilings& dev) {
@@ -58,7 +109,9 @@ FlurkaCost dense_attention_cost(int64_t B, int64_t H, int64_t N, int64_t D, int 
   c.flops = BH * 4 * n * n * d;
   c.bytes = BH * 4 * n * d * elem;
   c.floor_s = std::max(c.bytes / dev.bandwidth, c.flops / dev.gemm_flops);
-  c.predicted_s = std::max(c.bytes / (kEffBw * dev.bandwidth), c.flops / (kEffDense * dev.gemm_flops)) + dev.launch;
+  c.predicted_s = std::max(c.bytes / (kEffBw * dev.bandwidth), c.flops / (eff_dense(d) * dev.gemm_flops)) + dev.launch;
+  // cuDNN fwd+bwd / fwd on the H200: 8.597 / 2.331 ms (1,16,16384,64), 2.309 / 0.631 (4,16,4096,64): ~3.68x
+  c.train_predicted_s = 3.68 * c.predicted_s;
   return c;
 }
 
