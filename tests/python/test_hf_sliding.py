@@ -110,7 +110,7 @@ def test_prefill_logits_match_eager(name):
 
 
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
-@pytest.mark.parametrize("name", ["mistral", "qwen2", "gemma2", "gemma3"])
+@pytest.mark.parametrize("name", ["mistral", "qwen2", "qwen3", "gemma2", "gemma3"])
 def test_left_padded_batched_generate_equals_eager(name, cache, no_masked_decode):
     ids, mask = left_padded()
     kw = {} if cache == "dynamic" else {"cache_implementation": "static"}
@@ -230,3 +230,15 @@ def test_chunks_longer_than_the_decode_limit_on_a_sliding_cache(cache):
                                    for a, b in [(0, 70), (70, 71), (71, 140), (140, 150)]], dim=1))
     real = mask.bool()
     torch.testing.assert_close(outs[0][real], outs[1][real], atol=1e-4, rtol=1e-4)
+
+
+def test_sliding_caches_that_cannot_be_served_raise(tmp_path):
+    np = pytest.importorskip("numpy")
+    q, k = torch.randn(1, 2, 1, 16), torch.randn(1, 2, 4, 16)  # 3 cached keys + 1 query, 6 tokens dropped before
+    path = tmp_path / "causal.npy"
+    np.save(path, np.tril(np.ones((16, 16), dtype=bool)))
+    with pytest.raises(ValueError, match="explicit mask"):  # a mask has rows for its own N only
+        splat.hf._decode_rows(q, k, k, f"mask:{path}&causal_window:w=2", None, None, 10, 6)
+    starts, lengths = torch.tensor([-6], dtype=torch.int32), torch.tensor([10], dtype=torch.int32)
+    with pytest.raises(ValueError, match="the window of 6 needs 5"):  # fewer cached keys than the window
+        splat.hf._past_dropped(starts, lengths, "causal&causal_window:w=5", 1, 4, 6)
