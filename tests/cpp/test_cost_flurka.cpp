@@ -72,6 +72,22 @@ TEST(FlurkaCost, CausalWithinStatedRangeOfC1Rows) {
   }
 }
 
+TEST(FlurkaCost, DenseWithinStatedRangeOfCudnnRows) {
+  struct C {
+    int64_t B, N, D;
+    double ms;
+  };
+  // cuDNN dense SDPA forward: docs/BENCHMARKS-cuda.md v8 table and the fair table of BENCHMARKS-flurka.md
+  const std::vector<C> rows = {{1, 16384, 128, 3.699}, {1, 16384, 64, 2.477}, {4, 4096, 128, 0.886},
+                               {4, 4096, 64, 0.654},   {2, 8192, 128, 1.842}, {4, 4096, 64, 0.631},
+                               {1, 16384, 64, 2.331}};
+  for (const C& r : rows) {
+    const double q = splat::dense_attention_cost(r.B, 16, r.N, r.D, 2).predicted_s * 1e3 / r.ms;
+    EXPECT_GE(q, 0.95) << "N=" << r.N << " D=" << r.D;
+    EXPECT_LE(q, 1.08) << "N=" << r.N << " D=" << r.D;
+  }
+}
+
 TEST(FlurkaCost, MonotoneInSizes) {
   for (FlurkaMethod m : splat::all_flurka_methods()) {
     const double base = splat::flurka_cost(m, 1, 16, 16384, 64, 256, 256, 2, false).predicted_s;
