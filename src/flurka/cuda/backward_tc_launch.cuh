@@ -19,6 +19,7 @@
 #include "flurka/cuda/backward_tc.hpp"
 #include "flurka/cuda/project.cuh"
 #include "flurka/cuda/state.cuh"
+#include "flurka/cuda/launch_profile.hpp"
 #include "splat/error.hpp"
 
 namespace splat::fk {
@@ -46,32 +47,6 @@ int sms() {
   }();
   return n;
 }
-
-// SPLAT_FLURKA_PROFILE=1: per-kernel times on stderr (events between launches; synchronises at the end).
-struct Profile {
-  bool on = std::getenv("SPLAT_FLURKA_PROFILE") != nullptr;
-  cudaStream_t st = nullptr;
-  std::vector<std::pair<const char*, cudaEvent_t>> marks;
-  void mark(const char* name) {
-    if (!on) return;
-    cudaEvent_t e;
-    cudaEventCreate(&e);
-    cudaEventRecord(e, st);
-    marks.emplace_back(name, e);
-  }
-  ~Profile() {
-    if (!on || marks.empty()) return;
-    cudaEventSynchronize(marks.back().second);
-    std::fprintf(stderr, "flurka backward profile:");
-    for (size_t i = 1; i < marks.size(); ++i) {
-      float ms = 0;
-      cudaEventElapsedTime(&ms, marks[i - 1].second, marks[i].second);
-      std::fprintf(stderr, " %s %.4f", marks[i].first, ms);
-    }
-    std::fprintf(stderr, " ms\n");
-    for (auto& m : marks) cudaEventDestroy(m.second);
-  }
-};
 
 struct Plan {
   bool proj, kern, lin;
@@ -176,8 +151,7 @@ template <int D>
 void launch(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& in, const FlurkaGrads& g, char* ws,
             const Plan& p, cudaStream_t st) {
   set_attributes<D>();
-  Profile prof;
-  prof.st = st;
+  LaunchProfile prof("flurka backward profile", st);
   prof.mark("start");
   const int64_t H = s.H, BH = p.BH, k = s.k, m = s.m;
   auto F32 = [&](size_t off) { return reinterpret_cast<float*>(ws + off); };

@@ -13,6 +13,7 @@
 
 #include "common/int_math.hpp"
 #include "flurka/cuda/causal.cuh"
+#include "flurka/cuda/launch_profile.hpp"
 #include "splat/error.hpp"
 #include "splat/flurka.hpp"
 
@@ -67,32 +68,6 @@ Rows rows_of(const MatrixView& x) {
   return Rows{x.data, 0, x.heads == 1 ? 0 : x.rows * x.cols, x.cols};
 }
 
-// SPLAT_FLURKA_PROFILE=1: per-launch times on stderr (events between the launches; synchronises).
-struct Profile {
-  bool on = std::getenv("SPLAT_FLURKA_PROFILE") != nullptr;
-  cudaStream_t st = nullptr;
-  std::vector<std::pair<const char*, cudaEvent_t>> marks;
-  void mark(const char* name) {
-    if (!on) return;
-    cudaEvent_t e;
-    cudaEventCreate(&e);
-    cudaEventRecord(e, st);
-    marks.emplace_back(name, e);
-  }
-  ~Profile() {
-    if (!on || marks.empty()) return;
-    cudaEventSynchronize(marks.back().second);
-    std::fprintf(stderr, "flurka causal profile:");
-    for (size_t i = 1; i < marks.size(); ++i) {
-      float ms = 0;
-      cudaEventElapsedTime(&ms, marks[i - 1].second, marks[i].second);
-      std::fprintf(stderr, " %s %.4f", marks[i].first, ms);
-    }
-    std::fprintf(stderr, " ms\n");
-    for (auto& m : marks) cudaEventDestroy(m.second);
-  }
-};
-
 template <class T, int D>
 void launch(FlurkaMethod method, const FlurkaShape& s, int64_t C, const FlurkaInputs& in, const TensorView& out,
             char* ws, cudaStream_t st) {
@@ -115,8 +90,7 @@ void launch(FlurkaMethod method, const FlurkaShape& s, int64_t C, const FlurkaIn
   float* z = reinterpret_cast<float*>(ws + l.z);
   float* off = reinterpret_cast<float*>(ws + l.off);
   float* slot = reinterpret_cast<float*>(ws + l.slot);
-  Profile prof;
-  prof.st = st;
+  fk::LaunchProfile prof("flurka causal profile", st);
   prof.mark("start");
   if (l.nS > 0) {
     chunk_project<T, D><<<dim3(unsigned(l.nS), unsigned(BH), 2), kNT, 0, st>>>(

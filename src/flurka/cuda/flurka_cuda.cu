@@ -17,6 +17,7 @@
 #include "flurka/cuda/project.cuh"
 #include "flurka/cuda/query.cuh"
 #include "flurka/cuda/state.cuh"
+#include "flurka/cuda/launch_profile.hpp"
 #include "splat/error.hpp"
 #include "splat/flurka.hpp"
 
@@ -83,32 +84,6 @@ int64_t split_chunk(int64_t n, int64_t blocks_per_split) {
   return chunk;
 }
 
-// SPLAT_FLURKA_PROFILE=1: per-kernel times of each call on stderr (events between launches; synchronises).
-struct Profile {
-  bool on = std::getenv("SPLAT_FLURKA_PROFILE") != nullptr;
-  cudaStream_t st = nullptr;
-  std::vector<std::pair<const char*, cudaEvent_t>> marks;
-  void mark(const char* name) {
-    if (!on) return;
-    cudaEvent_t e;
-    cudaEventCreate(&e);
-    cudaEventRecord(e, st);
-    marks.emplace_back(name, e);
-  }
-  ~Profile() {
-    if (!on || marks.empty()) return;
-    cudaEventSynchronize(marks.back().second);
-    std::fprintf(stderr, "flurka profile:");
-    for (size_t i = 1; i < marks.size(); ++i) {
-      float ms = 0;
-      cudaEventElapsedTime(&ms, marks[i - 1].second, marks[i].second);
-      std::fprintf(stderr, " %s %.4f", marks[i].first, ms);
-    }
-    std::fprintf(stderr, " ms\n");
-    for (auto& m : marks) cudaEventDestroy(m.second);
-  }
-};
-
 Rows rows_of(const TensorView& t) {
   return Rows{t.data, t.stride[0], t.stride[1], t.stride[2]};
 }
@@ -162,8 +137,7 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
     return true;
   }();
   (void)attrs;
-  Profile prof;
-  prof.st = st;
+  fk::LaunchProfile prof("flurka profile", st);
   prof.mark("start");
   const ProjGrid pg = proj ? proj_grid(s) : ProjGrid{};
   const bool proj_atomic = proj && (!pipe || pg.splits > 1);
