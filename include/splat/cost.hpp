@@ -12,7 +12,7 @@ namespace splat {
 struct PlanWork {
   int64_t nnz = 0;       // attended entries
   int64_t computed = 0;  // entries of every span's rows x keys box (nnz x waste)
-  int64_t gathered = 0;  // of computed: in Gather spans (indexed key loads)
+  int64_t gathered = 0;  // of computed: in Gather spans (not priced apart: no measured row has any)
   int64_t tiles = 0;     // tile tasks over all passes
 };
 PlanWork plan_work(const Plan& plan);

@@ -187,10 +187,10 @@ struct DeviceCeilings {
   std::string name = "H200 (measured defaults)";
 };
 struct FlurkaCost {
-  double flops = 0, bytes = 0;    // tensor-core FLOPs and compulsory device-memory bytes
-  double floor_s = 0;             // max(bytes / bandwidth, flops / gemm_flops)
-  double predicted_s = 0;         // forward: floor plus launch and efficiency terms
-  double train_predicted_s = 0;   // forward + backward (0 where no backward was measured: the causal path)
+  double flops = 0, bytes = 0;   // tensor-core FLOPs and compulsory device-memory bytes
+  double floor_s = 0;            // max(bytes / bandwidth, flops / gemm_flops)
+  double predicted_s = 0;        // forward: floor plus launch and efficiency terms
+  double train_predicted_s = 0;  // forward + backward (0 where no backward was measured: the causal path)
 };
 
 // Cost of one call for B x H heads. elem = bytes per stored element; shared_proj: E, F, W shared by heads.
