@@ -30,6 +30,13 @@ TEST(CliRecommend, TightBudgetLeavesOnlyExactAndSparse) {
   EXPECT_EQ(r.out.find("\nlinformer"), std::string::npos) << r.out;
 }
 
+TEST(CliRecommend, ShortSequencesStayExact) {
+  const auto r = run_cli({"recommend", "--seq-len", "16", "--head-dim", "64"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("fastest: dense (exact, cuDNN) (predicted"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("the exact baseline)"), std::string::npos) << r.out;
+}
+
 TEST(CliRecommend, CausalAndTrainModes) {
   auto r = run_cli({"recommend", "--seq-len", "16384", "--head-dim", "64", "--causal", "--error", "0.95"});
   ASSERT_EQ(r.rc, 0) << r.err;

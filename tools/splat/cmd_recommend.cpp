@@ -166,9 +166,14 @@ int run_recommend(const std::vector<std::string>& argv) {
     if (r.predicted_s < rows[fastest].predicted_s) fastest = i;
   }
   for (const std::string& s : skipped) std::printf("not considered: %s\n", s.c_str());
-  std::printf("fastest: %s (predicted %.4f ms, %.2fx faster than %s at %.4f ms)\n", rows[fastest].name.c_str(),
-              rows[fastest].predicted_s * 1e3, rows[0].predicted_s / rows[fastest].predicted_s, rows[0].name.c_str(),
-              rows[0].predicted_s * 1e3);
+  if (fastest == 0) {
+    std::printf("fastest: %s (predicted %.4f ms, the exact baseline)\n", rows[0].name.c_str(),
+                rows[0].predicted_s * 1e3);
+  } else {
+    std::printf("fastest: %s (predicted %.4f ms, %.2fx faster than %s at %.4f ms)\n", rows[fastest].name.c_str(),
+                rows[fastest].predicted_s * 1e3, rows[0].predicted_s / rows[fastest].predicted_s, rows[0].name.c_str(),
+                rows[0].predicted_s * 1e3);
+  }
   return 0;
 }
 
