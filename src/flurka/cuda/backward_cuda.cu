@@ -12,6 +12,7 @@
 #include "common/int_math.hpp"
 #include "flurka/cuda/backward.cuh"
 #include "flurka/cuda/backward_tc.hpp"
+#include "flurka/cuda/launch_util.hpp"
 #include "splat/error.hpp"
 #include "splat/flurka.hpp"
 
@@ -19,10 +20,6 @@ namespace splat {
 using namespace fk;
 
 namespace {
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail(ErrorCode::Cuda, std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
 
 Rows rows(const TensorView& t) {
   return Rows{t.data, t.stride[0], t.stride[1], t.stride[2]};
@@ -118,7 +115,7 @@ void launch(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& in, c
     bwd::matrix_grad_kernel<T>
         <<<grid, nt, 0, st>>>(gv, stride, rows(in.v), s.B, s.H, in.e.heads, s.k, s.N, D, static_cast<T*>(g.df));
   }
-  check(cudaGetLastError(), "flurka_backward_cuda launch");
+  cuda_check(cudaGetLastError(), "flurka_backward_cuda launch");
 }
 
 }  // namespace
@@ -136,13 +133,13 @@ void flurka_backward_cuda(FlurkaMethod m, const FlurkaInputs& in, const FlurkaGr
   if (uses_random_features(m)) require(in.w.dtype == t, "flurka_backward_cuda: W must have q's dtype");
   std::string why;
   if (!flurka_cuda_supports(m, s, &why)) fail(ErrorCode::Unsupported, why + " (use the CPU backend)");
-  check(cudaSetDevice(in.q.device), "cudaSetDevice");
+  cuda_check(cudaSetDevice(in.q.device), "cudaSetDevice");
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   if (tc_backward_applies(m, s, in)) return tc_backward(m, s, in, g, st);  // bf16: the tensor-core kernels
   const Scratch x = scratch(m, s);
   float* ws = nullptr;
-  check(cudaMallocAsync(reinterpret_cast<void**>(&ws), std::max<size_t>(x.total, 64) * 4, st),
-        "cudaMallocAsync(backward scratch)");
+  cuda_check(cudaMallocAsync(reinterpret_cast<void**>(&ws), std::max<size_t>(x.total, 64) * 4, st),
+             "cudaMallocAsync(backward scratch)");
   try {
     switch (t) {
       case DType::F32: launch<float>(m, s, in, g, ws, x, st); break;
@@ -154,13 +151,13 @@ void flurka_backward_cuda(FlurkaMethod m, const FlurkaInputs& in, const FlurkaGr
     cudaFreeAsync(ws, st);
     throw;
   }
-  check(cudaFreeAsync(ws, st), "cudaFreeAsync(backward scratch)");
+  cuda_check(cudaFreeAsync(ws, st), "cudaFreeAsync(backward scratch)");
 }
 
 namespace {
 struct DevMem {  // one device allocation, freed on scope exit
   void* p = nullptr;
-  explicit DevMem(size_t n) { check(cudaMalloc(&p, std::max<size_t>(n, 16)), "cudaMalloc"); }
+  explicit DevMem(size_t n) { cuda_check(cudaMalloc(&p, std::max<size_t>(n, 16)), "cudaMalloc"); }
   ~DevMem() { cudaFree(p); }
 };
 size_t extent_bytes(const TensorView& t) {
@@ -183,9 +180,9 @@ void flurka_backward_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const Flu
     const size_t n = extent_bytes(view);
     mem.push_back(std::make_unique<DevMem>(n));
     if (copy)
-      check(cudaMemcpy(mem.back()->p, view.data, n, cudaMemcpyHostToDevice), "cudaMemcpy");
+      cuda_check(cudaMemcpy(mem.back()->p, view.data, n, cudaMemcpyHostToDevice), "cudaMemcpy");
     else
-      check(cudaMemset(mem.back()->p, 0xff, n), "cudaMemset");  // NaN poison: every gradient must be written
+      cuda_check(cudaMemset(mem.back()->p, 0xff, n), "cudaMemset");  // NaN poison: every gradient must be written
     view.data = mem.back()->p, view.device = 0;
   };
   FlurkaInputs d = in;
@@ -196,20 +193,20 @@ void flurka_backward_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const Flu
     up(d.e, true), up(d.f, true);
     for (void** p : {&dg.de, &dg.df}) {
       mem.push_back(std::make_unique<DevMem>(extent_bytes(in.e)));
-      check(cudaMemset(mem.back()->p, 0xff, extent_bytes(in.e)), "cudaMemset");
+      cuda_check(cudaMemset(mem.back()->p, 0xff, extent_bytes(in.e)), "cudaMemset");
       *p = mem.back()->p;
     }
   }
   if (uses_random_features(m)) up(d.w, true);
   flurka_backward_cuda(m, d, dg, nullptr);
-  check(cudaDeviceSynchronize(), "flurka_backward_cuda");
+  cuda_check(cudaDeviceSynchronize(), "flurka_backward_cuda");
   auto down = [&](const TensorView& host, const TensorView& dev) {
-    check(cudaMemcpy(host.data, dev.data, extent_bytes(host), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    cuda_check(cudaMemcpy(host.data, dev.data, extent_bytes(host), cudaMemcpyDeviceToHost), "cudaMemcpy");
   };
   down(g.dq, dg.dq), down(g.dk, dg.dk), down(g.dv, dg.dv);
   if (uses_projection(m)) {
-    check(cudaMemcpy(g.de, dg.de, extent_bytes(in.e), cudaMemcpyDeviceToHost), "cudaMemcpy");
-    check(cudaMemcpy(g.df, dg.df, extent_bytes(in.f), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    cuda_check(cudaMemcpy(g.de, dg.de, extent_bytes(in.e), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    cuda_check(cudaMemcpy(g.df, dg.df, extent_bytes(in.f), cudaMemcpyDeviceToHost), "cudaMemcpy");
   }
 }
 

@@ -17,9 +17,10 @@
 #include "flurka/cuda/backward_tc.cuh"
 #pragma once
 #include "flurka/cuda/backward_tc.hpp"
+#include "flurka/cuda/launch_profile.hpp"
+#include "flurka/cuda/launch_util.hpp"
 #include "flurka/cuda/project.cuh"
 #include "flurka/cuda/state.cuh"
-#include "flurka/cuda/launch_profile.hpp"
 #include "splat/error.hpp"
 
 namespace splat::fk {
@@ -27,17 +28,6 @@ namespace splat::fk {
 static_assert(tc::kSlotMax == kTcSlotMax, "backward_tc.hpp and backward_tc.cuh disagree on the slot limit");
 
 namespace {
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail(ErrorCode::Cuda, std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
-
-Rows rows_of(const TensorView& t) {
-  return Rows{t.data, t.stride[0], t.stride[1], t.stride[2]};
-}
-Rows rows_of(const MatrixView& x) {
-  return Rows{x.data, 0, x.heads == 1 ? 0 : x.rows * x.cols, x.cols};
-}
 
 int sms() {
   static int n = [] {
@@ -115,29 +105,30 @@ template <int D>
 void set_attributes() {
   static bool done = [] {
     const size_t state_smem = size_t((128 + 64) * (D + 8) * 2 + D * (64 + 8) * 2 + 64 * 4);
-    check(cudaFuncSetAttribute(state_kernel<float, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(state_smem)),
-          "attr");
-    check(cudaFuncSetAttribute(state_pipe_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(StatePipe<D>::smem_bytes)),
-          "attr");
-    check(cudaFuncSetAttribute(project_pipe_kernel<bf16, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(ProjPipe::smem_bytes)),
-          "attr");
-    check(cudaFuncSetAttribute(tc::query_rows<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(tc::QRows<D>::smem_bytes)),
-          "attr");
-    check(cudaFuncSetAttribute(tc::query_slots<D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(tc::QSlots<D>::smem_bytes)),
-          "attr");
-    check(cudaFuncSetAttribute(tc::query_slots<D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(tc::QSlots<D>::smem_bytes)),
-          "attr");
-    check(cudaFuncSetAttribute(tc::key_rows<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(tc::KRows<D>::smem_bytes)),
-          "attr");
-    check(cudaFuncSetAttribute(tc::project_back<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(tc::PBack<D>::smem_bytes)),
-          "attr");
+    cuda_check(
+        cudaFuncSetAttribute(state_kernel<float, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(state_smem)),
+        "attr");
+    cuda_check(cudaFuncSetAttribute(state_pipe_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(StatePipe<D>::smem_bytes)),
+               "attr");
+    cuda_check(cudaFuncSetAttribute(project_pipe_kernel<bf16, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(ProjPipe::smem_bytes)),
+               "attr");
+    cuda_check(cudaFuncSetAttribute(tc::query_rows<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(tc::QRows<D>::smem_bytes)),
+               "attr");
+    cuda_check(cudaFuncSetAttribute(tc::query_slots<D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(tc::QSlots<D>::smem_bytes)),
+               "attr");
+    cuda_check(cudaFuncSetAttribute(tc::query_slots<D, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(tc::QSlots<D>::smem_bytes)),
+               "attr");
+    cuda_check(cudaFuncSetAttribute(tc::key_rows<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(tc::KRows<D>::smem_bytes)),
+               "attr");
+    cuda_check(cudaFuncSetAttribute(tc::project_back<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(tc::PBack<D>::smem_bytes)),
+               "attr");
     return true;
   }();
   (void)done;
@@ -163,7 +154,7 @@ void launch(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& in, c
   if (p.kern) {
     prepare_features<bf16><<<grid1(Hw * m * D), 256, 0, st>>>(static_cast<const bf16*>(in.w.data), Hw, D, m,
                                                               p.map == kElu, B16(p.wt), nullptr, 0, nullptr, 0);
-    check(cudaGetLastError(), "prepare_features");
+    cuda_check(cudaGetLastError(), "prepare_features");
   }
   // 2. K' = E K, V' = F V: one slice per split, summed in split order (fp32 and bf16 copies).
   const Rows kp_rows{F32(p.kp), H * k * D, k * D, D}, vp_rows{F32(p.vp), H * k * D, k * D, D};
@@ -175,10 +166,10 @@ void launch(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& in, c
     project_pipe_kernel<bf16, D><<<grid, ProjPipe::NT, ProjPipe::smem_bytes, st>>>(
         rows_of(in.e), rows_of(in.f), rows_of(in.k), rows_of(in.v), s.B, H, k, s.N, p.pchunk, int(p.pct), false, part,
         part + p.psplits * p.n, p.n);
-    check(cudaGetLastError(), "project_pipe_kernel");
+    cuda_check(cudaGetLastError(), "project_pipe_kernel");
     tc::reduce_projection<<<grid1(p.n), 256, 0, st>>>(part, p.psplits, p.n, F32(p.kp), F32(p.vp), B16(p.kp16),
                                                       B16(p.vp16), p.map == kRelu ? B16(p.klo) : nullptr);
-    check(cudaGetLastError(), "reduce_projection");
+    cuda_check(cudaGetLastError(), "reduce_projection");
     prof.mark("project");
   }
   // 3. The kernel state and the query-side slots (U = S~ / z~, bias or weight, z~).
@@ -188,15 +179,15 @@ void launch(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& in, c
       const size_t smem = size_t((128 + 64) * (D + 8) * 2 + D * (64 + 8) * 2 + 64 * 4);
       state_kernel<float, D><<<grid, 256, smem, st>>>(kp_rows, vp_rows, B16(p.wt), Hw, F32(p.shift), H, k, m, k, p.map,
                                                       sc, nullptr, F32(p.z), B16(p.ut), F32(p.slot));
-      check(cudaGetLastError(), "state_kernel");
+      cuda_check(cudaGetLastError(), "state_kernel");
     } else {
       state_pipe_kernel<D><<<grid, 256, StatePipe<D>::smem_bytes, st>>>(rows_of(in.k), rows_of(in.v), B16(p.wt), Hw,
                                                                         F32(p.shift), H, s.N, m, p.schunk, p.map, sc,
                                                                         F32(p.Sp), F32(p.zp), true);
-      check(cudaGetLastError(), "state_pipe_kernel");
+      cuda_check(cudaGetLastError(), "state_pipe_kernel");
       tc::reduce_state<<<grid1(BH * m * D), 256, 0, st>>>(F32(p.Sp), F32(p.zp), p.ssplits, F32(p.shift), Hw, H, BH, m,
                                                           D, p.map, B16(p.ut), F32(p.slot), F32(p.z));
-      check(cudaGetLastError(), "reduce_state");
+      cuda_check(cudaGetLastError(), "reduce_state");
     }
     prof.mark("state");
   }
@@ -211,7 +202,7 @@ void launch(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& in, c
   float2* stats = reinterpret_cast<float2*>(ws + p.stats);
   tc::query_rows<D><<<dim3(unsigned((s.Nq + 127) / 128), unsigned(BH)), 256, tc::QRows<D>::smem_bytes, st>>>(
       rows_of(in.q), rows_of(g.dout), rows_of(g.dq), keys, keys_bh, Hk, U, slot, H, s.Nq, L, p.map, a, stats);
-  check(cudaGetLastError(), "query_rows");
+  cuda_check(cudaGetLastError(), "query_rows");
   prof.mark("query_rows");
   const dim3 qg(unsigned((L + 63) / 64), unsigned(p.qsplits), unsigned(BH));
   if (p.lin)
@@ -222,7 +213,7 @@ void launch(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& in, c
     tc::query_slots<D, false><<<qg, 128, tc::QSlots<D>::smem_bytes, st>>>(rows_of(in.q), rows_of(g.dout), keys, keys_bh,
                                                                           Hk, U, slot, H, s.Nq, L, p.map, a, stats,
                                                                           p.qchunk, F32(p.pu), F32(p.pg), nullptr);
-  check(cudaGetLastError(), "query_slots");
+  cuda_check(cudaGetLastError(), "query_slots");
   prof.mark("query_slots");
   if (p.kern)
     tc::reduce_slots<<<grid1(BH * L * D), 256, 0, st>>>(F32(p.pu), F32(p.pg), nullptr, p.qsplits, BH, L, D, F32(p.z), a,
@@ -230,7 +221,7 @@ void launch(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& in, c
   else
     tc::reduce_slots<<<grid1(BH * L * D), 256, 0, st>>>(F32(p.pu), F32(p.pg), F32(p.pk), p.qsplits, BH, L, D, nullptr,
                                                         a, B16(p.dvp), nullptr, B16(p.dkp));
-  check(cudaGetLastError(), "reduce_slots");
+  cuda_check(cudaGetLastError(), "reduce_slots");
   prof.mark("reduce");
   // 7. Key side of the kernel maps: dK', dV' (projected) or dk, dv.
   if (p.kern) {
@@ -240,7 +231,7 @@ void launch(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& in, c
     const Rows xlo = p.proj && p.map == kRelu ? Rows{B16(p.klo), H * k * D, k * D, D} : Rows{nullptr, 0, 0, 0};
     tc::key_rows<D><<<dim3(unsigned((Lk + 127) / 128), unsigned(BH)), 256, tc::KRows<D>::smem_bytes, st>>>(
         x, xlo, y, B16(p.wt), Hw, B16(p.dst), F32(p.dzt), F32(p.shift), H, Lk, int(m), p.map, sc, dx, dy);
-    check(cudaGetLastError(), "key_rows");
+    cuda_check(cudaGetLastError(), "key_rows");
     prof.mark("key_rows");
   }
   // 8. dK = E^T dK', dE = sum dK' K^T (and F, V).
@@ -254,7 +245,7 @@ void launch(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& in, c
     tc::project_back<D><<<grid, 256, tc::PBack<D>::smem_bytes, st>>>(
         rows_of(in.e), rows_of(in.f), rows_of(in.k), rows_of(in.v), B16(p.dkp), B16(p.dvp), s.B, H, in.e.heads, int(k),
         s.N, tiles, rows_of(g.dk), rows_of(g.dv), static_cast<bf16*>(g.de), static_cast<bf16*>(g.df));
-    check(cudaGetLastError(), "project_back");
+    cuda_check(cudaGetLastError(), "project_back");
     prof.mark("project_back");
   }
 }
@@ -267,14 +258,14 @@ template <int D>
 void run(FlurkaMethod m, const FlurkaShape& s, const FlurkaInputs& in, const FlurkaGrads& g, cudaStream_t st) {
   const Plan p = plan_of<D>(m, s);
   char* ws = nullptr;
-  check(cudaMallocAsync(reinterpret_cast<void**>(&ws), p.total, st), "cudaMallocAsync(backward scratch)");
+  cuda_check(cudaMallocAsync(reinterpret_cast<void**>(&ws), p.total, st), "cudaMallocAsync(backward scratch)");
   try {
     launch<D>(m, s, in, g, ws, p, st);
   } catch (...) {
     cudaFreeAsync(ws, st);
     throw;
   }
-  check(cudaFreeAsync(ws, st), "cudaFreeAsync(backward scratch)");
+  cuda_check(cudaFreeAsync(ws, st), "cudaFreeAsync(backward scratch)");
 }
 
 }  // namespace tcrun

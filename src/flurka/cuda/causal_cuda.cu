@@ -14,6 +14,7 @@
 #include "common/int_math.hpp"
 #include "flurka/cuda/causal.cuh"
 #include "flurka/cuda/launch_profile.hpp"
+#include "flurka/cuda/launch_util.hpp"
 #include "splat/error.hpp"
 #include "splat/flurka.hpp"
 
@@ -22,14 +23,6 @@ using namespace fk;
 using namespace fk::causal;
 
 namespace {
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail(ErrorCode::Cuda, std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
-
-size_t align_up(size_t x) {
-  return (x + 255) & ~size_t(255);
-}
 
 constexpr int64_t kMaxRank = 512;  // r and m: chunk_state keeps r x 33 floats, causal_query 8 x m, in shared memory
 
@@ -61,13 +54,6 @@ Layout layout(const FlurkaShape& s, int64_t C) {
   return l;
 }
 
-Rows rows_of(const TensorView& t) {
-  return Rows{t.data, t.stride[0], t.stride[1], t.stride[2]};
-}
-Rows rows_of(const MatrixView& x) {
-  return Rows{x.data, 0, x.heads == 1 ? 0 : x.rows * x.cols, x.cols};
-}
-
 template <class T, int D>
 void launch(FlurkaMethod method, const FlurkaShape& s, int64_t C, const FlurkaInputs& in, const TensorView& out,
             char* ws, cudaStream_t st) {
@@ -79,8 +65,10 @@ void launch(FlurkaMethod method, const FlurkaShape& s, int64_t C, const FlurkaIn
   const Rows w = map == kElu ? Rows{nullptr, 0, 0, 0} : rows_of(in.w);
   const int state_smem = int(kMaxRank * (kFT + 1) * 4), query_smem = int(query_smem_floats<D>(int(kMaxRank)) * 4);
   static const bool attrs = [&] {
-    check(cudaFuncSetAttribute(chunk_state<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, state_smem), "attr");
-    check(cudaFuncSetAttribute(causal_query<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, query_smem), "attr");
+    cuda_check(cudaFuncSetAttribute(chunk_state<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, state_smem),
+               "attr");
+    cuda_check(cudaFuncSetAttribute(causal_query<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, query_smem),
+               "attr");
     return true;
   }();
   (void)attrs;
@@ -95,22 +83,22 @@ void launch(FlurkaMethod method, const FlurkaShape& s, int64_t C, const FlurkaIn
   if (l.nS > 0) {
     chunk_project<T, D><<<dim3(unsigned(l.nS), unsigned(BH), 2), kNT, 0, st>>>(
         rows_of(in.e), rows_of(in.f), rows_of(in.k), rows_of(in.v), s.H, r, C, l.nS, kp, vp);
-    check(cudaGetLastError(), "chunk_project");
+    cuda_check(cudaGetLastError(), "chunk_project");
     prof.mark("project");
     chunk_state<T, D>
         <<<dim3(unsigned((m + kFT - 1) / kFT), unsigned(l.nS), unsigned(BH)), kNT, size_t(r * (kFT + 1) * 4), st>>>(
             kp, vp, w, s.H, r, m, l.nS, map, sfeat, S, z, off);
-    check(cudaGetLastError(), "chunk_state");
+    cuda_check(cudaGetLastError(), "chunk_state");
     prof.mark("state");
     state_scan<<<dim3(unsigned((m * D + kNT - 1) / kNT), unsigned(BH)), kNT, 0, st>>>(S, z, off, m, D, l.nS, map, slot);
-    check(cudaGetLastError(), "state_scan");
+    cuda_check(cudaGetLastError(), "state_scan");
     prof.mark("scan");
   }
   const int64_t tiles = (std::min(C, s.N) + kQR - 1) / kQR;
   causal_query<T, D><<<dim3(unsigned(l.nC * tiles), unsigned(BH)), kNT, size_t(query_smem_floats<D>(int(m)) * 4), st>>>(
       rows_of(in.q), rows_of(in.k), rows_of(in.v), w, S, slot, s.H, s.N, C, m, l.nS, tiles, map, sfeat,
       static_cast<T*>(out.data), out.stride[0], out.stride[1], out.stride[2]);
-  check(cudaGetLastError(), "causal_query");
+  cuda_check(cudaGetLastError(), "causal_query");
   prof.mark("query");
 }
 
@@ -159,12 +147,12 @@ void flurka_causal_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView
           "flurka_causal_cuda: D must be contiguous in q, k, v and out");
   const std::string why = unsupported(s, chunk);
   if (!why.empty()) fail(ErrorCode::Unsupported, why + " (use the CPU backend)");
-  check(cudaSetDevice(in.q.device), "cudaSetDevice");
+  cuda_check(cudaSetDevice(in.q.device), "cudaSetDevice");
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   char* ws = static_cast<char*>(workspace);
   bool own = false;
   if (!ws) {
-    check(cudaMalloc(reinterpret_cast<void**>(&ws), layout(s, chunk).total), "cudaMalloc(causal workspace)");
+    cuda_check(cudaMalloc(reinterpret_cast<void**>(&ws), layout(s, chunk).total), "cudaMalloc(causal workspace)");
     own = true;
   }
   try {
@@ -179,15 +167,15 @@ void flurka_causal_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView
     throw;
   }
   if (own) {
-    check(cudaStreamSynchronize(st), "flurka_causal_cuda");
-    check(cudaFree(ws), "cudaFree");
+    cuda_check(cudaStreamSynchronize(st), "flurka_causal_cuda");
+    cuda_check(cudaFree(ws), "cudaFree");
   }
 }
 
 namespace {
 struct DevBuf {
   void* p = nullptr;
-  explicit DevBuf(size_t n) { check(cudaMalloc(&p, std::max<size_t>(n, 16)), "cudaMalloc"); }
+  explicit DevBuf(size_t n) { cuda_check(cudaMalloc(&p, std::max<size_t>(n, 16)), "cudaMalloc"); }
   ~DevBuf() { cudaFree(p); }
   DevBuf(const DevBuf&) = delete;
   DevBuf& operator=(const DevBuf&) = delete;
@@ -209,7 +197,7 @@ double flurka_causal_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const Ten
   std::vector<std::unique_ptr<DevBuf>> bufs;
   auto up = [&](const void* src, size_t n) {
     bufs.push_back(std::make_unique<DevBuf>(n));
-    check(cudaMemcpy(bufs.back()->p, src, n, cudaMemcpyHostToDevice), "cudaMemcpy");
+    cuda_check(cudaMemcpy(bufs.back()->p, src, n, cudaMemcpyHostToDevice), "cudaMemcpy");
     return bufs.back()->p;
   };
   FlurkaInputs d = in;
@@ -226,19 +214,19 @@ double flurka_causal_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const Ten
   TensorView o = out;
   bufs.push_back(std::make_unique<DevBuf>(tensor_bytes(out)));
   o.data = bufs.back()->p, o.device = 0;
-  check(cudaMemset(o.data, 0xff, tensor_bytes(out)), "cudaMemset");  // NaN poison
+  cuda_check(cudaMemset(o.data, 0xff, tensor_bytes(out)), "cudaMemset");  // NaN poison
   DevBuf ws(flurka_causal_cuda_workspace_bytes(m, s, chunk));
-  check(cudaMemset(ws.p, 0xff, flurka_causal_cuda_workspace_bytes(m, s, chunk)), "cudaMemset");  // NaN poison
+  cuda_check(cudaMemset(ws.p, 0xff, flurka_causal_cuda_workspace_bytes(m, s, chunk)), "cudaMemset");  // NaN poison
   cudaEvent_t e0, e1;
-  check(cudaEventCreate(&e0), "event");
-  check(cudaEventCreate(&e1), "event");
+  cuda_check(cudaEventCreate(&e0), "event");
+  cuda_check(cudaEventCreate(&e1), "event");
   for (int i = 0; i < warmup; ++i) flurka_causal_cuda(m, d, o, chunk, ws.p, nullptr);
   std::vector<float> times;
   for (int i = 0; i < std::max(repeats, 1); ++i) {
-    check(cudaEventRecord(e0), "event");
+    cuda_check(cudaEventRecord(e0), "event");
     flurka_causal_cuda(m, d, o, chunk, ws.p, nullptr);
-    check(cudaEventRecord(e1), "event");
-    check(cudaEventSynchronize(e1), "flurka_causal_cuda");
+    cuda_check(cudaEventRecord(e1), "event");
+    cuda_check(cudaEventSynchronize(e1), "flurka_causal_cuda");
     float t = 0;
     cudaEventElapsedTime(&t, e0, e1);
     times.push_back(t);
@@ -246,7 +234,7 @@ double flurka_causal_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const Ten
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   std::sort(times.begin(), times.end());
-  check(cudaMemcpy(out.data, o.data, tensor_bytes(out), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  cuda_check(cudaMemcpy(out.data, o.data, tensor_bytes(out), cudaMemcpyDeviceToHost), "cudaMemcpy");
   return times[times.size() / 2];
 }
 

@@ -10,6 +10,7 @@
 
 #include "common/int_math.hpp"
 #include "flurka/cuda/decode.cuh"
+#include "flurka/cuda/launch_util.hpp"
 #include "splat/error.hpp"
 #include "splat/flurka.hpp"
 
@@ -18,17 +19,6 @@ using namespace fk;
 using namespace fk::dec;
 
 namespace {
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail(ErrorCode::Cuda, std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
-
-Rows rows_of(const TensorView& t) {
-  return Rows{t.data, t.stride[0], t.stride[1], t.stride[2]};
-}
-Rows rows_of(const MatrixView& x) {
-  return Rows{x.data, 0, x.heads == 1 ? 0 : x.rows * x.cols, x.cols};
-}
 
 // Float offsets of the state regions in the one allocation (the position counter comes last, 8-byte aligned).
 struct Regions {
@@ -63,7 +53,7 @@ void launch(const FlurkaCudaDecodeState& st, const TensorView& q, const TensorVi
   const int map = fm == FeatureMap::Favor ? kFavor : fm == FeatureMap::Relu ? kRelu : kElu;
   const int smem_max = decode_smem_floats(D, 512, int(kMaxChunk)) * 4;
   static const bool attrs = [&] {
-    check(cudaFuncSetAttribute(decode_step<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max), "attr");
+    cuda_check(cudaFuncSetAttribute(decode_step<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max), "attr");
     return true;
   }();
   (void)attrs;
@@ -72,9 +62,9 @@ void launch(const FlurkaCudaDecodeState& st, const TensorView& q, const TensorVi
   decode_step<T, D><<<unsigned(st.B * st.H), kNT, size_t(decode_smem_floats(D, int(st.m), int(st.C))) * 4, s>>>(
       rows_of(q), rows_of(k), rows_of(v), rows_of(st.e), rows_of(st.f), w, dev, st.H, st.m, st.r, st.C, map,
       std::pow(float(D), -0.25f), static_cast<T*>(out.data), out.stride[0], out.stride[1]);
-  check(cudaGetLastError(), "decode_step");
+  cuda_check(cudaGetLastError(), "decode_step");
   decode_advance<<<1, 1, 0, s>>>(dev.pos);
-  check(cudaGetLastError(), "decode_advance");
+  cuda_check(cudaGetLastError(), "decode_advance");
 }
 
 template <class T>
@@ -115,17 +105,18 @@ FlurkaCudaDecodeState flurka_decode_cuda_init(FlurkaMethod method, int64_t B, in
   st.method = method, st.B = B, st.H = H, st.D = D, st.m = s.m, st.r = s.k, st.C = chunk, st.dtype = e.dtype;
   st.e = e, st.f = f, st.w = w, st.device = e.device;
   const Regions g = regions(st);
-  check(cudaSetDevice(st.device), "cudaSetDevice");
-  check(cudaMalloc(&st.buf, g.floats * 4), "cudaMalloc(decode state)");
+  cuda_check(cudaSetDevice(st.device), "cudaSetDevice");
+  cuda_check(cudaMalloc(&st.buf, g.floats * 4), "cudaMalloc(decode state)");
   // S, z, the chunk and the counter start at zero; favor's offsets at -inf (no feature seen yet).
   cudaStream_t cs = static_cast<cudaStream_t>(stream);
   std::vector<float> off(size_t(B * H * s.m),
                          feature_map_of(method) == FeatureMap::Favor ? -std::numeric_limits<float>::infinity() : 0.f);
   try {
-    check(cudaMemsetAsync(st.buf, 0, g.floats * 4, cs), "cudaMemset(decode state)");
-    check(cudaMemcpyAsync(static_cast<float*>(st.buf) + g.off, off.data(), off.size() * 4, cudaMemcpyHostToDevice, cs),
-          "cudaMemcpy(decode offsets)");
-    check(cudaStreamSynchronize(cs), "flurka_decode_cuda_init");
+    cuda_check(cudaMemsetAsync(st.buf, 0, g.floats * 4, cs), "cudaMemset(decode state)");
+    cuda_check(
+        cudaMemcpyAsync(static_cast<float*>(st.buf) + g.off, off.data(), off.size() * 4, cudaMemcpyHostToDevice, cs),
+        "cudaMemcpy(decode offsets)");
+    cuda_check(cudaStreamSynchronize(cs), "flurka_decode_cuda_init");
   } catch (...) {
     cudaFree(st.buf);
     throw;
@@ -163,7 +154,7 @@ void flurka_decode_cuda_free(FlurkaCudaDecodeState& st) {
 namespace {
 struct DevBuf {
   void* p = nullptr;
-  explicit DevBuf(size_t n) { check(cudaMalloc(&p, std::max<size_t>(n, 16)), "cudaMalloc"); }
+  explicit DevBuf(size_t n) { cuda_check(cudaMalloc(&p, std::max<size_t>(n, 16)), "cudaMalloc"); }
   ~DevBuf() { cudaFree(p); }
   DevBuf(const DevBuf&) = delete;
   DevBuf& operator=(const DevBuf&) = delete;
@@ -181,7 +172,7 @@ void flurka_decode_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const Tenso
   const size_t es = dtype_size(in.q.dtype), row = size_t(s.D) * es, n = size_t(s.B * s.H * s.N) * row;
   auto up = [&](const MatrixView& x, DevBuf& b) {
     MatrixView d = x;
-    check(cudaMemcpy(b.p, x.data, size_t(x.heads * x.rows * x.cols) * es, cudaMemcpyHostToDevice), "cudaMemcpy");
+    cuda_check(cudaMemcpy(b.p, x.data, size_t(x.heads * x.rows * x.cols) * es, cudaMemcpyHostToDevice), "cudaMemcpy");
     d.data = b.p, d.device = 0;
     return d;
   };
@@ -189,10 +180,10 @@ void flurka_decode_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const Tenso
   DevBuf dw(uses_random_features(m) ? size_t(in.w.heads * in.w.rows * in.w.cols) * es : 16);
   const MatrixView e = up(in.e, de), f = up(in.f, df), w = uses_random_features(m) ? up(in.w, dw) : in.w;
   DevBuf dq(n), dk(n), dv(n), dout(n);
-  check(cudaMemcpy(dq.p, in.q.data, n, cudaMemcpyHostToDevice), "cudaMemcpy");
-  check(cudaMemcpy(dk.p, in.k.data, n, cudaMemcpyHostToDevice), "cudaMemcpy");
-  check(cudaMemcpy(dv.p, in.v.data, n, cudaMemcpyHostToDevice), "cudaMemcpy");
-  check(cudaMemset(dout.p, 0xff, n), "cudaMemset");  // NaN poison
+  cuda_check(cudaMemcpy(dq.p, in.q.data, n, cudaMemcpyHostToDevice), "cudaMemcpy");
+  cuda_check(cudaMemcpy(dk.p, in.k.data, n, cudaMemcpyHostToDevice), "cudaMemcpy");
+  cuda_check(cudaMemcpy(dv.p, in.v.data, n, cudaMemcpyHostToDevice), "cudaMemcpy");
+  cuda_check(cudaMemset(dout.p, 0xff, n), "cudaMemset");  // NaN poison
   FlurkaCudaDecodeState st = flurka_decode_cuda_init(m, s.B, s.H, s.D, chunk, e, f, w, nullptr);
   try {
     for (int64_t t = 0; t < s.N; ++t) {  // token t of every sequence: a [B, H, 1, D] view with the full strides
@@ -203,13 +194,13 @@ void flurka_decode_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const Tenso
       };
       flurka_decode_cuda_step(st, at(dq.p), at(dk.p), at(dv.p), at(dout.p), nullptr);
     }
-    check(cudaDeviceSynchronize(), "flurka_decode_cuda_host");
+    cuda_check(cudaDeviceSynchronize(), "flurka_decode_cuda_host");
   } catch (...) {
     flurka_decode_cuda_free(st);
     throw;
   }
   flurka_decode_cuda_free(st);
-  check(cudaMemcpy(out.data, dout.p, n, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  cuda_check(cudaMemcpy(out.data, dout.p, n, cudaMemcpyDeviceToHost), "cudaMemcpy");
 }
 
 }  // namespace splat

@@ -14,10 +14,11 @@
 
 #include "common/int_math.hpp"
 #include "flurka/cuda/kernels.cuh"
+#include "flurka/cuda/launch_profile.hpp"
+#include "flurka/cuda/launch_util.hpp"
 #include "flurka/cuda/project.cuh"
 #include "flurka/cuda/query.cuh"
 #include "flurka/cuda/state.cuh"
-#include "flurka/cuda/launch_profile.hpp"
 #include "splat/error.hpp"
 #include "splat/flurka.hpp"
 
@@ -25,14 +26,6 @@ namespace splat {
 using namespace fk;
 
 namespace {
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail(ErrorCode::Cuda, std::string("CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
-
-size_t align_up(size_t x) {
-  return (x + 255) & ~size_t(255);
-}
 
 // Byte offsets of the workspace regions.
 struct Layout {
@@ -84,13 +77,6 @@ int64_t split_chunk(int64_t n, int64_t blocks_per_split) {
   return chunk;
 }
 
-Rows rows_of(const TensorView& t) {
-  return Rows{t.data, t.stride[0], t.stride[1], t.stride[2]};
-}
-Rows rows_of(const MatrixView& x) {
-  return Rows{x.data, 0, x.heads == 1 ? 0 : x.rows * x.cols, x.cols};
-}
-
 // Grid of the pipelined projection: row tiles x column tiles x splits x (H, E|F), splits chosen for about one
 // wave of (one-per-SM) blocks, each chunk a multiple of the 32-column stage.
 struct ProjGrid {
@@ -122,18 +108,20 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
   constexpr bool pipe = sizeof(T) == 2;  // cp.async projection reads the storage type directly
   const size_t smem = size_t((128 + 64) * (D + 8) * 2 + D * (64 + 8) * 2 + 64 * 4);  // state kernel
   static bool attrs = [&] {
-    check(cudaFuncSetAttribute(state_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), "attr");
-    check(cudaFuncSetAttribute(state_kernel<float, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)), "attr");
-    check(cudaFuncSetAttribute(query_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(QueryPipe<D>::smem_bytes)),
-          "attr");
-    check(cudaFuncSetAttribute(state_pipe_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(StatePipe<D>::smem_bytes)),
-          "attr");
+    cuda_check(cudaFuncSetAttribute(state_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+               "attr");
+    cuda_check(cudaFuncSetAttribute(state_kernel<float, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+               "attr");
+    cuda_check(cudaFuncSetAttribute(query_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(QueryPipe<D>::smem_bytes)),
+               "attr");
+    cuda_check(cudaFuncSetAttribute(state_pipe_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(StatePipe<D>::smem_bytes)),
+               "attr");
     if constexpr (pipe)
-      check(cudaFuncSetAttribute(project_pipe_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 int(ProjPipe::smem_bytes)),
-            "attr");
+      cuda_check(cudaFuncSetAttribute(project_pipe_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      int(ProjPipe::smem_bytes)),
+                 "attr");
     return true;
   }();
   (void)attrs;
@@ -158,7 +146,7 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
     const int64_t work = std::max<int64_t>({Hw * m * D, nza, nzb});
     prepare_features<T><<<unsigned(std::min<int64_t>(2048, (work + 255) / 256)), 256, 0, st>>>(
         static_cast<const T*>(in.w.data), Hw, D, m, fm == FeatureMap::Elu, wt, za, nza, zb, nzb);
-    check(cudaGetLastError(), "prepare_features");
+    cuda_check(cudaGetLastError(), "prepare_features");
     prof.mark("prepare");
   }
   const bf16 *keys = nullptr, *ut = nullptr;
@@ -181,7 +169,7 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
       project_kernel<T, D, 1><<<grid, 256, 0, st>>>(rows_of(in.e), rows_of(in.f), rows_of(in.k), rows_of(in.v), s.B,
                                                     s.H, k, s.N, chunk, kp, vp);
     }
-    check(cudaGetLastError(), "project_kernel");
+    cuda_check(cudaGetLastError(), "project_kernel");
     prof.mark("project");
   }
   if (!kern) {
@@ -189,7 +177,7 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
     bf16* vp16 = reinterpret_cast<bf16*>(ws + l.vp16);
     convert_projection<<<unsigned(std::min<int64_t>(4096, (BH * k * D + 255) / 256)), 256, 0, st>>>(kp, vp, BH * k * D,
                                                                                                     kp16, vp16);
-    check(cudaGetLastError(), "convert_projection");
+    cuda_check(cudaGetLastError(), "convert_projection");
     prof.mark("convert");
     keys = kp16, keys_bh = 1, Hk = BH, L = k, ut = vp16;
     a = 1.0f / std::sqrt(float(D));
@@ -213,12 +201,12 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
       state_kernel<T, D><<<grid, 256, smem, st>>>(rows_of(in.k), rows_of(in.v), wt, Hw, shift, s.H, s.N, m, schunk, map,
                                                   sc, S, z, direct ? utw : nullptr, slotw);
     }
-    check(cudaGetLastError(), "state_kernel");
+    cuda_check(cudaGetLastError(), "state_kernel");
     prof.mark("state");
     if (!direct) {
       finalize_state<<<unsigned(std::min<int64_t>(8192, (BH * m + 3) / 4)), dim3(D, 4), 0, st>>>(
           S, z, shift, Hw, s.H, BH, m, D, map, utw, slotw);
-      check(cudaGetLastError(), "finalize_state");
+      cuda_check(cudaGetLastError(), "finalize_state");
       prof.mark("finalize");
     }
     keys = wt, keys_bh = 0, Hk = Hw, L = m, ut = utw, slot = slotw, a = sc;
@@ -227,7 +215,7 @@ void launch_all(FlurkaMethod method, const FlurkaShape& s, const FlurkaInputs& i
   query_kernel<T, D><<<grid, 256, QueryPipe<D>::smem_bytes, st>>>(rows_of(in.q), keys, keys_bh, Hk, ut, slot, s.H, s.Nq,
                                                                   L, map, a, static_cast<T*>(out.data), out.stride[0],
                                                                   out.stride[1], out.stride[2]);
-  check(cudaGetLastError(), "query_kernel");
+  cuda_check(cudaGetLastError(), "query_kernel");
   prof.mark("query");
 }
 
@@ -286,13 +274,13 @@ void flurka_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, 
   if (uses_random_features(m)) require(in.w.dtype == in.q.dtype, "flurka_cuda: W must have q's dtype");
   std::string why;
   if (!flurka_cuda_supports(m, s, &why)) fail(ErrorCode::Unsupported, why + " (use the CPU backend)");
-  check(cudaSetDevice(in.q.device), "cudaSetDevice");
+  cuda_check(cudaSetDevice(in.q.device), "cudaSetDevice");
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   char* ws = static_cast<char*>(workspace);
   const size_t bytes = flurka_cuda_workspace_bytes(m, s);
   bool own = false;
   if (!ws) {
-    check(cudaMalloc(reinterpret_cast<void**>(&ws), bytes), "cudaMalloc(workspace)");
+    cuda_check(cudaMalloc(reinterpret_cast<void**>(&ws), bytes), "cudaMalloc(workspace)");
     own = true;
   }
   try {
@@ -306,15 +294,15 @@ void flurka_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, 
     throw;
   }
   if (own) {
-    check(cudaStreamSynchronize(st), "flurka_cuda");
-    check(cudaFree(ws), "cudaFree");
+    cuda_check(cudaStreamSynchronize(st), "flurka_cuda");
+    cuda_check(cudaFree(ws), "cudaFree");
   }
 }
 
 namespace {
 struct DevBuf {
   void* p = nullptr;
-  explicit DevBuf(size_t n) { check(cudaMalloc(&p, std::max<size_t>(n, 16)), "cudaMalloc"); }
+  explicit DevBuf(size_t n) { cuda_check(cudaMalloc(&p, std::max<size_t>(n, 16)), "cudaMalloc"); }
   ~DevBuf() { cudaFree(p); }
 };
 size_t tensor_bytes(const TensorView& t) {  // extent of a strided view, in bytes
@@ -337,14 +325,14 @@ double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView
   auto up_t = [&](TensorView& t) {
     const size_t n = tensor_bytes(t);
     bufs.push_back(new DevBuf(n));
-    check(cudaMemcpy(bufs.back()->p, t.data, n, cudaMemcpyHostToDevice), "cudaMemcpy");
+    cuda_check(cudaMemcpy(bufs.back()->p, t.data, n, cudaMemcpyHostToDevice), "cudaMemcpy");
     t.data = bufs.back()->p, t.device = 0;
   };
   auto up_m = [&](MatrixView& x) {
     if (!x.data) return;
     const size_t n = matrix_bytes(x);
     bufs.push_back(new DevBuf(n));
-    check(cudaMemcpy(bufs.back()->p, x.data, n, cudaMemcpyHostToDevice), "cudaMemcpy");
+    cuda_check(cudaMemcpy(bufs.back()->p, x.data, n, cudaMemcpyHostToDevice), "cudaMemcpy");
     x.data = bufs.back()->p, x.device = 0;
   };
   double ms = 0;
@@ -355,18 +343,18 @@ double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView
     TensorView o = out;
     bufs.push_back(new DevBuf(tensor_bytes(out)));
     o.data = bufs.back()->p, o.device = 0;
-    check(cudaMemset(o.data, 0xff, tensor_bytes(out)), "cudaMemset");  // NaN poison
+    cuda_check(cudaMemset(o.data, 0xff, tensor_bytes(out)), "cudaMemset");  // NaN poison
     DevBuf ws(flurka_cuda_workspace_bytes(m, s));
     cudaEvent_t e0, e1;
-    check(cudaEventCreate(&e0), "event");
-    check(cudaEventCreate(&e1), "event");
+    cuda_check(cudaEventCreate(&e0), "event");
+    cuda_check(cudaEventCreate(&e1), "event");
     for (int i = 0; i < warmup; ++i) flurka_cuda(m, d, o, ws.p, nullptr);
     std::vector<float> times;
     for (int i = 0; i < std::max(repeats, 1); ++i) {
-      check(cudaEventRecord(e0), "event");
+      cuda_check(cudaEventRecord(e0), "event");
       flurka_cuda(m, d, o, ws.p, nullptr);
-      check(cudaEventRecord(e1), "event");
-      check(cudaEventSynchronize(e1), "flurka_cuda");
+      cuda_check(cudaEventRecord(e1), "event");
+      cuda_check(cudaEventSynchronize(e1), "flurka_cuda");
       float t = 0;
       cudaEventElapsedTime(&t, e0, e1);
       times.push_back(t);
@@ -375,7 +363,7 @@ double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView
     cudaEventDestroy(e1);
     std::sort(times.begin(), times.end());
     ms = times[times.size() / 2];
-    check(cudaMemcpy(out.data, o.data, tensor_bytes(out), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    cuda_check(cudaMemcpy(out.data, o.data, tensor_bytes(out), cudaMemcpyDeviceToHost), "cudaMemcpy");
   } catch (...) {
     for (DevBuf* b : bufs) delete b;
     throw;
