@@ -1,4 +1,5 @@
-// Shared pieces of the XLA FFI handlers: buffer -> view conversion and splat::Error -> ffi::Error.
+// Shared pieces of the XLA FFI handlers: buffer -> view conversion, splat::Error -> ffi::Error, and one host/device
+// handler pair (with its binding) per call.
 #pragma once
 #if SPLAT_WITH_XLA_FFI
 #include <cstdint>
