@@ -154,31 +154,15 @@ void flurka_backward_cuda(FlurkaMethod m, const FlurkaInputs& in, const FlurkaGr
   cuda_check(cudaFreeAsync(ws, st), "cudaFreeAsync(backward scratch)");
 }
 
-namespace {
-struct DevMem {  // one device allocation, freed on scope exit
-  void* p = nullptr;
-  explicit DevMem(size_t n) { cuda_check(cudaMalloc(&p, std::max<size_t>(n, 16)), "cudaMalloc"); }
-  ~DevMem() { cudaFree(p); }
-};
-size_t extent_bytes(const TensorView& t) {
-  size_t span = 1;
-  for (int a = 0; a < 4; ++a) span += size_t(t.shape[a] - 1) * size_t(t.stride[a]);
-  return span * dtype_size(t.dtype);
-}
-size_t extent_bytes(const MatrixView& x) {
-  return size_t(x.heads * x.rows * x.cols) * dtype_size(x.dtype);
-}
-}  // namespace
-
 void flurka_backward_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const FlurkaGrads& g) {
   check_flurka_backward_args(m, in, g);
   require(in.q.device < 0, "flurka_backward_cuda_host takes host tensors");
   std::string why;
   if (!flurka_cuda_available(&why)) fail(ErrorCode::Unsupported, why);
-  std::vector<std::unique_ptr<DevMem>> mem;
+  std::vector<std::unique_ptr<DevBuf>> mem;
   auto up = [&](auto& view, bool copy) {
     const size_t n = extent_bytes(view);
-    mem.push_back(std::make_unique<DevMem>(n));
+    mem.push_back(std::make_unique<DevBuf>(n));
     if (copy)
       cuda_check(cudaMemcpy(mem.back()->p, view.data, n, cudaMemcpyHostToDevice), "cudaMemcpy");
     else
@@ -192,7 +176,7 @@ void flurka_backward_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const Flu
   if (uses_projection(m)) {
     up(d.e, true), up(d.f, true);
     for (void** p : {&dg.de, &dg.df}) {
-      mem.push_back(std::make_unique<DevMem>(extent_bytes(in.e)));
+      mem.push_back(std::make_unique<DevBuf>(extent_bytes(in.e)));
       cuda_check(cudaMemset(mem.back()->p, 0xff, extent_bytes(in.e)), "cudaMemset");
       *p = mem.back()->p;
     }

@@ -172,21 +172,6 @@ void flurka_causal_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView
   }
 }
 
-namespace {
-struct DevBuf {
-  void* p = nullptr;
-  explicit DevBuf(size_t n) { cuda_check(cudaMalloc(&p, std::max<size_t>(n, 16)), "cudaMalloc"); }
-  ~DevBuf() { cudaFree(p); }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-};
-size_t tensor_bytes(const TensorView& t) {  // extent of a strided view, in bytes
-  size_t span = 1;
-  for (int a = 0; a < 4; ++a) span += size_t(t.shape[a] - 1) * size_t(t.stride[a]);
-  return span * dtype_size(t.dtype);
-}
-}  // namespace
-
 double flurka_causal_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int64_t chunk, int warmup,
                                int repeats) {
   require(chunk >= 1, "the causal chunk length C must be >= 1");
@@ -201,9 +186,9 @@ double flurka_causal_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const Ten
     return bufs.back()->p;
   };
   FlurkaInputs d = in;
-  d.q.data = up(in.q.data, tensor_bytes(in.q)), d.q.device = 0;
-  d.k.data = up(in.k.data, tensor_bytes(in.k)), d.k.device = 0;
-  d.v.data = up(in.v.data, tensor_bytes(in.v)), d.v.device = 0;
+  d.q.data = up(in.q.data, extent_bytes(in.q)), d.q.device = 0;
+  d.k.data = up(in.k.data, extent_bytes(in.k)), d.k.device = 0;
+  d.v.data = up(in.v.data, extent_bytes(in.v)), d.v.device = 0;
   const size_t eb = size_t(in.e.heads * in.e.rows * in.e.cols) * dtype_size(in.e.dtype);
   d.e.data = up(in.e.data, eb), d.e.device = 0;
   d.f.data = up(in.f.data, eb), d.f.device = 0;
@@ -212,9 +197,9 @@ double flurka_causal_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const Ten
     d.w.device = 0;
   }
   TensorView o = out;
-  bufs.push_back(std::make_unique<DevBuf>(tensor_bytes(out)));
+  bufs.push_back(std::make_unique<DevBuf>(extent_bytes(out)));
   o.data = bufs.back()->p, o.device = 0;
-  cuda_check(cudaMemset(o.data, 0xff, tensor_bytes(out)), "cudaMemset");  // NaN poison
+  cuda_check(cudaMemset(o.data, 0xff, extent_bytes(out)), "cudaMemset");  // NaN poison
   DevBuf ws(flurka_causal_cuda_workspace_bytes(m, s, chunk));
   cuda_check(cudaMemset(ws.p, 0xff, flurka_causal_cuda_workspace_bytes(m, s, chunk)), "cudaMemset");  // NaN poison
   cudaEvent_t e0, e1;
@@ -234,7 +219,7 @@ double flurka_causal_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const Ten
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   std::sort(times.begin(), times.end());
-  cuda_check(cudaMemcpy(out.data, o.data, tensor_bytes(out), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  cuda_check(cudaMemcpy(out.data, o.data, extent_bytes(out), cudaMemcpyDeviceToHost), "cudaMemcpy");
   return times[times.size() / 2];
 }
 

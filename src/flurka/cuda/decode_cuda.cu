@@ -151,16 +151,6 @@ void flurka_decode_cuda_free(FlurkaCudaDecodeState& st) {
   st.buf = nullptr;
 }
 
-namespace {
-struct DevBuf {
-  void* p = nullptr;
-  explicit DevBuf(size_t n) { cuda_check(cudaMalloc(&p, std::max<size_t>(n, 16)), "cudaMalloc"); }
-  ~DevBuf() { cudaFree(p); }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-};
-}  // namespace
-
 void flurka_decode_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int64_t chunk) {
   const FlurkaShape s = check_flurka_args(m, in, out, chunk);
   require(in.q.device < 0, "flurka_decode_cuda_host takes host tensors");

@@ -299,22 +299,6 @@ void flurka_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, 
   }
 }
 
-namespace {
-struct DevBuf {
-  void* p = nullptr;
-  explicit DevBuf(size_t n) { cuda_check(cudaMalloc(&p, std::max<size_t>(n, 16)), "cudaMalloc"); }
-  ~DevBuf() { cudaFree(p); }
-};
-size_t tensor_bytes(const TensorView& t) {  // extent of a strided view, in bytes
-  size_t span = 1;
-  for (int a = 0; a < 4; ++a) span += size_t(t.shape[a] - 1) * size_t(t.stride[a]);
-  return span * dtype_size(t.dtype);
-}
-size_t matrix_bytes(const MatrixView& x) {
-  return size_t(x.heads * x.rows * x.cols) * dtype_size(x.dtype);
-}
-}  // namespace
-
 double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int warmup, int repeats) {
   const FlurkaShape s = check_flurka_args(m, in, out);
   require(in.q.device < 0, "flurka_cuda_host takes host tensors");
@@ -323,14 +307,14 @@ double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView
   FlurkaInputs d = in;
   std::vector<DevBuf*> bufs;
   auto up_t = [&](TensorView& t) {
-    const size_t n = tensor_bytes(t);
+    const size_t n = extent_bytes(t);
     bufs.push_back(new DevBuf(n));
     cuda_check(cudaMemcpy(bufs.back()->p, t.data, n, cudaMemcpyHostToDevice), "cudaMemcpy");
     t.data = bufs.back()->p, t.device = 0;
   };
   auto up_m = [&](MatrixView& x) {
     if (!x.data) return;
-    const size_t n = matrix_bytes(x);
+    const size_t n = extent_bytes(x);
     bufs.push_back(new DevBuf(n));
     cuda_check(cudaMemcpy(bufs.back()->p, x.data, n, cudaMemcpyHostToDevice), "cudaMemcpy");
     x.data = bufs.back()->p, x.device = 0;
@@ -341,9 +325,9 @@ double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView
     if (uses_projection(m)) up_m(d.e), up_m(d.f);
     if (uses_random_features(m)) up_m(d.w);
     TensorView o = out;
-    bufs.push_back(new DevBuf(tensor_bytes(out)));
+    bufs.push_back(new DevBuf(extent_bytes(out)));
     o.data = bufs.back()->p, o.device = 0;
-    cuda_check(cudaMemset(o.data, 0xff, tensor_bytes(out)), "cudaMemset");  // NaN poison
+    cuda_check(cudaMemset(o.data, 0xff, extent_bytes(out)), "cudaMemset");  // NaN poison
     DevBuf ws(flurka_cuda_workspace_bytes(m, s));
     cudaEvent_t e0, e1;
     cuda_check(cudaEventCreate(&e0), "event");
@@ -363,7 +347,7 @@ double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView
     cudaEventDestroy(e1);
     std::sort(times.begin(), times.end());
     ms = times[times.size() / 2];
-    cuda_check(cudaMemcpy(out.data, o.data, tensor_bytes(out), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    cuda_check(cudaMemcpy(out.data, o.data, extent_bytes(out), cudaMemcpyDeviceToHost), "cudaMemcpy");
   } catch (...) {
     for (DevBuf* b : bufs) delete b;
     throw;

@@ -24,6 +24,26 @@ inline Rows rows_of(const MatrixView& x) {
   return Rows{x.data, 0, x.heads == 1 ? 0 : x.rows * x.cols, x.cols};
 }
 
+// Device memory owned by a host-to-host entry point (the *_cuda_host test and benchmark helpers), freed on scope
+// exit; never on a launch path.
+struct DevBuf {
+  void* p = nullptr;
+  explicit DevBuf(size_t n) { cuda_check(cudaMalloc(&p, n < 16 ? 16 : n), "cudaMalloc"); }
+  ~DevBuf() { cudaFree(p); }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+};
+
+// Bytes a strided [B, H, N, D] view spans, or an E, F or W matrix (all heads).
+inline size_t extent_bytes(const TensorView& t) {
+  size_t span = 1;
+  for (int a = 0; a < 4; ++a) span += size_t(t.shape[a] - 1) * size_t(t.stride[a]);
+  return span * dtype_size(t.dtype);
+}
+inline size_t extent_bytes(const MatrixView& x) {
+  return size_t(x.heads * x.rows * x.cols) * dtype_size(x.dtype);
+}
+
 // Workspace regions start on 256-byte boundaries.
 inline size_t align_up(size_t x) {
   return (x + 255) & ~size_t(255);
