@@ -11,30 +11,12 @@
 #include <type_traits>
 
 #include "serving/cuda/decode_launch.hpp"
+#include "serving/cuda/elements.cuh"
 
 namespace splat::cudadecode {
 namespace {
 
 constexpr int kWarps = 4;
-
-template <class E>
-__device__ __forceinline__ float to_f(E x) {
-  if constexpr (std::is_same_v<E, __nv_bfloat16>)
-    return __bfloat162float(x);
-  else if constexpr (std::is_same_v<E, __half>)
-    return __half2float(x);
-  else
-    return x;
-}
-template <class E>
-__device__ __forceinline__ E from_f(float x) {
-  if constexpr (std::is_same_v<E, __nv_bfloat16>)
-    return __float2bfloat16(x);
-  else if constexpr (std::is_same_v<E, __half>)
-    return __float2half(x);
-  else
-    return x;
-}
 
 // Element offset of cache row `pos` of sequence b, kv head hk; -1 for a page outside the pool.
 __device__ __forceinline__ i64 row_offset(const Args& a, int b, int hk, i64 pos, i64 sb, i64 sh, i64 sn) {

@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "serving/cuda/decode_launch.hpp"
+#include "serving/cuda/elements.cuh"
 
 namespace splat::cudadecode {
 namespace {
@@ -69,16 +70,6 @@ __device__ __forceinline__ void unpack(const uint4& x, float* f) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) f[i] = __uint_as_float(w[i]);
   }
-}
-
-template <class E>
-__device__ __forceinline__ E from_f(float x) {
-  if constexpr (std::is_same_v<E, __nv_bfloat16>)
-    return __float2bfloat16(x);
-  else if constexpr (std::is_same_v<E, __half>)
-    return __float2half(x);
-  else
-    return x;
 }
 
 __device__ __forceinline__ int pos_mod32(int a, int m) {
