@@ -10,28 +10,12 @@ using namespace flurka_test;
 
 namespace {
 
-bool have_gpu() {
-  std::string why;
-  if (flurka_cuda_available(&why)) return true;
-  std::printf("[  SKIPPED ] no CUDA device: %s\n", why.c_str());
-  return false;
-}
-
-struct Param {
-  FlurkaMethod m;
-  DType t;
-  int64_t D;
-};
-
-// Readable (and deterministic: no padding bytes) parameter names in test listings.
-void PrintTo(const Param& p, std::ostream* os) {
-  *os << flurka_method_name(p.m) << " " << dtype_name(p.t) << " D=" << p.D;
-}
+using Param = CudaParam;
 
 class FlurkaCuda : public ::testing::TestWithParam<Param> {};
 
 TEST_P(FlurkaCuda, MatchesReference) {
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
   const Param pr = GetParam();
   uint32_t seed = 900 + uint32_t(pr.D);
   // Sizes off the 64-tiles on purpose; one per-head and one shared case each.
@@ -71,7 +55,7 @@ INSTANTIATE_TEST_SUITE_P(All, FlurkaCuda, ::testing::ValuesIn(params()), [](cons
 // the 64-column stages and Nq off the 128-row tiles, and N whose E rows are not 16-byte aligned (250, 333: the
 // element-wise copy path).
 TEST(FlurkaCudaEdges, PipelineEdges) {
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
   const std::vector<std::pair<Case, std::vector<FlurkaMethod>>> cases = {
       {Case{3, 4, 70, 200, 64, 96, 64}, all_flurka_methods()},
       {Case{3, 2, 130, 250, 32, 40, 48}, {FlurkaMethod::FlurkaElu, FlurkaMethod::Linformer}},
@@ -95,7 +79,7 @@ TEST(FlurkaCudaEdges, PipelineEdges) {
 
 // [B, N, H, D] storage (the layout of a fused QKV projection): strided views for q, k, v and out.
 TEST(FlurkaCudaEdges, StridedBNHDViews) {
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
   uint32_t seed = 500;
   for (FlurkaMethod m : {FlurkaMethod::FlurkaFavor, FlurkaMethod::Linformer, FlurkaMethod::PerformerRelu}) {
     const Case c{2, 3, 150, 304, 64, 64, 64, DType::BF16, false};
@@ -144,7 +128,7 @@ TEST(FlurkaCudaErrors, UnsupportedSizesSayWhy) {
   EXPECT_FALSE(flurka_cuda_supports(FlurkaMethod::Linformer, s, &why));
   s.k = 8, s.m = 513;
   EXPECT_FALSE(flurka_cuda_supports(FlurkaMethod::PerformerFavor, s, &why));
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
   Problem p = make_problem(Case{1, 1, 10, 20, 48, 4, 4}, 1);
   EXPECT_THROW(flurka_cuda_host(FlurkaMethod::FlurkaFavor, p.in, p.out_view), splat::Error);
 }

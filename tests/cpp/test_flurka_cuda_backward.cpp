@@ -10,15 +10,7 @@ using namespace flurka_test;
 
 namespace {
 
-struct Param {
-  FlurkaMethod m;
-  DType t;
-  int64_t D;
-};
-
-void PrintTo(const Param& p, std::ostream* os) {
-  *os << flurka_method_name(p.m) << " " << dtype_name(p.t) << " D=" << p.D;
-}
+using Param = CudaParam;
 
 class FlurkaCudaBackward : public ::testing::TestWithParam<Param> {};
 

@@ -15,22 +15,7 @@ namespace {
 
 const FlurkaMethod kCausal[] = {FlurkaMethod::FlurkaFavor, FlurkaMethod::FlurkaElu, FlurkaMethod::FlurkaRelu};
 
-bool have_gpu() {
-  std::string why;
-  if (flurka_cuda_available(&why)) return true;
-  std::printf("[  SKIPPED ] no CUDA device: %s\n", why.c_str());
-  return false;
-}
-
-struct Param {
-  FlurkaMethod m;
-  DType t;
-  int64_t D;
-};
-
-void PrintTo(const Param& p, std::ostream* os) {
-  *os << flurka_method_name(p.m) << " " << dtype_name(p.t) << " D=" << p.D;
-}
+using Param = CudaParam;
 
 class FlurkaCudaCausal : public ::testing::TestWithParam<Param> {};
 
@@ -43,7 +28,7 @@ double check_case(FlurkaMethod m, Case c, uint32_t seed, double* tol) {
 }
 
 TEST_P(FlurkaCudaCausal, MatchesReference) {
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
   const Param pr = GetParam();
   uint32_t seed = 1300 + uint32_t(pr.D);
   // (B, H, N, D, r, m, chunk): 300 = 4 x 64 + 44; 1000 = 7 x 128 + 104 with r = 64, m = 256; chunks of 100 cross
@@ -84,7 +69,7 @@ INSTANTIATE_TEST_SUITE_P(All, FlurkaCudaCausal, ::testing::ValuesIn(params()), [
 // The larger ranks the kernels take (r = m = 512: chunk_state's 512-row shared tile, 8 x 512 query weights) and
 // a chunk of one token (every row is its own chunk: history of all earlier tokens, one exact key).
 TEST(FlurkaCudaCausalEdges, LargeRanksAndUnitChunks) {
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
   uint32_t seed = 41;
   for (FlurkaMethod m : kCausal) {
     Case big{1, 2, 1300, 1300, 64, 512, 512};
@@ -100,7 +85,7 @@ TEST(FlurkaCudaCausalEdges, LargeRanksAndUnitChunks) {
 }
 
 TEST(FlurkaCudaCausalEdges, BitwiseReproducible) {
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
   Case c{2, 2, 700, 700, 64, 32, 128};
   c.chunk = 96, c.dtype = DType::BF16;
   Problem p = make_problem(c, 9);
@@ -115,7 +100,7 @@ TEST(FlurkaCudaCausalEdges, BitwiseReproducible) {
 // of each prefix is the decode step's output): flushes at every C tokens, a partial last chunk, shared and
 // per-head E/F/W; the output buffer is NaN-poisoned.
 TEST(FlurkaCudaDecode, StepsEqualCausalReference) {
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
   uint32_t seed = 600;
   for (FlurkaMethod m : kCausal)
     for (const auto& [D, t] : {std::pair<int64_t, DType>{32, DType::F32}, {64, DType::BF16}, {128, DType::F16}}) {

@@ -2,9 +2,12 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
+#include <ostream>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "splat/error.hpp"
@@ -12,6 +15,24 @@
 
 namespace flurka_test {
 using namespace splat;
+
+// The CUDA suites: whether a device is there (printing why not), and their (method, dtype, head dim) parameters
+// with readable, deterministic names in test listings.
+inline bool have_cuda_device() {
+  std::string why;
+  if (flurka_cuda_available(&why)) return true;
+  std::printf("[  SKIPPED ] no CUDA device: %s\n", why.c_str());
+  return false;
+}
+
+struct CudaParam {
+  FlurkaMethod m;
+  DType t;
+  int64_t D;
+};
+inline void PrintTo(const CudaParam& p, std::ostream* os) {
+  *os << flurka_method_name(p.m) << " " << dtype_name(p.t) << " D=" << p.D;
+}
 
 // A host buffer of n elements of dtype t.
 struct Buf {
