@@ -34,9 +34,10 @@ std::shared_ptr<CudaPlan> plan_cuda(const Acsr& acsr, const CudaPlanOptions& opt
 // lse: optional device float32 [B, H, N] (see attention.hpp), written for backward (it then also serves as the
 // passes' merge workspace). opt.key_lengths (device memory; values outside [0, N] act as clamped): the first call
 // with key lengths loads the plan's key-padding kernels, which a stream capture cannot contain (an Error there):
-// run once with key_lengths before capturing. Outputs sharing memory with an input are an Error. k and v must be
-// finite in every row, attended or not: the kernels multiply whole tiles, so a NaN or Inf in a key the pattern
-// leaves out can still reach the rows that share its tile (the CPU backend reads attended keys only).
+// run once with key_lengths before capturing. Outputs sharing memory with an input are an Error. v must be finite
+// in every row, attended or not: the kernels multiply whole tiles by P, so a NaN or Inf in a value row the pattern
+// leaves out still reaches the rows that share its tile (0 * NaN; masked scores are overwritten, so keys do not
+// matter). The CPU backend reads attended rows only.
 void attention_cuda(const CudaPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
                     const TensorView& out, const AttentionOptions& opt = {}, void* stream = nullptr,
                     void* workspace = nullptr, float* lse = nullptr);
