@@ -81,6 +81,11 @@ Acsr transpose(const Acsr& a);
 
 std::vector<Region> regions(const Acsr& a);
 
+// The block-diagonal concatenation (a packed batch of sequences): part p's (i, j) becomes (s + i, s + j), s the
+// total length of the parts before it; n = the sum of the parts' n (< 2^31). Segments shift exactly; remainder
+// blocks become a slope-0 segment each where no segment meets them, else explicit columns. O(segments + blocks).
+Acsr block_diagonal(const std::vector<const Acsr*>& parts);
+
 int64_t nnz(const Acsr& a);
 int64_t row_nnz(const Acsr& a, int64_t i);
 bool acsr_contains(const Acsr& a, int64_t i, int64_t j);
