@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "splat/attention.hpp"
@@ -106,24 +107,44 @@ void decode_check_cache(const KvCache& cache, int64_t batch);
 
 // Packed variable-length batches: sequence b is tokens cu_seqlens[b] .. cu_seqlens[b+1]-1 of q, k, v, which are
 // [1, H, total, D] views (e.g. [total, H, D] memory: stride[2] = H*D, stride[1] = D); the pattern is applied per
-// sequence (position 0 at its first token). Runs the forward per sequence with the plan of its length.
+// sequence (position 0 at its first token). The CPU runs the forward per sequence with the plan of its length; CUDA
+// runs one forward over the whole token axis with the block-diagonal plan of the batch (block_diagonal in acsr.hpp).
 struct Varlen {
-  const int32_t* cu_seqlens = nullptr;  // B+1 offsets, cu_seqlens[0] = 0, non-decreasing, cu_seqlens[B] = total
+  const int32_t* cu_seqlens = nullptr;  // B+1 offsets in host memory, cu_seqlens[0] = 0, non-decreasing, [B] = total
   int64_t batch = 0;
   int64_t max_seqlen = 0;  // >= every sequence's length
 };
-// The plans of one pattern by length, built on first use (thread-safe); at most `capacity` kept.
+// The checks every varlen entry makes of cu_seqlens against `total` tokens (Error(InvalidArgument) naming `what`).
+void varlen_check_batch(const Varlen& batch, int64_t total, const std::string& what);
+
+class CudaPlan;  // splat/cuda.hpp
+// The plans of one pattern: the analysis and the CPU plan per length, and the packed CUDA plans of the most recently
+// used batch compositions (keyed by the exact length list, dtype, head dim and device). Built on first use; thread-safe.
 class VarlenPlans {
  public:
-  explicit VarlenPlans(Pattern pattern, size_t capacity = 64);
-  std::shared_ptr<const Plan> get(int64_t n);
+  explicit VarlenPlans(Pattern pattern, size_t capacity = 64, size_t packed_capacity = 8);
+  std::shared_ptr<const Acsr> acsr(int64_t n);  // analyse(pattern, n), at most `capacity` lengths kept
+  std::shared_ptr<const Plan> get(int64_t n);   // make_plan of acsr(n), at most `capacity` kept
   const Pattern& pattern() const { return pattern_; }
+
+  // The packed plans' cache (varlen_cuda_plan fills it): most recently used first, at most packed_capacity.
+  struct PackedKey {
+    DType dtype = DType::BF16;
+    int32_t head_dim = 0;
+    int device = 0;
+    std::vector<int32_t> lengths;
+    bool operator==(const PackedKey&) const = default;
+  };
+  std::shared_ptr<CudaPlan> find_packed(const PackedKey& key);
+  void keep_packed(const PackedKey& key, std::shared_ptr<CudaPlan> plan);
 
  private:
   Pattern pattern_;
-  size_t capacity_;
+  size_t capacity_, packed_capacity_;
   std::mutex mu_;
+  std::map<int64_t, std::shared_ptr<const Acsr>> acsrs_;
   std::map<int64_t, std::shared_ptr<const Plan>> plans_;
+  std::vector<std::pair<PackedKey, std::shared_ptr<CudaPlan>>> packed_;
 };
 // lse (optional): float32 [H, total].
 void attention_varlen_cpu(VarlenPlans& plans, const TensorView& q, const TensorView& k, const TensorView& v,
@@ -132,5 +153,27 @@ void attention_varlen_cpu(VarlenPlans& plans, const TensorView& q, const TensorV
 void attention_varlen_reference(const Pattern& pattern, const TensorView& q, const TensorView& k, const TensorView& v,
                                 const TensorView& out, const Varlen& batch, const AttentionOptions& opt = {},
                                 float* lse = nullptr);  // float64, dense mask per sequence
+
+// CUDA (builds with SPLAT_WITH_CUDA): q, k, v, out device views as above (GQA: k, v with H_kv dividing H); cu_seqlens
+// stays in host memory (the plan depends on the lengths; a caller holding them on the device copies them once). One
+// forward launch over [1, H, total, D] with the packed plan of the batch's lengths: the first call with a composition
+// analyses each new length (kept per length), concatenates, schedules and uploads the plan (see varlen_cuda_plan);
+// later calls with the same length list launch only. Kernels, dtypes, head dims, alignment and the finiteness of v as
+// for attention_cuda (cuda.hpp); `stream` a cudaStream_t. lse: optional device float32 [H, total]; workspace: as
+// attention_cuda's for the packed plan (nullptr: the plan's own, grown on first use). Not capturable on a first use.
+void attention_varlen_cuda(VarlenPlans& plans, const TensorView& q, const TensorView& k, const TensorView& v,
+                           const TensorView& out, const Varlen& batch, const AttentionOptions& opt = {},
+                           void* stream = nullptr, float* lse = nullptr, void* workspace = nullptr);
+// Where the packed plan of a composition came from and what building it cost (host milliseconds).
+struct VarlenPlanTimes {
+  bool cached = false;    // found in the packed cache: nothing below was spent
+  double acsr_ms = 0;     // analysis of lengths not seen before + block_diagonal
+  double plan_ms = 0;     // plan_cuda: scheduling, kernel lookup (memory, disk or NVRTC), upload
+  double total_ms = 0;
+  int64_t tiles = 0;      // tile tasks of the packed plan, all passes
+};
+// The packed CUDA plan of a batch composition (dtype and head dim of the tensors it will run), cached in `plans`.
+std::shared_ptr<CudaPlan> varlen_cuda_plan(VarlenPlans& plans, const Varlen& batch, DType dtype, int32_t head_dim,
+                                           int device, VarlenPlanTimes* times = nullptr);
 
 }  // namespace splat

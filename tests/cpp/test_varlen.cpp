@@ -5,6 +5,7 @@
 
 #include <random>
 
+#include "splat/acsr.hpp"
 #include "splat/decode.hpp"
 #include "splat/error.hpp"
 #include "test_cpu_util.hpp"
@@ -62,6 +63,30 @@ void check(const std::string& spec, DType dt, const std::vector<int32_t>& length
   EXPECT_LE(cputest::max_abs_err(ref, want), 4 * e_naive + atol) << spec << " reference";
   EXPECT_LE(cputest::lse_err(lse, mask.data(), q32, k32), 2e-6) << spec << " lse";
   EXPECT_LE(cputest::lse_err(ref_lse, mask.data(), q32, k32), 2e-7) << spec << " reference lse";
+  // What the CUDA path runs: one forward over the whole token axis with the plan of the block-diagonal ACSR, here in
+  // the CUDA kernels' tile shapes on the CPU backend.
+  std::vector<std::shared_ptr<const Acsr>> held;
+  std::vector<const Acsr*> parts;
+  const Acsr empty;
+  for (int32_t n : lengths) {
+    if (n == 0) {
+      parts.push_back(&empty);
+      continue;
+    }
+    held.push_back(plans.acsr(n));
+    parts.push_back(held.back().get());
+  }
+  for (int32_t tile : {64, 128}) {
+    PlanOptions po;
+    po.block_m = po.block_n = tile;
+    const Plan whole = make_plan(block_diagonal(parts), po);
+    Tensor one = packed(dt, H, total, D);
+    one.poison();
+    std::vector<float> one_lse(size_t(H * total), NAN);
+    attention_cpu(whole, q.view, k.view, v.view, one.view, opt, one_lse.data());
+    EXPECT_LE(cputest::max_abs_err(one, want), 4 * e_naive + atol) << spec << " packed plan, tile " << tile;
+    EXPECT_LE(cputest::lse_err(one_lse, mask.data(), q32, k32), 2e-6) << spec << " packed plan lse";
+  }
 }
 
 TEST(Varlen, MixedLengthsMatchTheBlockDiagonalAttention) {
@@ -69,6 +94,7 @@ TEST(Varlen, MixedLengthsMatchTheBlockDiagonalAttention) {
   for (const char* spec : {"dense", "causal", "window:w=5", "strided:s=8", "causal_window:w=8+sink:g=4",
                            "bigbird:b=8,w=1,g=1,r=2", "fixed:l=16,c=4"})
     check(spec, DType::F32, lengths);
+  check("causal_window:w=40+sink:g=4&causal", DType::F32, {130, 1, 0, 200, 63});
   check("causal_dilated:w=3,d=2", DType::BF16, lengths, 6, 3, 24);
   check("causal", DType::F32, {1});
   check("dense", DType::F32, {1, 1, 1, 1});
@@ -93,6 +119,8 @@ TEST(Varlen, ErrorsAreClear) {
   const std::vector<uint8_t> bits(16, 1);
   VarlenPlans masked(mask_pattern(bits.data(), 4));
   EXPECT_THROW(attention_varlen_cpu(masked, q.view, q.view, q.view, o.view, one), Error) << "4x4 mask at n=10";
+  // Host tensors are not for the CUDA entry (and a build without CUDA says it has none): an Error either way.
+  EXPECT_THROW(attention_varlen_cuda(plans, q.view, q.view, q.view, o.view, one), Error) << "host tensors to CUDA";
 }
 
 }  // namespace

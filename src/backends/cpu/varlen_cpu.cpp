@@ -21,17 +21,7 @@ void check_varlen(const TensorView& q, const TensorView& k, const TensorView& v,
   check_attention_args(q, k, v, out);
   require(q.B() == 1, w + ": packed tensors are one [1, H, total, D] view (e.g. [total, H, D] memory)");
   require(opt.key_lengths == nullptr, w + ": key_lengths does not apply (cu_seqlens gives the lengths)");
-  require(batch.cu_seqlens != nullptr && batch.batch >= 1, w + ": cu_seqlens needs B+1 entries, B >= 1");
-  require(batch.cu_seqlens[0] == 0, w + ": cu_seqlens[0] must be 0");
-  for (int64_t b = 0; b < batch.batch; ++b) {
-    const int64_t n = int64_t(batch.cu_seqlens[b + 1]) - batch.cu_seqlens[b];
-    require(n >= 0, w + ": cu_seqlens must be non-decreasing (entry " + std::to_string(b + 1) + ")");
-    require(n <= batch.max_seqlen, w + ": sequence " + std::to_string(b) + " has " + std::to_string(n) +
-                                       " tokens, more than max_seqlen = " + std::to_string(batch.max_seqlen));
-  }
-  require(batch.cu_seqlens[batch.batch] == q.N(),
-          w + ": cu_seqlens[B] = " + std::to_string(batch.cu_seqlens[batch.batch]) + " but the packed tensors hold " +
-              std::to_string(q.N()) + " tokens");
+  varlen_check_batch(batch, q.N(), w);
   const cpu::Memory mq = cpu::memory_of(q, "q"), mk = cpu::memory_of(k, "k"), mv = cpu::memory_of(v, "v");
   cpu::check_disjoint(cpu::memory_of(out, "out"), {mq, mk, mv});
 }
@@ -61,20 +51,6 @@ void per_sequence(const TensorView& q, const TensorView& k, const TensorView& v,
 }
 
 }  // namespace
-
-VarlenPlans::VarlenPlans(Pattern pattern, size_t capacity) : pattern_(std::move(pattern)), capacity_(capacity) {}
-
-std::shared_ptr<const Plan> VarlenPlans::get(int64_t n) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = plans_.find(n);
-    if (it != plans_.end()) return it->second;
-  }
-  auto plan = std::make_shared<const Plan>(make_plan(analyse(pattern_, n)));  // outside the lock: may be slow
-  std::lock_guard<std::mutex> lock(mu_);
-  if (plans_.size() >= capacity_ && !plans_.count(n)) plans_.erase(plans_.begin());
-  return plans_.emplace(n, plan).first->second;
-}
 
 void attention_varlen_cpu(VarlenPlans& plans, const TensorView& q, const TensorView& k, const TensorView& v,
                           const TensorView& out, const Varlen& batch, const AttentionOptions& opt, float* lse) {
