@@ -114,8 +114,12 @@ def _varlen_op(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_seqlen: 
                scale: float) -> tuple[Tensor, Tensor]:
     out = torch.empty_like(q)
     lse = torch.empty((q.shape[1], q.shape[0]), dtype=torch.float32, device=q.device)
-    _core.varlen_attention(varlen_plans(pattern), _dl(q), _dl(k), _dl(v), _dl(cu_seqlens), max_seqlen, _dl(out),
-                           _dl(lse), scale, "", 0, False)
+    # The packed CUDA plan depends on the lengths, so they are read on the host: a device cu_seqlens costs one copy
+    # (a synchronisation of the current stream) per call.
+    cu = cu_seqlens.cpu() if cu_seqlens.is_cuda else cu_seqlens
+    stream = _raw_stream(q.get_device()) if q.is_cuda else 0
+    _core.varlen_attention(varlen_plans(pattern), _dl(q), _dl(k), _dl(v), _dl(cu), max_seqlen, _dl(out),
+                           _dl(lse), scale, "", 0, False, stream)
     return out, lse
 
 
@@ -128,12 +132,17 @@ def varlen_attention(q, k, v, cu_seqlens, max_seqlen, pattern=None, scale=None, 
     """Attention over sequences packed along one token axis (FlashAttention's varlen layout): q [total, H, D],
     k, v [total, H_kv, D], cu_seqlens int32 [B+1] (sequence b is tokens cu_seqlens[b] ... cu_seqlens[b+1]-1),
     max_seqlen >= every length. Each sequence sees `pattern` at its own length, position 0 at its first token.
-    Returns out like q (and lse float32 [H, total] with return_lse=True). Not differentiable."""
+    Returns out like q (and lse float32 [H, total] with return_lse=True). Not differentiable.
+
+    CUDA tensors run one forward over the whole token axis with the block-diagonal plan of the batch's lengths, on
+    the current stream; the plan is built on the first call with a length list and cached (a few per pattern).
+    cu_seqlens may be on q's device (copied to the host once per call: one synchronisation) or on the CPU (none)."""
     if pattern is None or not isinstance(pattern, str):
         raise ValueError("splat: varlen_attention needs pattern= as a spec string")
     if not torch.compiler.is_compiling():
         check_dtypes(q=q, k=k, v=v)
-        cu_seqlens = _index(cu_seqlens, "cu_seqlens", q)
+        host_lengths = q.is_cuda and isinstance(cu_seqlens, Tensor) and cu_seqlens.device.type == "cpu"
+        cu_seqlens = _index(cu_seqlens, "cu_seqlens", cu_seqlens if host_lengths else q)
         if q.dim() != 3:
             raise ValueError(f"splat: varlen_attention takes packed [total, H, D] arrays, got q {tuple(q.shape)}")
     out, lse = torch.ops.splat.varlen_attention(q, k, v, cu_seqlens, int(max_seqlen), pattern,

@@ -138,25 +138,28 @@ void check_cache(const InArray& k_cache, const IntArray& seqlens, const IntArray
 
 void varlen(VarlenPlans& plans, const InArray& q, const InArray& k, const InArray& v, const IntArray& cu_seqlens,
             int64_t max_seqlen, const OutArray& out, const std::optional<nb::ndarray<>>& lse, float scale,
-            const std::string& dtype, int threads, bool reference) {
+            const std::string& dtype, int threads, bool reference, uintptr_t stream) {
   // [total, H, D] arrays: the bnhd view of a rank-3 array is [1, H, total, D].
   const TensorView tq = array_view(q, 1, dtype, "q"), tk = array_view(k, 1, dtype, "k"),
                    tv = array_view(v, 1, dtype, "v");
   const TensorView to = array_view(out, 1, dtype, "out");
   require(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3 && out.ndim() == 3,
           "varlen_attention: q, k, v and out must be packed [total, H, D] arrays");
-  if (tq.device >= 0) fail(ErrorCode::Unsupported, "varlen_attention runs on the CPU in this version");
+  require(!reference || tq.device < 0, "varlen_attention: the float64 reference runs on host arrays");
   require(cu_seqlens.has_value() && cu_seqlens->ndim() == 1 && cu_seqlens->shape(0) >= 2,
           "varlen_attention: cu_seqlens must be an int32 vector of B+1 >= 2 offsets");
   const int64_t B = int64_t(cu_seqlens->shape(0)) - 1;
+  // cu_seqlens is read on the host for CUDA arrays too: the packed plan depends on the lengths.
   const Varlen batch{int32_array(cu_seqlens, B + 1, "cu_seqlens"), B, max_seqlen};
   check_disjoint(to, tq, "out", "q");
   check_disjoint(to, tk, "out", "k");
   check_disjoint(to, tv, "out", "v");
-  float* lp = lse_array(lse, tq.H() * tq.N(), "lse");
+  float* lp = lse_array(lse, tq.H() * tq.N(), "lse", tq.device);
   const AttentionOptions opt = options(scale, threads);
   nb::gil_scoped_release release;
-  if (reference)
+  if (tq.device >= 0)
+    attention_varlen_cuda(plans, tq, tk, tv, to, batch, opt, reinterpret_cast<void*>(stream), lp);
+  else if (reference)
     attention_varlen_reference(plans.pattern(), tq, tk, tv, to, batch, opt, lp);
   else
     attention_varlen_cpu(plans, tq, tk, tv, to, batch, opt, lp);
@@ -211,8 +214,30 @@ void bind_decode(nb::module_& m) {
       "make_varlen_plans", [](const std::string& spec) { return std::make_shared<VarlenPlans>(parse_pattern(spec)); },
       "pattern"_a);
   m.def("varlen_attention", &varlen, "plans"_a, "q"_a, "k"_a, "v"_a, "cu_seqlens"_a.none(), "max_seqlen"_a, "out"_a,
-        "lse"_a.none(), "scale"_a = 0.0f, "dtype"_a = "", "threads"_a = 0, "reference"_a = false,
-        "Attention over packed sequences [total, H, D] with cu_seqlens (B+1 int32 offsets) into `out`");
+        "lse"_a.none(), "scale"_a = 0.0f, "dtype"_a = "", "threads"_a = 0, "reference"_a = false, "stream"_a = 0,
+        "Attention over packed sequences [total, H, D] with cu_seqlens (B+1 int32 offsets, host memory) into `out` "
+        "(CUDA arrays: one launch with the batch's packed plan on `stream`, a cudaStream_t as int)");
+  m.def(
+      "varlen_plan_times",
+      [](VarlenPlans& plans, const IntArray& cu_seqlens, int64_t max_seqlen, const std::string& dtype,
+         int32_t head_dim, int device) {
+        require(cu_seqlens.has_value() && cu_seqlens->ndim() == 1 && cu_seqlens->shape(0) >= 2,
+                "varlen_plan_times: cu_seqlens must be an int32 vector of B+1 >= 2 offsets");
+        const int64_t B = int64_t(cu_seqlens->shape(0)) - 1;
+        const Varlen batch{int32_array(cu_seqlens, B + 1, "cu_seqlens"), B, max_seqlen};
+        varlen_check_batch(batch, batch.cu_seqlens[B], "varlen_plan_times");
+        VarlenPlanTimes t;
+        {
+          nb::gil_scoped_release release;
+          varlen_cuda_plan(plans, batch, parse_dtype(dtype), head_dim, device, &t);
+        }
+        nb::dict d;
+        d["cached"] = t.cached, d["acsr_ms"] = t.acsr_ms, d["plan_ms"] = t.plan_ms, d["total_ms"] = t.total_ms;
+        d["tiles"] = t.tiles;
+        return d;
+      },
+      "plans"_a, "cu_seqlens"_a.none(), "max_seqlen"_a, "dtype"_a, "head_dim"_a, "device"_a = 0,
+      "Builds (or finds) the packed CUDA plan of a batch composition and says what it cost (host ms)");
   bind_xla_decode(m);
   m.attr("has_decode") = true;
 }
