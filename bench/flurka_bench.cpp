@@ -2,11 +2,12 @@
 // call them from torch). Random bf16 inputs on the device, E, F, W per head; median of --repeats timed calls
 // (CUDA events) after warm-up; NaN-poisoned output checked for non-finite values. One JSON object per line.
 //   flurka_bench --B 4 --H 16 --N 4096 --D 64 --k 256 --m 256 [--methods all|a,b] [--repeats 50] [--shared]
-//                [--backward] [--causal C]
+//                [--backward] [--causal C] [--decode C]
 // --backward also times flurka_backward_cuda (median, same way) and checks its gradients: finite, bitwise equal
 // over two calls, and their relative error against the fp32 SIMT kernels (SPLAT_FLURKA_BWD=simt).
 // --causal C times the causal chunked forward (flurka_causal_cuda, experimental) of the flurka-* methods instead,
 // with E, F [k, C] chunk projections; output checked for non-finite values and bitwise equal over the calls.
+// --decode C times the CUDA decode step (B x H sequences, E, F [k, C]) eagerly and in a CUDA graph.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -162,12 +163,83 @@ int time_causal(const std::vector<FlurkaMethod>& ms, FlurkaInputs in, const Tens
   cudaEventDestroy(e1);
   return 0;
 }
+
+// --decode C: the CUDA decode step (flurka_decode_cuda_step) of each flurka-* method for B x H sequences, E, F
+// [k, C]: ms per step averaged over C steps (one chunk flush among them), launched eagerly and as one CUDA graph of
+// C steps; state_bytes is what a step must at least read (S, z and on average half a chunk of keys and values).
+int time_decode(const std::vector<FlurkaMethod>& ms, int64_t B, int64_t H, int64_t D, int64_t C, int64_t k, int64_t m,
+                int64_t He, int repeats, std::mt19937& g) {
+  const size_t n = size_t(B * H * D);
+  std::vector<void*> bufs;
+  auto dev = [&](size_t count, float sd) { return bufs.emplace_back(dev_random(count, sd, g)); };
+  TensorView q = contiguous_view(dev(n, 1.0f), DType::BF16, B, H, 1, D, 0);
+  TensorView kk = contiguous_view(dev(n, 1.0f), DType::BF16, B, H, 1, D, 0);
+  TensorView v = contiguous_view(dev(n, 1.0f), DType::BF16, B, H, 1, D, 0);
+  TensorView out = contiguous_view(dev(n, 1.0f), DType::BF16, B, H, 1, D, 0);
+  const MatrixView e{dev(size_t(He * k * C), 1.0f / std::sqrt(float(C))), DType::BF16, He, k, C, 0};
+  const MatrixView f{dev(size_t(He * k * C), 1.0f / std::sqrt(float(C))), DType::BF16, He, k, C, 0};
+  const MatrixView w{dev(size_t(He * D * m), 1.0f), DType::BF16, He, D, m, 0};
+  cudaStream_t st;
+  ck(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "stream");
+  cudaEvent_t e0, e1;
+  ck(cudaEventCreate(&e0), "event");
+  ck(cudaEventCreate(&e1), "event");
+  for (FlurkaMethod meth : ms) {
+    if (!uses_projection(meth) || meth == FlurkaMethod::Linformer) continue;  // decode: flurka-* only
+    FlurkaCudaDecodeState s = flurka_decode_cuda_init(meth, B, H, D, C, e, f, w, st);
+    auto steps = [&] {
+      for (int64_t i = 0; i < C; ++i) flurka_decode_cuda_step(s, q, kk, v, out, st);
+    };
+    auto time_of = [&](auto&& run) {
+      run();
+      std::vector<float> t;
+      for (int r = 0; r < std::max(3, repeats / 10); ++r) {
+        ck(cudaEventRecord(e0, st), "rec");
+        run();
+        ck(cudaEventRecord(e1, st), "rec");
+        ck(cudaEventSynchronize(e1), "sync");
+        float x = 0;
+        cudaEventElapsedTime(&x, e0, e1);
+        t.push_back(x / float(C));
+      }
+      std::sort(t.begin(), t.end());
+      return t[t.size() / 2];
+    };
+    const float eager = time_of(steps);
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    ck(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), "capture");
+    steps();
+    ck(cudaStreamEndCapture(st, &graph), "capture");
+    ck(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+    const float graphed = time_of([&] { ck(cudaGraphLaunch(exec, st), "graph launch"); });
+    std::vector<uint16_t> host(n);
+    ck(cudaMemcpy(host.data(), out.data, n * 2, cudaMemcpyDeviceToHost), "copy back");
+    int64_t bad = 0;
+    for (uint16_t x : host) bad += !std::isfinite(bf16_to_float(x));
+    const double bytes = double(B * H) * (double(m) * D * 4 + m * 4 + double(C) / 2 * D * 4 * 2);
+    std::printf(
+        "{\"method\": \"%s\", \"decode_chunk\": %lld, \"B\": %lld, \"H\": %lld, \"D\": %lld, \"k\": %lld, "
+        "\"m\": %lld, \"step_ms\": %.5f, \"graph_step_ms\": %.5f, \"state_bytes\": %.4g, \"nonfinite\": %lld}\n",
+        flurka_method_name(meth), (long long)C, (long long)B, (long long)H, (long long)D, (long long)k, (long long)m,
+        eager, graphed, bytes, (long long)bad);
+    std::fflush(stdout);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    flurka_decode_cuda_free(s);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaStreamDestroy(st);
+  for (void* p : bufs) cudaFree(p);
+  return 0;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   int64_t B = 4, H = 16, N = 4096, D = 64, k = 256, m = 256;
   int repeats = 50;
-  int64_t causal = 0;
+  int64_t causal = 0, decode = 0;
   bool shared = false, backward = false;
   std::string methods = "all";
   for (int i = 1; i < argc; ++i) {
@@ -199,6 +271,8 @@ int main(int argc, char** argv) {
       methods = v;
     else if (a == "--causal")
       causal = std::stoll(v);
+    else if (a == "--decode")
+      decode = std::stoll(v);
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -218,6 +292,7 @@ int main(int argc, char** argv) {
   }
   std::mt19937 g(42);
   const int64_t He = shared ? 1 : H;
+  if (decode > 0) return time_decode(ms, B, H, D, decode, k, m, He, repeats, g);
   FlurkaInputs in;
   in.q = contiguous_view(dev_random(size_t(B * H * N * D), 1.0f, g), DType::BF16, B, H, N, D, 0);
   in.k = contiguous_view(dev_random(size_t(B * H * N * D), 1.0f, g), DType::BF16, B, H, N, D, 0);

@@ -158,6 +158,7 @@ struct FlurkaCudaDecodeState {
   MatrixView e, f, w;
   int device = 0;
   void* buf = nullptr;  // device: S, z, offsets, chunk keys / values, flush scratch, position
+  bool owns_buf = true;  // false: the caller's buffer (flurka_decode_cuda_attach); free leaves it alone
 };
 FlurkaCudaDecodeState flurka_decode_cuda_init(FlurkaMethod m, int64_t B, int64_t H, int64_t D, int64_t chunk,
                                               const MatrixView& e, const MatrixView& f, const MatrixView& w,
@@ -166,6 +167,14 @@ FlurkaCudaDecodeState flurka_decode_cuda_init(FlurkaMethod m, int64_t B, int64_t
 void flurka_decode_cuda_step(FlurkaCudaDecodeState& st, const TensorView& q, const TensorView& k, const TensorView& v,
                              const TensorView& out, void* stream = nullptr);
 void flurka_decode_cuda_free(FlurkaCudaDecodeState& st);
+// A state in a caller-owned device buffer (a framework's allocator; CUDA graphs): its size, a view of it (same
+// checks as init, no allocation) and a reset to the empty state (launches only: stream-ordered, capturable).
+size_t flurka_decode_cuda_state_bytes(FlurkaMethod m, int64_t B, int64_t H, int64_t D, int64_t chunk,
+                                      const MatrixView& e, const MatrixView& f, const MatrixView& w);
+FlurkaCudaDecodeState flurka_decode_cuda_attach(FlurkaMethod m, int64_t B, int64_t H, int64_t D, int64_t chunk,
+                                                const MatrixView& e, const MatrixView& f, const MatrixView& w,
+                                                void* buffer);
+void flurka_decode_cuda_reset(FlurkaCudaDecodeState& st, void* stream = nullptr);
 // Tests: feeds host [B, H, N, D] q, k, v token by token through the device decode step; out row t = step t.
 void flurka_decode_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int64_t chunk);
 // Backward on device views, non-causal (the causal backward runs on the CPU). bf16 with k, m <= 256 (every method):

@@ -44,6 +44,17 @@ void flurka_decode_cuda_step(FlurkaCudaDecodeState&, const TensorView&, const Te
   no_cuda();
 }
 void flurka_decode_cuda_free(FlurkaCudaDecodeState&) {}
+size_t flurka_decode_cuda_state_bytes(FlurkaMethod, int64_t, int64_t, int64_t, int64_t, const MatrixView&,
+                                      const MatrixView&, const MatrixView&) {
+  no_cuda();
+}
+FlurkaCudaDecodeState flurka_decode_cuda_attach(FlurkaMethod, int64_t, int64_t, int64_t, int64_t, const MatrixView&,
+                                                const MatrixView&, const MatrixView&, void*) {
+  no_cuda();
+}
+void flurka_decode_cuda_reset(FlurkaCudaDecodeState&, void*) {
+  no_cuda();
+}
 void flurka_decode_cuda_host(FlurkaMethod, const FlurkaInputs&, const TensorView&, int64_t) {
   no_cuda();
 }

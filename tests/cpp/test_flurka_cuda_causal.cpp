@@ -1,7 +1,9 @@
 // Causal CUDA FLuRKA (experimental kernels) vs the float64 causal reference: N not a multiple of the chunk,
 // chunks off the 64-row query tiles, a single partial chunk, D 32/64/128, shared and per-head E/F/W, every
-// storage dtype; flurka_causal_cuda_host NaN-poisons the output and the workspace. The arithmetic is fp32 on
-// the stored values, so the tolerance is the storage idiom: err <= 2 * err(storing the exact result) + 1e-4.
+// storage dtype; flurka_causal_cuda_host NaN-poisons the output and the workspace. The SIMT kernels' arithmetic
+// is fp32 on the stored values, so the tolerance is the storage idiom: err <= 2 * err(storing the exact result) +
+// 1e-4; bf16 storage may take the tensor-core kernels (bf16 operands, fp32 accumulation), so bf16 has the
+// non-causal CUDA tests' GEMM idiom: 6 * err(storing in bf16) + 2e-3.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -23,7 +25,7 @@ double check_case(FlurkaMethod m, Case c, uint32_t seed, double* tol) {
   Problem p = make_problem(c, seed);
   flurka_causal_reference(m, p.in, p.ref_view, c.chunk);
   flurka_causal_cuda_host(m, p.in, p.out_view, c.chunk);
-  *tol = 2 * storage_err(p.ref, c.dtype) + 1e-4;
+  *tol = c.dtype == DType::BF16 ? 6 * storage_err(p.ref, c.dtype) + 2e-3 : 2 * storage_err(p.ref, c.dtype) + 1e-4;
   return rel_err(p.out, p.ref);
 }
 
@@ -32,12 +34,13 @@ TEST_P(FlurkaCudaCausal, MatchesReference) {
   const Param pr = GetParam();
   uint32_t seed = 1300 + uint32_t(pr.D);
   // (B, H, N, D, r, m, chunk): 300 = 4 x 64 + 44; 1000 = 7 x 128 + 104 with r = 64, m = 256; chunks of 100 cross
-  // the 64-row query tiles; N = 50 < C is one partial chunk (no history at all).
+  // the 64-row query tiles; N = 50 < C is one partial chunk (no history at all); 700 = 2 x 256 + 188 has two
+  // 128-row tensor-core query tiles per chunk.
   struct Shape {
     int64_t B, H, N, r, m, C;
   };
   for (const Shape sh : {Shape{2, 3, 300, 24, 40, 64}, Shape{1, 2, 1000, 64, 256, 128}, Shape{1, 2, 333, 16, 96, 100},
-                         Shape{2, 1, 50, 8, 32, 64}}) {
+                         Shape{2, 1, 50, 8, 32, 64}, Shape{1, 2, 700, 64, 256, 256}}) {
     Case c{sh.B, sh.H, sh.N, sh.N, pr.D, sh.r, sh.m};
     c.chunk = sh.C, c.dtype = pr.t, c.shared = (seed % 2) == 1;
     double tol = 0;

@@ -13,6 +13,7 @@
 
 #include "common/int_math.hpp"
 #include "flurka/cuda/causal.cuh"
+#include "flurka/cuda/causal_tc.hpp"
 #include "flurka/cuda/launch_profile.hpp"
 #include "flurka/cuda/launch_util.hpp"
 #include "splat/error.hpp"
@@ -29,7 +30,7 @@ constexpr int64_t kMaxRank = 512;  // r and m: chunk_state keeps r x 33 floats, 
 // Byte offsets of the workspace regions; nS = chunks whose state a later chunk reads (all of them full).
 struct Layout {
   int64_t nC = 0, nS = 0;
-  size_t kp = 0, vp = 0, S = 0, z = 0, off = 0, slot = 0, total = 0;
+  size_t kp = 0, vp = 0, S = 0, z = 0, off = 0, slot = 0, wt = 0, ut = 0, total = 0;
 };
 Layout layout(const FlurkaShape& s, int64_t C) {
   Layout l;
@@ -50,6 +51,8 @@ Layout layout(const FlurkaShape& s, int64_t C) {
   l.z = take(BH * nS * m * 4);
   l.off = take(BH * nS * m * 4);
   l.slot = take(BH * nS * m * 4);
+  l.wt = take(size_t(s.H) * std::max(m, D) * D * 2);  // the tensor-core path: W^T (or the identity) in bf16
+  l.ut = take(BH * nS * m * D * 2);                   // and the scanned U in bf16
   l.total = std::max<size_t>(o, 256);
   return l;
 }
@@ -126,6 +129,16 @@ std::string unsupported(const FlurkaShape& s, int64_t C) {
   return "";
 }
 
+// The tensor-core kernels (causal_tc.cu) for bf16 storage, opt-in while they are experimental:
+// SPLAT_FLURKA_CAUSAL_TC=1; other dtypes and shapes keep the fp32 SIMT kernels above.
+bool use_tc(const FlurkaInputs& in, const FlurkaShape& s, int64_t C) {
+  static const bool on = [] {
+    const char* e = std::getenv("SPLAT_FLURKA_CAUSAL_TC");
+    return e && std::string(e) == "1";
+  }();
+  return on && causal_tc_unsupported(in, s, C).empty();
+}
+
 }  // namespace
 
 size_t flurka_causal_cuda_workspace_bytes(FlurkaMethod, const FlurkaShape& s, int64_t chunk) {
@@ -156,11 +169,18 @@ void flurka_causal_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView
     own = true;
   }
   try {
-    switch (in.q.dtype) {
-      case DType::F32: dispatch_d<float>(m, s, chunk, in, out, ws, st); break;
-      case DType::F16: dispatch_d<__half>(m, s, chunk, in, out, ws, st); break;
-      case DType::BF16: dispatch_d<bf16>(m, s, chunk, in, out, ws, st); break;
-      case DType::F64: break;  // refused above
+    if (use_tc(in, s, chunk)) {
+      const Layout l = layout(s, chunk);
+      auto f = [&](size_t off) { return reinterpret_cast<float*>(ws + off); };
+      const CausalTcBuffers b{f(l.kp), f(l.vp), f(l.S), f(l.slot), f(l.off), f(l.z), ws + l.wt, ws + l.ut};
+      causal_tc_launch(m, s, chunk, in, out, b, st);
+    } else {
+      switch (in.q.dtype) {
+        case DType::F32: dispatch_d<float>(m, s, chunk, in, out, ws, st); break;
+        case DType::F16: dispatch_d<__half>(m, s, chunk, in, out, ws, st); break;
+        case DType::BF16: dispatch_d<bf16>(m, s, chunk, in, out, ws, st); break;
+        case DType::F64: break;  // refused above
+      }
     }
   } catch (...) {
     if (own) cudaFree(ws);

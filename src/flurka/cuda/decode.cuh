@@ -193,4 +193,10 @@ static __global__ void decode_advance(unsigned long long* pos) {
   *pos += 1;
 }
 
+// Reset on the device (after a memset of the whole state to zero): favor's offsets to -inf (no feature seen).
+static __global__ void decode_reset_offsets(float* off, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    off[i] = -INFINITY;
+}
+
 }  // namespace splat::fk::dec

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
@@ -79,9 +80,11 @@ void dispatch_d(const FlurkaCudaDecodeState& st, const TensorView& q, const Tens
 
 }  // namespace
 
-FlurkaCudaDecodeState flurka_decode_cuda_init(FlurkaMethod method, int64_t B, int64_t H, int64_t D, int64_t chunk,
-                                              const MatrixView& e, const MatrixView& f, const MatrixView& w,
-                                              void* stream) {
+namespace {
+
+// The checked state description (no device memory yet).
+FlurkaCudaDecodeState describe(FlurkaMethod method, int64_t B, int64_t H, int64_t D, int64_t chunk, const MatrixView& e,
+                               const MatrixView& f, const MatrixView& w) {
   require(B >= 1 && H >= 1 && D >= 1, "decode: B, H and D must be positive");
   require(chunk >= 1, "decode: the chunk length C must be >= 1");
   require(e.device >= 0 && f.device == e.device && (!uses_random_features(method) || w.device == e.device),
@@ -104,19 +107,49 @@ FlurkaCudaDecodeState flurka_decode_cuda_init(FlurkaMethod method, int64_t B, in
   FlurkaCudaDecodeState st;
   st.method = method, st.B = B, st.H = H, st.D = D, st.m = s.m, st.r = s.k, st.C = chunk, st.dtype = e.dtype;
   st.e = e, st.f = f, st.w = w, st.device = e.device;
-  const Regions g = regions(st);
-  cuda_check(cudaSetDevice(st.device), "cudaSetDevice");
-  cuda_check(cudaMalloc(&st.buf, g.floats * 4), "cudaMalloc(decode state)");
-  // S, z, the chunk and the counter start at zero; favor's offsets at -inf (no feature seen yet).
+  return st;
+}
+
+}  // namespace
+
+size_t flurka_decode_cuda_state_bytes(FlurkaMethod m, int64_t B, int64_t H, int64_t D, int64_t chunk,
+                                      const MatrixView& e, const MatrixView& f, const MatrixView& w) {
+  return regions(describe(m, B, H, D, chunk, e, f, w)).floats * 4;
+}
+
+FlurkaCudaDecodeState flurka_decode_cuda_attach(FlurkaMethod m, int64_t B, int64_t H, int64_t D, int64_t chunk,
+                                                const MatrixView& e, const MatrixView& f, const MatrixView& w,
+                                                void* buffer) {
+  require(buffer != nullptr && (reinterpret_cast<uintptr_t>(buffer) & 15) == 0,
+          "decode: the state buffer must be a 16-byte aligned device allocation");
+  FlurkaCudaDecodeState st = describe(m, B, H, D, chunk, e, f, w);
+  st.buf = buffer, st.owns_buf = false;
+  return st;
+}
+
+void flurka_decode_cuda_reset(FlurkaCudaDecodeState& st, void* stream) {
+  require(st.buf != nullptr, "decode: the CUDA decode state was freed or never initialised");
   cudaStream_t cs = static_cast<cudaStream_t>(stream);
-  std::vector<float> off(size_t(B * H * s.m),
-                         feature_map_of(method) == FeatureMap::Favor ? -std::numeric_limits<float>::infinity() : 0.f);
+  const Regions g = regions(st);
+  cuda_check(cudaMemsetAsync(st.buf, 0, g.floats * 4, cs), "cudaMemset(decode state)");
+  if (feature_map_of(st.method) == FeatureMap::Favor) {
+    const int64_t n = st.B * st.H * st.m;
+    decode_reset_offsets<<<unsigned(std::min<int64_t>(1024, (n + 255) / 256)), 256, 0, cs>>>(
+        static_cast<float*>(st.buf) + g.off, n);
+    cuda_check(cudaGetLastError(), "decode_reset_offsets");
+  }
+  st.pos = 0;
+}
+
+FlurkaCudaDecodeState flurka_decode_cuda_init(FlurkaMethod method, int64_t B, int64_t H, int64_t D, int64_t chunk,
+                                              const MatrixView& e, const MatrixView& f, const MatrixView& w,
+                                              void* stream) {
+  FlurkaCudaDecodeState st = describe(method, B, H, D, chunk, e, f, w);
+  cuda_check(cudaSetDevice(st.device), "cudaSetDevice");
+  cuda_check(cudaMalloc(&st.buf, regions(st).floats * 4), "cudaMalloc(decode state)");
   try {
-    cuda_check(cudaMemsetAsync(st.buf, 0, g.floats * 4, cs), "cudaMemset(decode state)");
-    cuda_check(
-        cudaMemcpyAsync(static_cast<float*>(st.buf) + g.off, off.data(), off.size() * 4, cudaMemcpyHostToDevice, cs),
-        "cudaMemcpy(decode offsets)");
-    cuda_check(cudaStreamSynchronize(cs), "flurka_decode_cuda_init");
+    flurka_decode_cuda_reset(st, stream);
+    cuda_check(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), "flurka_decode_cuda_init");
   } catch (...) {
     cudaFree(st.buf);
     throw;
@@ -147,7 +180,7 @@ void flurka_decode_cuda_step(FlurkaCudaDecodeState& st, const TensorView& q, con
 }
 
 void flurka_decode_cuda_free(FlurkaCudaDecodeState& st) {
-  if (st.buf) cudaFree(st.buf);
+  if (st.buf && st.owns_buf) cudaFree(st.buf);
   st.buf = nullptr;
 }
 

@@ -117,7 +117,7 @@ __device__ __forceinline__ float feature_map(int map, float v, float a, float b)
 template <class T, int D>
 __global__ void __launch_bounds__(256)
     state_kernel(Rows x, Rows y, const bf16* wt, int64_t Hw, float* shift, int64_t H, int64_t L, int64_t m,
-                 int64_t chunk, int map, float s, float* S, float* z, bf16* u, float* slot) {
+                 int64_t chunk, int map, float s, float* S, float* z, bf16* u, float* slot, float* u32 = nullptr) {
   constexpr int BM = 128, BN = 64, NT = 256;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* Ws = reinterpret_cast<bf16*>(smem_raw);             // [BM][D + 8]
@@ -213,14 +213,19 @@ __global__ void __launch_bounds__(256)
   za += __shfl_xor_sync(0xffffffff, za, 2);
   zb += __shfl_xor_sync(0xffffffff, zb, 1);
   zb += __shfl_xor_sync(0xffffffff, zb, 2);
-  if (u) {  // a single split (gridDim.y == 1) holds the whole sum: write the query-side slots as finalize_state would
+  if (u || u32) {  // a single split (gridDim.y == 1) holds the whole sum: the query-side slots as finalize_state
+    // would write them (u32: U in fp32 instead of bf16, for the causal path's scan over chunks)
     const float ia = za > 0 ? 1.0f / za : 0.0f, ib = zb > 0 ? 1.0f / zb : 0.0f;
-    bf16* Ub = u + bh * m * D;
 #pragma unroll
     for (int nt = 0; nt < D / 8; ++nt) {
       const int c = nt * 8 + 2 * t;
-      if (la < m) store2(Ub + la * D + c, acc[nt][0] * ia, acc[nt][1] * ia);
-      if (lb < m) store2(Ub + lb * D + c, acc[nt][2] * ib, acc[nt][3] * ib);
+      if (u32) {
+        if (la < m) store2(u32 + (bh * m + la) * D + c, acc[nt][0] * ia, acc[nt][1] * ia);
+        if (lb < m) store2(u32 + (bh * m + lb) * D + c, acc[nt][2] * ib, acc[nt][3] * ib);
+      } else {
+        if (la < m) store2(u + (bh * m + la) * D + c, acc[nt][0] * ia, acc[nt][1] * ia);
+        if (lb < m) store2(u + (bh * m + lb) * D + c, acc[nt][2] * ib, acc[nt][3] * ib);
+      }
     }
     if (t == 0) {
       if (la < m) slot[bh * m + la] = map == kFavor ? (za > 0 ? ca + __logf(za) : -INFINITY) : za;
