@@ -10,4 +10,5 @@ void bind_backward(nanobind::module_& m);      // training: forward with lse, ba
 void bind_decode(nanobind::module_& m);        // serving: decode against a KV cache, packed varlen attention
 void bind_xla_decode(nanobind::module_& m);    // their XLA FFI handlers (empty dicts without XLA FFI)
 void bind_xla_backward(nanobind::module_& m);  // their XLA FFI handlers (empty dicts without XLA FFI)
+void bind_recommend(nanobind::module_& m);     // the cost models' method choice (splat.recommend)
 }  // namespace splat::py

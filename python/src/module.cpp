@@ -243,4 +243,5 @@ NB_MODULE(_core, m) {
   bind_backward(m);
   bind_decode(m);
   bind_geometry(m);
+  bind_recommend(m);
 }
