@@ -175,5 +175,8 @@ struct VarlenPlanTimes {
 // The packed CUDA plan of a batch composition (dtype and head dim of the tensors it will run), cached in `plans`.
 std::shared_ptr<CudaPlan> varlen_cuda_plan(VarlenPlans& plans, const Varlen& batch, DType dtype, int32_t head_dim,
                                            int device, VarlenPlanTimes* times = nullptr);
+// Copies `count` int32 offsets from device memory to `host` on `stream` and waits for them (one synchronisation of
+// that stream): what a caller holding cu_seqlens on the device does before attention_varlen_cuda.
+void varlen_offsets_to_host(const int32_t* device_offsets, int64_t count, int32_t* host, void* stream, int device);
 
 }  // namespace splat

@@ -77,6 +77,33 @@ ffi::Error varlen_host(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi
   });
 }
 
+#if SPLAT_WITH_CUDA
+// The packed plan depends on the lengths: cu_seqlens is copied to the host first (one synchronisation of XLA's
+// stream per call), then one forward launch on that stream.
+ffi::Error varlen_device(void* stream, int32_t ordinal, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
+                         ffi::AnyBuffer cu, ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> lse,
+                         int64_t plans_id, int64_t max_seqlen, float scale) {
+  VarlenPlans* plans = lookup(varlen_plans, plans_id);
+  if (!plans) return ffi::Error::InvalidArgument("splat: unknown varlen plans id " + std::to_string(plans_id));
+  return xla::guarded([&] {
+    const int32_t* device_cu = int32_buffer(cu, "cu_seqlens");
+    std::vector<int32_t> host(cu.element_count());
+    varlen_offsets_to_host(device_cu, int64_t(host.size()), host.data(), stream, int(ordinal));
+    const Varlen batch{host.empty() ? nullptr : host.data(), int64_t(host.size()) - 1, max_seqlen};
+    AttentionOptions opt;
+    opt.scale = scale;
+    const int d = int(ordinal);
+    attention_varlen_cuda(*plans, xla::buffer_view(q, 1, d, "q"), xla::buffer_view(k, 1, d, "k"),
+                          xla::buffer_view(v, 1, d, "v"), xla::buffer_view(*out, 1, d, "out"), batch, opt, stream,
+                          static_cast<float*>(lse->untyped_data()));
+  });
+}
+
+auto varlen_device_binding() {
+  return xla::bind_buffers<true, 4, 2>().Attr<int64_t>("plans_id").Attr<int64_t>("max_seqlen").Attr<float>("scale");
+}
+#endif
+
 }  // namespace
 }  // namespace splat::py
 
@@ -106,11 +133,18 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatVarlenHost, splat::py::varlen_host,
                                   .Attr<int64_t>("max_seqlen")
                                   .Attr<float>("scale"));
 
+#if SPLAT_WITH_CUDA
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatVarlenDevice, splat::py::varlen_device, splat::py::varlen_device_binding());
+#endif
+
 void splat::py::bind_xla_decode(nanobind::module_& m) {
   namespace nb = nanobind;
   nb::dict decode, varlen;
   decode["cpu"] = nb::capsule(reinterpret_cast<void*>(&SplatDecodeHost));
   varlen["cpu"] = nb::capsule(reinterpret_cast<void*>(&SplatVarlenHost));
+#if SPLAT_WITH_CUDA
+  varlen["CUDA"] = nb::capsule(reinterpret_cast<void*>(&SplatVarlenDevice));
+#endif
   m.attr("xla_decode_targets") = decode;
   m.attr("xla_varlen_targets") = varlen;
   m.def("_register_decode_plan", [](std::shared_ptr<DecodePlan> p) {

@@ -11,5 +11,8 @@ void attention_varlen_cuda(VarlenPlans&, const TensorView&, const TensorView&, c
 std::shared_ptr<CudaPlan> varlen_cuda_plan(VarlenPlans&, const Varlen&, DType, int32_t, int, VarlenPlanTimes*) {
   fail(ErrorCode::Unsupported, "this splat build has no CUDA backend (built without SPLAT_WITH_CUDA)");
 }
+void varlen_offsets_to_host(const int32_t*, int64_t, int32_t*, void*, int) {
+  fail(ErrorCode::Unsupported, "this splat build has no CUDA backend (built without SPLAT_WITH_CUDA)");
+}
 }  // namespace splat
 #endif

@@ -130,3 +130,26 @@ def test_cuda_plan_times_and_cache(rng):
     first = splat._core.varlen_plan_times(plans, cu, 400, "bf16", 128)
     again = splat._core.varlen_plan_times(plans, cu, 400, "bf16", 128)
     assert not first["cached"] and again["cached"] and first["tiles"] > 0 and first["total_ms"] > 0
+
+
+def _jax_gpu():
+    try:
+        import jax
+        return [d for d in jax.devices() if d.platform == "gpu"]
+    except Exception:  # noqa: BLE001 (no JAX, or no GPU backend)
+        return []
+
+
+@pytest.mark.skipif(not CUDA or not _jax_gpu(), reason="no CUDA device for JAX")
+def test_jax_cuda_varlen_under_jit(rng):
+    import jax
+    import jax.numpy as jnp
+    q, k, v, cu = packed(rng, CUDA_LENGTHS, H=4, Hkv=2, D=64)
+    gpu = _jax_gpu()[0]
+    args = [jax.device_put(jnp.asarray(x, jnp.bfloat16), gpu) for x in (q, k, v)] + [jax.device_put(cu, gpu)]
+    fn = jax.jit(lambda q, k, v, cu: splat.varlen_attention(q, k, v, cu, 517, pattern="causal_window:w=40+sink:g=4",
+                                                            return_lse=True))
+    out, lse = fn(*args)
+    assert out.dtype == jnp.bfloat16 and lse.shape == (4, q.shape[0])
+    ref = [np.asarray(x.astype(jnp.float32)) for x in args[:3]]
+    check_per_sequence(np.asarray(out.astype(jnp.float32)), *ref, cu, "causal_window:w=40+sink:g=4", "bf16")

@@ -54,6 +54,16 @@ std::shared_ptr<CudaPlan> varlen_cuda_plan(VarlenPlans& plans, const Varlen& bat
   return plan;
 }
 
+void varlen_offsets_to_host(const int32_t* device_offsets, int64_t count, int32_t* host, void* stream, int device) {
+  require(count >= 0 && (count == 0 || (device_offsets && host)), "varlen_offsets_to_host: null buffers");
+  if (count == 0) return;
+  cuda::check(cudaSetDevice(device), "cudaSetDevice");
+  auto s = static_cast<cudaStream_t>(stream);
+  cuda::check(cudaMemcpyAsync(host, device_offsets, size_t(count) * sizeof(int32_t), cudaMemcpyDeviceToHost, s),
+              "cudaMemcpyAsync (cu_seqlens to the host)");
+  cuda::check(cudaStreamSynchronize(s), "cudaStreamSynchronize (cu_seqlens to the host)");
+}
+
 void attention_varlen_cuda(VarlenPlans& plans, const TensorView& q, const TensorView& k, const TensorView& v,
                            const TensorView& out, const Varlen& batch, const AttentionOptions& opt, void* stream,
                            float* lse, void* workspace) {
