@@ -58,16 +58,15 @@ def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False,
     if out is None:
         out = cupy.empty_like(q)
     with q.device:  # the workspace and the stream of q's device
-        ws = None
-        if not causal:
-            ws = cupy.empty(workspace_bytes(method, q, k, E, W, layout), dtype=cupy.uint8)
+        ws = cupy.empty(workspace_bytes(method, q, k, E, W, layout, causal), dtype=cupy.uint8)
         _core.flurka(method, q, k, v, out, E, F, W, bool(causal), layout, "", cupy.cuda.get_current_stream().ptr, ws,
                      0)
     return out
 
 
-def workspace_bytes(method, q, k, E, W, layout):
-    """Device workspace for one non-causal CUDA call (allocated by the caller's framework: graph safe)."""
+def workspace_bytes(method, q, k, E, W, layout, causal=False):
+    """Device workspace for one CUDA call (allocated by the caller's framework: graph safe); causal: E, F are the
+    chunk projections [r, C]."""
     if layout == "bhnd":
         b, h, nq, d = _fold(q.shape, 0)
         n = int(k.shape[-2])
@@ -76,7 +75,8 @@ def workspace_bytes(method, q, k, E, W, layout):
         n = int(k.shape[-3])
     kk = 0 if E is None else int(E.shape[-2])
     m = d if W is None else int(W.shape[-1])
-    return max(1, int(_core.flurka_workspace_bytes(method, b, h, nq, n, d, kk, m)))
+    chunk = int(E.shape[-1]) if causal else 0
+    return max(1, int(_core.flurka_workspace_bytes(method, b, h, nq, n, d, kk, m, chunk)))
 
 
 def _fold(shape, layout):

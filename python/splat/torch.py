@@ -25,7 +25,8 @@ from ._dispatch import causal_pattern, check_dtypes, sizes
 from ._plans import pattern_name, register_mask
 from ._flurka import check_matrices, workspace_bytes
 
-__all__ = ["attention", "flurka", "scaled_dot_product_attention", "SparseAttention", "FLuRKAAttention"]
+__all__ = ["attention", "flurka", "FlurkaDecoder", "scaled_dot_product_attention", "SparseAttention",
+           "FLuRKAAttention"]
 
 _DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16", torch.float64: "f64"}
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
@@ -305,8 +306,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 def _flurka_launch(q, k, v, out, E, F, W, method, causal, layout):
     dt = _dtype(q)
     ws = None
-    if q.is_cuda and not causal:
-        ws = torch.empty(workspace_bytes(method, q, k, E, W, layout), dtype=torch.uint8, device=q.device)
+    if q.is_cuda:  # torch's allocator (graph safe; the causal path would otherwise cudaMalloc and synchronise)
+        ws = torch.empty(workspace_bytes(method, q, k, E, W, layout, causal), dtype=torch.uint8, device=q.device)
     mats = [None if m is None else _dl(m.contiguous()) for m in (E, F, W)]
     _core.flurka(method, _dl(q), _dl(k), _dl(v), _dl(out), mats[0], mats[1], mats[2], causal, layout, dt,
                  _stream(q), None if ws is None else _dl(ws), 0)
@@ -408,6 +409,51 @@ def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False,
     out = torch.empty_like(q)
     _flurka_launch(q, k, v, out, E, F, W, method, bool(causal), layout)
     return out
+
+
+class FlurkaDecoder:
+    """Recurrent causal FLuRKA decoding on CUDA (flurka-* methods): one token of each of batch x heads sequences
+    per step(), equal to the last row of the causal forward flurka(..., causal=True) over the tokens so far.
+
+    E, F are the chunk projections [r, C] or [heads, r, C], W the features [D, m] or [heads, D, m] (flurka-favor,
+    flurka-relu); they are copied to dtype (default E's) and kept. The state (O(m D + C D) per sequence, all
+    sequences at one position) is a uint8 tensor of torch's allocator; step() and reset() only launch kernels on
+    the current stream (no synchronisation, no allocation with out=), so a step can be captured in a CUDA graph
+    and replayed. Experimental: fp32 arithmetic, one block per sequence.
+    """
+
+    def __init__(self, E, F, W=None, method="flurka-favor", *, batch, heads, head_dim, dtype=None):
+        check_matrices(method, E, F, W)
+        if not _core.flurka_uses(method)[0] or method == "linformer":
+            raise ValueError(f"splat: the decode step is for the causal flurka-* methods, got {method!r}")
+        if not E.is_cuda:
+            raise ValueError("splat: FlurkaDecoder runs on CUDA (E, F, W on the device)")
+        dt = dtype or E.dtype
+        self.method, self.batch, self.heads, self.head_dim = method, int(batch), int(heads), int(head_dim)
+        self.E, self.F = (m.detach().to(device=E.device, dtype=dt).contiguous() for m in (E, F))
+        self.W = None if W is None else W.detach().to(device=E.device, dtype=dt).contiguous()
+        self._dt = _dtype(self.E)
+        nbytes = _core.flurka_decode_state_bytes(method, self.batch, self.heads, self.head_dim, *self._mats(),
+                                                 self._dt)
+        self.state = torch.empty(int(nbytes), dtype=torch.uint8, device=E.device)
+        self.reset()
+
+    def _mats(self):
+        return _dl(self.E), _dl(self.F), None if self.W is None else _dl(self.W)
+
+    def reset(self):
+        """Empties the state (position 0) on the current stream."""
+        _core.flurka_decode_reset(self.method, _dl(self.state), self.batch, self.heads, self.head_dim, *self._mats(),
+                                  self._dt, _stream(self.state))
+
+    def step(self, q, k, v, out=None, *, layout="bhnd"):
+        """q, k, v: [batch, heads, 1, D] (layout="bnhd": [batch, 1, heads, D]) of the state's dtype; appends
+        (k, v) and returns the causal output of q (written into out when given)."""
+        if out is None:
+            out = torch.empty_like(q)
+        _core.flurka_decode_step(self.method, _dl(self.state), _dl(q), _dl(k), _dl(v), _dl(out), *self._mats(),
+                                 layout, self._dt, _stream(q))
+        return out
 
 
 # ---- layers ----

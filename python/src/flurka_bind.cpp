@@ -136,10 +136,51 @@ void flurka_backward(const std::string& method, const InArray& q, const InArray&
 }
 
 size_t workspace_bytes(const std::string& method, int64_t B, int64_t H, int64_t Nq, int64_t N, int64_t D, int64_t k,
-                       int64_t m) {
+                       int64_t m, int64_t causal_chunk) {
   FlurkaShape s;
   s.B = B, s.H = H, s.Nq = Nq, s.N = N, s.D = D, s.k = k, s.m = m;
+  if (causal_chunk > 0) return flurka_causal_cuda_workspace_bytes(parse_flurka_method(method), s, causal_chunk);
   return flurka_cuda_workspace_bytes(parse_flurka_method(method), s);
+}
+
+// The CUDA decode step on a caller-owned state buffer (uint8, flurka_decode_state_bytes): one token of each of the
+// B x H sequences. reset empties a state. Both are launches only (no sync, no allocation): capturable in a graph.
+size_t decode_state_bytes(const std::string& method, int64_t B, int64_t H, int64_t D, const InArray& e,
+                          const InArray& f, const std::optional<InArray>& w, const std::string& dtype) {
+  const FlurkaMethod m = parse_flurka_method(method);
+  const MatrixView ev = matrix_view(e, dtype, "E"), fv = matrix_view(f, dtype, "F"), wv = matrix_view(w, dtype, "W");
+  return flurka_decode_cuda_state_bytes(m, B, H, D, ev.cols, ev, fv, wv);
+}
+
+FlurkaCudaDecodeState attach(const std::string& method, const OutArray& state, int64_t B, int64_t H, int64_t D,
+                             const InArray& e, const InArray& f, const std::optional<InArray>& w,
+                             const std::string& dtype) {
+  const FlurkaMethod m = parse_flurka_method(method);
+  const MatrixView ev = matrix_view(e, dtype, "E"), fv = matrix_view(f, dtype, "F"), wv = matrix_view(w, dtype, "W");
+  require(state.nbytes() >= flurka_decode_cuda_state_bytes(m, B, H, D, ev.cols, ev, fv, wv) &&
+              array_device(state.device_type(), state.device_id(), "state") == ev.device,
+          "flurka decode: the state must be a buffer of flurka_decode_state_bytes on the device of E, F");
+  return flurka_decode_cuda_attach(m, B, H, D, ev.cols, ev, fv, wv, state.data());
+}
+
+void decode_reset(const std::string& method, const OutArray& state, int64_t B, int64_t H, int64_t D, const InArray& e,
+                  const InArray& f, const std::optional<InArray>& w, const std::string& dtype, uintptr_t stream) {
+  FlurkaCudaDecodeState st = attach(method, state, B, H, D, e, f, w, dtype);
+  nb::gil_scoped_release release;
+  flurka_decode_cuda_reset(st, reinterpret_cast<void*>(stream));
+}
+
+void decode_step(const std::string& method, const OutArray& state, const InArray& q, const InArray& k, const InArray& v,
+                 const OutArray& out, const InArray& e, const InArray& f, const std::optional<InArray>& w,
+                 const std::string& layout, const std::string& dtype, uintptr_t stream) {
+  const int l = parse_layout(layout);
+  const TensorView qv = array_view(q, l, dtype, "q"), kv = array_view(k, l, dtype, "k"),
+                   vv = array_view(v, l, dtype, "v"), ov = array_view(out, l, dtype, "out");
+  require(qv.device >= 0, "flurka decode step: q must be a CUDA tensor");
+  FlurkaCudaDecodeState st = attach(method, state, qv.B(), qv.H(), qv.D(), e, f, w, dtype);
+  check_disjoint(ov, qv, "out", "q");
+  nb::gil_scoped_release release;
+  flurka_decode_cuda_step(st, qv, kv, vv, ov, reinterpret_cast<void*>(stream));
 }
 
 }  // namespace
@@ -153,7 +194,14 @@ void splat::py::bind_flurka(nb::module_& m) {
   m.def("flurka_backward", &flurka_backward, "method"_a, "q"_a, "k"_a, "v"_a, "dout"_a, "dq"_a, "dk"_a, "dv"_a,
         "e"_a.none(), "f"_a.none(), "w"_a.none(), "de"_a.none(), "df"_a.none(), "causal"_a = false,
         "layout"_a = "bhnd", "dtype"_a = "", "stream"_a = 0, "threads"_a = 0);
-  m.def("flurka_workspace_bytes", &workspace_bytes, "method"_a, "B"_a, "H"_a, "Nq"_a, "N"_a, "D"_a, "k"_a, "m"_a);
+  m.def("flurka_decode_state_bytes", &decode_state_bytes, "method"_a, "B"_a, "H"_a, "D"_a, "e"_a, "f"_a, "w"_a.none(),
+        "dtype"_a = "");
+  m.def("flurka_decode_reset", &decode_reset, "method"_a, "state"_a, "B"_a, "H"_a, "D"_a, "e"_a, "f"_a, "w"_a.none(),
+        "dtype"_a = "", "stream"_a = 0);
+  m.def("flurka_decode_step", &decode_step, "method"_a, "state"_a, "q"_a, "k"_a, "v"_a, "out"_a, "e"_a, "f"_a,
+        "w"_a.none(), "layout"_a = "bhnd", "dtype"_a = "", "stream"_a = 0);
+  m.def("flurka_workspace_bytes", &workspace_bytes, "method"_a, "B"_a, "H"_a, "Nq"_a, "N"_a, "D"_a, "k"_a, "m"_a,
+        "causal_chunk"_a = 0);
   m.def("flurka_methods", []() {
     std::vector<std::string> names;
     for (FlurkaMethod x : all_flurka_methods()) names.push_back(flurka_method_name(x));

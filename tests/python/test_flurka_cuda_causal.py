@@ -43,7 +43,9 @@ def test_torch_causal_cuda_matches_float64(monkeypatch, method, d, per_head):
     got = out.float().cpu().numpy()
     stored = torch.from_numpy(ref).to(torch.bfloat16).double().numpy()
     assert not np.isnan(got).any()
-    assert rel(got, ref) <= 2 * rel(stored, ref) + 1e-4
+    # bf16 storage may take the tensor-core kernels (SPLAT_FLURKA_CAUSAL_TC): bf16 GEMM operands, the non-causal
+    # CUDA tests' idiom
+    assert rel(got, ref) <= 6 * rel(stored, ref) + 2e-3
 
 
 def test_torch_causal_cuda_needs_opt_in(monkeypatch):
