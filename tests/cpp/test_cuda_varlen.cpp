@@ -102,7 +102,7 @@ void check(VarlenPlans& plans, const Case& c) {
   const Tensor naive = cputest::naive_same_dtype(mask.data(), q32, k32, v32, c.dt);
   const double e_ours = cputest::max_abs_err(out, ref), e_naive = cputest::max_abs_err(naive, ref);
   EXPECT_LE(e_ours, 6.0 * e_naive + 2e-3) << "naive error " << e_naive;
-  EXPECT_LE(cputest::lse_err(lse, mask.data(), q32, k32), 1e-4);
+  EXPECT_LE(cputest::lse_err(lse, mask.data(), q32, k32), 2e-3);  // as the other CUDA forward tests
 }
 
 const std::vector<int32_t> kMixed = {1, 300, 0, 129, 64, 517, 2, 77, 255, 0};
