@@ -24,6 +24,7 @@ from ._api import check_out, dense_mask, empty_call, resolve_plan
 from ._dispatch import causal_pattern, check_dtypes, sizes
 from ._plans import pattern_name, register_mask
 from ._flurka import check_matrices, workspace_bytes
+from ._flurka_causal_torch import causal_flurka_grads
 
 __all__ = ["attention", "flurka", "FlurkaDecoder", "scaled_dot_product_attention", "SparseAttention",
            "FLuRKAAttention"]
@@ -328,6 +329,8 @@ def _(q, k, v, E, F, W, method, causal, layout):
 
 def _flurka_grad_launch(dout, q, k, v, E, F, W, method, causal, layout):
     """dq, dk, dv like q, k, v; dE, dF like E, F (empty for methods without projections)."""
+    if causal and q.is_cuda:  # no causal CUDA backward kernel yet: torch autograd of the formula, on the device
+        return causal_flurka_grads(dout, q, k, v, E, F, W, method, layout)
     proj = _core.flurka_uses(method)[0]
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dE = torch.empty(E.shape, dtype=E.dtype, device=E.device) if proj else q.new_empty(0)
@@ -364,7 +367,10 @@ def _flurka_setup_context(ctx, inputs, output):
 def _flurka_backward(ctx, grad):
     q, k, v, E, F, W = ctx.saved_tensors
     method, causal, layout = ctx.flurka_args
-    dq, dk, dv, dE, dF = torch.ops.splat.flurka_backward(grad, q, k, v, E, F, W, method, causal, layout)
+    if causal and q.is_cuda:  # autograd of the torch formula (needs autograd, so not inside the op)
+        dq, dk, dv, dE, dF = causal_flurka_grads(grad, q, k, v, E, F, W, method, layout)
+    else:
+        dq, dk, dv, dE, dF = torch.ops.splat.flurka_backward(grad, q, k, v, E, F, W, method, causal, layout)
     proj = _core.flurka_uses(method)[0]
     # W is a fixed random feature matrix: no gradient (flurka() refuses a W that requires one).
     return dq, dk, dv, dE if proj else None, dF if proj else None, None, None, None, None

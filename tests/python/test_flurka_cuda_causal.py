@@ -54,3 +54,26 @@ def test_torch_causal_cuda_needs_opt_in(monkeypatch):
     tb = [None if x is None else torch.from_numpy(x).cuda() for x in make("flurka-elu", n=70, d=32)]
     with pytest.raises(ValueError, match="SPLAT_FLURKA_CAUSAL_CUDA"):
         st.flurka(*tb, method="flurka-elu", causal=True)
+
+
+@pytest.mark.parametrize("method", ["flurka-favor", "flurka-elu", "flurka-relu"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_torch_causal_cuda_grads_match_float64(monkeypatch, method, dtype):
+    # the backward of a causal CUDA call is torch autograd of the formula on the device (splat._flurka_causal_torch)
+    monkeypatch.setenv("SPLAT_FLURKA_CAUSAL_CUDA", "1")
+    import splat.torch as st
+    xs = make(method, n=300, d=64, per_head=dtype == torch.float32, seed=7)
+    dev = [None if x is None else torch.from_numpy(x).to("cuda", dtype) for x in xs]
+    dout = torch.randn(dev[0].shape, device="cuda").to(dtype)
+    x64 = [None if t is None else t.double().cpu() for t in dev]
+    leaves64 = [t.requires_grad_(True) for t in x64[:5]]
+    st.flurka(*leaves64, x64[5], method=method, causal=True).backward(dout.double().cpu())
+    leaves = [t.clone().requires_grad_(True) for t in dev[:5]]
+    out = st.flurka(*leaves, dev[5], method=method, causal=True)
+    out.backward(dout)
+    for name, a, r in zip("q k v E F".split(), leaves, leaves64):
+        g, ref = a.grad.double().cpu().numpy(), r.grad.numpy()
+        assert a.grad.dtype == dtype and not np.isnan(g).any(), name
+        stored = torch.from_numpy(ref).to(dtype).double().numpy()
+        tol = 4 * rel(stored, ref) + 1e-4 if dtype == torch.float32 else 6 * rel(stored, ref) + 2e-3
+        assert rel(g, ref) <= tol, f"d{name}: {rel(g, ref):.2e} > {tol:.2e}"
