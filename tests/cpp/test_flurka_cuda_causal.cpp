@@ -87,6 +87,20 @@ TEST(FlurkaCudaCausalEdges, LargeRanksAndUnitChunks) {
   }
 }
 
+// The benchmark's configuration (C = 256, r = 64, m = 256, D = 64, bf16) at N = 4096: 15 chunk states, two 128-row
+// query tiles per chunk, per-head E, F, W.
+TEST(FlurkaCudaCausalEdges, BenchmarkShape) {
+  if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
+  uint32_t seed = 77;
+  for (FlurkaMethod m : kCausal) {
+    Case c{1, 2, 4096, 4096, 64, 64, 256};
+    c.chunk = 256, c.dtype = DType::BF16;
+    double tol = 0;
+    const double err = check_case(m, c, seed++, &tol);
+    EXPECT_LE(err, tol) << flurka_method_name(m);
+  }
+}
+
 TEST(FlurkaCudaCausalEdges, BitwiseReproducible) {
   if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
   Case c{2, 2, 700, 700, 64, 32, 128};
