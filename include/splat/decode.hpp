@@ -4,8 +4,8 @@
 // positions L_b-T .. L_b-1 and attend the keys of their pattern rows intersected with causal: out[b, h, t] is row
 // L_b-T+t of the full attention of a sequence of length L_b. No N x N mask and no L-sized analysis: a DecodePlan is
 // the pattern's row geometry as a small program, evaluated per query row at (row, L) in O(runs), so one plan serves
-// every length (plan once, call per token). The CUDA decode kernels follow as a KernelSpec direction of their own
-// that evaluates the same program per query row on the device, with the lengths read from device memory.
+// every length (plan once, call per token). The CUDA decode kernels are a KernelSpec direction of their own that
+// evaluates the same program per query row on the device, with the lengths read from device memory.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -75,13 +75,15 @@ void decode_reference(const DecodePlan& plan, const TensorView& q, const KvCache
                       const AttentionOptions& opt = {}, float* lse = nullptr);  // float64, pattern_contains per key
 void decode_cpu(const DecodePlan& plan, const TensorView& q, const KvCache& cache, const TensorView& out,
                 const AttentionOptions& opt = {}, float* lse = nullptr);  // fast: fp32 accumulation, threads
-// CUDA (Error(Unsupported) in builds without nvcc): device tensors, seqlens / block_table / starts in device memory,
-// read by the kernel (a captured graph sees new lengths). bf16, f16, f32; head dims 64 and 128; launches on `stream`
-// (a cudaStream_t) without synchronising or allocating. lse: optional device float32 [B, H, T].
+// CUDA (Error(Unsupported) in builds without the CUDA backend): device tensors, seqlens / block_table / starts in
+// device memory, read by the kernel (a captured graph sees new lengths). bf16, f16, f32; head dims 64 and 128;
+// launches on `stream` (a cudaStream_t) without synchronising or allocating. lse: optional device float32 [B, H, T].
 // Split-KV (flash-decoding): with a workspace of decode_cuda_workspace_bytes (device memory, no initialisation
 // needed) the keys of each row are split over several CTAs (as many as fill the device) and merged in split order
 // (deterministic); without one (or too small) each (sequence, kv head, query) runs in one CTA.
 // SPLAT_DECODE_KERNEL=simple selects the first, unsplit kernel (also taken by rows that are not 16-byte aligned).
+// The kernels are KernelSpecs of the decode direction, compiled by NVRTC and cached on the first call of a shape
+// (SPLAT_DECODE_JIT=1), or the same kernels built ahead of time by nvcc (SPLAT_DECODE_JIT=0, the default for now).
 // Bad indices: where the lengths and tables are in host memory check them first with decode_check_cache. The
 // kernels cannot throw on device-resident ones; instead a sequence whose length or start does not fit the capacity
 // gets NaN in all its outputs and lse, a query row that would read a page outside the pool gets NaN in its outputs

@@ -1,5 +1,5 @@
-// XLA FFI handlers of the serving entry points (CPU): decode against a KV cache and packed varlen attention. Plans
-// are registered at trace time and passed by id, as for the forward.
+// XLA FFI handlers of the serving entry points: decode against a KV cache (CPU and CUDA) and packed varlen attention
+// (CPU). Plans are registered at trace time and passed by id, as for the forward.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/shared_ptr.h>
 
@@ -36,16 +36,20 @@ const int32_t* int32_buffer(const ffi::AnyBuffer& b, const char* name) {
   return b.element_count() ? static_cast<const int32_t*>(b.untyped_data()) : nullptr;
 }
 
-ffi::Error decode_host(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::AnyBuffer seqlens,
-                       ffi::AnyBuffer table, ffi::AnyBuffer starts, ffi::Result<ffi::AnyBuffer> out,
-                       ffi::Result<ffi::AnyBuffer> lse, int64_t plan_id, int64_t layout, float scale) {
+// Decode on the host (decode_cpu) or, with a device context, on the CUDA stream XLA gives (decode_cuda: the lengths
+// and tables stay device arrays, read by the kernel). ws: a result buffer sized at trace time
+// (_decode_workspace_bytes) for the split-KV partial states; on the host it is ignored.
+ffi::Error decode_run(int device, void* stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
+                      ffi::AnyBuffer seqlens, ffi::AnyBuffer table, ffi::AnyBuffer starts,
+                      ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> lse, ffi::Result<ffi::AnyBuffer> ws,
+                      int64_t plan_id, int64_t layout, float scale) {
   const DecodePlan* plan = lookup(decode_plans, plan_id);
   if (!plan) return ffi::Error::InvalidArgument("splat: unknown decode plan id " + std::to_string(plan_id));
   return xla::guarded([&] {
     const int l = int(layout);
-    const TensorView tq = xla::buffer_view(q, l, -1, "q");
+    const TensorView tq = xla::buffer_view(q, l, device, "q");
     KvCache c;
-    c.k = xla::buffer_view(k, l, -1, "k_cache"), c.v = xla::buffer_view(v, l, -1, "v_cache");
+    c.k = xla::buffer_view(k, l, device, "k_cache"), c.v = xla::buffer_view(v, l, device, "v_cache");
     c.seqlens = int32_buffer(seqlens, "cache_seqlens");
     require(c.seqlens && int64_t(seqlens.element_count()) == tq.B(), "cache_seqlens: must hold B int32 lengths");
     c.block_table = int32_buffer(table, "block_table");
@@ -58,8 +62,40 @@ ffi::Error decode_host(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi
     require(!c.starts || int64_t(starts.element_count()) == tq.B(), "cache_starts: must hold B int32 values");
     AttentionOptions opt;
     opt.scale = scale;
-    decode_cpu(*plan, tq, c, xla::buffer_view(*out, l, -1, "out"), opt, static_cast<float*>(lse->untyped_data()));
+    const TensorView to = xla::buffer_view(*out, l, device, "out");
+    auto* lp = static_cast<float*>(lse->untyped_data());
+    if (device < 0) return decode_cpu(*plan, tq, c, to, opt, lp);
+    DecodeCudaWorkspace w;
+    w.data = ws->untyped_data(), w.bytes = ws->size_bytes();
+    decode_cuda(*plan, tq, c, to, opt, stream, lp, w);
   });
+}
+
+template <bool OnDevice>
+auto decode_binding() {
+  return xla::bind_buffers<OnDevice, 6, 3>()
+      .template Attr<int64_t>("plan_id")
+      .template Attr<int64_t>("layout")
+      .template Attr<float>("scale");
+}
+
+using Decode = xla::Entry<&decode_run>;
+
+// The split-KV workspace decode_cuda takes for these shapes on `device`, from the shapes alone (trace time: no
+// arrays yet; the views carry a placeholder 16-byte aligned address, as XLA's buffers are). 0 when no split pays.
+size_t decode_workspace_for(const DecodePlan& plan, int64_t B, int64_t H, int64_t T, int64_t D, int64_t Hkv,
+                            int64_t cache_b, int64_t cache_n, int64_t max_pages, int device) {
+  alignas(16) static char placeholder[16];
+  auto view = [&](int64_t b, int64_t h, int64_t n) {
+    return contiguous_view(placeholder, plan.options.dtype, b, h, n, D, device);
+  };
+  const TensorView tq = view(B, H, T);
+  KvCache c;
+  c.k = c.v = view(cache_b, Hkv, cache_n);
+  alignas(16) static const int32_t dummy[4] = {};
+  c.seqlens = dummy;
+  if (max_pages > 0) c.block_table = dummy, c.max_pages = max_pages;
+  return decode_cuda_workspace_bytes(plan, tq, c);
 }
 
 ffi::Error varlen_host(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::AnyBuffer cu,
@@ -107,19 +143,9 @@ auto varlen_device_binding() {
 }  // namespace
 }  // namespace splat::py
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatDecodeHost, splat::py::decode_host,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Attr<int64_t>("plan_id")
-                                  .Attr<int64_t>("layout")
-                                  .Attr<float>("scale"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatDecodeHost, splat::py::Decode::host, splat::py::decode_binding<false>());
+// Not marked command-buffer compatible: the first call of a shape on a device may compile its kernels.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatDecodeDevice, splat::py::Decode::device, splat::py::decode_binding<true>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatVarlenHost, splat::py::varlen_host,
                               ffi::Ffi::Bind()
@@ -139,8 +165,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SplatVarlenDevice, splat::py::varlen_device, splat
 
 void splat::py::bind_xla_decode(nanobind::module_& m) {
   namespace nb = nanobind;
+  using namespace nb::literals;
+  using splat::py::decode_workspace_for;
   nb::dict decode, varlen;
   decode["cpu"] = nb::capsule(reinterpret_cast<void*>(&SplatDecodeHost));
+#if SPLAT_WITH_CUDA
+  decode["CUDA"] = nb::capsule(reinterpret_cast<void*>(&SplatDecodeDevice));
+#endif
   varlen["cpu"] = nb::capsule(reinterpret_cast<void*>(&SplatVarlenHost));
 #if SPLAT_WITH_CUDA
   varlen["CUDA"] = nb::capsule(reinterpret_cast<void*>(&SplatVarlenDevice));
@@ -152,6 +183,9 @@ void splat::py::bind_xla_decode(nanobind::module_& m) {
     decode_plans.push_back(std::move(p));
     return int64_t(decode_plans.size() - 1);
   });
+  m.def("_decode_workspace_bytes", &decode_workspace_for, "plan"_a, "B"_a, "H"_a, "T"_a, "D"_a, "Hkv"_a, "cache_b"_a,
+        "cache_n"_a, "max_pages"_a, "device"_a,
+        "Split-KV workspace bytes of a CUDA decode call from its shapes (the JAX handler's third result)");
   m.def("_register_varlen_plans", [](std::shared_ptr<VarlenPlans> p) {
     std::lock_guard<std::mutex> lock(registry_mu);
     varlen_plans.push_back(std::move(p));

@@ -15,8 +15,10 @@ enum class KernelOp { AttentionForward };
 // Which way a kernel runs over a plan: the forward (a pass of the plan), or a step of the backward: the
 // preprocess (Delta and lse per query row, no plan), dQ (a pass of the forward plan), dK/dV (a pass of the
 // transposed plan), and in the non-deterministic mode (KernelSpec::atomic_dq) the cast of the dQ accumulator to the
-// gradient's dtype. Part of the generator's input, the kernel name and so of the cache key.
-enum class Direction { Forward, BackwardPre, BackwardDq, BackwardDkDv, BackwardDqCast };
+// gradient's dtype; or decode against a KV cache (no plan: a row program evaluated per query row, its split-KV merge
+// a direction of its own; specs from jit/decode_spec.hpp). Part of the generator's input, the kernel name and so of
+// the cache key.
+enum class Direction { Forward, BackwardPre, BackwardDq, BackwardDkDv, BackwardDqCast, Decode, DecodeMerge };
 const char* direction_name(Direction d);
 
 struct KernelSpec {
@@ -51,6 +53,11 @@ struct KernelSpec {
   // Backward, AttentionOptions::deterministic = false (sm_90a): the dK/dV pass also accumulates dQ with fp32 atomics
   // into the workspace (zeroed by the preprocess; cast by BackwardDqCast), and no dQ pass runs.
   bool atomic_dq = false;
+  // Decode (splat/device/decode_split.cuh): the split-KV kernel (else the first one), its query heads per CTA and
+  // dims per lane, and whether the cache is paged (a block table) or contiguous.
+  bool decode_split = false;
+  int heads_per_cta = 0, dims_per_lane = 0;
+  bool paged = false;
 
   std::string name() const;      // the kernel's extern "C" symbol, unique per spec (arch aside)
   std::string describe() const;  // one human line

@@ -21,6 +21,7 @@ TEST(CudaCodegen, BuiltWithoutCuda) {
 #include <thread>
 #include <vector>
 
+#include "jit/decode_spec.hpp"
 #include "jit/kernel_cache.hpp"
 #include "jit/kernel_spec.hpp"
 #include "jit/nvrtc_compile.hpp"
@@ -292,6 +293,70 @@ TEST(CudaCodegen, DirectionAndPaddingNameTheKernel) {
   const CodegenResult fwd = codegen_cuda(a, o, false);
   EXPECT_EQ(fwd.source.find("attention_bwd"), std::string::npos);
   EXPECT_EQ(fwd.specs.size(), 2u);
+}
+
+// The decode kernels are a direction of the same spec and generator: every code path of their source (the first
+// kernel; each of the split kernel's (heads per CTA, dims per lane) shapes and its merge; paged and contiguous caches;
+// bf16, f16 and f32; both head dims) compiles with NVRTC for sm_90, and the common shapes for sm_80 and sm_90a (a few
+// kernels per source: each takes seconds to compile).
+TEST(CudaCodegen, DecodeKernelsCompileForEveryShape) {
+  const std::string bindir = find_cuobjdump();
+  struct Shape {
+    DType t;
+    int d;
+    bool split;
+    int h, l;
+    bool paged;
+  };
+  const std::vector<Shape> sm90 = {{DType::BF16, 128, true, 1, 16, true}, {DType::BF16, 128, true, 2, 16, true},
+                                   {DType::BF16, 128, true, 2, 8, true},  {DType::BF16, 128, true, 4, 16, true},
+                                   {DType::BF16, 128, true, 4, 8, true},  {DType::BF16, 128, true, 8, 8, true},
+                                   {DType::BF16, 128, false, 0, 0, true}, {DType::BF16, 64, true, 4, 16, false},
+                                   {DType::BF16, 64, false, 0, 0, false}, {DType::F16, 64, true, 2, 8, false},
+                                   {DType::F32, 64, true, 4, 16, true},   {DType::F32, 128, true, 8, 8, false},
+                                   {DType::F32, 64, false, 0, 0, true}};
+  const std::vector<Shape> common = {{DType::BF16, 128, true, 4, 16, true}, {DType::BF16, 128, false, 0, 0, false}};
+  for (const char* arch : {"sm_90", "sm_80", "sm_90a"}) {
+    SCOPED_TRACE(arch);
+    std::vector<jit::KernelSpec> specs;
+    for (const Shape& x : std::string(arch) == "sm_90" ? sm90 : common)
+      for (const jit::KernelSpec& s : jit::decode_specs(jit::decode_spec(x.t, x.d, x.split, x.h, x.l, x.paged, arch)))
+        specs.push_back(s);
+    std::set<std::string> names;
+    for (const jit::KernelSpec& s : specs) names.insert(s.name());
+    EXPECT_EQ(names.size(), std::string(arch) == "sm_90" ? 13u + 5u : 3u);  // + one merge per split (dtype, head dim)
+    const std::string source = jit::generate_source(specs);
+    EXPECT_NE(source.find("#include \"splat/device/decode_split.cuh\""), std::string::npos);
+    EXPECT_EQ(source.find("attention_fwd"), std::string::npos);
+    const jit::CachedCubin cc = jit::cached_cubin(source, arch, "decode codegen test");
+    ASSERT_FALSE(cc.cubin.empty());
+    if (bindir.empty()) continue;
+    const std::string sass = sass_of(cc.cubin, bindir);
+    for (const std::string& n : names) EXPECT_NE(sass.find(n), std::string::npos) << n;
+  }
+}
+
+// A decode spec's fields are its name and log line (and so its source and cache key); shapes the kernels do not have
+// are clear errors.
+TEST(CudaCodegen, DecodeSpecNamesItsShape) {
+  const jit::KernelSpec a = jit::decode_spec(DType::BF16, 128, true, 4, 16, true, "sm_90");
+  const jit::KernelSpec b = jit::decode_spec(DType::BF16, 128, true, 4, 8, true, "sm_90");
+  const jit::KernelSpec c = jit::decode_spec(DType::BF16, 128, true, 4, 16, false, "sm_90");
+  const jit::KernelSpec f = jit::decode_spec(DType::F16, 64, false, 0, 0, false, "sm_90");
+  EXPECT_EQ((std::set<std::string>{a.name(), b.name(), c.name(), f.name()}).size(), 4u);
+  EXPECT_NE(a.describe().find("heads/cta=4 dims/lane=16"), std::string::npos) << a.describe();
+  EXPECT_NE(a.describe().find("cache=paged"), std::string::npos) << a.describe();
+  EXPECT_NE(f.describe().find("kernel=first"), std::string::npos) << f.describe();
+  EXPECT_EQ(b.min_blocks, 3);
+  EXPECT_EQ(a.threads(), 128);
+  EXPECT_EQ(jit::decode_merge_spec(a).threads(), 128);
+  EXPECT_EQ(jit::decode_merge_spec(a).name(), jit::decode_merge_spec(c).name());
+  EXPECT_NE(jit::generate_source({a}), jit::generate_source({c}));
+  for (const auto& [h, l] : std::vector<std::pair<int, int> >{{3, 16}, {1, 8}, {8, 16}})
+    EXPECT_THROW(jit::decode_spec(DType::BF16, 64, true, h, l, false, "sm_90"), Error) << h << " " << l;
+  EXPECT_THROW(jit::decode_spec(DType::F32, 64, true, 2, 8, false, "sm_90"), Error);
+  EXPECT_THROW(jit::decode_spec(DType::BF16, 96, false, 0, 0, false, "sm_90"), Error);
+  EXPECT_THROW(jit::decode_spec(DType::F64, 64, false, 0, 0, false, "sm_90"), Error);
 }
 
 TEST(CudaCodegen, UnsupportedRequestsAreClearErrors) {

@@ -262,7 +262,7 @@ def test_jax_decode_under_jit(rng):
     pool_k, pool_v, table = case.paged(rng, 16)
     import splat.jax
     fn = jax.jit(lambda q, k, v, s, t: splat.jax.decode(q, k, v, s, case.pattern, block_table=t, return_lse=True))
-    with jax.default_device(jax.devices("cpu")[0]):  # the JAX decode is CPU-only (no CUDA FFI handler yet)
+    with jax.default_device(jax.devices("cpu")[0]):  # the CPU handler (CUDA: test_jax_decode_cuda.py)
         out, lse = fn(case.q, pool_k, pool_v, case.lengths, table)
     check(np.asarray(out), case)
     _, want_lse = splat.decode(case.q, pool_k, pool_v, case.lengths, pattern=case.pattern, block_table=table,

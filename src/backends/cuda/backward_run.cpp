@@ -109,7 +109,9 @@ void attention_backward_cuda(const CudaPlan& plan, const BackwardTensors& t, con
         if (dkdv_pass == 0) cuda::set_tables(p, plan.bwd);
         cuda::launch_pass(p, plan.bwd, dkdv_pass++, B * t.k.H(), ks.kernels[i], spec, s);
         break;
-      case jit::Direction::Forward: break;
+      case jit::Direction::Forward:
+      case jit::Direction::Decode:
+      case jit::Direction::DecodeMerge: break;
     }
   }
 }

@@ -1,35 +1,16 @@
-// The CUDA decode kernels' launch parameters (plain data, C++17: shared by the nvcc-compiled kernels and the C++20
-// host side that checks the call and fills them).
+// The CUDA decode launches: the ahead-of-time kernels (nvcc; SPLAT_DECODE_JIT=0) and the generated ones (a KernelSpec
+// of the decode direction, compiled by NVRTC and cached) take the same parameters (decode_args.cuh).
 #pragma once
-#include "splat/device/decode_rows.cuh"
+#include "splat/device/decode_args.cuh"
 
 namespace splat::cudadecode {
 
 using dev::i64;
 
-constexpr int kMaxInstr = 24, kMaxRuns = 32, kMaxGroup = 8;
-constexpr int kMaxSplits = 64;  // split-KV: CTAs per (sequence, kv head, query), merged by a second kernel
-
-// Bits of the device status word (KvCache-independent: DecodeCudaWorkspace::status), as DecodeStatus numbers them.
-constexpr int kStatusBadLength = 1, kStatusBadPage = 2;
-
-struct Args {  // strides in elements; seqlens, table, starts in device memory
-  const void *q, *k, *v;
-  void* o;
-  float* lse;
-  i64 q_sb, q_sh, q_st, o_sb, o_sh, o_st, k_sb, k_sh, k_sn, v_sb, v_sh, v_sn;
-  const int *seqlens, *table, *starts;
-  i64 max_pages, page, capacity, pool;
-  int B, H, Hkv, T, G, n_instr;
-  float q_scale;  // scale * log2(e)
-  // Split-KV kernel: S splits per (sequence, kv head, query) with partial states in ws_acc [B, H, T, S, D] and
-  // ws_ml [B, H, T, S, 2] (max, sum) when S > 1; GP query heads per CTA (1, 2, 4 or 8), NG = ceil(G / GP) CTAs.
-  float *ws_acc, *ws_ml;
-  int* status;  // optional: kStatus* bits ORed in
-  int S, GP, NG;
-  int dpl;  // dims per lane of groups of 2 or 4 heads in 16-bit types: 16 (default) or 8 (SPLAT_DECODE_DPL=8)
-  dev::DecodeInstr prog[kMaxInstr];
-};
+constexpr int kMaxInstr = dev::kDecodeMaxInstr, kMaxRuns = dev::kDecodeMaxRuns, kMaxGroup = dev::kDecodeMaxGroup;
+constexpr int kMaxSplits = dev::kDecodeMaxSplits;
+constexpr int kStatusBadLength = dev::kDecodeStatusBadLength, kStatusBadPage = dev::kDecodeStatusBadPage;
+using Args = dev::DecodeArgs;  // include/splat/device/decode_args.cuh
 
 enum class Elem { BF16, F16, F32 };
 
@@ -40,5 +21,11 @@ const char* launch(const Args& a, Elem e, int head_dim, void* stream);
 const char* launch_split(const Args& a, Elem e, int head_dim, void* stream);
 // Multiprocessors of a device (cached).
 int device_sms(int device);
+
+// The generated kernels (decode_jit.cpp): the split kernel (+ its merge when a.S > 1), or the first one.
+void launch_jit(const Args& a, Elem e, int head_dim, bool split, bool paged, int device, void* stream);
+// Whether this build has the ahead-of-time kernels, and whether this call takes the generated ones instead.
+bool have_aot();
+bool want_jit();
 
 }  // namespace splat::cudadecode

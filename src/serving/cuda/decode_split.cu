@@ -361,15 +361,4 @@ const char* launch_split(const Args& a, Elem e, int head_dim, void* stream) {
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }
 
-int device_sms(int device) {
-  static int cached[64] = {};
-  if (device < 0 || device >= 64) return 132;
-  if (cached[device] == 0) {
-    int n = 0;
-    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || n <= 0) n = 132;
-    cached[device] = n;
-  }
-  return cached[device];
-}
-
 }  // namespace splat::cudadecode
