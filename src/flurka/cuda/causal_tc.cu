@@ -1,6 +1,6 @@
 // Host side of the tensor-core causal FLuRKA forward (bf16): five launch kinds, all fixed-order (no atomics).
 //   prepare_features: W^T in bf16 (the identity for elu);
-//   project_pipe_kernel, once per batch member: every full chunk is one "batch column block" of the non-causal
+//   project_pipe_kernel, one member per batch element: every full chunk is one "batch column block" of the non-causal
 //     projection [r, C] x [C, nS D] (K viewed as nS chunks of C rows), K'_c, V'_c fp32 [B, nS, H, r, D];
 //   state_kernel over B nS H "heads" of r rows, one split: per chunk U_c = S_c / z_c (fp32) and its slot;
 //   chunk_scan: the prefix over chunks; causal_query_tc: history + exact part per 128-row tile.
@@ -65,17 +65,14 @@ void launch(FlurkaMethod method, const FlurkaShape& s, int64_t C, const FlurkaIn
     cuda_check(cudaGetLastError(), "prepare_features");
     prof.mark("prepare");
     const int64_t rt = (r + ProjPipe::BM - 1) / ProjPipe::BM, ct = (nS * D + ProjPipe::BC - 1) / ProjPipe::BC;
-    for (int64_t b = 0; b < s.B; ++b) {  // K of member b as nS chunks of C rows: chunk stride C rows
-      const Rows kr{static_cast<const char*>(in.k.data) + b * in.k.stride[0] * 2, C * in.k.stride[2], in.k.stride[1],
-                    in.k.stride[2]};
-      const Rows vr{static_cast<const char*>(in.v.data) + b * in.v.stride[0] * 2, C * in.v.stride[2], in.v.stride[1],
-                    in.v.stride[2]};
-      project_pipe_kernel<bf16, D>
-          <<<dim3(unsigned(rt * ct), 1, unsigned(H * 2)), ProjPipe::NT, ProjPipe::smem_bytes, st>>>(
-              rows_of(in.e), rows_of(in.f), kr, vr, nS, H, r, C, C, int(ct), false, w.kp + b * nS * H * r * D,
-              w.vp + b * nS * H * r * D);
-      cuda_check(cudaGetLastError(), "project_pipe_kernel (causal)");
-    }
+    // K of member b as nS chunks of C rows (chunk stride C rows); one launch for all members.
+    const Rows kr{in.k.data, C * in.k.stride[2], in.k.stride[1], in.k.stride[2]};
+    const Rows vr{in.v.data, C * in.v.stride[2], in.v.stride[1], in.v.stride[2]};
+    project_pipe_kernel<bf16, D>
+        <<<dim3(unsigned(rt * ct), 1, unsigned(s.B * H * 2)), ProjPipe::NT, ProjPipe::smem_bytes, st>>>(
+            rows_of(in.e), rows_of(in.f), kr, vr, nS, H, r, C, C, int(ct), false, w.kp, w.vp, 0, in.k.stride[0],
+            in.v.stride[0], nS * H * r * D);
+    cuda_check(cudaGetLastError(), "project_pipe_kernel (causal)");
     prof.mark("project");
     // "Batch" b * nS + c, head h: the chunk projections are consecutive [r, D] blocks.
     const Rows x2{w.kp, H * r * D, r * D, D}, y2{w.vp, H * r * D, r * D, D};
@@ -104,7 +101,7 @@ std::string causal_tc_unsupported(const FlurkaInputs& in, const FlurkaShape& s, 
   if (s.k > 512 || s.m > CausalPipe<64>::LMAX) return "r or m > 512";
   const int64_t nS = chunks_with_state(s, C), nC = (s.N + C - 1) / C;
   const int64_t tiles = (std::min(C, s.N) + CausalPipe<64>::BQ - 1) / CausalPipe<64>::BQ;
-  if (s.B * std::max<int64_t>(nS, 1) * s.H > kGridYZ || s.H * 2 > kGridYZ) return "B * chunks * H > 65535";
+  if (s.B * std::max<int64_t>(nS, 1) * s.H > kGridYZ || s.B * s.H * 2 > kGridYZ) return "B * chunks * H > 65535";
   if (s.B * s.H > kGridYZ) return "B * H > 65535";
   if (nC * tiles > (int64_t(1) << 31) - 1 || (nS * s.D + 127) / 128 * 2 > (int64_t(1) << 31) - 1)
     return "too many query tiles";

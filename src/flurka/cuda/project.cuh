@@ -17,18 +17,21 @@ struct ProjPipe {
   static constexpr size_t smem_bytes = size_t(ST) * (BM * PA + BK * PX) * 2;
 };
 
-// grid (row tiles * col tiles, splits, H * 2); block 512 = 16 warps as 8 (32 rows) x 2 (64 columns).
+// grid (row tiles * col tiles, splits, members * H * 2); block 512 = 16 warps as 8 (32 rows) x 2 (64 columns).
+// members > 1 (the causal path: one member per batch element, whose chunks are the "batch"): member i reads K, V at
+// + i km, + i vm elements and writes at + i om.
 template <class T, int D>
 __global__ void __launch_bounds__(512, 1)
     project_pipe_kernel(Rows e, Rows f, Rows k, Rows v, int64_t Bn, int64_t H, int64_t kk, int64_t N, int64_t chunk,
-                        int ctiles, bool atomic, float* kp, float* vp, int64_t split_stride = 0) {
+                        int ctiles, bool atomic, float* kp, float* vp, int64_t split_stride = 0, int64_t km = 0,
+                        int64_t vm = 0, int64_t om = 0) {
   using C = ProjPipe;
   constexpr int BM = C::BM, BC = C::BC, BK = C::BK, ST = C::ST, NT = C::NT, PA = C::PA, PX = C::PX;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* As = reinterpret_cast<T*>(smem_raw);  // [ST][BM][PA]
   T* Xs = As + ST * BM * PA;               // [ST][BK][PX]
   const int rt = blockIdx.x / ctiles, ct = blockIdx.x % ctiles;
-  const int64_t h = blockIdx.z / 2;
+  const int64_t hz = blockIdx.z / 2, mem = hz / H, h = hz % H;
   const bool second = blockIdx.z & 1;
   const Rows pr = second ? f : e, xr = second ? v : k;
   const T* P = reinterpret_cast<const T*>(pr.base(0, h, sizeof(T)));
@@ -40,7 +43,8 @@ __global__ void __launch_bounds__(512, 1)
   // This thread's X vectors (rows xrow + 32 p of each stage): column c0 + xc of the batched [N, B D] operand.
   const int xrow = tid / (BC / 8), xc = (tid % (BC / 8)) * 8;
   const int64_t xb = (c0 + xc) / D;
-  const T* X = reinterpret_cast<const T*>(xr.base(xb < Bn ? xb : 0, h, sizeof(T))) + (c0 + xc) % D;
+  const T* X =
+      reinterpret_cast<const T*>(xr.base(xb < Bn ? xb : 0, h, sizeof(T))) + (c0 + xc) % D + mem * (second ? vm : km);
   auto load = [&](int s, int64_t j) {
     T* as = As + s * BM * PA;
 #pragma unroll
@@ -94,7 +98,7 @@ __global__ void __launch_bounds__(512, 1)
   if (!live) return;
   const int g = lane / 4, t = lane % 4;
   // split_stride > 0: split y writes its own slice at + y split_stride (plain stores, summed later in order).
-  float* out = (second ? vp : kp) + int64_t(blockIdx.y) * split_stride;
+  float* out = (second ? vp : kp) + int64_t(blockIdx.y) * split_stride + mem * om;
 #pragma unroll
   for (int nt = 0; nt < 8; ++nt) {
     const int64_t col = c0 + wc * 64 + nt * 8 + 2 * t, b = col / D, d = col % D;
