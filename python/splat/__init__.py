@@ -12,7 +12,7 @@ PyTorch ops and layers: splat.torch; JAX (jit/vmap via XLA FFI): splat.jax; tran
 
 from . import _core
 from ._api import attention, cuda_available, dense_mask, reference
-from ._flurka import flurka, flurka_methods
+from ._flurka import flurka, flurka_decoder, flurka_methods
 from ._plans import clear_plan_cache, plan
 from ._recommend import recommend
 from ._serving import decode, varlen_attention
@@ -21,6 +21,6 @@ Plan = _core.Plan
 __version__ = "0.1.0"
 built_with_cuda = _core.built_with_cuda
 
-__all__ = ["attention", "flurka", "flurka_methods", "plan", "Plan", "reference", "dense_mask",
+__all__ = ["attention", "flurka", "flurka_decoder", "flurka_methods", "plan", "Plan", "reference", "dense_mask",
            "cuda_available", "clear_plan_cache", "built_with_cuda", "__version__", "decode", "varlen_attention",
            "recommend"]

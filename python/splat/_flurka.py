@@ -64,6 +64,16 @@ def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False,
     return out
 
 
+def flurka_decoder(E, F, W=None, method="flurka-favor", *, batch, heads, head_dim, dtype=None):
+    """Recurrent causal FLuRKA decoding (one token of batch x heads sequences per step; CUDA): for torch tensors a
+    splat.torch.FlurkaDecoder (see there). Other frameworks: NotImplementedError (the CPU step is C++ only)."""
+    _require()
+    if framework(E) == "torch":
+        from . import torch as splat_torch
+        return splat_torch.FlurkaDecoder(E, F, W, method, batch=batch, heads=heads, head_dim=head_dim, dtype=dtype)
+    raise NotImplementedError("splat: the FLuRKA decode step takes torch CUDA tensors (splat.torch.FlurkaDecoder)")
+
+
 def workspace_bytes(method, q, k, E, W, layout, causal=False):
     """Device workspace for one CUDA call (allocated by the caller's framework: graph safe); causal: E, F are the
     chunk projections [r, C]."""

@@ -203,7 +203,8 @@ def _register_flurka():
 def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False, *, layout="bhnd"):
     """FLuRKA as an XLA FFI call (CPU and CUDA): q [..., H, Nq, D], k, v [..., H, N, D] (layout 'bhnd') or
     [..., N, H, D] ('bnhd'); E, F [k, N] or [H, k, N]; W [D, m] or [H, D, m]. Works under jit; vmap runs
-    the batch sequentially (E, F, W may differ per mapped element). causal=True: CPU only.
+    the batch sequentially (E, F, W may differ per mapped element). causal=True: CPU (CUDA forward with
+    SPLAT_FLURKA_CAUSAL_CUDA=1, experimental; no causal CUDA gradient).
     Differentiable (jax.grad, CPU) in q, k, v, E and F; W is a fixed random feature matrix (a constant:
     stop_gradient).
     """
@@ -218,8 +219,8 @@ def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False,
     present = sum(1 << i for i, m in enumerate((E, F, W)) if m is not None)
     dev, _ = _device_index(q)
     nbytes = 1
-    if dev >= 0 and not causal:
-        nbytes = workspace_bytes(method, q, k, E, W, layout)
+    if dev >= 0:
+        nbytes = workspace_bytes(method, q, k, E, W, layout, causal)
     return _flurka_call(q, k, v, *mats, method, lc, bool(causal), present, nbytes)
 
 

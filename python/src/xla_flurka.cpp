@@ -6,6 +6,7 @@
 #include "bindings.hpp"
 
 #if SPLAT_WITH_XLA_FFI && __has_include("splat/flurka.hpp")
+#include <cstdlib>
 #include <string>
 #include <string_view>
 
@@ -48,8 +49,18 @@ ffi::Error run(int device, void* stream, const ffi::AnyBuffer& q, const ffi::Any
     const TensorView o = xla::buffer_view(out, l, device, "out");
     if (causal) {
       require(in.e.data != nullptr, "causal FLuRKA needs the chunk projections E, F [r, C]");
-      require(device < 0, "causal FLuRKA runs on the CPU only (no CUDA kernel yet)");
-      flurka_causal_cpu(m, in, o, in.e.cols);
+      if (device < 0) {
+        flurka_causal_cpu(m, in, o, in.e.cols);
+        return;
+      }
+      const char* opt_in = std::getenv("SPLAT_FLURKA_CAUSAL_CUDA");  // as the torch bindings (flurka_bind.cpp)
+      require(opt_in != nullptr && std::string(opt_in) == "1",
+              "causal FLuRKA on CUDA is experimental: set SPLAT_FLURKA_CAUSAL_CUDA=1 to use its kernels, or run on "
+              "the CPU");
+      const FlurkaShape s = check_flurka_args(m, in, o, in.e.cols);
+      require(workspace.size_bytes() >= flurka_causal_cuda_workspace_bytes(m, s, in.e.cols),
+              "FLuRKA workspace too small");
+      flurka_causal_cuda(m, in, o, in.e.cols, workspace.untyped_data(), stream);
     } else if (device < 0) {
       flurka_cpu(m, in, o);
     } else {

@@ -119,3 +119,13 @@ def test_jax_ffi_causal_vmap_and_grad(rng):
         assert_close(np.asarray(out[1]), flurka_causal("flurka-favor", 2 * q, k, v, E, F, W), rtol=1e-3, atol=1e-3)
         g = jax.grad(lambda q: sj.flurka(q, k, v, E, F, W, causal=True).sum())(q)  # test_flurka_autograd checks values
         assert np.isfinite(np.asarray(g)).all()
+
+
+def test_flurka_decoder_dispatch():
+    # the decode step is CUDA-only (torch tensors); other frameworks and host tensors are refused clearly
+    E = np.ones((4, 8), np.float32)
+    with pytest.raises(NotImplementedError, match="FlurkaDecoder"):
+        splat.flurka_decoder(E, E, None, "flurka-elu", batch=1, heads=1, head_dim=32)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="runs on CUDA"):
+        splat.flurka_decoder(torch.ones(4, 8), torch.ones(4, 8), None, "flurka-elu", batch=1, heads=1, head_dim=32)

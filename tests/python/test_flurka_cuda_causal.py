@@ -77,3 +77,25 @@ def test_torch_causal_cuda_grads_match_float64(monkeypatch, method, dtype):
         stored = torch.from_numpy(ref).to(dtype).double().numpy()
         tol = 4 * rel(stored, ref) + 1e-4 if dtype == torch.float32 else 6 * rel(stored, ref) + 2e-3
         assert rel(g, ref) <= tol, f"d{name}: {rel(g, ref):.2e} > {tol:.2e}"
+
+
+def test_jax_causal_cuda_forward(monkeypatch):
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+    try:
+        gpu = jax.devices("gpu")[0]
+    except RuntimeError:
+        pytest.skip("JAX has no GPU backend here")
+    import splat.jax as sj
+    if not getattr(splat._core, "xla_flurka_targets", None):
+        pytest.skip("built without the XLA FFI handlers")
+    monkeypatch.setenv("SPLAT_FLURKA_CAUSAL_CUDA", "1")
+    xs = make("flurka-favor", d=64, seed=11)
+    with jax.default_device(gpu):
+        arrs = [None if x is None else jnp.asarray(x, jnp.bfloat16) for x in xs]
+        out = sj.flurka(*arrs, method="flurka-favor", causal=True)
+    assert next(iter(out.devices())).platform == "gpu"
+    ref = flurka_causal("flurka-favor", *[None if a is None else np.asarray(a.astype(jnp.float32)) for a in arrs])
+    stored = torch.from_numpy(ref).to(torch.bfloat16).double().numpy()
+    got = np.asarray(out.astype(jnp.float32))
+    assert rel(got, ref) <= 6 * rel(stored, ref) + 2e-3
