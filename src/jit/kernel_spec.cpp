@@ -12,13 +12,26 @@
 
 namespace splat::jit {
 
+bool extra_head_dims() {
+  const char* e = std::getenv("SPLAT_CUDA_EXTRA_DIMS");
+  return e && std::string(e) == "1";
+}
+
 void check_supported(DType dtype, int head_dim) {
   if (dtype != DType::BF16 && dtype != DType::F16)
     fail(ErrorCode::Unsupported,
          std::string("CUDA backend: dtype ") + dtype_name(dtype) + " is not supported (use bf16 or f16)");
+  const bool extra = extra_head_dims() && (head_dim == 32 || head_dim == 96 || head_dim == 256);
+  if (head_dim != 64 && head_dim != 128 && !extra)
+    fail(ErrorCode::Unsupported, "CUDA backend: head dim " + std::to_string(head_dim) + " is not supported (use " +
+                                     (extra_head_dims() ? "32, 64, 96, 128 or 256" : "64 or 128") + ")");
+}
+
+void check_backward_supported(int head_dim) {
   if (head_dim != 64 && head_dim != 128)
-    fail(ErrorCode::Unsupported,
-         "CUDA backend: head dim " + std::to_string(head_dim) + " is not supported (use 64 or 128)");
+    fail(ErrorCode::Unsupported, "CUDA backward: head dim " + std::to_string(head_dim) +
+                                     " is not supported (the backward takes 64 or 128; the forward also " +
+                                     (extra_head_dims() ? "32, 96 and 256" : "none other") + ")");
 }
 
 namespace {
@@ -30,13 +43,15 @@ void apply_wgmma_rules(KernelSpec& s) {
   if (mb && *mb) s.min_blocks = std::atoi(mb);
   if (!s.wgmma) return;
   // The next step's S on the tensor cores during the softmax: 4-10% faster, except for 64-row tiles at D=64,
-  // where its 3-buffer ring allows 3 CTAs per SM instead of 4 (strided +25%, longformer +3%).
-  s.overlap = !(s.head_dim == 64 && s.warps == 4);
+  // where its 3-buffer ring allows 3 CTAs per SM instead of 4 (strided +25%, longformer +3%). D=32 follows D=64.
+  // D=256: off (ptxas on CUDA 13.0: 252-255 registers with it, and 1.5 KB of spills in strided's two-segment
+  // continuation; without it 236 and 16 bytes).
+  s.overlap = !(s.head_dim <= 64 && s.warps == 4) && s.head_dim != 256;
   if (const char* o = std::getenv("SPLAT_CUDA_OVERLAP"); o && *o) s.overlap = std::string(o) != "0";
   if (s.overlap) s.stages = std::max(s.stages, 3);
   // D=64 with 64-key steps: 128 registers per thread (16 warps per SM) measured 7-10% faster than fewer CTAs.
   // 128-key steps hold 64 score + 32 P registers: uncapped.
-  s.min_blocks = mb && *mb ? std::atoi(mb) : s.head_dim == 64 && s.block_n == 64 ? 16 / s.warps : 0;
+  s.min_blocks = mb && *mb ? std::atoi(mb) : s.head_dim <= 64 && s.block_n == 64 ? 16 / s.warps : 0;
 }
 }  // namespace
 
@@ -52,7 +67,11 @@ KernelSpec base_spec(DType dtype, int head_dim, const std::string& arch) {
   s.mt = 1;
   s.block_n = 64;
   s.stages = 2;
-  s.min_blocks = head_dim == 64 ? 3 : 0;
+  s.min_blocks = head_dim <= 64 ? 3 : 0;
+  // D=32 and D=96 take the tiles of the padded width (64, 128; attention_parts.cuh padded_dim). D=256: a 64x256
+  // fp32 accumulator is 128 registers per thread; mma.sync takes 32-key steps (16 score registers, 97 KB of shared
+  // memory: fits sm_80 .. sm_89), wgmma 64-key steps (its S is 32 registers; 2 stages, no overlap: 161 KB).
+  if (head_dim == 256 && s.arch != "sm_90a") s.block_n = 32;
   // Tuning override for benchmarks: SPLAT_CUDA_TILE=BMxBN with BM in {64, 128}, BN in {32, 64, 128}.
   if (const char* t = std::getenv("SPLAT_CUDA_TILE"); t && *t) {
     int bm = 0, bn = 0;
@@ -95,6 +114,7 @@ bool contiguous_spans(const Plan& plan) {
 
 bool two_warpgroups_pay(const KernelSpec& base, const Plan& plan) {
   if (!base.wgmma || base.warps != 4 || std::getenv("SPLAT_CUDA_TILE")) return false;
+  if (base.head_dim == 256) return false;  // not measured; 128 rows and 2 K/V stages would take 193 KB
   if (plan.passes.size() != 1 || plan.passes[0].tasks.empty()) return false;
   for (const KeySpan& sp : plan.passes[0].spans)
     if (sp.kind == SpanKind::Gather) return false;
@@ -107,7 +127,7 @@ KernelSpec two_warpgroup_spec(const KernelSpec& base) {
   s.warps = 8;
   // D=128: 128-key steps (one CTA per SM either way; half the barriers and rescales per key): window 0.836 ->
   // 0.768 ms at N=16384 (v6). D=64 keeps 64 keys: 128 would need 216 registers, one CTA per SM (0.545 ms).
-  if (s.head_dim == 128) s.block_n = 128;
+  if (s.head_dim == 128 || s.head_dim == 96) s.block_n = 128;
   apply_wgmma_rules(s);
   return s;
 }
@@ -115,6 +135,9 @@ KernelSpec two_warpgroup_spec(const KernelSpec& base) {
 
 bool tma_fits(const KernelSpec& base, const Plan& plan) {
   if (!base.wgmma || base.direction != Direction::Forward || !contiguous_spans(plan)) return false;
+  // D=32: a 64-column TMA box is wider than the tensor; D=256: the consumers' 128 accumulator + 32 score registers
+  // exceed the 168 ptxas keeps them to (see tma_spec). Both take the cp.async kernels.
+  if (base.head_dim == 32 || base.head_dim == 256) return false;
   const char* e = std::getenv("SPLAT_CUDA_TMA");
   if (e && *e) return std::string(e) == "1";
   // Default: only where measured faster (H200, bench/NOTES-cuda.md v8): one pass of even tasks (none over twice
@@ -123,7 +146,7 @@ bool tma_fits(const KernelSpec& base, const Plan& plan) {
   // 64-row kernels with 4 CTAs per SM are 4-22% faster). Longformer and bigbird (uneven) were not measured.
   if (std::getenv("SPLAT_CUDA_TILE") || plan.passes.size() != 1 || plan.passes[0].tasks.empty()) return false;
   const auto [mean, most] = task_steps(base, plan.passes[0]);
-  return mean >= (base.head_dim == 128 ? 4 : 16) && most <= 2 * mean;
+  return mean >= (base.head_dim >= 96 ? 4 : 16) && most <= 2 * mean;
 }
 
 KernelSpec tma_spec(const KernelSpec& base) {
@@ -131,14 +154,14 @@ KernelSpec tma_spec(const KernelSpec& base) {
   s.warps = 8, s.mt = 1, s.block_m = 128;
   // 128-key steps at D=64; 64 at D=128, where ptxas (CUDA 13.0) keeps the consumers within the entry register count
   // (168 for 384 threads) despite setmaxnreg, and 128-key steps spill ~470 bytes there. SPLAT_CUDA_TMA_BN=64|128.
-  s.block_n = s.head_dim == 64 ? 128 : 64;
+  s.block_n = s.head_dim <= 64 ? 128 : 64;
   if (const char* e = std::getenv("SPLAT_CUDA_TMA_BN"); e && *e) s.block_n = std::string(e) == "64" ? 64 : 128;
   s.tma = true, s.overlap = true, s.min_blocks = 0;
   const char* pp = std::getenv("SPLAT_CUDA_PINGPONG");
   s.pingpong = !(pp && std::string(pp) == "0");
   // Ring depth: as many K/V buffers as fit next to Q in 227 KB (D=128, 128 keys: 3; D=64: 4).
-  const size_t tile = size_t(s.block_n) * size_t(s.head_dim) * 2;
-  s.stages = int(std::min<size_t>(4, (227 * 1024 - 128 * size_t(s.head_dim) * 2 - 2048) / (2 * tile)));
+  const size_t dp = size_t(padded_dim(s.head_dim)), tile = size_t(s.block_n) * dp * 2;
+  s.stages = int(std::min<size_t>(4, (227 * 1024 - 128 * dp * 2 - 2048) / (2 * tile)));
   if (const char* m = std::getenv("SPLAT_CUDA_STAGES"); m && *m)
     s.stages = std::max(2, std::min(s.stages, std::atoi(m)));
   return s;
@@ -296,7 +319,7 @@ std::string KernelSpec::describe() const {
 
 size_t KernelSpec::smem_bytes() const {
   // + 1 KB so the kernel can align its tiles to 1024 bytes (the 128-byte swizzle atoms).
-  const size_t e = dtype_size(dtype), d = size_t(head_dim);
+  const size_t e = dtype_size(dtype), d = size_t(padded_dim(head_dim));
   switch (direction) {
     case Direction::BackwardPre:
     case Direction::BackwardDqCast:

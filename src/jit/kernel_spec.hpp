@@ -99,8 +99,16 @@ KernelSpec backward_dq_cast_spec(const KernelSpec& base);
 // deterministic ones.
 bool backward_atomic_dq(const KernelSpec& base);
 PlanOptions backward_plan_options(const KernelSpec& base);
-// Throws Error(Unsupported) for head dims / dtypes the kernels do not cover.
+// Throws Error(Unsupported) for head dims / dtypes the kernels do not cover: bf16 / f16, head dims 64 and 128, and
+// with SPLAT_CUDA_EXTRA_DIMS=1 (experimental until measured on a GPU) the forward's 32, 96 and 256.
 void check_supported(DType dtype, int head_dim);
+// Throws Error(Unsupported) for head dims the backward kernels do not cover (64 and 128 only).
+void check_backward_supported(int head_dim);
+// Columns of the kernels' shared-memory tiles for a head dim: whole 64-column swizzle blocks (padded_dim in
+// attention_parts.cuh).
+inline int padded_dim(int head_dim) {
+  return (head_dim + 63) / 64 * 64;
+}
 
 // One translation unit: constants + one instantiation per (distinct) spec.
 std::string generate_source(const std::vector<KernelSpec>& specs);

@@ -14,7 +14,9 @@ TEST(CudaAttention, BuiltWithoutCuda) {
 
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "splat/acsr.hpp"
@@ -42,9 +44,10 @@ std::string describe(const Case& c) {
          " N=" + std::to_string(c.N) + " D=" + std::to_string(c.D) + " " + dtype_name(c.dt) + (c.bnhd ? " bnhd" : "");
 }
 
-// Runs plan_cuda + attention_cuda_host on fresh random inputs and compares with the oracle.
-void check_acsr(const Acsr& a, const std::vector<uint8_t>& mask, const Case& c) {
-  SCOPED_TRACE(describe(c));
+// Runs plan_cuda + attention_cuda_host on fresh random inputs and compares with the oracle; lens (one per batch
+// entry, if given): key padding (AttentionOptions::key_lengths).
+void check_acsr(const Acsr& a, const std::vector<uint8_t>& mask, const Case& c, const std::vector<int32_t>& lens = {}) {
+  SCOPED_TRACE(describe(c) + (lens.empty() ? "" : " key-padded"));
   std::mt19937 rng(uint32_t(std::hash<std::string>{}(describe(c))) ^ std::random_device{}());
   Tensor q(c.dt, c.B, c.H, c.N, c.D, c.bnhd), k(c.dt, c.B, c.Hkv, c.N, c.D, c.bnhd);
   Tensor v(c.dt, c.B, c.Hkv, c.N, c.D, c.bnhd), out(c.dt, c.B, c.H, c.N, c.D, c.bnhd);
@@ -53,13 +56,22 @@ void check_acsr(const Acsr& a, const std::vector<uint8_t>& mask, const Case& c) 
   CudaPlanOptions o;
   o.dtype = c.dt, o.head_dim = int(c.D);
   const auto plan = plan_cuda(a, o);
-  attention_cuda_host(*plan, q.view, k.view, v.view, out.view);
+  AttentionOptions dev, host;
+  std::unique_ptr<cudatest::DeviceBuffer> dlens;
+  if (!lens.empty()) {
+    dlens = std::make_unique<cudatest::DeviceBuffer>(lens.size() * sizeof(int32_t));
+    ASSERT_EQ(cudaMemcpy(dlens->p, lens.data(), dlens->bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    dev.key_lengths = static_cast<const int32_t*>(dlens->p);
+    host.key_lengths = lens.data();
+  }
+  attention_cuda_host(*plan, q.view, k.view, v.view, out.view, dev);
 
   const Tensor q32 = q.to_f32(), k32 = k.to_f32(), v32 = v.to_f32();
   Tensor ref(DType::F32, c.B, c.H, c.N, c.D, false);
   ref.poison();
-  attention_reference(mask.data(), q32.view, k32.view, v32.view, ref.view);
-  const Tensor naive = cputest::naive_same_dtype(mask.data(), q32, k32, v32, c.dt);
+  attention_reference(mask.data(), q32.view, k32.view, v32.view, ref.view, host);
+  const Tensor naive =
+      cputest::naive_same_dtype(mask.data(), q32, k32, v32, c.dt, 0.0f, lens.empty() ? nullptr : lens.data());
   const double e_ours = cputest::max_abs_err(out, ref), e_naive = cputest::max_abs_err(naive, ref);
   // P is rounded to the input dtype for the tensor cores (as in FlashAttention) and multi-pass plans
   // round the first pass's output once more: a few naive errors.
@@ -67,9 +79,9 @@ void check_acsr(const Acsr& a, const std::vector<uint8_t>& mask, const Case& c) 
       << "naive error " << e_naive << "; plan: " << describe_cuda_plan(*plan).back();
 }
 
-void check_spec(const Case& c) {
+void check_spec(const Case& c, const std::vector<int32_t>& lens = {}) {
   const Pattern p = parse_pattern(c.spec);
-  check_acsr(analyse(p, c.N), dense_mask(p, c.N), c);
+  check_acsr(analyse(p, c.N), dense_mask(p, c.N), c, lens);
 }
 
 }  // namespace
@@ -343,5 +355,82 @@ TEST(CudaAttention, GraphCaptureAndDeviceErrors) {
   cudaGraphDestroy(graph);
   cudaStreamDestroy(s);
   for (auto p : d) cudaFree(p);
+}
+// Head dims 32, 96 and 256 (SPLAT_CUDA_EXTRA_DIMS=1 while they are experimental), per head dim and dtype: every
+// suite pattern at an odd N (window, causal_window, dilated, strided, bigbird, longformer, blocked, ...), dense,
+// causal, GQA in the BNHD layout, key padding on a contiguous and a gathered pattern, and on sm_90a the kernels of
+// the other tiles: 128-row tiles of two warpgroups (long even bands, cp.async) and, at D=96, the producer kernel.
+namespace {
+class ExtraHeadDims : public ::testing::TestWithParam<std::tuple<int, DType>> {};
+bool plan_says(const std::string& spec, int64_t n, int64_t d, const std::string& what) {
+  CudaPlanOptions o;
+  o.head_dim = int(d);
+  for (const std::string& line : describe_cuda_plan(*plan_cuda(analyse(parse_pattern(spec), n), o)))
+    if (line.find(what) != std::string::npos) return true;
+  return false;
+}
+bool is_sm90() {
+  int major = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
+  return major == 9;
+}
+}  // namespace
+
+TEST_P(ExtraHeadDims, SuitePaddingAndTiles) {
+  REQUIRE_GPU();
+  const auto [d, t] = GetParam();
+  EnvGuard env;
+  env.set("SPLAT_CUDA_EXTRA_DIMS", "1");
+  for (const SuiteEntry& e : suite(333)) check_spec({e.spec, 1, 2, 1, 333, d, t});
+  check_spec({"dense", 1, 2, 1, 200, d, t});
+  check_spec({"causal", 2, 4, 2, 301, d, t, true});  // GQA, BNHD
+  check_spec({"window:w=3", 1, 1, 1, 1, d, t});      // N = 1
+  check_spec({"causal_window:w=50", 2, 2, 1, 260, d, t}, {260, 97});
+  check_spec({"dilated:w=16,d=3", 2, 2, 1, 250, d, t}, {131, 250});
+  if (!is_sm90()) return;
+  {
+    env.set("SPLAT_CUDA_TMA", "0");  // long even bands: 128-row tiles (not at D=256)
+    const bool two = plan_says("window:w=768", 2048, d, "warps=8");
+    EXPECT_EQ(two, d != 256);
+    check_spec({"window:w=768", 1, 1, 1, 2048, d, t});
+  }
+  if (d == 96) {
+    env.set("SPLAT_CUDA_TMA", "1");
+    for (const char* s : {"causal_window:w=100", "blocked:b=64", "dense", "bigbird:b=32,w=1,g=1,r=2,seed=7"}) {
+      EXPECT_TRUE(plan_says(s, 517, d, "producer=tma")) << s;
+      check_spec({s, 1, 2, 1, 517, d, t});
+    }
+    check_spec({"causal", 2, 4, 2, 333, d, t, true});  // GQA, BNHD
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadDims, ExtraHeadDims,
+                         ::testing::Combine(::testing::Values(32, 96, 256), ::testing::Values(DType::BF16, DType::F16)),
+                         [](const ::testing::TestParamInfo<std::tuple<int, DType>>& i) {
+                           return "D" + std::to_string(std::get<0>(i.param)) + "_" + dtype_name(std::get<1>(i.param));
+                         });
+
+// Small cases of the extra head dims for compute-sanitizer: the cp.async kernels (contiguous, gathered, strided
+// two-pass) and, on sm_90a, the producer kernel at D=96.
+TEST(CudaAttention, ExtraHeadDimsSmall) {
+  REQUIRE_GPU();
+  EnvGuard env;
+  env.set("SPLAT_CUDA_EXTRA_DIMS", "1");
+  check_spec({"causal_window:w=40", 1, 2, 1, 150, 32});
+  check_spec({"dilated:w=9,d=7", 1, 2, 1, 150, 96, DType::F16});
+  check_spec({"strided:s=13", 1, 2, 1, 150, 256});
+  if (!is_sm90()) return;
+  env.set("SPLAT_CUDA_TMA", "1");
+  check_spec({"causal_window:w=70", 1, 2, 1, 200, 96});
+}
+
+// Without SPLAT_CUDA_EXTRA_DIMS the extra head dims are refused (until measured); training plans refuse them always.
+TEST(CudaAttention, ExtraHeadDimsRefusedForTheBackward) {
+  REQUIRE_GPU();
+  EnvGuard env;
+  env.set("SPLAT_CUDA_EXTRA_DIMS", "1");
+  CudaPlanOptions o;
+  o.head_dim = 96, o.backward = true;
+  EXPECT_THROW(plan_cuda(analyse(parse_pattern("causal"), 128), o), Error);
 }
 #endif  // SPLAT_WITH_CUDA

@@ -31,13 +31,14 @@ namespace dev {
 template <class C>
 __device__ __forceinline__ void attn_fwd_serial(const AttnParams& p, unsigned char* smem) {
   constexpr int D = C::D, BM = C::BM, BN = C::BN, MT = C::MT;
-  constexpr int CH = D / 8;    // 16-byte chunks per row; also n8 tiles of O
-  constexpr int NT = BN / 8;   // n8 tiles of S
-  constexpr int KQ = D / 16;   // k16 steps of Q K^T
-  constexpr int KP = BN / 16;  // k16 steps of P V
+  constexpr int DP = padded_dim<D>;  // tile columns (attention_parts.cuh)
+  constexpr int CH = DP / 8;         // 16-byte chunks per tile row; also n8 tiles of O
+  constexpr int NT = BN / 8;         // n8 tiles of S
+  constexpr int KQ = D / 16;         // k16 steps of Q K^T
+  constexpr int KP = BN / 16;        // k16 steps of P V
   constexpr bool BF16 = C::BF16;
   static_assert(BM == 16 * MT * C::WARPS, "BM = 16 * MT * WARPS");
-  static_assert(D % 64 == 0 && BN % 16 == 0 && (BN * CH) % (C::WARPS * 32) == 0 && (BM * CH) % (C::WARPS * 32) == 0,
+  static_assert(D % 32 == 0 && BN % 16 == 0 && (BN * CH) % (C::WARPS * 32) == 0 && (BM * CH) % (C::WARPS * 32) == 0,
                 "tile");
   static_assert(MT * NT * 4 <= 64, "one 64-bit mask word per thread");
 
@@ -55,7 +56,7 @@ __device__ __forceinline__ void attn_fwd_serial(const AttnParams& p, unsigned ch
 #pragma unroll
   for (int st = 0; st < S - 1; ++st) {
     if (ld.si < task.span_end) {
-      load_kv<C>(p, ld.sp, ld.kt, x.kbase, x.vbase, sK + st * BN * D, sV + st * BN * D);
+      load_kv<C>(p, ld.sp, ld.kt, x.kbase, x.vbase, sK + st * BN * DP, sV + st * BN * DP);
       advance<C>(p, task, ld);
     }
     cp_async_commit();  // group st (group 0 also holds Q)
@@ -93,14 +94,14 @@ __device__ __forceinline__ void attn_fwd_serial(const AttnParams& p, unsigned ch
     if constexpr (C::WGMMA) fence_proxy_async();  // cp.async wrote them (generic proxy); wgmma reads (async)
     __syncthreads();  // ... for every thread; and everyone is done with the buffer loaded next
     if (ld.si < task.span_end) {
-      load_kv<C>(p, ld.sp, ld.kt, x.kbase, x.vbase, sK + lbuf * BN * D, sV + lbuf * BN * D);
+      load_kv<C>(p, ld.sp, ld.kt, x.kbase, x.vbase, sK + lbuf * BN * DP, sV + lbuf * BN * DP);
       advance<C>(p, task, ld);
     }
     cp_async_commit();
     lbuf = lbuf + 1 == S ? 0 : lbuf + 1;
 
-    const u16* cK = sK + cbuf * BN * D;
-    const u16* cV = sV + cbuf * BN * D;
+    const u16* cK = sK + cbuf * BN * DP;
+    const u16* cV = sV + cbuf * BN * DP;
     // wgmma is warpgroup-collective: every warp takes part (rows outside the span are masked).
     const bool warp_active = C::WGMMA || (wr0 < task.row_count && wr0 < sp.row_hi && wr0 + 16 * MT > sp.row_lo);
     float s[MT][NT][4];
@@ -172,7 +173,7 @@ __device__ __forceinline__ void attn_fwd_serial(const AttnParams& p, unsigned ch
             pa[mt][3] = pack2<BF16>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
           }
 #pragma unroll
-          for (int dn = 0; dn < CH; dn += 2) {
+          for (int dn = 0; dn < D / 8; dn += 2) {  // the tensor's columns only (the padding's are zero)
             u32 b0, b1, b2, b3;
             ldmatrix_x4_trans(b0, b1, b2, b3, smem_addr(cV + swz<D, BN>(kk * 16 + (mi & 1) * 8 + lr, dn + (mi >> 1))));
 #pragma unroll

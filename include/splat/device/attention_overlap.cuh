@@ -14,7 +14,7 @@ namespace dev {
 
 template <class C>
 __device__ __forceinline__ void attn_fwd_overlap(const AttnParams& p, unsigned char* smem) {
-  constexpr int D = C::D, BN = C::BN, S = C::STAGES, NT = BN / 8, KP = BN / 16;
+  constexpr int D = padded_dim<C::D>, BN = C::BN, S = C::STAGES, NT = BN / 8, KP = BN / 16;  // D: tile columns
   static_assert(C::WGMMA && C::MT == 1 && (BN == 64 || BN == 128) && C::WARPS % 4 == 0 && C::BM == 16 * C::WARPS,
                 "overlap: wgmma warpgroups of 64 rows, 64- or 128-key steps");
   static_assert(S >= 3, "overlap: rings of at least 3 buffers");

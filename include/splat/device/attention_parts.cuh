@@ -11,37 +11,55 @@
 namespace splat {
 namespace dev {
 
+// Columns of the shared-memory tiles and output accumulators of head dim D: whole 64-column (128-byte) swizzle
+// blocks, so every head dim (32, 64, 96, 128, 256) shares one layout and one set of wgmma descriptors. Columns from D
+// to the padded width are zero in every tile (loads zero-fill them): they add nothing to Q K^T (whose k-steps stop at
+// D anyway) and give zero output columns, which the epilogue does not write.
+template <int D>
+constexpr int padded_dim = (D + 63) / 64 * 64;
+
 // Element offset of 16-byte chunk `ch` of row `row` in a swizzled tile of ROWS rows: 64-column blocks
-// [D/64][ROWS][64], each row's 8 chunks XOR-swizzled by row % 8. Conflict-free for ldmatrix, and exactly the
-// 128-byte-swizzle layout (8-row groups of 1024 bytes) the sm_90 wgmma descriptors describe.
+// [padded_dim<D>/64][ROWS][64], each row's 8 chunks XOR-swizzled by row % 8. Conflict-free for ldmatrix, and exactly
+// the 128-byte-swizzle layout (8-row groups of 1024 bytes) the sm_90 wgmma descriptors describe.
 template <int D, int ROWS>
 __device__ __forceinline__ int swz(int row, int ch) {
   return (ch >> 3) * (ROWS * 64) + row * 64 + (((ch & 7) ^ (row & 7)) << 3);
 }
 
+// Bytes from chunk ch of row r0 to the same chunk of row r0 + it * RPI in a swizzled tile of ROWS rows.
+template <int D, int ROWS, int RPI>
+__device__ __forceinline__ int row_step(int r0, int ch, int it) {
+  if constexpr (RPI % 8 == 0)
+    return it * RPI * 64 * 2;  // the same swizzle: a constant
+  else
+    return (swz<D, ROWS>(r0 + it * RPI, ch) - swz<D, ROWS>(r0, ch)) * 2;
+}
+
 // Loads rows c = kt*BN + r (r < BN) of a span's keys of two tensors, K and V (QDO: Q and dO, for the dK/dV direction)
-// into swizzled smem tiles (zero past the end). Thread t copies chunk t % CH of rows t / CH + RPI*it: RPI is a
-// multiple of 8, so every row it copies has the same swizzle and the addresses advance by constant strides. The
+// into swizzled smem tiles (zero past the end, and in the padding columns from D on). Thread t copies chunk t % CH of
+// rows t / CH + RPI*it: where RPI is a multiple of 8 every row it copies has the same swizzle and the addresses
+// advance by constant strides; otherwise (D=256 with 128 threads: RPI 4) the offset is recomputed per row. The
 // row strides are read from the parameters where they are used (a copy in a variable measured 56 more instructions
 // and 5-8% slower D=64 forwards on the H200).
 template <class C, bool QDO = false>
 __device__ __forceinline__ void load_pair(const AttnParams& p, const DevSpan& sp, int kt, const u16* abase,
                                           const u16* bbase, u16* sA, u16* sB) {
-  constexpr int D = C::D, BN = C::BN, CH = D / 8, THREADS = C::WARPS * 32, RPI = THREADS / CH;
-  static_assert(RPI % 8 == 0, "rows per iteration keep the swizzle");
+  constexpr int D = C::D, BN = C::BN, CH = padded_dim<D> / 8, THREADS = C::WARPS * 32, RPI = THREADS / CH;
+  static_assert(THREADS % CH == 0 && BN % RPI == 0, "whole rows per iteration, whole iterations per tile");
   constexpr i64 AttnParams::*A_SN = QDO ? &AttnParams::q_sn : &AttnParams::k_sn;
   constexpr i64 AttnParams::*B_SN = QDO ? &AttnParams::do_sn : &AttnParams::v_sn;
   const int r0 = threadIdx.x / CH, ch = threadIdx.x % CH;
   const int c0 = kt * BN + r0;
+  const bool real = padded_dim<D> == D || ch < D / 8;  // a chunk of the tensor (else padding: zero-filled)
   const u32 da = smem_addr(sA + swz<D, BN>(r0, ch)), db = smem_addr(sB + swz<D, BN>(r0, ch));
   if (C::HAS_GATHER && sp.kind == kGather) {
 #pragma unroll
     for (int it = 0; it < BN / RPI; ++it) {
       const int c = c0 + it * RPI;
-      const bool ok = c < sp.key_count;
+      const bool ok = c < sp.key_count && real;
       const i64 key = ok ? p.gather_keys[sp.key_begin + c] : 0;
-      cp_async16(da + it * RPI * 64 * 2, abase + key * (p.*A_SN) + ch * 8, ok ? 16 : 0);
-      cp_async16(db + it * RPI * 64 * 2, bbase + key * (p.*B_SN) + ch * 8, ok ? 16 : 0);
+      cp_async16(da + row_step<D, BN, RPI>(r0, ch, it), abase + key * (p.*A_SN) + ch * 8, ok ? 16 : 0);
+      cp_async16(db + row_step<D, BN, RPI>(r0, ch, it), bbase + key * (p.*B_SN) + ch * 8, ok ? 16 : 0);
     }
     return;
   }
@@ -51,9 +69,9 @@ __device__ __forceinline__ void load_pair(const AttnParams& p, const DevSpan& sp
   const i64 astep = i64(sp.key_stride) * RPI * (p.*A_SN), bstep = i64(sp.key_stride) * RPI * (p.*B_SN);
 #pragma unroll
   for (int it = 0; it < BN / RPI; ++it) {
-    const bool ok = c0 + it * RPI < sp.key_count;
-    cp_async16(da + it * RPI * 64 * 2, ok ? as + it * astep : abase, ok ? 16 : 0);
-    cp_async16(db + it * RPI * 64 * 2, ok ? bs + it * bstep : bbase, ok ? 16 : 0);
+    const bool ok = c0 + it * RPI < sp.key_count && real;
+    cp_async16(da + row_step<D, BN, RPI>(r0, ch, it), ok ? as + it * astep : abase, ok ? 16 : 0);
+    cp_async16(db + row_step<D, BN, RPI>(r0, ch, it), ok ? bs + it * bstep : bbase, ok ? 16 : 0);
   }
 }
 template <class C>
@@ -93,9 +111,11 @@ __device__ __forceinline__ void softmax_update(float sl2, float (&s)[C::MT][C::B
     }
 }
 
-// acc *= alpha per row, skipped when no row of the warp moved its max (warp-uniform test).
+// acc *= alpha per row, skipped when no row of the warp moved its max (warp-uniform test). The padding columns
+// (from D on) stay zero: not scaled.
 template <class C>
-__device__ __forceinline__ void rescale_acc(float (&acc)[C::MT][C::D / 8][4], const float (&alpha)[C::MT][2]) {
+__device__ __forceinline__ void rescale_acc(float (&acc)[C::MT][padded_dim<C::D> / 8][4],
+                                            const float (&alpha)[C::MT][2]) {
 #pragma unroll
   for (int mt = 0; mt < C::MT; ++mt)
 #pragma unroll
@@ -134,15 +154,16 @@ __device__ __forceinline__ void wgmma_scores(float (&s)[C::MT][C::BN / 8][4], co
 }
 
 // sm_90a: issues O += P V: per k16 of keys and per 64-column block of D, B = V rows (keys) x 64 columns, N-major,
-// 8-key groups 1024 bytes apart. The caller fences, commits and waits (pa must stay untouched until then).
+// 8-key groups 1024 bytes apart. The caller fences, commits and waits (pa must stay untouched until then). A head
+// dim that is not a multiple of 64 runs its last block whole (its padding columns are zero).
 template <class C>
-__device__ __forceinline__ void wgmma_pv(float (&acc)[C::MT][C::D / 8][4], const u32 (&pa)[C::BN / 16][4],
+__device__ __forceinline__ void wgmma_pv(float (&acc)[C::MT][padded_dim<C::D> / 8][4], const u32 (&pa)[C::BN / 16][4],
                                          const u16* cV) {
   const unsigned long long dv = wgmma_desc_sw128(smem_addr(cV));
 #pragma unroll
   for (int kk = 0; kk < C::BN / 16; ++kk)
 #pragma unroll
-    for (int hb = 0; hb < C::D / 64; ++hb)
+    for (int hb = 0; hb < padded_dim<C::D> / 64; ++hb)
       wgmma_m64n64k16<C::BF16, 1>(&acc[0][hb * 8][0], pa[kk], dv + hb * (C::BN * 64 * 2 / 16) + kk * (16 * 64 * 2 / 16),
                                   1);
 }
@@ -154,7 +175,7 @@ struct CtaCtx {
   int klen;  // keys of this batch row (KEY_PAD), else N
   const u16 *qbase, *kbase, *vbase;
   u16* obase;
-  u16 *sQ, *sK, *sV;  // sQ [BM][D], sK / sV [STAGES][BN][D], all swizzled
+  u16 *sQ, *sK, *sV;  // sQ [BM][DP], sK / sV [STAGES][BN][DP] (DP = padded_dim<D>), all swizzled
 };
 
 template <class C>
@@ -172,21 +193,22 @@ __device__ __forceinline__ CtaCtx cta_ctx(const AttnParams& p, unsigned char* sm
   x.obase = static_cast<u16*>(p.o) + b * p.o_sb + h * p.o_sh;
   // Tiles start 1024-byte aligned (the host allocates 1 KB extra): wgmma's swizzle atoms need it.
   x.sQ = reinterpret_cast<u16*>(smem + ((1024 - (smem_addr(smem) & 1023)) & 1023));
-  x.sK = x.sQ + C::BM * C::D;
-  x.sV = x.sK + C::STAGES * C::BN * C::D;
+  x.sK = x.sQ + C::BM * padded_dim<C::D>;
+  x.sV = x.sK + C::STAGES * C::BN * padded_dim<C::D>;
   return x;
 }
 
 // A task's rows row_begin + row_stride*r (gathered) of one tensor into a swizzled [BM][D] tile, zero past
-// row_count: Q (forward, dQ) or K and V (dK/dV, whose rows are keys). cp.async, not committed.
+// row_count and in the padding columns: Q (forward, dQ) or K and V (dK/dV, whose rows are keys). cp.async, not
+// committed.
 template <class C>
 __device__ __forceinline__ void load_rows(const DevTask& task, const u16* base, i64 sn, u16* tile) {
-  constexpr int CH = C::D / 8, THREADS = C::WARPS * 32;
+  constexpr int CH = padded_dim<C::D> / 8, THREADS = C::WARPS * 32;
 #pragma unroll
   for (int it = 0; it < (C::BM * CH) / THREADS; ++it) {
     const int id = threadIdx.x + it * THREADS;
     const int r = id / CH, ch = id % CH;
-    const bool ok = r < task.row_count;
+    const bool ok = r < task.row_count && (padded_dim<C::D> == C::D || ch < C::D / 8);
     const i64 i = ok ? i64(task.row_begin) + i64(task.row_stride) * r : 0;
     cp_async16(smem_addr(tile + swz<C::D, C::BM>(r, ch)), base + i * sn + ch * 8, ok ? 16 : 0);
   }
@@ -200,7 +222,7 @@ __device__ __forceinline__ void load_q(const AttnParams& p, const CtaCtx& x) {
 // acc = out.
 template <class C>
 __device__ __forceinline__ void init_state(const AttnParams& p, const CtaCtx& x, int wr0,
-                                           float (&acc)[C::MT][C::D / 8][4], float (&m)[C::MT][2],
+                                           float (&acc)[C::MT][padded_dim<C::D> / 8][4], float (&m)[C::MT][2],
                                            float (&l)[C::MT][2]) {
   const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
 #pragma unroll
@@ -211,7 +233,7 @@ __device__ __forceinline__ void init_state(const AttnParams& p, const CtaCtx& x,
       l[mt][hf] = 0.f;
     }
 #pragma unroll
-    for (int dn = 0; dn < C::D / 8; ++dn)
+    for (int dn = 0; dn < padded_dim<C::D> / 8; ++dn)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[mt][dn][e] = 0.f;
   }
@@ -240,8 +262,8 @@ __device__ __forceinline__ void init_state(const AttnParams& p, const CtaCtx& x,
 // Epilogue: normalise, scatter rows back (row_stride), write lse for a later pass.
 template <class C>
 __device__ __forceinline__ void write_out(const AttnParams& p, const CtaCtx& x, int wr0,
-                                          const float (&acc)[C::MT][C::D / 8][4], const float (&m)[C::MT][2],
-                                          const float (&l)[C::MT][2]) {
+                                          const float (&acc)[C::MT][padded_dim<C::D> / 8][4],
+                                          const float (&m)[C::MT][2], const float (&l)[C::MT][2]) {
   const int lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
 #pragma unroll
   for (int mt = 0; mt < C::MT; ++mt)

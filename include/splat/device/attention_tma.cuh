@@ -20,7 +20,8 @@ namespace dev {
 template <class C>
 __device__ __forceinline__ void attn_fwd_tma(const AttnParams& p, unsigned char* smem, const TmaMap* tk,
                                              const TmaMap* tv) {
-  constexpr int D = C::D, BN = C::BN, S = C::STAGES, KP = BN / 16, NT = BN / 8, CH = D / 8;
+  // D: tile columns (padded_dim: TMA zero-fills the box columns past the tensor's head dim), CH: their chunks.
+  constexpr int D = padded_dim<C::D>, BN = C::BN, S = C::STAGES, KP = BN / 16, NT = BN / 8, CH = D / 8;
   static_assert(C::WGMMA && C::TMA && C::MT == 1 && C::WARPS == 8 && C::BM == 128 && (BN == 64 || BN == 128),
                 "tma: two consumer warpgroups of 64 rows, 64- or 128-key steps");
   static_assert(!C::HAS_GATHER && !C::KEY_PAD && !C::DKDV, "tma: contiguous key spans only");
@@ -77,7 +78,7 @@ __device__ __forceinline__ void attn_fwd_tma(const AttnParams& p, unsigned char*
 #pragma unroll
   for (int it = 0; it < (C::BM * CH) / int(CONSUMERS); ++it) {
     const int id = ct + it * int(CONSUMERS), r = id / CH, ch = id % CH;
-    const bool ok = r < task.row_count;
+    const bool ok = r < task.row_count && (D == C::D || ch < C::D / 8);
     const i64 i = ok ? i64(task.row_begin) + i64(task.row_stride) * r : 0;
     cp_async16(smem_addr(x.sQ + swz<D, C::BM>(r, ch)), x.qbase + i * p.q_sn + ch * 8, ok ? 16 : 0);
   }

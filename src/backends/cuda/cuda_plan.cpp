@@ -30,6 +30,7 @@ std::map<std::string, cudaLibrary_t>& loaded() {  // cache key + device -> modul
 PlanKernels plan_kernels(const Acsr& acsr, DType dtype, int head_dim, const std::string& arch, bool backward) {
   PlanKernels pk;
   jit::KernelSpec base = jit::base_spec(dtype, head_dim, arch);
+  if (backward) jit::check_backward_supported(head_dim);
   PlanOptions po;
   po.block_m = base.block_m;
   po.block_n = base.block_n;
