@@ -121,7 +121,8 @@ void varlen_check_batch(const Varlen& batch, int64_t total, const std::string& w
 
 class CudaPlan;  // splat/cuda.hpp
 // The plans of one pattern: the analysis and the CPU plan per length, and the packed CUDA plans of the most recently
-// used batch compositions (keyed by the exact length list, dtype, head dim and device). Built on first use; thread-safe.
+// used batch compositions (keyed by the exact length list, dtype, head dim and device). Built on first use;
+// thread-safe.
 class VarlenPlans {
  public:
   explicit VarlenPlans(Pattern pattern, size_t capacity = 64, size_t packed_capacity = 8);
@@ -168,11 +169,11 @@ void attention_varlen_cuda(VarlenPlans& plans, const TensorView& q, const Tensor
                            void* stream = nullptr, float* lse = nullptr, void* workspace = nullptr);
 // Where the packed plan of a composition came from and what building it cost (host milliseconds).
 struct VarlenPlanTimes {
-  bool cached = false;    // found in the packed cache: nothing below was spent
-  double acsr_ms = 0;     // analysis of lengths not seen before + block_diagonal
-  double plan_ms = 0;     // plan_cuda: scheduling, kernel lookup (memory, disk or NVRTC), upload
+  bool cached = false;  // found in the packed cache: nothing below was spent
+  double acsr_ms = 0;   // analysis of lengths not seen before + block_diagonal
+  double plan_ms = 0;   // plan_cuda: scheduling, kernel lookup (memory, disk or NVRTC), upload
   double total_ms = 0;
-  int64_t tiles = 0;      // tile tasks of the packed plan, all passes
+  int64_t tiles = 0;  // tile tasks of the packed plan, all passes
 };
 // The packed CUDA plan of a batch composition (dtype and head dim of the tensors it will run), cached in `plans`.
 std::shared_ptr<CudaPlan> varlen_cuda_plan(VarlenPlans& plans, const Varlen& batch, DType dtype, int32_t head_dim,

@@ -219,8 +219,8 @@ void bind_decode(nb::module_& m) {
         "(CUDA arrays: one launch with the batch's packed plan on `stream`, a cudaStream_t as int)");
   m.def(
       "varlen_plan_times",
-      [](VarlenPlans& plans, const IntArray& cu_seqlens, int64_t max_seqlen, const std::string& dtype,
-         int32_t head_dim, int device) {
+      [](VarlenPlans& plans, const IntArray& cu_seqlens, int64_t max_seqlen, const std::string& dtype, int32_t head_dim,
+         int device) {
         require(cu_seqlens.has_value() && cu_seqlens->ndim() == 1 && cu_seqlens->shape(0) >= 2,
                 "varlen_plan_times: cu_seqlens must be an int32 vector of B+1 >= 2 offsets");
         const int64_t B = int64_t(cu_seqlens->shape(0)) - 1;
