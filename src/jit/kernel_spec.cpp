@@ -12,26 +12,20 @@
 
 namespace splat::jit {
 
-bool extra_head_dims() {
-  const char* e = std::getenv("SPLAT_CUDA_EXTRA_DIMS");
-  return e && std::string(e) == "1";
-}
-
 void check_supported(DType dtype, int head_dim) {
   if (dtype != DType::BF16 && dtype != DType::F16)
     fail(ErrorCode::Unsupported,
          std::string("CUDA backend: dtype ") + dtype_name(dtype) + " is not supported (use bf16 or f16)");
-  const bool extra = extra_head_dims() && (head_dim == 32 || head_dim == 96 || head_dim == 256);
-  if (head_dim != 64 && head_dim != 128 && !extra)
-    fail(ErrorCode::Unsupported, "CUDA backend: head dim " + std::to_string(head_dim) + " is not supported (use " +
-                                     (extra_head_dims() ? "32, 64, 96, 128 or 256" : "64 or 128") + ")");
+  if (head_dim != 32 && head_dim != 64 && head_dim != 96 && head_dim != 128 && head_dim != 256)
+    fail(ErrorCode::Unsupported,
+         "CUDA backend: head dim " + std::to_string(head_dim) + " is not supported (use 32, 64, 96, 128 or 256)");
 }
 
 void check_backward_supported(int head_dim) {
   if (head_dim != 64 && head_dim != 128)
-    fail(ErrorCode::Unsupported, "CUDA backward: head dim " + std::to_string(head_dim) +
-                                     " is not supported (the backward takes 64 or 128; the forward also " +
-                                     (extra_head_dims() ? "32, 96 and 256" : "none other") + ")");
+    fail(ErrorCode::Unsupported,
+         "CUDA backward: head dim " + std::to_string(head_dim) +
+             " is not supported (the backward takes 64 or 128; the forward also 32, 96 and 256)");
 }
 
 namespace {

@@ -99,8 +99,8 @@ KernelSpec backward_dq_cast_spec(const KernelSpec& base);
 // deterministic ones.
 bool backward_atomic_dq(const KernelSpec& base);
 PlanOptions backward_plan_options(const KernelSpec& base);
-// Throws Error(Unsupported) for head dims / dtypes the kernels do not cover: bf16 / f16, head dims 64 and 128, and
-// with SPLAT_CUDA_EXTRA_DIMS=1 (experimental until measured on a GPU) the forward's 32, 96 and 256.
+// Throws Error(Unsupported) for head dims / dtypes the kernels do not cover: bf16 / f16, head dims 32, 64, 96, 128
+// and 256.
 void check_supported(DType dtype, int head_dim);
 // Throws Error(Unsupported) for head dims the backward kernels do not cover (64 and 128 only).
 void check_backward_supported(int head_dim);

@@ -356,7 +356,7 @@ TEST(CudaAttention, GraphCaptureAndDeviceErrors) {
   cudaStreamDestroy(s);
   for (auto p : d) cudaFree(p);
 }
-// Head dims 32, 96 and 256 (SPLAT_CUDA_EXTRA_DIMS=1 while they are experimental), per head dim and dtype: every
+// Head dims 32, 96 and 256 (forward only), per head dim and dtype: every
 // suite pattern at an odd N (window, causal_window, dilated, strided, bigbird, longformer, blocked, ...), dense,
 // causal, GQA in the BNHD layout, key padding on a contiguous and a gathered pattern, and on sm_90a the kernels of
 // the other tiles: 128-row tiles of two warpgroups (long even bands, cp.async) and, at D=96, the producer kernel.
@@ -380,7 +380,6 @@ TEST_P(ExtraHeadDims, SuitePaddingAndTiles) {
   REQUIRE_GPU();
   const auto [d, t] = GetParam();
   EnvGuard env;
-  env.set("SPLAT_CUDA_EXTRA_DIMS", "1");
   for (const SuiteEntry& e : suite(333)) check_spec({e.spec, 1, 2, 1, 333, d, t});
   check_spec({"dense", 1, 2, 1, 200, d, t});
   check_spec({"causal", 2, 4, 2, 301, d, t, true});  // GQA, BNHD
@@ -415,7 +414,6 @@ INSTANTIATE_TEST_SUITE_P(HeadDims, ExtraHeadDims,
 TEST(CudaAttention, ExtraHeadDimsSmall) {
   REQUIRE_GPU();
   EnvGuard env;
-  env.set("SPLAT_CUDA_EXTRA_DIMS", "1");
   check_spec({"causal_window:w=40", 1, 2, 1, 150, 32});
   check_spec({"dilated:w=9,d=7", 1, 2, 1, 150, 96, DType::F16});
   check_spec({"strided:s=13", 1, 2, 1, 150, 256});
@@ -424,11 +422,9 @@ TEST(CudaAttention, ExtraHeadDimsSmall) {
   check_spec({"causal_window:w=70", 1, 2, 1, 200, 96});
 }
 
-// Without SPLAT_CUDA_EXTRA_DIMS the extra head dims are refused (until measured); training plans refuse them always.
+// Training plans refuse the extra head dims (the backward takes 64 and 128).
 TEST(CudaAttention, ExtraHeadDimsRefusedForTheBackward) {
   REQUIRE_GPU();
-  EnvGuard env;
-  env.set("SPLAT_CUDA_EXTRA_DIMS", "1");
   CudaPlanOptions o;
   o.head_dim = 96, o.backward = true;
   EXPECT_THROW(plan_cuda(analyse(parse_pattern("causal"), 128), o), Error);

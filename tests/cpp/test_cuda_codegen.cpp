@@ -150,7 +150,7 @@ class ScopedEnv {
   std::string old_;
 };
 
-// Head dims 32, 96 and 256 (SPLAT_CUDA_EXTRA_DIMS=1 until measured on a GPU): every suite pattern's forward
+// Head dims 32, 96 and 256 (forward only): every suite pattern's forward
 // kernels compile for sm_80, sm_90 and sm_90a to tensor-core SASS (HMMA; HGMMA on sm_90a) without spilling more
 // than a few words (STL), in the tiles the generator picks for them (bench/NOTES-cuda.md, head dims).
 TEST(CudaCodegen, ExtraHeadDimsCompileToTensorCoreSassWithoutSpills) {
@@ -158,7 +158,6 @@ TEST(CudaCodegen, ExtraHeadDimsCompileToTensorCoreSassWithoutSpills) {
     if (std::getenv(v)) GTEST_SKIP() << v << " overrides the choice";
   const std::string bindir = find_cuobjdump();
   ASSERT_FALSE(bindir.empty()) << "cuobjdump/nvdisasm not found";
-  const ScopedEnv extra("SPLAT_CUDA_EXTRA_DIMS", "1");
   std::set<std::string> checked;
   for (int64_t n : suite_sizes())
     for (const SuiteEntry& e : suite(n))
@@ -192,7 +191,6 @@ TEST(CudaCodegen, ExtraHeadDimsTiles) {
   for (const char* v :
        {"SPLAT_CUDA_TILE", "SPLAT_CUDA_TMA", "SPLAT_CUDA_WGMMA", "SPLAT_CUDA_STAGES", "SPLAT_CUDA_OVERLAP"})
     if (std::getenv(v)) GTEST_SKIP() << v << " overrides the choice";
-  const ScopedEnv extra("SPLAT_CUDA_EXTRA_DIMS", "1");
   const Acsr win = analyse(parse_pattern("window:w=512"), 16384),
              dil = analyse(parse_pattern("dilated:w=512,d=2"), 4096);
   auto spec0 = [](const Acsr& a, int d, const char* arch) {
@@ -488,25 +486,17 @@ TEST(CudaCodegen, UnsupportedRequestsAreClearErrors) {
       EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
     }
   };
-  // The extra head dims are off by default (experimental until measured on a GPU), and never run the backward.
-  if (!std::getenv("SPLAT_CUDA_EXTRA_DIMS"))
-    for (int d : {32, 96, 256}) {
-      o.head_dim = d;
-      unsupported("64 or 128");
-    }
-  {
-    const ScopedEnv extra("SPLAT_CUDA_EXTRA_DIMS", "1");
-    for (int d : {16, 48, 80, 160, 512}) {
-      o.head_dim = d;
-      unsupported("32, 64, 96, 128 or 256");
-    }
-    o.backward = true;
-    for (int d : {32, 96, 256}) {
-      o.head_dim = d;
-      unsupported("the backward takes 64 or 128");
-    }
-    o.backward = false;
+  // Other head dims are refused, and the forward's 32, 96 and 256 have no backward (training plans refuse them).
+  for (int d : {0, 16, 48, 80, 160, 512}) {
+    o.head_dim = d;
+    unsupported("32, 64, 96, 128 or 256");
   }
+  o.backward = true;
+  for (int d : {32, 96, 256}) {
+    o.head_dim = d;
+    unsupported("the backward takes 64 or 128");
+  }
+  o.backward = false;
   o.head_dim = 64;
   o.dtype = DType::F32;
   EXPECT_THROW(codegen_cuda(a, o, false), Error);

@@ -232,9 +232,8 @@ EXTRA_DIMS = [32, 96, 256]
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])
 @pytest.mark.parametrize("pattern", ["window:w=17", "causal", "dilated:w=8,d=3", "strided:s=11",
                                      "bigbird:b=32,w=1,g=1,r=2,seed=3"])
-def test_cuda_extra_head_dims(gen, monkeypatch, d, dtype, pattern):
-    """Head dims 32, 96 and 256 on CUDA (experimental: SPLAT_CUDA_EXTRA_DIMS=1), both layouts."""
-    monkeypatch.setenv("SPLAT_CUDA_EXTRA_DIMS", "1")
+def test_cuda_extra_head_dims(gen, d, dtype, pattern):
+    """Head dims 32, 96 and 256 on CUDA (the forward), both layouts."""
     n = 203
     for layout, shape in (("bhnd", (2, 2, n, d)), ("bnhd", (2, n, 2, d))):
         q, k, v = (rand(gen, shape, "cuda", TDT[dtype]) for _ in range(3))
@@ -247,15 +246,12 @@ def test_cuda_extra_head_dims(gen, monkeypatch, d, dtype, pattern):
 
 @pytest.mark.skipif(not CUDA, reason="needs a GPU and splat's CUDA build")
 @pytest.mark.parametrize("d", EXTRA_DIMS)
-def test_cuda_extra_head_dims_refuse_the_backward_and_default_off(gen, monkeypatch, d):
-    """The backward takes D=64 and 128 only: one clear error, not a gradient. Without SPLAT_CUDA_EXTRA_DIMS the
-    forward refuses the extra head dims too."""
+def test_cuda_extra_head_dims_refuse_the_backward(gen, d):
+    """The backward takes D=64 and 128 only: one clear error, not a gradient; other head dims: one clear error."""
+    bad = rand(gen, (1, 2, 64, d + 16), "cuda", torch.bfloat16)
+    with pytest.raises(NotImplementedError, match="32, 64, 96, 128 or 256"):
+        st.attention(bad, bad, bad, pattern="window:w=9")
     q, k, v = (rand(gen, (1, 2, 64, d), "cuda", torch.bfloat16).requires_grad_() for _ in range(3))
-    monkeypatch.delenv("SPLAT_CUDA_EXTRA_DIMS", raising=False)
-    with pytest.raises(NotImplementedError, match="64 or 128"):
-        with torch.no_grad():
-            st.attention(q, k, v, pattern="window:w=9")
-    monkeypatch.setenv("SPLAT_CUDA_EXTRA_DIMS", "1")
     out = st.attention(q, k, v, pattern="window:w=9")
     with pytest.raises(NotImplementedError, match="the backward takes 64 or 128"):
         out.float().sum().backward()
