@@ -82,8 +82,8 @@ void decode_cpu(const DecodePlan& plan, const TensorView& q, const KvCache& cach
 // needed) the keys of each row are split over several CTAs (as many as fill the device) and merged in split order
 // (deterministic); without one (or too small) each (sequence, kv head, query) runs in one CTA.
 // SPLAT_DECODE_KERNEL=simple selects the first, unsplit kernel (also taken by rows that are not 16-byte aligned).
-// The kernels are KernelSpecs of the decode direction, compiled by NVRTC and cached on the first call of a shape
-// (SPLAT_DECODE_JIT=1), or the same kernels built ahead of time by nvcc (SPLAT_DECODE_JIT=0, the default for now).
+// The kernels are KernelSpecs of the decode direction, compiled by NVRTC (or found in the kernel cache) on the first
+// call of a shape; later calls only launch.
 // Bad indices: where the lengths and tables are in host memory check them first with decode_check_cache. The
 // kernels cannot throw on device-resident ones; instead a sequence whose length or start does not fit the capacity
 // gets NaN in all its outputs and lse, a query row that would read a page outside the pool gets NaN in its outputs

@@ -253,61 +253,6 @@ TEST(CudaDecode, DeterministicAcrossRuns) {
   }
 }
 
-// SPLAT_DECODE_JIT for one scope (the generated kernels or the ahead-of-time ones), restored after.
-struct JitEnv {
-  std::string before;
-  bool had;
-  explicit JitEnv(const char* v) : had(std::getenv("SPLAT_DECODE_JIT") != nullptr) {
-    if (had) before = std::getenv("SPLAT_DECODE_JIT");
-    setenv("SPLAT_DECODE_JIT", v, 1);
-  }
-  ~JitEnv() { had ? setenv("SPLAT_DECODE_JIT", before.c_str(), 1) : unsetenv("SPLAT_DECODE_JIT"); }
-};
-
-// The generated kernels (a KernelSpec of the decode direction, NVRTC) give the ahead-of-time kernels' outputs and lse
-// bit for bit, in every launch mode, dtype, head dim, group shape and cache layout. (In a build without the
-// ahead-of-time kernels both runs take the generated ones: then this checks only that they repeat.)
-TEST(CudaDecode, GeneratedKernelsMatchAheadOfTimeBitwise) {
-  if (!have_device()) GTEST_SKIP() << "no CUDA device";
-  std::vector<Case> cases(5);
-  cases[0].pattern = "causal_window:w=20+sink:g=4", cases[0].dt = DType::BF16, cases[0].D = 64, cases[0].H = 8;
-  cases[0].T = 3, cases[0].lengths = {1, 2, 70, 200, 0}, cases[0].starts = true;
-  cases[1].pattern = "fixed:l=16,c=4", cases[1].dt = DType::F16, cases[1].D = 128, cases[1].page = 16;
-  cases[1].bnhd = true, cases[1].lengths = {1, 15, 16, 17, 130};
-  cases[2].pattern = "causal_dilated:w=100,d=3", cases[2].dt = DType::F32, cases[2].D = 128, cases[2].H = 16;
-  cases[2].lengths = {700, 2};
-  cases[3].pattern = "bigbird:b=8,w=1,g=1,r=2", cases[3].dt = DType::BF16, cases[3].D = 128, cases[3].H = 2;
-  cases[3].page = 32, cases[3].lengths = {5000};
-  cases[4].pattern = "causal", cases[4].dt = DType::F16, cases[4].D = 64, cases[4].H = 4, cases[4].T = 2;
-  cases[4].lengths = {3000, 40};
-  for (const char* dpl : {"16", "8"}) {
-    setenv("SPLAT_DECODE_DPL", dpl, 1);
-    for (const Case& c : cases) {
-      Scenario sc(c);
-      const DecodePlan plan = plan_of(c);
-      for (Mode mode : {Mode::Split, Mode::NoWorkspace, Mode::Simple}) {
-        std::vector<unsigned char> out[2];
-        std::vector<float> lse[2];
-        for (int jit = 0; jit < 2; ++jit) {
-          DeviceCase dc(sc, size_t(sc.B * c.H * c.T));
-          if (mode == Mode::Split) dc.with_workspace(plan);
-          {
-            KernelEnv env(mode == Mode::Simple);
-            JitEnv j(jit ? "1" : "0");
-            dc.run(plan);
-          }
-          ASSERT_EQ(dc.read_back(), kDecodeOk);
-          out[jit] = dc.out.bytes, lse[jit] = dc.lse;
-        }
-        const std::string what = describe(c, mode) + " dpl " + dpl;
-        EXPECT_EQ(std::memcmp(out[0].data(), out[1].data(), out[0].size()), 0) << what;
-        EXPECT_EQ(std::memcmp(lse[0].data(), lse[1].data(), lse[0].size() * 4), 0) << what;
-      }
-    }
-  }
-  unsetenv("SPLAT_DECODE_DPL");
-}
-
 // Device-resident lengths and tables cannot be checked before the launch: the kernel must not give a plausible
 // answer. A length past the capacity (or a negative one) makes its sequence NaN, a page outside the pool the rows
 // that read it; the status word says which. The other sequences are exact.

@@ -139,8 +139,6 @@ void decode_cuda(const DecodePlan& plan, const TensorView& q, const KvCache& cac
   Launch l = prepare(plan, q, cache, out, opt, lse);
   l.a.status = ws.status;
   const size_t need = workspace_for(l, q.D());
-  const char* err = nullptr;
-  const bool jit = want_jit();
   if (l.split_kernel) {
     l.a.S = 1;
     if (need > 0 && ws.data && ws.bytes >= need) {
@@ -149,12 +147,8 @@ void decode_cuda(const DecodePlan& plan, const TensorView& q, const KvCache& cac
       l.a.ws_acc = static_cast<float*>(ws.data);
       l.a.ws_ml = l.a.ws_acc + size_t(l.a.B) * l.a.H * l.a.T * l.a.S * size_t(q.D());
     }
-    if (!jit) err = launch_split(l.a, l.e, int(q.D()), stream);
-  } else if (!jit) {
-    err = launch(l.a, l.e, int(q.D()), stream);
   }
-  if (jit) launch_jit(l.a, l.e, int(q.D()), l.split_kernel, cache.block_table != nullptr, q.device, stream);
-  if (err) fail(ErrorCode::Cuda, std::string("CUDA error in the decode kernel launch: ") + err);
+  launch_jit(l.a, l.e, int(q.D()), l.split_kernel, cache.block_table != nullptr, q.device, stream);
 }
 
 }  // namespace splat

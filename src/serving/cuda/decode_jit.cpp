@@ -4,8 +4,6 @@
 #include <cuda_runtime_api.h>
 
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -18,10 +16,6 @@
 
 namespace splat::cudadecode {
 namespace {
-
-// SPLAT_DECODE_JIT=1: the generated kernels; =0: the ahead-of-time ones (where built). Default: ahead of time while
-// the generated ones are not GPU-tested.
-constexpr bool kJitByDefault = false;
 
 constexpr int kDevices = 64, kKernels = 7;  // kernels: the first one, then the split kernel's (heads, dims) shapes
 
@@ -81,14 +75,6 @@ void launch_one(cudaKernel_t k, dim3 grid, unsigned threads, const Args& a, cuda
 
 }  // namespace
 
-bool want_jit() {
-  if (!have_aot()) return true;
-  const char* v = std::getenv("SPLAT_DECODE_JIT");
-  if (v && std::strcmp(v, "1") == 0) return true;
-  if (v && std::strcmp(v, "0") == 0) return false;
-  return kJitByDefault;
-}
-
 void launch_jit(const Args& a, Elem e, int head_dim, bool split, bool paged, int device, void* stream) {
   if (device < 0 || device >= kDevices)
     fail(ErrorCode::Unsupported, "decode_cuda: device " + std::to_string(device) + " is beyond the kernel table");
@@ -114,21 +100,5 @@ int device_sms(int device) {
   }
   return n;
 }
-
-#ifdef SPLAT_DECODE_AOT
-bool have_aot() {
-  return true;
-}
-#else
-bool have_aot() {
-  return false;
-}
-const char* launch(const Args&, Elem, int, void*) {
-  return "this build has no ahead-of-time decode kernels";
-}
-const char* launch_split(const Args&, Elem, int, void*) {
-  return "this build has no ahead-of-time decode kernels";
-}
-#endif
 
 }  // namespace splat::cudadecode
