@@ -135,9 +135,10 @@ void flurka_cuda(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, 
 // Host convenience: copies host inputs to the device, runs warmup + repeats times, copies out back.
 // Returns the median time in ms (CUDA events), measured around each whole call.
 double flurka_cuda_host(FlurkaMethod m, const FlurkaInputs& in, const TensorView& out, int warmup = 0, int repeats = 1);
-// Causal chunked variant on device views (EXPERIMENTAL: correct on the H200 but 10-20x slower than the non-causal
-// forward; the Python bindings use it only with SPLAT_FLURKA_CAUSAL_CUDA=1). The formula of flurka_causal_reference (flurka-*
-// methods, E, F [r, C]), D in {32, 64, 128}, r, m <= 512, fp32 arithmetic on the stored values; deterministic.
+// Causal chunked variant on device views: the formula of flurka_causal_reference (flurka-* methods, E, F [r, C]),
+// D in {32, 64, 128}, r, m <= 512; deterministic. bf16 storage runs on the tensor cores (bf16 operands, fp32
+// accumulation; 1.6-2.2x the non-causal forward's time on the H200); fp32 / fp16 storage (or
+// SPLAT_FLURKA_CAUSAL_TC=0) takes fp32 SIMT kernels on the stored values (10-20x the non-causal time).
 // workspace: at least flurka_causal_cuda_workspace_bytes (nullptr: allocated and freed inside, which
 // synchronises); the host form (tests) NaN-poisons out and the workspace and returns the median ms.
 size_t flurka_causal_cuda_workspace_bytes(FlurkaMethod m, const FlurkaShape& s, int64_t chunk);

@@ -30,8 +30,8 @@ def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False,
            threads=0):
     """FLuRKA attention. q [B, H, Nq, D], k, v [B, H, N, D]; E, F [k, N] (or [H, k, N]); W [D, m] (or [H, D, m]).
 
-    causal=True: E, F are chunk projections [r, C] (chunk C = E's columns); on the CPU (CUDA tensors: experimental
-    kernels, used only with SPLAT_FLURKA_CAUSAL_CUDA=1, see docs/FLURKA.md).
+    causal=True: E, F are chunk projections [r, C] (chunk C = E's columns); CPU or CUDA (bf16 on the tensor cores;
+    torch's backward on CUDA is autograd of the formula, see docs/FLURKA.md).
     Returns a new array of q's framework (or writes `out` for NumPy).
     """
     _require()

@@ -203,8 +203,8 @@ def _register_flurka():
 def flurka(q, k, v, E=None, F=None, W=None, method="flurka-favor", causal=False, *, layout="bhnd"):
     """FLuRKA as an XLA FFI call (CPU and CUDA): q [..., H, Nq, D], k, v [..., H, N, D] (layout 'bhnd') or
     [..., N, H, D] ('bnhd'); E, F [k, N] or [H, k, N]; W [D, m] or [H, D, m]. Works under jit; vmap runs
-    the batch sequentially (E, F, W may differ per mapped element). causal=True: CPU (CUDA forward with
-    SPLAT_FLURKA_CAUSAL_CUDA=1, experimental; no causal CUDA gradient).
+    the batch sequentially (E, F, W may differ per mapped element). causal=True: CPU or CUDA (no causal CUDA
+    gradient in JAX).
     Differentiable (jax.grad, CPU) in q, k, v, E and F; W is a fixed random feature matrix (a constant:
     stop_gradient).
     """

@@ -6,7 +6,6 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
-#include <cstdlib>
 
 #include "arrays.hpp"
 #include "bindings.hpp"
@@ -67,11 +66,6 @@ void flurka(const std::string& method, const InArray& q, const InArray& k, const
       flurka_causal_cpu(m, in, o, in.e.cols, opt);
       return;
     }
-    // The causal CUDA kernels have not run on a GPU yet: only on request.
-    const char* opt_in = std::getenv("SPLAT_FLURKA_CAUSAL_CUDA");
-    require(opt_in != nullptr && std::string(opt_in) == "1",
-            "causal FLuRKA on CUDA is experimental: set SPLAT_FLURKA_CAUSAL_CUDA=1 to use its kernels, or run on "
-            "the CPU");
     void* ws = nullptr;
     if (workspace) {
       const FlurkaShape s = check_flurka_args(m, in, o, in.e.cols);

@@ -6,7 +6,6 @@
 #include "bindings.hpp"
 
 #if SPLAT_WITH_XLA_FFI && __has_include("splat/flurka.hpp")
-#include <cstdlib>
 #include <string>
 #include <string_view>
 
@@ -53,10 +52,6 @@ ffi::Error run(int device, void* stream, const ffi::AnyBuffer& q, const ffi::Any
         flurka_causal_cpu(m, in, o, in.e.cols);
         return;
       }
-      const char* opt_in = std::getenv("SPLAT_FLURKA_CAUSAL_CUDA");  // as the torch bindings (flurka_bind.cpp)
-      require(opt_in != nullptr && std::string(opt_in) == "1",
-              "causal FLuRKA on CUDA is experimental: set SPLAT_FLURKA_CAUSAL_CUDA=1 to use its kernels, or run on "
-              "the CPU");
       const FlurkaShape s = check_flurka_args(m, in, o, in.e.cols);
       require(workspace.size_bytes() >= flurka_causal_cuda_workspace_bytes(m, s, in.e.cols),
               "FLuRKA workspace too small");

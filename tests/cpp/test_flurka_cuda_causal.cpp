@@ -2,7 +2,7 @@
 // chunks off the 64-row query tiles, a single partial chunk, D 32/64/128, shared and per-head E/F/W, every
 // storage dtype; flurka_causal_cuda_host NaN-poisons the output and the workspace. The SIMT kernels' arithmetic
 // is fp32 on the stored values, so the tolerance is the storage idiom: err <= 2 * err(storing the exact result) +
-// 1e-4; bf16 storage may take the tensor-core kernels (bf16 operands, fp32 accumulation), so bf16 has the
+// 1e-4; bf16 storage takes the tensor-core kernels (bf16 operands, fp32 accumulation), so bf16 has the
 // non-causal CUDA tests' GEMM idiom: 6 * err(storing in bf16) + 2e-3.
 #include <gtest/gtest.h>
 

@@ -1,5 +1,5 @@
-"""Causal FLuRKA through splat.torch on CUDA (experimental kernels, opted into with SPLAT_FLURKA_CAUSAL_CUDA=1)
-against the float64 causal formula; skipped without a CUDA device."""
+"""Causal FLuRKA through splat.torch (and splat.jax) on CUDA against the float64 causal formula: the forward on
+splat's kernels (bf16: tensor cores), the torch backward by autograd of the formula; skipped without a CUDA device."""
 
 import numpy as np
 import pytest
@@ -31,8 +31,7 @@ def rel(a, b):
 
 @pytest.mark.parametrize("method", ["flurka-favor", "flurka-elu", "flurka-relu"])
 @pytest.mark.parametrize("d,per_head", [(32, True), (64, False), (128, True)])
-def test_torch_causal_cuda_matches_float64(monkeypatch, method, d, per_head):
-    monkeypatch.setenv("SPLAT_FLURKA_CAUSAL_CUDA", "1")
+def test_torch_causal_cuda_matches_float64(method, d, per_head):
     import splat.torch as st
     xs = make(method, d=d, per_head=per_head, seed=d)  # N = 300: four chunks of 64 and a partial one
     tb = [None if x is None else torch.from_numpy(x).to("cuda", torch.bfloat16) for x in xs]
@@ -43,24 +42,24 @@ def test_torch_causal_cuda_matches_float64(monkeypatch, method, d, per_head):
     got = out.float().cpu().numpy()
     stored = torch.from_numpy(ref).to(torch.bfloat16).double().numpy()
     assert not np.isnan(got).any()
-    # bf16 storage may take the tensor-core kernels (SPLAT_FLURKA_CAUSAL_TC): bf16 GEMM operands, the non-causal
+    # bf16 storage runs on the tensor-core kernels: bf16 GEMM operands, the non-causal
     # CUDA tests' idiom
     assert rel(got, ref) <= 6 * rel(stored, ref) + 2e-3
 
 
-def test_torch_causal_cuda_needs_opt_in(monkeypatch):
-    monkeypatch.delenv("SPLAT_FLURKA_CAUSAL_CUDA", raising=False)
+def test_torch_causal_cuda_is_the_default_and_deterministic():
+    # no opt-in: CUDA tensors stay on the device, and repeated calls agree bitwise (fixed-order kernels)
     import splat.torch as st
-    tb = [None if x is None else torch.from_numpy(x).cuda() for x in make("flurka-elu", n=70, d=32)]
-    with pytest.raises(ValueError, match="SPLAT_FLURKA_CAUSAL_CUDA"):
-        st.flurka(*tb, method="flurka-elu", causal=True)
+    tb = [None if x is None else torch.from_numpy(x).to("cuda", torch.bfloat16) for x in make("flurka-relu", n=200)]
+    a = st.flurka(*tb, method="flurka-relu", causal=True)
+    b = st.flurka(*tb, method="flurka-relu", causal=True)
+    assert a.is_cuda and torch.equal(a.view(torch.int16), b.view(torch.int16))
 
 
 @pytest.mark.parametrize("method", ["flurka-favor", "flurka-elu", "flurka-relu"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_torch_causal_cuda_grads_match_float64(monkeypatch, method, dtype):
+def test_torch_causal_cuda_grads_match_float64(method, dtype):
     # the backward of a causal CUDA call is torch autograd of the formula on the device (splat._flurka_causal_torch)
-    monkeypatch.setenv("SPLAT_FLURKA_CAUSAL_CUDA", "1")
     import splat.torch as st
     xs = make(method, n=300, d=64, per_head=dtype == torch.float32, seed=7)
     dev = [None if x is None else torch.from_numpy(x).to("cuda", dtype) for x in xs]
@@ -79,7 +78,7 @@ def test_torch_causal_cuda_grads_match_float64(monkeypatch, method, dtype):
         assert rel(g, ref) <= tol, f"d{name}: {rel(g, ref):.2e} > {tol:.2e}"
 
 
-def test_jax_causal_cuda_forward(monkeypatch):
+def test_jax_causal_cuda_forward():
     jax = pytest.importorskip("jax")
     import jax.numpy as jnp
     try:
@@ -89,7 +88,6 @@ def test_jax_causal_cuda_forward(monkeypatch):
     import splat.jax as sj
     if not getattr(splat._core, "xla_flurka_targets", None):
         pytest.skip("built without the XLA FFI handlers")
-    monkeypatch.setenv("SPLAT_FLURKA_CAUSAL_CUDA", "1")
     xs = make("flurka-favor", d=64, seed=11)
     with jax.default_device(gpu):
         arrs = [None if x is None else jnp.asarray(x, jnp.bfloat16) for x in xs]

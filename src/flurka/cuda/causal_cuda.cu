@@ -129,12 +129,12 @@ std::string unsupported(const FlurkaShape& s, int64_t C) {
   return "";
 }
 
-// The tensor-core kernels (causal_tc.cu) for bf16 storage, opt-in while they are experimental:
-// SPLAT_FLURKA_CAUSAL_TC=1; other dtypes and shapes keep the fp32 SIMT kernels above.
+// The tensor-core kernels (causal_tc.cu) for bf16 storage (SPLAT_FLURKA_CAUSAL_TC=0: the SIMT kernels); other
+// dtypes and shapes keep the fp32 SIMT kernels above.
 bool use_tc(const FlurkaInputs& in, const FlurkaShape& s, int64_t C) {
   static const bool on = [] {
     const char* e = std::getenv("SPLAT_FLURKA_CAUSAL_TC");
-    return e && std::string(e) == "1";
+    return !(e && std::string(e) == "0");
   }();
   return on && causal_tc_unsupported(in, s, C).empty();
 }
