@@ -6,7 +6,6 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
-
 #include "arrays.hpp"
 #include "bindings.hpp"
 #include "plans.hpp"
