@@ -9,8 +9,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
+#include "flurka/cuda/causal_state.cuh"
 #include "flurka/cuda/causal_tc.cuh"
 #include "flurka/cuda/causal_tc.hpp"
 #include "flurka/cuda/launch_profile.hpp"
@@ -28,6 +30,16 @@ int64_t chunks_with_state(const FlurkaShape& s, int64_t C) {
   return nC > 0 ? nC - 1 : 0;
 }
 
+// SPLAT_FLURKA_CAUSAL_FUSED=1: chunk_state_scan (causal_state.cuh, not yet run on a GPU) instead of state_kernel +
+// chunk_scan.
+bool fused_states() {
+  static const bool on = [] {
+    const char* e = std::getenv("SPLAT_FLURKA_CAUSAL_FUSED");
+    return e && std::string(e) == "1";
+  }();
+  return on;
+}
+
 template <int D>
 size_t state_smem() {
   return size_t((128 + 64) * (D + 8) * 2 + D * (64 + 8) * 2 + 64 * 4);  // state_kernel's tiles (as flurka_cuda.cu)
@@ -42,6 +54,9 @@ void launch(FlurkaMethod method, const FlurkaShape& s, int64_t C, const FlurkaIn
                "attr");
     cuda_check(
         cudaFuncSetAttribute(state_kernel<float, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(state_smem<D>())),
+        "attr");
+    cuda_check(
+        cudaFuncSetAttribute(chunk_state_scan<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(state_smem<D>())),
         "attr");
     cuda_check(cudaFuncSetAttribute(causal_query_tc<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     int(CausalPipe<D>::smem_bytes)),
@@ -74,16 +89,23 @@ void launch(FlurkaMethod method, const FlurkaShape& s, int64_t C, const FlurkaIn
             in.v.stride[0], nS * H * r * D);
     cuda_check(cudaGetLastError(), "project_pipe_kernel (causal)");
     prof.mark("project");
-    // "Batch" b * nS + c, head h: the chunk projections are consecutive [r, D] blocks.
-    const Rows x2{w.kp, H * r * D, r * D, D}, y2{w.vp, H * r * D, r * D, D};
-    state_kernel<float, D><<<dim3(unsigned((m + 127) / 128), 1, unsigned(s.B * nS * H)), 256, state_smem<D>(), st>>>(
-        x2, y2, wt, Hw, w.shift, H, r, m, r, map, a, nullptr, nullptr, nullptr, w.slot, w.u32);
-    cuda_check(cudaGetLastError(), "state_kernel (causal)");
-    prof.mark("state");
-    chunk_scan<<<dim3(unsigned((m * D + 255) / 256), unsigned(s.B * H)), 256, 0, st>>>(w.u32, w.slot, H, m, D, nS, map,
-                                                                                       ut, w.slotp);
-    cuda_check(cudaGetLastError(), "chunk_scan");
-    prof.mark("scan");
+    if (fused_states()) {  // experimental: states and scan in one pass over the chunks
+      chunk_state_scan<D><<<dim3(unsigned((m + 127) / 128), unsigned(s.B * H)), 256, state_smem<D>(), st>>>(
+          w.kp, w.vp, wt, Hw, H, r, m, nS, map, a, ut, w.slotp);
+      cuda_check(cudaGetLastError(), "chunk_state_scan");
+      prof.mark("state_scan");
+    } else {
+      // "Batch" b * nS + c, head h: the chunk projections are consecutive [r, D] blocks.
+      const Rows x2{w.kp, H * r * D, r * D, D}, y2{w.vp, H * r * D, r * D, D};
+      state_kernel<float, D><<<dim3(unsigned((m + 127) / 128), 1, unsigned(s.B * nS * H)), 256, state_smem<D>(), st>>>(
+          x2, y2, wt, Hw, w.shift, H, r, m, r, map, a, nullptr, nullptr, nullptr, w.slot, w.u32);
+      cuda_check(cudaGetLastError(), "state_kernel (causal)");
+      prof.mark("state");
+      chunk_scan<<<dim3(unsigned((m * D + 255) / 256), unsigned(s.B * H)), 256, 0, st>>>(w.u32, w.slot, H, m, D, nS,
+                                                                                         map, ut, w.slotp);
+      cuda_check(cudaGetLastError(), "chunk_scan");
+      prof.mark("scan");
+    }
   }
   const int64_t tiles = (std::min(C, s.N) + CausalPipe<D>::BQ - 1) / CausalPipe<D>::BQ;
   causal_query_tc<D><<<dim3(unsigned(nC * tiles), unsigned(s.B * H)), 256, CausalPipe<D>::smem_bytes, st>>>(
