@@ -3,8 +3,10 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/shared_ptr.h>
 
+#include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "bindings.hpp"
@@ -174,7 +176,9 @@ void splat::py::bind_xla_decode(nanobind::module_& m) {
 #endif
   varlen["cpu"] = nb::capsule(reinterpret_cast<void*>(&SplatVarlenHost));
 #if SPLAT_WITH_CUDA
-  varlen["CUDA"] = nb::capsule(reinterpret_cast<void*>(&SplatVarlenDevice));
+  // Opt-in while GPU-untested (the kernels are the torch route's, GPU-tested; this handler has not run on a GPU).
+  if (const char* e = std::getenv("SPLAT_JAX_VARLEN_CUDA"); e && std::string(e) == "1")
+    varlen["CUDA"] = nb::capsule(reinterpret_cast<void*>(&SplatVarlenDevice));
 #endif
   m.attr("xla_decode_targets") = decode;
   m.attr("xla_varlen_targets") = varlen;

@@ -1,6 +1,8 @@
 """splat.varlen_attention / splat.torch.varlen_attention: packed sequences of mixed lengths (0, 1 ... N) against the
 float64 reference of each sequence on its own (the pattern at its length, position 0 at its first token)."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -117,7 +119,8 @@ def _jax_gpu():
         return []
 
 
-@pytest.mark.skipif(not CUDA or not _jax_gpu(), reason="no CUDA device for JAX")
+@pytest.mark.skipif(not CUDA or not _jax_gpu() or os.environ.get("SPLAT_JAX_VARLEN_CUDA") != "1",
+                    reason="no CUDA device for JAX, or the JAX CUDA varlen target not enabled (SPLAT_JAX_VARLEN_CUDA=1)")
 def test_jax_cuda_varlen_under_jit(rng):
     import jax
     import jax.numpy as jnp
