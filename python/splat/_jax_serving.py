@@ -1,7 +1,9 @@
 """JAX versions of the serving entry points (XLA FFI custom calls; see splat._serving for the layouts): decode against
-a KV cache (CPU and CUDA: on a GPU the lengths and tables stay device arrays) and packed varlen attention (CPU), under
-jax.jit. Plans are built while tracing and reach the handler by registry id. Inference only (no gradient). Reached
-through splat.decode / splat.varlen_attention."""
+a KV cache (CPU; CUDA experimental, SPLAT_JAX_DECODE_CUDA=1: on a GPU the lengths and tables stay device arrays) and
+packed varlen attention (CPU), under jax.jit. Plans are built while tracing and reach the handler by registry id.
+Inference only (no gradient). Reached through splat.decode / splat.varlen_attention."""
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +26,9 @@ def _register():
         raise NotImplementedError("splat: this build has no XLA FFI handlers (JAX was not importable when splat "
                                   "was built); reinstall splat with jax installed")
     for platform, capsule in _core.xla_decode_targets.items():
+        # The CUDA decode handler is experimental (not yet run on a GPU): opt in with SPLAT_JAX_DECODE_CUDA=1.
+        if platform == "CUDA" and os.environ.get("SPLAT_JAX_DECODE_CUDA") != "1":
+            continue
         jax.ffi.register_ffi_target(_DECODE, capsule, platform=platform)
     for platform, capsule in _core.xla_varlen_targets.items():
         jax.ffi.register_ffi_target(_VARLEN, capsule, platform=platform)

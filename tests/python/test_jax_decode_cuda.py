@@ -1,7 +1,9 @@
-"""splat.jax.decode on a CUDA JAX device (the XLA FFI CUDA handler) against the float64 reference of the full
-sequence, under jax.jit, with the lengths and block table as device arrays: contiguous and shuffled paged caches,
-GQA, T > 1, bf16 / f16 / f32, both head dims; one executable replayed with new lengths. Skips without a CUDA JAX
-device."""
+"""splat.jax.decode on a CUDA JAX device (the XLA FFI CUDA handler, experimental: SPLAT_JAX_DECODE_CUDA=1) against
+the float64 reference of the full sequence, under jax.jit, with the lengths and block table as device arrays:
+contiguous and shuffled paged caches, GQA, T > 1, bf16 / f16 / f32, both head dims; one executable replayed with new
+lengths. Skips without a CUDA JAX device."""
+
+import os
 
 import numpy as np
 import pytest
@@ -24,6 +26,8 @@ def _gpu():
 
 GPU = _gpu()
 pytestmark = pytest.mark.skipif(GPU is None, reason="no CUDA JAX device")
+if GPU is not None:  # the handler registers on first use, when this is read
+    os.environ["SPLAT_JAX_DECODE_CUDA"] = "1"
 JNP = {"bf16": jnp.bfloat16, "f16": jnp.float16, "f32": jnp.float32}
 
 
