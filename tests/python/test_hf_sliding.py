@@ -245,7 +245,8 @@ def test_chunks_longer_than_the_decode_limit_on_a_sliding_cache(cache):
         c = DynamicCache(config=model.config) if cache == "dynamic" else StaticCache(config=model.config,
                                                                                       max_cache_len=160)
         with torch.no_grad():
-            outs.append(torch.cat([model(ids[:, a:b], attention_mask=mask[:, :b], past_key_values=c, use_cache=True).logits
+            outs.append(torch.cat([model(ids[:, a:b], attention_mask=mask[:, :b], past_key_values=c,
+                                         use_cache=True).logits
                                    for a, b in [(0, 70), (70, 71), (71, 140), (140, 150)]], dim=1))
     real = mask.bool()
     torch.testing.assert_close(outs[0][real], outs[1][real], atol=1e-4, rtol=1e-4)
