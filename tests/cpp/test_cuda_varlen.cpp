@@ -17,6 +17,7 @@
 #include "splat/suite.hpp"
 #include "test_cpu_util.hpp"
 #include "test_cuda_util.hpp"
+#include "test_varlen_util.hpp"
 
 #ifndef SPLAT_WITH_CUDA
 TEST(CudaVarlen, BuiltWithoutCuda) {
@@ -42,19 +43,6 @@ std::string describe(const Case& c) {
                   " " + dtype_name(c.dt) + (c.token_major ? " [total,H,D]" : " [H,total,D]") + " lengths";
   for (int32_t n : c.lengths) s += " " + std::to_string(n);
   return s;
-}
-
-std::vector<uint8_t> block_diagonal_mask(const Pattern& p, const std::vector<int32_t>& cu) {
-  const int64_t total = cu.back();
-  std::vector<uint8_t> m(size_t(total * total), 0);
-  for (size_t b = 0; b + 1 < cu.size(); ++b) {
-    const int64_t s = cu[b], n = cu[b + 1] - cu[b];
-    if (n == 0) continue;
-    const std::vector<uint8_t> d = dense_mask(p, n);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < n; ++j) m[size_t((s + i) * total + s + j)] = d[size_t(i * n + j)];
-  }
-  return m;
 }
 
 // A device copy of a host tensor (same strides), freed at scope end.
@@ -94,7 +82,7 @@ void check(VarlenPlans& plans, const Case& c) {
   dout.read_back(out);
   ASSERT_EQ(cudaMemcpy(lse.data(), dlse.p, lse.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
 
-  const std::vector<uint8_t> mask = block_diagonal_mask(plans.pattern(), cu);
+  const std::vector<uint8_t> mask = splat_test::packed_dense_mask(plans.pattern(), cu);
   const Tensor q32 = q.to_f32(), k32 = k.to_f32(), v32 = v.to_f32();
   Tensor ref(DType::F32, 1, c.H, total, c.D, false);
   ref.poison();

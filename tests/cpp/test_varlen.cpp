@@ -9,6 +9,7 @@
 #include "splat/decode.hpp"
 #include "splat/error.hpp"
 #include "test_cpu_util.hpp"
+#include "test_varlen_util.hpp"
 
 namespace {
 
@@ -18,19 +19,6 @@ using cputest::Tensor;
 // [1, H, total, D] over [total, H, D] memory.
 Tensor packed(DType dt, int64_t H, int64_t total, int64_t D) {
   return Tensor(dt, 1, H, total, D, true);
-}
-
-std::vector<uint8_t> block_diagonal(const Pattern& p, const std::vector<int32_t>& cu) {
-  const int64_t total = cu.back();
-  std::vector<uint8_t> m(size_t(total * total), 0);
-  for (size_t b = 0; b + 1 < cu.size(); ++b) {
-    const int64_t s = cu[b], n = cu[b + 1] - cu[b];
-    if (n == 0) continue;
-    const std::vector<uint8_t> d = dense_mask(p, n);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < n; ++j) m[size_t((s + i) * total + s + j)] = d[size_t(i * n + j)];
-  }
-  return m;
 }
 
 void check(const std::string& spec, DType dt, const std::vector<int32_t>& lengths, int64_t H = 4, int64_t Hkv = 2,
@@ -43,7 +31,7 @@ void check(const std::string& spec, DType dt, const std::vector<int32_t>& length
   Tensor q = packed(dt, H, total, D), k = packed(dt, Hkv, total, D), v = packed(dt, Hkv, total, D);
   q.randomise(rng, 1.0f), k.randomise(rng, 1.0f), v.randomise(rng, 1.0f);
   const Pattern p = parse_pattern(spec);
-  const std::vector<uint8_t> mask = block_diagonal(p, cu);
+  const std::vector<uint8_t> mask = splat_test::packed_dense_mask(p, cu);
   const Tensor q32 = q.to_f32(), k32 = k.to_f32(), v32 = v.to_f32();
   Tensor want(DType::F32, 1, H, total, D, false);
   attention_reference(mask.data(), q32.view, k32.view, v32.view, want.view);
