@@ -96,18 +96,18 @@ SERVING = "causal_window:w=100+sink:g=4&causal"
 def test_torch_cuda_varlen_matches_each_sequence(rng, pattern, dtype_name):
     q, k, v, cu = packed(rng, CUDA_LENGTHS, H=8, Hkv=2, D=64 if dtype_name == "f16" else 128,
                          dtype=np_dtype(dtype_name))
-    dev = [torch.from_numpy(x.astype(np.float32)).cuda().to(getattr(torch, {"bf16": "bfloat16", "f16": "float16"}[
+    qkv_gpu = [torch.from_numpy(x.astype(np.float32)).cuda().to(getattr(torch, {"bf16": "bfloat16", "f16": "float16"}[
         dtype_name])) for x in (q, k, v)]
-    cu_dev = torch.from_numpy(cu).cuda()
-    out, lse = splat.torch.varlen_attention(*dev, cu_dev, max(CUDA_LENGTHS), pattern=pattern, return_lse=True)
-    assert out.shape == dev[0].shape and out.dtype == dev[0].dtype and lse.shape == (8, q.shape[0])
+    cu_gpu = torch.from_numpy(cu).cuda()
+    out, lse = splat.torch.varlen_attention(*qkv_gpu, cu_gpu, max(CUDA_LENGTHS), pattern=pattern, return_lse=True)
+    assert out.shape == qkv_gpu[0].shape and out.dtype == qkv_gpu[0].dtype and lse.shape == (8, q.shape[0])
     check_per_sequence(out.float().cpu().numpy().astype(q.dtype), q, k, v, cu, pattern, dtype_name)
     # The same lse as the CPU path (float32 in, float64 reference per sequence there).
     _, lse_cpu = splat.varlen_attention(*(x.astype(np.float32) for x in (q, k, v)), cu, max(CUDA_LENGTHS),
                                         pattern=pattern, return_lse=True)
     np.testing.assert_allclose(lse.cpu().numpy(), lse_cpu, rtol=2e-3, atol=2e-3)
     # Host cu_seqlens: no copy, same answer; splat.varlen_attention routes CUDA tensors the same way.
-    again = splat.varlen_attention(*dev, torch.from_numpy(cu), max(CUDA_LENGTHS), pattern=pattern)
+    again = splat.varlen_attention(*qkv_gpu, torch.from_numpy(cu), max(CUDA_LENGTHS), pattern=pattern)
     torch.testing.assert_close(again, out, rtol=0, atol=0)
 
 
@@ -137,19 +137,19 @@ def test_jax_cuda_varlen_under_jit(rng):
 @cuda_only
 def test_torch_cuda_varlen_compiles_and_checks(rng):
     q, k, v, cu = packed(rng, [3, 0, 130, 64], H=4, Hkv=4, D=128)
-    dev = [torch.from_numpy(x).cuda().bfloat16() for x in (q, k, v)]
-    cu_dev = torch.from_numpy(cu).cuda()
-    out = splat.torch.varlen_attention(*dev, cu_dev, 130, pattern=SERVING)
+    qkv_gpu = [torch.from_numpy(x).cuda().bfloat16() for x in (q, k, v)]
+    cu_gpu = torch.from_numpy(cu).cuda()
+    out = splat.torch.varlen_attention(*qkv_gpu, cu_gpu, 130, pattern=SERVING)
     fn = torch.compile(lambda *a: splat.torch.varlen_attention(*a, 130, pattern=SERVING), fullgraph=True)
-    torch.testing.assert_close(fn(*dev, cu_dev), out)
-    torch.library.opcheck(torch.ops.splat.varlen_attention.default, (*dev, cu_dev, 130, SERVING, 0.0))
+    torch.testing.assert_close(fn(*qkv_gpu, cu_gpu), out)
+    torch.library.opcheck(torch.ops.splat.varlen_attention.default, (*qkv_gpu, cu_gpu, 130, SERVING, 0.0))
     with pytest.raises(ValueError, match="max_seqlen"):
-        splat.torch.varlen_attention(*dev, cu_dev, 100, pattern=SERVING)
+        splat.torch.varlen_attention(*qkv_gpu, cu_gpu, 100, pattern=SERVING)
     with pytest.raises(ValueError, match="cu_seqlens"):
-        splat.torch.varlen_attention(*dev, torch.tensor([0, 3, 3, 100, 190], dtype=torch.int32).cuda(), 130,
+        splat.torch.varlen_attention(*qkv_gpu, torch.tensor([0, 3, 3, 100, 190], dtype=torch.int32).cuda(), 130,
                                      pattern=SERVING)
     with pytest.raises(ValueError, match="int32"):
-        splat.torch.varlen_attention(*dev, cu_dev.long(), 130, pattern=SERVING)
+        splat.torch.varlen_attention(*qkv_gpu, cu_gpu.long(), 130, pattern=SERVING)
 
 
 @cuda_only
