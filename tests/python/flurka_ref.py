@@ -73,3 +73,20 @@ def flurka_causal(method, q, k, v, E, F, W=None):
             s_acc = s_acc + np.swapaxes(pk, -1, -2) @ vp
             z_acc = z_acc + np.swapaxes(pk, -1, -2).sum(-1, keepdims=True)
     return out
+
+
+def causal_inputs(method, b, h, n, d, c, r, m, per_head=True, seed=0):
+    """Fresh float32 inputs of causal FLuRKA: q, k, v [b, h, n, d]; E, F chunk projections [(h,) r, c] of rows of
+    unit norm on average; W [(h,) d, m] (None for flurka-elu, whose features are elu(x) + 1)."""
+    g = np.random.default_rng(seed)
+    q, k, v = (g.standard_normal((b, h, n, d)).astype(np.float32) for _ in range(3))
+    pre = (h,) if per_head else ()
+    E = (g.standard_normal(pre + (r, c)) / np.sqrt(c)).astype(np.float32)
+    F = (g.standard_normal(pre + (r, c)) / np.sqrt(c)).astype(np.float32)
+    W = g.standard_normal(pre + (d, m)).astype(np.float32) if method != "flurka-elu" else None
+    return q, k, v, E, F, W
+
+
+def rel(a, b):
+    """Relative Frobenius error of a against the float64 b."""
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))

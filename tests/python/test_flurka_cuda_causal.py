@@ -9,24 +9,14 @@ import splat
 torch = pytest.importorskip("torch")
 if not splat._core.has_flurka:
     pytest.skip("built without FLuRKA", allow_module_level=True)
-from flurka_ref import flurka_causal  # noqa: E402
+from flurka_ref import causal_inputs, flurka_causal, rel  # noqa: E402
 
 CUDA = torch.cuda.is_available() and splat.cuda_available()[0]
 pytestmark = pytest.mark.skipif(not CUDA, reason="no CUDA device (or a build without CUDA)")
 
 
 def make(method, b=2, h=3, n=300, d=64, c=64, r=24, m=40, per_head=True, seed=0):
-    g = np.random.default_rng(seed)
-    q, k, v = (g.standard_normal((b, h, n, d)).astype(np.float32) for _ in range(3))
-    pre = (h,) if per_head else ()
-    E = (g.standard_normal(pre + (r, c)) / np.sqrt(c)).astype(np.float32)
-    F = (g.standard_normal(pre + (r, c)) / np.sqrt(c)).astype(np.float32)
-    W = g.standard_normal(pre + (d, m)).astype(np.float32) if method != "flurka-elu" else None
-    return q, k, v, E, F, W
-
-
-def rel(a, b):
-    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
+    return causal_inputs(method, b, h, n, d, c, r, m, per_head, seed)
 
 
 @pytest.mark.parametrize("method", ["flurka-favor", "flurka-elu", "flurka-relu"])
